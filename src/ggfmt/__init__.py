@@ -1,0 +1,41 @@
+"""ggfmt: declarative, schema-driven parsing and conversion of legacy ggml / llama.cpp formats.
+
+    >>> import ggfmt
+    >>> doc = ggfmt.parse("ckpt.bin")            # schema detected from the magic
+    >>> doc.fields["model"]["n_embd"], len(doc.tensors)
+
+Heavy modules (construct, numpy, gguf) load on first use, so ``import ggfmt`` stays cheap.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+__all__ = ["Document", "FormatError", "TensorRef", "__version__", "load_schema", "parse"]
+
+if TYPE_CHECKING:
+    from .document import Document, TensorRef
+    from .engine import parse
+    from .errors import FormatError
+    from .schema import load_schema
+
+
+def __getattr__(name: str) -> Any:
+    if name == "parse":
+        from .engine import parse
+
+        return parse
+    if name == "load_schema":
+        from .schema import load_schema
+
+        return load_schema
+    if name in ("Document", "TensorRef"):
+        from . import document
+
+        return getattr(document, name)
+    if name == "FormatError":
+        from .errors import FormatError
+
+        return FormatError
+    raise AttributeError(f"module 'ggfmt' has no attribute {name!r}")

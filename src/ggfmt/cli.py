@@ -1,0 +1,211 @@
+"""The ``fmt`` command line: argument parsing, progress, exit codes. No format knowledge lives here.
+
+Heavy modules are imported inside the commands, so ``fmt --help`` starts fast and never
+imports torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import traceback
+from collections.abc import Sequence
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from . import __version__
+from .errors import GgfmtError, UsageError
+
+EXIT_OK, EXIT_INTERNAL, EXIT_BAD_INPUT = 0, 1, 2
+PROGRESS_THRESHOLD = 64 << 20  # payloads smaller than this convert too fast to need a bar
+
+DESCRIPTION = """\
+Parse, explain and convert the binary formats around ggml / llama.cpp that current tools
+no longer read: 2023 training checkpoints (ggcp), LoRA finetune checkpoints (ggcl), ...
+Every layout is a YAML schema (see `fmt schemas`); conversions follow mapping tables.
+"""
+
+EPILOG = """\
+examples:
+  fmt parse chk-lora-00010.bin                 show fields and tensors (schema from the magic)
+  fmt parse ckpt.bin --schema ggcp --json      the same as one JSON document
+  fmt to-gguf ckpt.bin                         write ckpt.gguf next to it
+  fmt to-gguf ckpt.bin -o out.gguf --force     replace out.gguf if it exists
+  fmt to-gguf lora-ckpt.bin --ff 8640          finetune of a model whose n_ff is not derived
+
+exit status:
+  0  success
+  2  bad input or usage: one line on stderr names the file, the field, the byte offset
+     and what was expected; no output file is left behind
+  1  internal error (a bug in ggfmt): a short message; --debug shows the traceback
+"""
+
+
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    def __init__(self, prog: str) -> None:
+        super().__init__(prog, max_help_position=34)
+
+
+def _parameter_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("schema parameters")
+    group.add_argument("--schema", metavar="NAME|PATH",
+                       help="schema to read FILE with: a name (`fmt schemas`), a YAML file, or a Python "
+                            "module exposing a Construct `schema` (default: detected from the magic)")
+    group.add_argument("--ff", type=int, metavar="N",
+                       help="feed-forward length, for models whose n_ff does not follow from n_mult "
+                            "(sets the schema parameter ff)")
+    group.add_argument("--opt-type", choices=("adam", "lbfgs"),
+                       help="optimizer type of a version-1 optimizer context, instead of deciding it "
+                            "from the exact size (sets opt_type)")
+    group.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                       help="set any schema parameter (repeatable); integers are read as integers")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fmt", description=DESCRIPTION, epilog=EPILOG, formatter_class=_Formatter)
+    parser.add_argument("--version", action="version", version=f"ggfmt {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of internal errors")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = commands.add_parser("parse", help="show a file's fields and tensors (header only, payloads not read)",
+                            description="Parse FILE against its schema and show every field and every tensor "
+                                        "(name, type, ne, absolute offset, bytes). Tensor payloads are not read.",
+                            formatter_class=_Formatter)
+    p.add_argument("file", type=Path, metavar="FILE")
+    p.add_argument("--json", action="store_true", help="print one JSON document (fields and tensors) for scripts")
+    _parameter_options(p)
+    p.set_defaults(run=cmd_parse)
+
+    p = commands.add_parser("to-gguf", help="convert a checkpoint to GGUF",
+                            description="Convert FILE to GGUF through its schema's mapping table "
+                                        "(mappings/<schema>-gguf.yaml). ggcp becomes a GGUF training "
+                                        "checkpoint, ggcl a GGUF finetune checkpoint, which llama.cpp's "
+                                        "trainers resume from. Payloads are copied, never held in memory.",
+                            formatter_class=_Formatter)
+    p.add_argument("file", type=Path, metavar="FILE")
+    p.add_argument("-o", "--output", type=Path, metavar="OUT.gguf",
+                   help="output file (default: FILE with the suffix .gguf)")
+    p.add_argument("--force", action="store_true", help="replace OUT.gguf if it exists")
+    p.add_argument("--mapping", metavar="NAME", help="mapping table to use (default: <schema>-gguf)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar, no summary")
+    _parameter_options(p)
+    p.set_defaults(run=cmd_to_gguf)
+
+    p = commands.add_parser("schemas", help="list the schemas ggfmt knows",
+                            description="List the schemas found in the schema directories (ggfmt's own "
+                                        "and those in GGFMT_SCHEMA_PATH), with the magic each detects.",
+                            formatter_class=_Formatter)
+    p.set_defaults(run=cmd_schemas)
+    return parser
+
+
+def _parameters(args: argparse.Namespace) -> dict[str, Any]:
+    params: dict[str, Any] = {}
+    for item in args.set:
+        name, sep, text = item.partition("=")
+        if not sep or not name.isidentifier():
+            raise UsageError(f"--set {item!r}: expected NAME=VALUE")
+        params[name] = int(text) if text.lstrip("-").isdigit() else text
+    if args.ff is not None:
+        if args.ff <= 0:
+            raise UsageError(f"--ff {args.ff}: must be a positive integer")
+        params["ff"] = args.ff
+    if args.opt_type is not None:
+        params["opt_type"] = args.opt_type
+    return params
+
+
+def cmd_parse(args: argparse.Namespace) -> int:
+    from .engine import parse
+    from .report import render
+
+    doc = parse(args.file, args.schema, _parameters(args))
+    if args.json:
+        json.dump(doc.as_json(), sys.stdout, indent=1)
+        sys.stdout.write("\n")
+    else:
+        print(render(doc))
+    return EXIT_OK
+
+
+def cmd_to_gguf(args: argparse.Namespace) -> int:
+    from .emit.gguf import plan_gguf, write_gguf
+    from .engine import parse
+    from .mapping import load_mapping, mapping_exists
+    from .output import atomic_output, check_target
+
+    source: Path = args.file
+    target: Path = args.output if args.output is not None else source.with_suffix(".gguf")
+    check_target(target, force=args.force, inputs=[source])  # before the work, not only after it
+    doc = parse(source, args.schema, _parameters(args))
+    mapping_name = args.mapping or f"{doc.schema.id}-gguf"
+    if args.mapping is None and not mapping_exists(mapping_name):
+        raise UsageError(f"{source}: ggfmt has no GGUF conversion for {doc.schema.id} files "
+                         f"(no mapping table {mapping_name}); `fmt parse` still shows what is inside")
+    plan = plan_gguf(doc, load_mapping(mapping_name))
+    bar = _progress_bar(plan.payload_bytes, args.quiet)
+    try:
+        with atomic_output(target, force=args.force, inputs=[source]) as temporary:
+            write_gguf(plan, source, temporary, bar.update if bar is not None else None)
+    finally:
+        if bar is not None:
+            bar.close()
+    if not args.quiet:
+        size = target.stat().st_size
+        print(f"{target}: {len(plan.tensors)} tensors, {len(plan.metadata) + 1} keys, {size:,} bytes "
+              f"({doc.schema.id} -> GGUF via {mapping_name})")
+    return EXIT_OK
+
+
+def _progress_bar(total: int, quiet: bool) -> Any:
+    if quiet or total < PROGRESS_THRESHOLD or not sys.stderr.isatty():
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc="copying tensors", file=sys.stderr)
+
+
+def cmd_schemas(args: argparse.Namespace) -> int:
+    from .schema import available_schemas, read_yaml
+
+    for name, path in available_schemas().items():
+        data = read_yaml(path)
+        meta = data.get("meta") or {}
+        seq = data.get("seq") or []
+        magic = seq[0].get("contents") if seq and isinstance(seq[0], dict) else None
+        print(f"{name:<14} {('magic ' + repr(magic)) if magic else '(part)':<14} {meta.get('title', '')}")
+    return EXIT_OK
+
+
+def _terminate(signum: int, frame: FrameType | None) -> None:
+    # Turn SIGTERM into an exception so that temporary outputs are removed on the way out.
+    raise KeyboardInterrupt
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return EXIT_BAD_INPUT
+    signal.signal(signal.SIGTERM, _terminate)
+    try:
+        return int(args.run(args))
+    except GgfmtError as e:
+        print(f"fmt: error: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("fmt: interrupted; no output was written", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return EXIT_OK
+    except Exception as e:  # a bug: say so briefly, show the traceback only on request
+        if args.debug:
+            traceback.print_exc()
+        print(f"fmt: internal error: {type(e).__name__}: {e}\n"
+              "This is a bug in ggfmt. Please report it with the command you ran "
+              "(add --debug to see the traceback).", file=sys.stderr)
+        return EXIT_INTERNAL

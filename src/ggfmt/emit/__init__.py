@@ -1,0 +1,1 @@
+"""Writers of ggfmt's output formats."""

@@ -1,0 +1,154 @@
+"""Document + mapping table -> GGUF file.
+
+The header, metadata and tensor infos are written by gguf-py's ``GGUFWriter``; the payloads
+are then appended by ggfmt itself, straight from the input file (``tensors.copy_range``),
+each aligned as GGUF requires.  Nothing the size of a payload is ever held in memory.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..document import Document, TensorRef
+from ..engine import tensor_ref
+from ..errors import FormatError, SchemaError
+from ..mapping import MappingTable, MetadataEntry, TensorEntry, evaluate_entry, walk
+from ..schema.constructs import TensorContainer
+from ..tensors import Progress, copy_range
+
+_INT_RANGES = {
+    "u8": (0, 2**8 - 1), "i8": (-(2**7), 2**7 - 1), "u16": (0, 2**16 - 1), "i16": (-(2**15), 2**15 - 1),
+    "u32": (0, 2**32 - 1), "i32": (-(2**31), 2**31 - 1), "u64": (0, 2**64 - 1), "i64": (-(2**63), 2**63 - 1),
+}
+
+
+@dataclass(frozen=True)
+class MetadataValue:
+    key: str
+    value_type: str
+    value: Any
+
+
+@dataclass(frozen=True)
+class OutputTensor:
+    """A tensor of the output and where its bytes come from."""
+
+    name: str
+    ne: tuple[int, ...]
+    ggml_type: int
+    nbytes: int
+    source: TensorRef
+
+
+@dataclass
+class GGUFPlan:
+    architecture: str
+    metadata: list[MetadataValue]
+    tensors: list[OutputTensor]
+
+    @property
+    def payload_bytes(self) -> int:
+        return sum(t.nbytes for t in self.tensors)
+
+
+def plan_gguf(doc: Document, table: MappingTable) -> GGUFPlan:
+    """Resolve ``table`` against ``doc``: every key with its value, every tensor with its source."""
+    if table.architecture is None:
+        raise SchemaError(table.name, "a GGUF mapping needs `architecture`")
+    architecture = str(table.architecture)
+    scopes = [doc.fields]
+    metadata = []
+    for entry, entry_scopes in walk(table.metadata, scopes):
+        assert isinstance(entry, MetadataEntry)
+        value = evaluate_entry(entry.value, entry_scopes, entry.where)
+        key = entry.key.format(arch=architecture)
+        metadata.append(MetadataValue(key, entry.value_type, _checked(value, entry.value_type, key, doc)))
+    tensors = []
+    names: set[str] = set()
+    for entry, entry_scopes in walk(table.tensors, scopes):
+        assert isinstance(entry, TensorEntry)
+        record = evaluate_entry(entry.source, entry_scopes, entry.where)
+        if not isinstance(record, TensorContainer):
+            raise SchemaError(entry.where, f"`from: {entry.source.source}` is not a tensor record")
+        ref = tensor_ref(record, entry.source.source)
+        bid = next((s["bid"] for s in reversed(entry_scopes) if "bid" in s), None)
+        name = entry.name_template.format(bid=bid)
+        if ref.is_null:
+            raise FormatError(ref.path, ref.offset, f"is a null tensor but {table.name} maps it to {name}")
+        if name in names:
+            raise SchemaError(entry.where, f"tensor {name} is mapped twice")
+        names.add(name)
+        tensors.append(OutputTensor(name, ref.ne, ref.ggml_type, ref.nbytes, ref))
+    return GGUFPlan(architecture, metadata, tensors)
+
+
+def _checked(value: Any, value_type: str, key: str, doc: Document) -> Any:
+    def bad(why: str) -> FormatError:
+        return FormatError("", None, f"GGUF key {key}: {why}", str(doc.source))
+
+    if value_type in _INT_RANGES:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise bad(f"expected an integer, got {value!r}")
+        lo, hi = _INT_RANGES[value_type]
+        if not lo <= value <= hi:
+            raise bad(f"{value} does not fit in {value_type}")
+        return value
+    if value_type in ("f32", "f64"):
+        if not isinstance(value, int | float) or isinstance(value, bool):
+            raise bad(f"expected a number, got {value!r}")
+        return float(value)
+    if value_type == "bool":
+        return bool(value)
+    if not isinstance(value, str):
+        raise bad(f"expected a string, got {value!r}")
+    return value
+
+
+def write_gguf(plan: GGUFPlan, source: Path, out_path: Path, progress: Progress | None = None) -> None:
+    """Write ``plan`` to ``out_path``, copying payloads from ``source``."""
+    import gguf
+    import numpy as np
+
+    vt = gguf.GGUFValueType
+    value_types = {
+        "u8": vt.UINT8, "i8": vt.INT8, "u16": vt.UINT16, "i16": vt.INT16, "u32": vt.UINT32, "i32": vt.INT32,
+        "u64": vt.UINT64, "i64": vt.INT64, "f32": vt.FLOAT32, "f64": vt.FLOAT64, "bool": vt.BOOL,
+        "string": vt.STRING,
+    }
+    writer = gguf.GGUFWriter(out_path, plan.architecture)
+    for item in plan.metadata:  # general.architecture comes first, from GGUFWriter itself
+        writer.add_key_value(item.key, item.value, value_types[item.value_type])
+    for t in plan.tensors:
+        # gguf-py takes the numpy shape (reversed ne) and the ggml type; the numpy dtype only
+        # matters to it for uint8 (byte-shaped quantized data), which ggfmt never passes.
+        writer.add_tensor_info(t.name, list(reversed(t.ne)), np.dtype(np.float32), t.nbytes,
+                               raw_dtype=gguf.GGMLQuantizationType(t.ggml_type))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_ti_data_to_file()
+    assert writer.fout is not None
+    out = writer.fout[0]
+    out.flush()
+    alignment = writer.data_alignment
+    try:
+        dst_fd = out.fileno()
+        position = os.lseek(dst_fd, 0, os.SEEK_END)
+        with source.open("rb") as src:
+            src_fd = src.fileno()
+            for t in plan.tensors:
+                position += _pad(dst_fd, position, alignment)
+                copy_range(src_fd, t.source.offset, dst_fd, t.nbytes, progress)
+                position += t.nbytes
+        _pad(dst_fd, position, alignment)
+    finally:
+        writer.close()
+
+
+def _pad(fd: int, position: int, alignment: int) -> int:
+    pad = -position % alignment
+    if pad:
+        os.write(fd, b"\0" * pad)
+    return pad

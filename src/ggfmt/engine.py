@@ -1,0 +1,110 @@
+"""The generic engine: parse a file against a schema into a :class:`Document`.
+
+Parsing reads headers only.  Tensor payloads are recorded (offset and size) and skipped, so
+the cost of a parse depends on the number of fields and tensors, not on the size of the file.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import construct as cs
+
+from .document import Document, TensorRef
+from .errors import FormatError, UsageError
+from .schema import Schema, detect_schema, load_schema
+from .schema.constructs import FileView, PayloadRef, SizeUnknown, TensorContainer, join_path
+
+
+def resolve_schema(path: Path, schema: Schema | str | None) -> Schema:
+    if isinstance(schema, Schema):
+        return schema
+    if schema is None:
+        return detect_schema(path)
+    return load_schema(schema)
+
+
+def parse(path: str | os.PathLike[str], schema: Schema | str | None = None,
+          params: Mapping[str, Any] | None = None) -> Document:
+    """Parse ``path`` against ``schema`` (a :class:`Schema`, a name, a path, or None to detect).
+
+    ``params`` sets the schema's top-level parameters (``{"ff": 11008, "opt_type": "adam"}``).
+    Raises :class:`FormatError` (with the file, field path and byte offset) when the file
+    does not match.
+    """
+    path = Path(path)
+    loaded = resolve_schema(path, schema)
+    values = _parameters(loaded, params or {})
+    try:
+        with path.open("rb") as raw:
+            size = os.fstat(raw.fileno()).st_size
+            stream = FileView(raw, size)
+            try:
+                fields = _parse_root(loaded.construct, stream, values)
+            except FormatError as e:
+                e.file = str(path)
+                raise
+            except SizeUnknown as e:  # a probe escaped its choice: a schema problem, reported plainly
+                raise FormatError("", None, f"schema {loaded.id}: {e}", str(path)) from None
+            except cs.ConstructError as e:
+                raise FormatError("", stream.tell(), str(e).strip().splitlines()[-1], str(path)) from None
+            end = stream.tell()
+    except IsADirectoryError:
+        raise UsageError(f"{path}: is a directory, not a file") from None
+    except OSError as e:
+        raise UsageError(f"{path}: cannot be read: {e.strerror}") from None
+    if end != size and not loaded.trailing:
+        raise FormatError("", end, f"the {loaded.id} layout ends here but the file has {size - end} "
+                                   f"more bytes (file size {size})", str(path))
+    return Document(source=path, schema=loaded, fields=fields, tensors=list(_tensors(fields, "")), size=size)
+
+
+def _parameters(schema: Schema, given: Mapping[str, Any]) -> dict[str, Any]:
+    unknown = set(given) - set(schema.params)
+    if unknown:
+        known = ", ".join(sorted(schema.params)) or "none"
+        raise UsageError(f"schema {schema.id} has no parameter {', '.join(sorted(unknown))} (its parameters: {known})")
+    values = {name: p.default for name, p in schema.params.items()}
+    values.update(given)
+    return values
+
+
+def _parse_root(construct: cs.Construct, stream: FileView, params: dict[str, Any]) -> Any:
+    # What Construct's parse_stream() does, with an empty path so that field paths start at the root.
+    context = cs.Container(**params)
+    context._parsing = True
+    context._building = False
+    context._sizing = False
+    context._params = context
+    return construct._parsereport(stream, context, "")
+
+
+def tensor_ref(record: TensorContainer, path: str) -> TensorRef:
+    """The :class:`TensorRef` of a parsed tensor record."""
+    roles = record["_roles"]
+    data = record[roles["data"]]
+    assert isinstance(data, PayloadRef)
+    return TensorRef(
+        path=path,
+        name=str(record[roles["name"]]),
+        ggml_type=int(record[roles["ggml_type"]]),
+        ne=tuple(int(n) for n in record[roles["ne"]]),
+        offset=data.offset,
+        nbytes=data.nbytes,
+    )
+
+
+def _tensors(value: Any, path: str) -> Iterator[TensorRef]:
+    """Every tensor record in parse order, with its dotted path."""
+    if isinstance(value, TensorContainer):
+        yield tensor_ref(value, path)
+    elif isinstance(value, Mapping):
+        for key, item in value.items():
+            if isinstance(key, str) and not key.startswith("_"):
+                yield from _tensors(item, join_path(path, key))
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            yield from _tensors(item, f"{path}[{i}]")

@@ -1,0 +1,51 @@
+"""The errors ggfmt reports to its users.
+
+Every problem with an input becomes one line: which file, which field (its path in the
+schema), which byte offset and what was expected.  The command line prints ``str(error)``
+and exits with status 2; nothing else is shown.
+"""
+
+from __future__ import annotations
+
+
+class GgfmtError(Exception):
+    """Base class of the errors that end a command with exit status 2."""
+
+
+class UsageError(GgfmtError):
+    """The command line or its arguments cannot be acted on."""
+
+
+class SchemaError(GgfmtError):
+    """A schema or mapping table is malformed (a problem of the schema, not of the input)."""
+
+    def __init__(self, source: str, message: str) -> None:
+        super().__init__(f"{source}: {message}")
+        self.source = source
+        self.message = message
+
+
+class FormatError(GgfmtError):
+    """An input file does not match its schema.
+
+    ``path`` is the field's dotted path in the schema (``opt.ctx.state.m.ne``), ``offset``
+    the absolute byte offset where that field starts.  ``file`` is filled in by the engine
+    once the error has travelled up to the place that knows the file name.
+    """
+
+    def __init__(self, path: str, offset: int | None, message: str, file: str | None = None) -> None:
+        super().__init__(message)
+        self.path = path
+        self.offset = offset
+        self.message = message
+        self.file = file
+
+    def __str__(self) -> str:
+        parts = []
+        if self.path:
+            parts.append(f"field {self.path}")
+        if self.offset is not None:
+            parts.append(f"at byte {self.offset}")
+        where = " ".join(parts)
+        head = ": ".join(x for x in (self.file, where) if x)
+        return f"{head}: {self.message}" if head else self.message

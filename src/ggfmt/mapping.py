@@ -1,0 +1,240 @@
+"""Name-mapping tables: which parsed field becomes which GGUF key or tensor.
+
+A table (``mappings/<name>.yaml``) has two lists, ``metadata`` and ``tensors``.  Entries use
+gguf-py's own names wherever gguf-py has them (``gguf: Attention.HEAD_COUNT`` is
+``gguf.Keys.Attention.HEAD_COUNT``; ``gguf: ATTN_Q`` is ``gguf.TENSOR_NAMES[MODEL_TENSOR.ATTN_Q]``)
+and spell the name out (``key:``, ``name:``) where it has none.  Values and sources are
+expressions of the schema language, evaluated against the parsed fields.  An item may also
+be ``{include: other-table}`` or a group ``{items: [...], when: EXPR, for: EXPR, as: NAME,
+index: NAME}``.  See ``docs/mappings.md``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from .errors import SchemaError, UsageError
+from .resources import data_dirs
+from .schema import read_yaml
+from .schema.expr import Expression, ExpressionError
+
+VALUE_TYPES = {"u8", "i8", "u16", "i16", "u32", "i32", "u64", "i64", "f32", "f64", "bool", "string"}
+METADATA_KEYS = {"key", "gguf", "type", "value", "when", "doc"}
+TENSOR_KEYS = {"from", "gguf", "name", "suffix", "when", "doc"}
+GROUP_KEYS = {"items", "when", "for", "as", "index", "doc"}
+TOP_KEYS = {"doc", "source", "target", "architecture", "metadata", "tensors"}
+
+
+@dataclass(frozen=True)
+class MetadataEntry:
+    key: str  # may hold "{arch}"
+    value_type: str
+    value: Expression
+    when: Expression | None
+    where: str
+
+
+@dataclass(frozen=True)
+class TensorEntry:
+    source: Expression
+    name_template: str  # may hold "{bid}"
+    when: Expression | None
+    where: str
+
+
+@dataclass(frozen=True)
+class Group:
+    items: list[Any]
+    when: Expression | None
+    each: Expression | None
+    item_name: str
+    index_name: str
+
+
+@dataclass
+class MappingTable:
+    name: str
+    doc: str
+    architecture: str | None
+    metadata: list[Any]
+    tensors: list[Any]
+
+
+def mapping_dirs() -> list[Path]:
+    return data_dirs("mappings")
+
+
+def _find(name: str) -> Path:
+    for directory in mapping_dirs():
+        path = directory / f"{name}.yaml"
+        if path.is_file():
+            return path
+    raise UsageError(f"no mapping table named {name!r} (looked in {', '.join(map(str, mapping_dirs()))})")
+
+
+def mapping_exists(name: str) -> bool:
+    return any((d / f"{name}.yaml").is_file() for d in mapping_dirs())
+
+
+@cache
+def load_mapping(name: str) -> MappingTable:
+    return _load(_find(name), ())
+
+
+def _load(path: Path, including: tuple[str, ...]) -> MappingTable:
+    source = path.name
+    if path.stem in including:
+        raise SchemaError(source, f"includes itself through {' -> '.join(including)}")
+    data = read_yaml(path)
+    unknown = set(data) - TOP_KEYS
+    if unknown:
+        raise SchemaError(source, f"unknown keys {sorted(unknown)} (allowed: {sorted(TOP_KEYS)})")
+    chain = (*including, path.stem)
+    return MappingTable(
+        name=path.stem,
+        doc=" ".join(str(data.get("doc", "")).split()),
+        architecture=data.get("architecture"),
+        metadata=_items(data.get("metadata") or [], "metadata", f"{source}: metadata", chain),
+        tensors=_items(data.get("tensors") or [], "tensors", f"{source}: tensors", chain),
+    )
+
+
+def _expr(value: Any, where: str) -> Expression:
+    try:
+        return Expression(value)
+    except ExpressionError as e:
+        raise SchemaError(where, str(e)) from None
+
+
+def _opt_expr(spec: Mapping[str, Any], key: str, where: str) -> Expression | None:
+    return _expr(spec[key], f"{where}, {key}") if key in spec else None
+
+
+def _items(specs: Any, section: str, where: str, chain: tuple[str, ...]) -> list[Any]:
+    if not isinstance(specs, list):
+        raise SchemaError(where, "must be a list")
+    out: list[Any] = []
+    for i, spec in enumerate(specs):
+        at = f"{where}[{i}]"
+        if not isinstance(spec, Mapping):
+            raise SchemaError(at, "must be a mapping")
+        if "include" in spec:
+            included = _load(_find(str(spec["include"])), chain)
+            out.extend(getattr(included, section))
+        elif "items" in spec:
+            _check_keys(spec, GROUP_KEYS, at)
+            out.append(Group(
+                items=_items(spec["items"], section, f"{at}.items", chain),
+                when=_opt_expr(spec, "when", at),
+                each=_opt_expr(spec, "for", at),
+                item_name=str(spec.get("as", "item")),
+                index_name=str(spec.get("index", "bid")),
+            ))
+        elif section == "metadata":
+            out.append(_metadata_entry(spec, at))
+        else:
+            out.append(_tensor_entry(spec, at))
+    return out
+
+
+def _check_keys(spec: Mapping[str, Any], allowed: set[str], where: str) -> None:
+    unknown = set(spec) - allowed
+    if unknown:
+        raise SchemaError(where, f"unknown keys {sorted(unknown)} (allowed: {sorted(allowed)})")
+
+
+def _metadata_entry(spec: Mapping[str, Any], where: str) -> MetadataEntry:
+    _check_keys(spec, METADATA_KEYS, where)
+    if ("key" in spec) == ("gguf" in spec):
+        raise SchemaError(where, "give exactly one of `key` (a literal name) and `gguf` (a gguf.Keys name)")
+    key = str(spec["key"]) if "key" in spec else gguf_key(str(spec["gguf"]), where)
+    value_type = spec.get("type")
+    if value_type not in VALUE_TYPES:
+        raise SchemaError(where, f"`type` must be one of {', '.join(sorted(VALUE_TYPES))}")
+    if "value" not in spec:
+        raise SchemaError(where, "needs a `value` expression")
+    return MetadataEntry(key, str(value_type), _expr(spec["value"], f"{where}, value"),
+                         _opt_expr(spec, "when", where), where)
+
+
+def _tensor_entry(spec: Mapping[str, Any], where: str) -> TensorEntry:
+    _check_keys(spec, TENSOR_KEYS, where)
+    if "from" not in spec:
+        raise SchemaError(where, "needs `from`, the parsed tensor it maps")
+    if ("name" in spec) == ("gguf" in spec):
+        raise SchemaError(where, "give exactly one of `name` (literal) and `gguf` (a gguf.MODEL_TENSOR name)")
+    if "gguf" in spec:
+        template = gguf_tensor_name(str(spec["gguf"]), where) + str(spec.get("suffix", ".weight"))
+    else:
+        template = str(spec["name"]) + str(spec.get("suffix", ""))
+    return TensorEntry(_expr(spec["from"], f"{where}, from"), template, _opt_expr(spec, "when", where), where)
+
+
+def gguf_key(symbol: str, where: str) -> str:
+    """``Attention.HEAD_COUNT`` -> ``gguf.Keys.Attention.HEAD_COUNT`` (a class walk, no eval)."""
+    import gguf
+
+    node: Any = gguf.Keys
+    for part in symbol.removeprefix("Keys.").split("."):
+        if not part.isidentifier() or part.startswith("_") or part not in vars(node):
+            raise SchemaError(where, f"gguf.Keys has no {symbol!r}")
+        node = vars(node)[part]
+    if not isinstance(node, str):
+        raise SchemaError(where, f"gguf.Keys.{symbol} is not a key name")
+    return node
+
+
+def gguf_tensor_name(symbol: str, where: str) -> str:
+    """``ATTN_Q`` -> ``blk.{bid}.attn_q`` through gguf.MODEL_TENSOR and gguf.TENSOR_NAMES."""
+    import gguf
+
+    member = gguf.MODEL_TENSOR.__members__.get(symbol.removeprefix("MODEL_TENSOR."))
+    if member is None or member not in gguf.TENSOR_NAMES:
+        raise SchemaError(where, f"gguf.MODEL_TENSOR has no {symbol!r}")
+    return str(gguf.TENSOR_NAMES[member])
+
+
+# -- resolution against a parsed document -----------------------------------------------------
+
+Scope = Mapping[str, Any]
+
+
+def _lookup(scopes: list[Scope]) -> Callable[[str], Any]:
+    def lookup(name: str) -> Any:
+        for scope in reversed(scopes):
+            if name in scope:
+                return scope[name]
+        raise ExpressionError(f"unknown name {name!r}")
+
+    return lookup
+
+
+def _eval(expr: Expression, scopes: list[Scope], where: str) -> Any:
+    try:
+        return expr(_lookup(scopes))
+    except ExpressionError as e:
+        raise SchemaError(where, str(e)) from None
+
+
+def walk(items: list[Any], scopes: list[Scope]) -> Iterator[tuple[Any, list[Scope]]]:
+    """Each entry (MetadataEntry or TensorEntry) that applies, with the scopes to evaluate it in."""
+    for item in items:
+        if item.when is not None and not _eval(item.when, scopes, getattr(item, "where", "group")):
+            continue
+        if isinstance(item, Group):
+            if item.each is None:
+                yield from walk(item.items, scopes)
+                continue
+            sequence = _eval(item.each, scopes, "group `for`")
+            for index, element in enumerate(sequence):
+                yield from walk(item.items, [*scopes, {item.item_name: element, item.index_name: index}])
+        else:
+            yield item, scopes
+
+
+def evaluate_entry(expr: Expression, scopes: list[Scope], where: str) -> Any:
+    return _eval(expr, scopes, where)

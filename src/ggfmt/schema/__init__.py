@@ -1,0 +1,218 @@
+"""Schemas: finding them (by name, by magic, by path) and loading them.
+
+A schema is a YAML file in a schema directory (the ``schemas/`` folder shipped with ggfmt,
+plus any folder listed in ``GGFMT_SCHEMA_PATH``), or a Python module exposing a Construct
+object as ``schema``, loaded only from a path the user names (being code, it is never
+picked up by a search).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import construct as cs
+import yaml
+
+from ..errors import SchemaError, UsageError
+from ..resources import data_dirs
+from .compiler import Namespace, Param, _params
+
+MAX_SCHEMA_BYTES = 1 << 20
+TOP_KEYS = {"meta", "doc", "params", "seq", "instances", "types", "tensor"}
+META_KEYS = {"id", "title", "endian", "imports", "trailing", "doc", "application", "file-extension"}
+
+
+@dataclass
+class Schema:
+    """A loaded schema: the root Construct plus what the engine and the CLI need to know."""
+
+    id: str
+    title: str
+    doc: str
+    source: str
+    construct: cs.Construct
+    params: dict[str, Param] = field(default_factory=dict)
+    magic: bytes | None = None
+    trailing: bool = False
+    field_docs: dict[str, str] = field(default_factory=dict)
+
+
+def schema_dirs() -> list[Path]:
+    extra = [Path(p) for p in os.environ.get("GGFMT_SCHEMA_PATH", "").split(os.pathsep) if p]
+    return [*extra, *data_dirs("schemas")]
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        if path.stat().st_size > MAX_SCHEMA_BYTES:
+            raise SchemaError(str(path), f"larger than {MAX_SCHEMA_BYTES} bytes")
+        with path.open("rb") as f:
+            data = yaml.load(f, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+    except OSError as e:
+        raise SchemaError(str(path), f"cannot be read: {e.strerror}") from None
+    except yaml.YAMLError as e:
+        raise SchemaError(str(path), f"is not valid YAML: {e}".replace("\n", " ")) from None
+    if not isinstance(data, dict):
+        raise SchemaError(str(path), "a schema is a YAML mapping (meta, doc, seq, types, ...)")
+    return data
+
+
+def _find_file(name: str, near: Path | None = None) -> Path:
+    candidates = [near] if near is not None else []
+    for directory in [*candidates, *schema_dirs()]:
+        path = directory / f"{name}.yaml"
+        if path.is_file():
+            return path
+    raise SchemaError(name, f"no schema named {name!r} (looked in {', '.join(str(d) for d in schema_dirs())})")
+
+
+class _Loader:
+    """Loads YAML schema files and their imports once each."""
+
+    def __init__(self) -> None:
+        self.namespaces: dict[Path, Namespace] = {}
+        self.loading: set[Path] = set()
+
+    def namespace(self, path: Path) -> tuple[Namespace, dict[str, Any]]:
+        path = path.resolve()
+        data = read_yaml(path)
+        if path in self.namespaces:
+            return self.namespaces[path], data
+        if path in self.loading:
+            raise SchemaError(str(path), "imports itself (through a cycle of imports)")
+        self.loading.add(path)
+        try:
+            source = path.name
+            unknown = set(data) - TOP_KEYS
+            if unknown:
+                raise SchemaError(source, f"unknown top-level keys {sorted(unknown)} (allowed: {sorted(TOP_KEYS)})")
+            meta = data.get("meta") or {}
+            unknown = set(meta) - META_KEYS
+            if unknown:
+                raise SchemaError(source, f"unknown meta keys {sorted(unknown)} (allowed: {sorted(META_KEYS)})")
+            if meta.get("endian", "le") != "le":
+                raise SchemaError(source, "only little-endian schemas (`endian: le`) are supported")
+            schema_id = str(meta.get("id") or path.stem)
+            ns = Namespace(source, lambda name: self.namespace(_find_file(name, path.parent))[0])
+            for imported in meta.get("imports") or []:
+                ns.import_schema(str(imported))
+            body = {k: v for k, v in data.items() if k in ("doc", "params", "seq", "instances", "types", "tensor")}
+            ns.add(schema_id, body, source)
+            self.namespaces[path] = ns
+            return ns, data
+        finally:
+            self.loading.discard(path)
+
+
+def _field_docs(data: Mapping[str, Any]) -> dict[str, str]:
+    docs = {}
+    for item in data.get("seq") or []:
+        if isinstance(item, Mapping) and "id" in item and "doc" in item:
+            docs[str(item["id"])] = " ".join(str(item["doc"]).split())
+    return docs
+
+
+def load_yaml_schema(path: Path) -> Schema:
+    ns, data = _Loader().namespace(path)
+    meta = data.get("meta") or {}
+    schema_id = str(meta.get("id") or path.stem)
+    seq = data.get("seq") or []
+    first = seq[0] if seq and isinstance(seq[0], Mapping) else {}
+    magic = first.get("contents")
+    return Schema(
+        id=schema_id,
+        title=str(meta.get("title", schema_id)),
+        doc=" ".join(str(data.get("doc", "")).split()),
+        source=str(path),
+        construct=ns.construct(schema_id),
+        params=_params(data.get("params"), path.name),
+        magic=magic.encode("latin-1") if isinstance(magic, str) else bytes(magic) if isinstance(magic, list) else None,
+        trailing=bool(meta.get("trailing", False)),
+        field_docs=_field_docs(data),
+    )
+
+
+def load_python_schema(path: Path) -> Schema:
+    spec = importlib.util.spec_from_file_location(f"ggfmt_user_schema_{path.stem}", path)
+    if spec is None or spec.loader is None:
+        raise UsageError(f"{path}: cannot be loaded as a Python module")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    construct = getattr(module, "schema", None)
+    if not isinstance(construct, cs.Construct):
+        raise SchemaError(str(path), "a Python schema module must define `schema`, a Construct object")
+    params = {str(k): Param(str(k), v) for k, v in (getattr(module, "params", None) or {}).items()}
+    return Schema(
+        id=str(getattr(module, "id", path.stem)),
+        title=str(getattr(module, "title", path.stem)),
+        doc=str(getattr(module, "__doc__", "") or "").strip(),
+        source=str(path),
+        construct=construct,
+        params=params,
+        trailing=bool(getattr(module, "trailing", False)),
+    )
+
+
+def load_schema(name_or_path: str | os.PathLike[str]) -> Schema:
+    """Load a schema by name (``ggcp``) or by path (``my.yaml``, ``my_layout.py``)."""
+    text = os.fspath(name_or_path)
+    path = Path(text)
+    if text.endswith(".py"):
+        if not path.is_file():
+            raise UsageError(f"{text}: no such Python schema file")
+        return load_python_schema(path)
+    if text.endswith((".yaml", ".yml")) or os.sep in text:
+        if not path.is_file():
+            raise UsageError(f"{text}: no such schema file")
+        return load_yaml_schema(path)
+    return _load_named(text)
+
+
+@cache
+def _load_named(name: str) -> Schema:
+    try:
+        return load_yaml_schema(_find_file(name))
+    except SchemaError as e:
+        if e.source == name:
+            raise UsageError(f"unknown schema {name!r}; known: {', '.join(sorted(available_schemas()))}") from None
+        raise
+
+
+def available_schemas() -> dict[str, Path]:
+    """Every schema file found in the schema directories, by name (first one wins)."""
+    found: dict[str, Path] = {}
+    for directory in schema_dirs():
+        for path in sorted(directory.glob("*.yaml")):
+            found.setdefault(path.stem, path)
+    return found
+
+
+def _magics() -> Iterator[tuple[str, bytes]]:
+    for name, path in available_schemas().items():
+        seq = read_yaml(path).get("seq") or []
+        first = seq[0] if seq and isinstance(seq[0], Mapping) else {}
+        magic = first.get("contents")
+        if isinstance(magic, str) and magic:
+            yield name, magic.encode("latin-1")
+
+
+def detect_schema(path: Path) -> Schema:
+    """The schema whose magic (the ``contents`` of its first field) starts ``path``."""
+    try:
+        with path.open("rb") as f:
+            head = f.read(64)
+    except OSError as e:
+        raise UsageError(f"{path}: cannot be read: {e.strerror}") from None
+    matches = [(name, magic) for name, magic in _magics() if head.startswith(magic)]
+    if not matches:
+        known = ", ".join(f"{name} ({magic!r})" for name, magic in _magics())
+        raise UsageError(f"{path}: its first bytes {head[:4]!r} match no schema's magic (known: {known}); "
+                         "name one with --schema")
+    name = max(matches, key=lambda m: len(m[1]))[0]
+    return _load_named(name)

@@ -1,0 +1,310 @@
+"""Compile a YAML schema (see ``docs/schema-language.md``) into a Construct tree.
+
+The compiler only builds objects: it never evaluates an expression and never imports
+anything named in a schema.  Expressions are parsed and checked here (so a hostile schema
+is refused when it is loaded) and evaluated later, against parsed fields, by the engine.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import construct as cs
+
+from ..errors import SchemaError
+from .constructs import (
+    AlignTo,
+    ChooseBySize,
+    Field,
+    Payload,
+    SizedBytes,
+    SwitchOn,
+    TensorRecord,
+    Validation,
+    WithArgs,
+    evaluate,
+    join_path,
+)
+from .expr import Expression, ExpressionError
+
+# name -> (Construct leaf, size in bytes); all little-endian.
+PRIMITIVES: dict[str, tuple[cs.Construct, int]] = {
+    "u8": (cs.Int8ul, 1), "u16": (cs.Int16ul, 2), "u32": (cs.Int32ul, 4), "u64": (cs.Int64ul, 8),
+    "i8": (cs.Int8sl, 1), "i16": (cs.Int16sl, 2), "i32": (cs.Int32sl, 4), "i64": (cs.Int64sl, 8),
+    "f16": (cs.Float16l, 2), "f32": (cs.Float32l, 4), "f64": (cs.Float64l, 8),
+}
+SIZED_TYPES = {"bytes", "str", "payload"}
+
+FIELD_KEYS = {"id", "type", "doc", "contents", "valid", "repeat", "size", "encoding", "if", "rebuild"}
+ONE_OF_KEYS = {"id", "doc", "one-of", "by", "choice", "select"}
+TYPE_KEYS = {"doc", "params", "seq", "instances", "tensor", "meta", "types"}
+VALID_KEYS = {"eq", "any-of", "min", "max", "expr", "if"}
+
+
+@dataclass
+class Param:
+    name: str
+    default: Any = None
+    doc: str = ""
+
+
+@dataclass
+class TypeDef:
+    """One type of the schema namespace, compiled on first use."""
+
+    name: str
+    spec: dict[str, Any]
+    source: str
+    params: dict[str, Param] = field(default_factory=dict)
+    compiled: cs.Construct | None = None
+
+
+class Instance(cs.Construct):  # type: ignore[misc]
+    """A computed value (``instances:``); reads and writes nothing."""
+
+    def __init__(self, name: str, value: Expression) -> None:
+        super().__init__()
+        self.name = name
+        self.field_name = name
+        self.value = value
+        self.flagbuildnone = True
+
+    def _parse(self, stream: Any, context: Any, path: str) -> Any:
+        return evaluate(self.value, context, join_path(path, self.field_name), None)
+
+    def _build(self, obj: Any, stream: Any, context: Any, path: str) -> Any:
+        return evaluate(self.value, context, join_path(path, self.field_name), None)
+
+
+def _expr(source: Any, where: str) -> Expression:
+    try:
+        return Expression(source)
+    except ExpressionError as e:
+        raise SchemaError(where, str(e)) from None
+
+
+def _params(spec: Any, where: str) -> dict[str, Param]:
+    if spec is None:
+        return {}
+    if not isinstance(spec, Mapping):
+        raise SchemaError(where, "`params` must be a mapping of parameter names")
+    out = {}
+    for name, p in spec.items():
+        p = p or {}
+        if not isinstance(p, Mapping):
+            raise SchemaError(where, f"parameter {name!r} must be a mapping (default, doc)")
+        out[str(name)] = Param(str(name), p.get("default"), str(p.get("doc", "")))
+    return out
+
+
+class Namespace:
+    """The types a schema can name: its own ``types``, plus those of the schemas it imports."""
+
+    def __init__(self, source: str, load_import: Callable[[str], Namespace]) -> None:
+        self.source = source
+        self.types: dict[str, TypeDef] = {}
+        self._load_import = load_import
+
+    def add(self, name: str, spec: Mapping[str, Any], source: str) -> None:
+        if name in self.types and self.types[name].spec is not spec:
+            raise SchemaError(source, f"type {name!r} is defined twice (also in {self.types[name].source})")
+        where = f"{source}: type {name}"
+        unknown = set(spec) - TYPE_KEYS
+        if unknown:
+            raise SchemaError(where, f"unknown keys {sorted(unknown)} (allowed: {sorted(TYPE_KEYS)})")
+        self.types[name] = TypeDef(name, dict(spec), source, _params(spec.get("params"), where))
+        for sub_name, sub in (spec.get("types") or {}).items():
+            if not isinstance(sub, Mapping):
+                raise SchemaError(where, f"type {sub_name!r} must be a mapping")
+            self.add(str(sub_name), sub, source)
+
+    def merge(self, other: Namespace) -> None:
+        for name, typedef in other.types.items():
+            if name in self.types and self.types[name] is not typedef:
+                if self.types[name].spec is typedef.spec:
+                    continue
+                raise SchemaError(self.source, f"imported type {name!r} clashes with one of {self.types[name].source}")
+            self.types[name] = typedef
+
+    def import_schema(self, name: str) -> None:
+        self.merge(self._load_import(name))
+
+    # -- compilation -------------------------------------------------------------------
+    def construct(self, name: str) -> cs.Construct:
+        typedef = self.types.get(name)
+        if typedef is None:
+            raise SchemaError(self.source, f"unknown type {name!r} (known: {', '.join(sorted(self.types))})")
+        if typedef.compiled is None:
+            # A placeholder breaks endless recursion through self-referencing types.
+            typedef.compiled = cs.LazyBound(lambda: self.construct(name))
+            typedef.compiled = self._compile_type(typedef)
+        return typedef.compiled
+
+    def _compile_type(self, typedef: TypeDef) -> cs.Construct:
+        where = f"{typedef.source}: type {typedef.name}"
+        spec = typedef.spec
+        members: list[cs.Construct] = []
+        seen: set[str] = set()
+        for i, field_spec in enumerate(spec.get("seq") or []):
+            if not isinstance(field_spec, Mapping):
+                raise SchemaError(where, f"seq item {i} must be a mapping")
+            for member in self._compile_field(field_spec, f"{where}, seq[{i}]"):
+                if member.name is not None:
+                    if member.name in seen:
+                        raise SchemaError(where, f"field {member.name!r} is defined twice")
+                    seen.add(member.name)
+                members.append(member)
+        for name, inst in (spec.get("instances") or {}).items():
+            if not isinstance(inst, Mapping) or "value" not in inst:
+                raise SchemaError(where, f"instance {name!r} needs a `value` expression")
+            if name in seen:
+                raise SchemaError(where, f"instance {name!r} has the name of a field")
+            members.append(Instance(str(name), _expr(inst["value"], f"{where}, instance {name}")))
+        struct: cs.Construct = cs.Struct(*members)
+        if spec.get("tensor") is not None:
+            roles = spec["tensor"]
+            if not isinstance(roles, Mapping) or not all(v in seen for v in roles.values()):
+                raise SchemaError(where, "`tensor:` must map name, ggml_type, ne and data to fields of the type")
+            struct = TensorRecord(struct, {str(k): str(v) for k, v in roles.items()})
+        return struct
+
+    def _compile_field(self, spec: Mapping[str, Any], where: str) -> list[cs.Construct]:
+        if "align" in spec:
+            extra = set(spec) - {"align", "doc"}
+            if extra or not isinstance(spec["align"], int) or spec["align"] <= 0:
+                raise SchemaError(where, "an alignment item is `{align: N, doc: ...}` with a positive integer N")
+            return [AlignTo(int(spec["align"]))]
+        name = spec.get("id")
+        if not isinstance(name, str) or not name.isidentifier() or name.startswith("_"):
+            raise SchemaError(where, f"`id` must be an identifier not starting with '_', got {name!r}")
+        where = f"{where} ({name})"
+        if "one-of" in spec:
+            return self._compile_one_of(name, spec, where)
+
+        type_spec = spec.get("type")
+        params: dict[str, Any] = {}
+        typedef = self.types.get(type_spec) if isinstance(type_spec, str) else None
+        if typedef is not None:
+            params = {k: v for k, v in spec.items() if k in typedef.params}
+        unknown = set(spec) - FIELD_KEYS - set(params)
+        if unknown:
+            raise SchemaError(where, f"unknown keys {sorted(unknown)} (allowed: {sorted(FIELD_KEYS)}"
+                                     + (f", parameters {sorted(typedef.params)}" if typedef else "") + ")")
+
+        contents = _contents(spec.get("contents"), where)
+        fixed_size: int | None = None
+        if type_spec is None:
+            if contents is None:
+                raise SchemaError(where, "a field needs a `type` (or `contents`)")
+            subcon, fixed_size = cs.Bytes(len(contents)), len(contents)
+        elif isinstance(type_spec, Mapping):
+            subcon = self._compile_switch(type_spec, where)
+        elif type_spec in PRIMITIVES:
+            subcon, fixed_size = PRIMITIVES[type_spec]
+        elif type_spec in SIZED_TYPES:
+            if "size" not in spec:
+                raise SchemaError(where, f"type {type_spec} needs a `size` expression")
+            size = _expr(spec["size"], where)
+            subcon = Payload(size) if type_spec == "payload" else \
+                SizedBytes(size, str(spec.get("encoding", "utf-8")) if type_spec == "str" else None)
+        elif typedef is not None:
+            subcon = self.construct(type_spec)
+            if typedef.params:
+                args = {k: _expr(v, f"{where}, argument {k}") for k, v in params.items()}
+                defaults = {k: p.default for k, p in typedef.params.items()}
+                subcon = WithArgs(subcon, args, defaults)
+        else:
+            raise SchemaError(where, f"unknown type {type_spec!r} (primitives: {', '.join(PRIMITIVES)}; "
+                                     f"sized: {', '.join(sorted(SIZED_TYPES))}; types: {', '.join(sorted(self.types))})")
+        if "size" in spec and type_spec not in SIZED_TYPES:
+            raise SchemaError(where, "`size` only applies to bytes, str and payload")
+
+        repeat_spec = spec.get("repeat")
+        repeat: Expression | str | None = None
+        if repeat_spec == "eos":
+            repeat = "eos"
+        elif repeat_spec is not None:
+            repeat = _expr(repeat_spec, f"{where}, repeat")
+        return [Field(
+            name, subcon,
+            fixed_size=fixed_size,
+            repeat=repeat,
+            condition=_expr(spec["if"], f"{where}, if") if "if" in spec else None,
+            valid=_validation(spec.get("valid"), where) if "valid" in spec else None,
+            contents=contents,
+            rebuild=_expr(spec["rebuild"], f"{where}, rebuild") if "rebuild" in spec else None,
+        )]
+
+    def _compile_switch(self, spec: Mapping[str, Any], where: str) -> cs.Construct:
+        if set(spec) - {"switch-on", "cases"} or "switch-on" not in spec or not isinstance(spec.get("cases"), Mapping):
+            raise SchemaError(where, "a switch type is `{switch-on: EXPR, cases: {VALUE: TYPE, ...}}`")
+        cases: dict[Any, cs.Construct] = {}
+        default = None
+        for key, type_name in spec["cases"].items():
+            sub = self.construct(str(type_name))
+            if key == "_":
+                default = sub
+            else:
+                cases[key] = sub
+        return SwitchOn(_expr(spec["switch-on"], f"{where}, switch-on"), cases, default)
+
+    def _compile_one_of(self, name: str, spec: Mapping[str, Any], where: str) -> list[cs.Construct]:
+        unknown = set(spec) - ONE_OF_KEYS
+        if unknown:
+            raise SchemaError(where, f"unknown keys {sorted(unknown)} for one-of (allowed: {sorted(ONE_OF_KEYS)})")
+        if spec.get("by") != "size":
+            raise SchemaError(where, "one-of needs `by: size` (the only way of choosing it knows)")
+        choice = spec.get("choice")
+        if not isinstance(choice, str) or not choice.isidentifier() or choice.startswith("_"):
+            raise SchemaError(where, "one-of needs `choice: NAME`, the field that records the chosen alternative")
+        alternatives = spec["one-of"]
+        if not isinstance(alternatives, Mapping) or len(alternatives) < 2:
+            raise SchemaError(where, "one-of needs at least two alternatives `{name: type, ...}`")
+        constructs = {str(k): self.construct(str(v)) for k, v in alternatives.items()}
+        select = _expr(spec["select"], f"{where}, select") if spec.get("select") is not None else None
+        chooser = ChooseBySize(constructs, select, name)
+        chooser.name = choice
+        return [chooser, Field(name, SwitchOn(Expression(choice), constructs, None))]
+
+
+def _contents(value: Any, where: str) -> bytes | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return value.encode("latin-1")
+    if isinstance(value, list) and all(isinstance(b, int) and 0 <= b < 256 for b in value):
+        return bytes(value)
+    raise SchemaError(where, "`contents` is a string or a list of byte values")
+
+
+def _validation(spec: Any, where: str) -> list[Validation]:
+    """``valid:`` is an expression (equality), a clause mapping, or a list of clause mappings."""
+    if isinstance(spec, list):
+        if not all(isinstance(clause, Mapping) for clause in spec):
+            raise SchemaError(f"{where}, valid", "a list under `valid` holds clause mappings; "
+                                                 "write an expected list as `{eq: [...]}`")
+        return [_clause(clause, f"{where}, valid[{i}]") for i, clause in enumerate(spec)]
+    return [_clause(spec, f"{where}, valid")]
+
+
+def _clause(spec: Any, where: str) -> Validation:
+    if not isinstance(spec, Mapping):
+        return Validation(eq=_expr(spec, where))
+    unknown = set(spec) - VALID_KEYS
+    if unknown:
+        raise SchemaError(where, f"unknown keys {sorted(unknown)} (allowed: {sorted(VALID_KEYS)})")
+    if not set(spec) - {"if"}:
+        raise SchemaError(where, "a clause needs one of eq, any-of, min, max, expr")
+    any_of = spec.get("any-of")
+    if any_of is not None and not isinstance(any_of, list):
+        raise SchemaError(where, "`any-of` is a list")
+    return Validation(
+        eq=_expr(spec["eq"], where) if "eq" in spec else None,
+        any_of=[_expr(v, where) for v in any_of] if any_of is not None else None,
+        minimum=_expr(spec["min"], where) if "min" in spec else None,
+        maximum=_expr(spec["max"], where) if "max" in spec else None,
+        expr=_expr(spec["expr"], where) if "expr" in spec else None,
+        guard=_expr(spec["if"], where) if "if" in spec else None,
+    )

@@ -1,0 +1,634 @@
+"""Construct classes that carry the schema language's semantics.
+
+A YAML schema compiles to an ordinary Construct tree (``Struct`` of named fields, ``Computed``
+instances, primitive ``FormatField`` leaves); the classes here add what Construct lacks:
+
+* :class:`Field` - one schema field: repetition, ``if``, ``valid``, ``contents``, ``rebuild``,
+  bounds checked against the bytes actually left in the file, and errors that name the field's
+  dotted path and byte offset;
+* :class:`Payload` - a byte range that is recorded (offset, size), never read;
+* :class:`AlignTo` - padding up to a multiple of the *absolute* stream offset;
+* :class:`WithArgs` - passes arguments to a parameterised type;
+* :class:`ChooseBySize` / :class:`SwitchOn` - choices between alternatives;
+* :class:`TensorRecord` - marks the containers a tensor-record type produces.
+
+Sizes without reading: :func:`probe_size` runs a parse over a :class:`ProbeStream`, a stream
+with a position and no bytes.  Leaves then take their declared value (``contents``, or
+``valid: {eq: ...}``) or :data:`~ggfmt.schema.expr.UNKNOWN`; a size, count or switch key that
+depends on an unknown value stops the probe with :class:`SizeUnknown`.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import construct as cs
+
+from ..errors import FormatError, SchemaError
+from .expr import UNKNOWN, Expression, ExpressionError
+
+# -- streams -------------------------------------------------------------------------------
+
+
+class FileView(io.RawIOBase):
+    """A read-only binary stream that knows its size (used for bounds checks)."""
+
+    def __init__(self, raw: io.BufferedIOBase | io.BytesIO, size: int) -> None:
+        super().__init__()
+        self._raw = raw
+        self.size = size
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def read(self, n: int = -1) -> bytes:
+        return self._raw.read(n)
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        return self._raw.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._raw.tell()
+
+    def write(self, data: Any) -> int:
+        raise io.UnsupportedOperation("read-only")
+
+
+class ProbeStream:
+    """A hypothetical position in a real stream: what :func:`probe_size` parses over.
+
+    Header words the schema does not declare are read from the file at the hypothetical
+    position; payloads and names are skipped.  Reading past the end of the file raises
+    :class:`ProbeOverrun`: the hypothesis needs more bytes than the file has.
+    """
+
+    def __init__(self, real: Any, offset: int) -> None:
+        self.real = real
+        self.pos = offset
+        self.size = stream_size(real)
+
+    def tell(self) -> int:
+        return self.pos
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        self.pos = offset if whence == os.SEEK_SET else self.pos + offset
+        return self.pos
+
+    def read(self, n: int = -1) -> bytes:
+        if n < 0 or self.pos + n > self.size:
+            raise ProbeOverrun(self.pos)
+        self.real.seek(self.pos)
+        data: bytes = self.real.read(n)
+        self.pos += n
+        return data
+
+
+class ProbeOverrun(Exception):
+    """A size probe ran past the end of the file."""
+
+
+class SizeUnknown(Exception):
+    """The size of a layout depends on bytes that a probe does not read."""
+
+
+def stream_size(stream: Any) -> int:
+    size = getattr(stream, "size", None)
+    if isinstance(size, int):
+        return size
+    return int(cs.stream_size(stream))
+
+
+def is_probe(stream: Any) -> bool:
+    return isinstance(stream, ProbeStream)
+
+
+# -- name resolution -----------------------------------------------------------------------
+
+
+def context_lookup(context: Mapping[str, Any], extra: Mapping[str, Any] | None = None) -> Callable[[str], Any]:
+    """Resolve expression names: ``extra``, then the current struct, then its parents, to the root."""
+
+    def lookup(name: str) -> Any:
+        if extra is not None and name in extra:
+            return extra[name]
+        if name == "_root":
+            return context.get("_root", context)
+        ctx: Mapping[str, Any] | None = context
+        while ctx is not None:
+            if name in ctx:
+                return ctx[name]
+            parent = ctx.get("_")
+            ctx = parent if isinstance(parent, Mapping) else None
+        raise ExpressionError(f"unknown name {name!r}")
+
+    return lookup
+
+
+def evaluate(expr: Expression, context: Mapping[str, Any], path: str, offset: int | None,
+             extra: Mapping[str, Any] | None = None) -> Any:
+    try:
+        return expr(context_lookup(context, extra))
+    except ExpressionError as e:
+        raise FormatError(path, offset, f"schema expression failed: {e}") from None
+
+
+def require_known(value: Any, what: str, path: str) -> Any:
+    if value is UNKNOWN:
+        raise SizeUnknown(f"{path}: {what} depends on a value that is not declared")
+    return value
+
+
+def join_path(parent: str, name: str) -> str:
+    return f"{parent}.{name}" if parent else name
+
+
+# -- validation ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Validation:
+    """A ``valid:`` clause: ``eq``, ``any_of``, ``min``/``max`` or a free ``expr`` over ``_``."""
+
+    eq: Expression | None = None
+    any_of: list[Expression] | None = None
+    minimum: Expression | None = None
+    maximum: Expression | None = None
+    expr: Expression | None = None
+    guard: Expression | None = None
+
+    def applies(self, context: Mapping[str, Any], path: str, offset: int) -> bool:
+        return self.guard is None or bool(evaluate(self.guard, context, path, offset))
+
+    def expected_value(self, context: Mapping[str, Any], path: str, offset: int) -> Any:
+        """The value this clause pins down, or UNKNOWN (used by probes)."""
+        if self.eq is not None and self.applies(context, path, offset):
+            return evaluate(self.eq, context, path, offset)
+        return UNKNOWN
+
+    def check(self, value: Any, context: Mapping[str, Any], path: str, offset: int) -> None:
+        if not self.applies(context, path, offset):
+            return
+        ev = lambda e: evaluate(e, context, path, offset, {"_": value})  # noqa: E731
+        if self.eq is not None:
+            want = ev(self.eq)
+            if value != want:
+                raise FormatError(path, offset, f"expected {_show(want)}, got {_show(value)}")
+        if self.any_of is not None:
+            options = [ev(e) for e in self.any_of]
+            if value not in options:
+                raise FormatError(path, offset, f"expected one of {_show(options)}, got {_show(value)}")
+        if self.minimum is not None and value < (lo := ev(self.minimum)):
+            raise FormatError(path, offset, f"expected at least {_show(lo)}, got {_show(value)}")
+        if self.maximum is not None and value > (hi := ev(self.maximum)):
+            raise FormatError(path, offset, f"expected at most {_show(hi)}, got {_show(value)}")
+        if self.expr is not None and not ev(self.expr):
+            raise FormatError(path, offset, f"expected {self.expr.source}, got {_show(value)}")
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, bytes):
+        return repr(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_show(v) for v in value) + "]"
+    if isinstance(value, str):
+        return repr(value)
+    return str(value)
+
+
+# -- the field -----------------------------------------------------------------------------
+
+
+class Field(cs.Construct):  # type: ignore[misc]
+    """One field of a schema ``seq``; see the module doc."""
+
+    def __init__(
+        self,
+        name: str,
+        subcon: cs.Construct,
+        *,
+        fixed_size: int | None = None,
+        repeat: Expression | str | None = None,
+        condition: Expression | None = None,
+        valid: list[Validation] | None = None,
+        contents: bytes | None = None,
+        rebuild: Expression | None = None,
+    ) -> None:
+        super().__init__()
+        self.name = name  # what Struct files the value under (instead of a Renamed wrapper)
+        self.field_name = name
+        self.subcon = subcon
+        self.fixed_size = fixed_size  # bytes of one element when it is a primitive leaf
+        self.repeat = repeat
+        self.condition = condition
+        self.valid = valid or []
+        self.contents = contents
+        self.rebuild = rebuild
+        self.flagbuildnone = contents is not None or rebuild is not None or condition is not None
+
+    # parsing -------------------------------------------------------------------------
+    def _parse(self, stream: Any, context: Any, path: str) -> Any:
+        path = join_path(path, self.field_name)
+        offset = stream.tell()
+        if self.condition is not None:
+            test = evaluate(self.condition, context, path, offset)
+            if is_probe(stream):
+                require_known(test, "its `if` condition", path)
+            if not test:
+                return None
+        if is_probe(stream):
+            return self._probe(stream, context, path, offset)
+        value = self._read(stream, context, path, offset)
+        if self.contents is not None and value != self.contents:
+            raise FormatError(path, offset, f"expected {self.contents!r}, got {value!r}")
+        for clause in self.valid:
+            clause.check(value, context, path, offset)
+        return value
+
+    def _count(self, stream: Any, context: Any, path: str, offset: int) -> int | None:
+        if self.repeat is None or self.repeat == "eos":
+            return None
+        assert isinstance(self.repeat, Expression)
+        count = evaluate(self.repeat, context, path, offset)
+        require_known(count, "its repeat count", path)
+        if not isinstance(count, int) or count < 0:
+            raise FormatError(path, offset, f"repeat count must be a non-negative integer, got {count!r}")
+        return count
+
+    def _read(self, stream: Any, context: Any, path: str, offset: int) -> Any:
+        count = self._count(stream, context, path, offset)
+        remaining = stream_size(stream) - offset
+        if self.repeat == "eos":
+            items = cs.ListContainer()
+            while stream.tell() < stream_size(stream):
+                items.append(self._read_one(stream, context, f"{path}[{len(items)}]", len(items)))
+            return items
+        if count is None:
+            return self._read_one(stream, context, path, None)
+        if self.fixed_size is not None and count * self.fixed_size > remaining:
+            raise FormatError(path, offset, f"{count} x {self.fixed_size} bytes expected, "
+                                            f"only {remaining} left in the file")
+        items = cs.ListContainer()
+        for i in range(count):
+            items.append(self._read_one(stream, context, f"{path}[{i}]", i))
+        return items
+
+    def _read_one(self, stream: Any, context: Any, path: str, index: int | None) -> Any:
+        offset = stream.tell()
+        if self.fixed_size is not None:
+            remaining = stream_size(stream) - offset
+            if remaining < self.fixed_size:
+                raise FormatError(path, offset, f"unexpected end of file: {self.fixed_size} bytes expected, "
+                                                f"{remaining} left")
+        if index is not None:
+            context._index = index
+        try:
+            return self.subcon._parsereport(stream, context, path)
+        except FormatError:
+            raise
+        except SizeUnknown:
+            raise
+        except cs.ConstructError as e:
+            raise FormatError(path, offset, _construct_message(e)) from None
+
+    def _probe(self, stream: Any, context: Any, path: str, offset: int) -> Any:
+        """Advance over this field under a size probe's hypothesis; see :func:`probe_size`.
+
+        A value the schema declares (``contents``, ``valid: {eq: ...}``) is taken as declared
+        without reading; other primitive values are read from the file; nothing is validated.
+        """
+        if self.contents is not None:
+            stream.seek(len(self.contents), os.SEEK_CUR)
+            return self.contents
+        declared = UNKNOWN
+        for clause in self.valid:
+            if declared is UNKNOWN:
+                declared = clause.expected_value(context, path, offset)
+        count = self._count(stream, context, path, offset)
+        if self.repeat == "eos":
+            raise SizeUnknown(f"{path}: repeats to the end of the file")
+        if self.fixed_size is not None:
+            nbytes = self.fixed_size * (1 if count is None else count)
+            if declared is not UNKNOWN:
+                stream.seek(nbytes, os.SEEK_CUR)
+                return declared
+            if offset + nbytes > stream.size:
+                # Checked here: Construct turns any exception from stream.read() into its own.
+                raise ProbeOverrun(offset)
+        if count is None:
+            return self.subcon._parsereport(stream, context, path)
+        return cs.ListContainer(self.subcon._parsereport(stream, context, f"{path}[{i}]") for i in range(count))
+
+    # building ------------------------------------------------------------------------
+    def _build(self, obj: Any, stream: Any, context: Any, path: str) -> Any:
+        path = join_path(path, self.field_name)
+        offset = stream.tell()
+        if self.condition is not None and not evaluate(self.condition, context, path, offset):
+            return None
+        if self.contents is not None:
+            obj = self.contents
+        elif self.rebuild is not None:
+            obj = evaluate(self.rebuild, context, path, offset)
+        for clause in self.valid:
+            clause.check(obj, context, path, offset)
+        count = self._count(stream, context, path, offset)
+        if self.repeat is None:
+            return self._build_one(obj, stream, context, path)
+        if not isinstance(obj, list | tuple):
+            raise FormatError(path, offset, f"a list is needed to build a repeated field, got {type(obj).__name__}")
+        if count is not None and len(obj) != count:
+            raise FormatError(path, offset, f"{count} items expected, {len(obj)} given")
+        out = cs.ListContainer()
+        for i, item in enumerate(obj):
+            context._index = i
+            out.append(self._build_one(item, stream, context, f"{path}[{i}]"))
+        return out
+
+    def _build_one(self, obj: Any, stream: Any, context: Any, path: str) -> Any:
+        try:
+            return self.subcon._build(obj, stream, context, path)
+        except FormatError:
+            raise
+        except (cs.ConstructError, KeyError) as e:
+            raise FormatError(path, None, f"cannot build: {_construct_message(e)}") from None
+
+    def _sizeof(self, context: Any, path: str) -> int:
+        raise cs.SizeofError("schema fields have no static size; use probe_size()", path=path)
+
+
+def _construct_message(e: Exception) -> str:
+    text = str(e)
+    # Construct prefixes messages with "Error in path (parsing) -> ...": keep the substance only.
+    if "\n" in text:
+        text = text.split("\n", 1)[1]
+    if "stream read less than specified amount" in text:
+        return "unexpected end of file"
+    return text.strip()
+
+
+# -- payloads, alignment -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PayloadRef:
+    """A byte range of the input that the parse recorded without reading it."""
+
+    offset: int
+    nbytes: int
+
+
+class Payload(cs.Construct):  # type: ignore[misc]
+    """``size`` bytes recorded as a :class:`PayloadRef`; the stream seeks past them.
+
+    When building, the value may be ``bytes``-like, a numpy array, or any object with a
+    ``write_to(stream)`` method (so that large payloads can be streamed, never held whole).
+    """
+
+    def __init__(self, size: Expression) -> None:
+        super().__init__()
+        self.size = size
+
+    def _parse(self, stream: Any, context: Any, path: str) -> Any:
+        offset = stream.tell()
+        nbytes = evaluate(self.size, context, path, offset)
+        if is_probe(stream):
+            nbytes = require_known(nbytes, "its size", path)
+        elif not isinstance(nbytes, int) or nbytes < 0:
+            raise FormatError(path, offset, f"payload size must be a non-negative integer, got {nbytes!r}")
+        else:
+            remaining = stream_size(stream) - offset
+            if nbytes > remaining:
+                raise FormatError(path, offset, f"payload of {nbytes} bytes expected, only {remaining} left in the file")
+        stream.seek(nbytes, os.SEEK_CUR)
+        return PayloadRef(offset, nbytes)
+
+    def _build(self, obj: Any, stream: Any, context: Any, path: str) -> Any:
+        offset = stream.tell()
+        nbytes = evaluate(self.size, context, path, offset)
+        if hasattr(obj, "write_to"):
+            obj.write_to(stream)
+        elif hasattr(obj, "tobytes"):
+            stream.write(memoryview(obj.tobytes()))
+        else:
+            stream.write(bytes(obj))
+        written = stream.tell() - offset
+        if written != nbytes:
+            raise FormatError(path, offset, f"payload of {nbytes} bytes expected, {written} given")
+        return PayloadRef(offset, nbytes)
+
+    def _sizeof(self, context: Any, path: str) -> int:
+        raise cs.SizeofError("payload size depends on the data", path=path)
+
+
+class AlignTo(cs.Construct):  # type: ignore[misc]
+    """Zero padding up to the next multiple of ``modulus`` of the absolute stream offset."""
+
+    def __init__(self, modulus: int) -> None:
+        super().__init__()
+        self.modulus = modulus
+        self.flagbuildnone = True
+
+    def _pad(self, stream: Any) -> int:
+        return int(-stream.tell() % self.modulus)
+
+    def _parse(self, stream: Any, context: Any, path: str) -> None:
+        pad = self._pad(stream)
+        offset = stream.tell()
+        if not is_probe(stream) and stream_size(stream) - offset < pad:
+            raise FormatError(path, offset, f"unexpected end of file in {pad} bytes of alignment padding")
+        stream.seek(pad, os.SEEK_CUR)
+        return None
+
+    def _build(self, obj: Any, stream: Any, context: Any, path: str) -> None:
+        stream.write(b"\0" * self._pad(stream))
+        return None
+
+    def _sizeof(self, context: Any, path: str) -> int:
+        raise cs.SizeofError("alignment depends on the offset", path=path)
+
+
+class SizedBytes(cs.Construct):  # type: ignore[misc]
+    """``bytes`` / ``str`` of an expression-given size, checked against the bytes left."""
+
+    def __init__(self, size: Expression, encoding: str | None) -> None:
+        super().__init__()
+        self.size = size
+        self.encoding = encoding
+
+    def _parse(self, stream: Any, context: Any, path: str) -> Any:
+        offset = stream.tell()
+        nbytes = evaluate(self.size, context, path, offset)
+        if is_probe(stream):
+            stream.seek(require_known(nbytes, "its size", path), os.SEEK_CUR)
+            return UNKNOWN
+        if not isinstance(nbytes, int) or nbytes < 0:
+            raise FormatError(path, offset, f"size must be a non-negative integer, got {nbytes!r}")
+        remaining = stream_size(stream) - offset
+        if nbytes > remaining:
+            raise FormatError(path, offset, f"{nbytes} bytes expected, only {remaining} left in the file")
+        data = stream.read(nbytes)
+        if self.encoding is None:
+            return data
+        try:
+            return data.decode(self.encoding)
+        except UnicodeDecodeError as e:
+            raise FormatError(path, offset, f"not valid {self.encoding}: {e.reason} at byte {e.start}") from None
+
+    def _build(self, obj: Any, stream: Any, context: Any, path: str) -> Any:
+        data = obj.encode(self.encoding) if self.encoding is not None else bytes(obj)
+        nbytes = evaluate(self.size, context, path, stream.tell())
+        if len(data) != nbytes:
+            raise FormatError(path, stream.tell(), f"{nbytes} bytes expected, {len(data)} given")
+        stream.write(data)
+        return obj
+
+
+# -- parameterised types, choices ----------------------------------------------------------
+
+
+class WithArgs(cs.Subconstruct):  # type: ignore[misc]
+    """Evaluate a type's arguments in the caller's context and make them visible to it."""
+
+    def __init__(self, subcon: cs.Construct, args: dict[str, Expression], defaults: dict[str, Any]) -> None:
+        super().__init__(subcon)
+        self.args = args
+        self.defaults = defaults
+
+    def _frame(self, context: Any, path: str, offset: int) -> cs.Container:
+        frame = cs.Container(_=context, _params=context._params, _root=context.get("_root", context),
+                             _parsing=context._parsing, _building=context._building, _sizing=context._sizing)
+        frame.update(self.defaults)
+        for name, expr in self.args.items():
+            frame[name] = evaluate(expr, context, path, offset)
+        return frame
+
+    def _parse(self, stream: Any, context: Any, path: str) -> Any:
+        return self.subcon._parsereport(stream, self._frame(context, path, stream.tell()), path)
+
+    def _build(self, obj: Any, stream: Any, context: Any, path: str) -> Any:
+        return self.subcon._build(obj, stream, self._frame(context, path, stream.tell()), path)
+
+
+class SwitchOn(cs.Construct):  # type: ignore[misc]
+    """``switch-on``: the type is chosen by the value of an expression."""
+
+    def __init__(self, key: Expression, cases: dict[Any, cs.Construct], default: cs.Construct | None) -> None:
+        super().__init__()
+        self.key = key
+        self.cases = cases
+        self.default = default
+
+    def _choose(self, stream: Any, context: Any, path: str) -> cs.Construct:
+        offset = stream.tell()
+        key = evaluate(self.key, context, path, offset)
+        if is_probe(stream):
+            require_known(key, f"the switch on {self.key.source}", path)
+        sub = self.cases.get(key, self.default)
+        if sub is None:
+            raise FormatError(path, offset, f"{self.key.source} is {_show(key)}; expected one of "
+                                            f"{_show(list(self.cases))}")
+        return sub
+
+    def _parse(self, stream: Any, context: Any, path: str) -> Any:
+        return self._choose(stream, context, path)._parsereport(stream, context, path)
+
+    def _build(self, obj: Any, stream: Any, context: Any, path: str) -> Any:
+        return self._choose(stream, context, path)._build(obj, stream, context, path)
+
+
+def probe_size(subcon: cs.Construct, stream: Any, context: Any, path: str) -> int:
+    """The exact size ``subcon`` would have if it started at the stream's position.
+
+    Payloads are not read: their sizes follow from the schema's declared shapes.  Raises
+    :class:`ProbeOverrun` when that hypothesis needs more bytes than the file has, and
+    :class:`SizeUnknown` when the size cannot be known without parsing to the end.
+    """
+    offset = stream.tell()
+    probe = ProbeStream(stream, offset)
+    try:
+        subcon._parsereport(probe, context, path)
+    finally:
+        stream.seek(offset)
+    return probe.pos - offset
+
+
+class ChooseBySize(cs.Construct):  # type: ignore[misc]
+    """``one-of ... by: size``: the alternative whose exact size equals the bytes left.
+
+    Parses to the *name* of the chosen alternative and consumes nothing; the value itself is
+    parsed by a following :class:`SwitchOn` on that name.  ``select`` (an expression that may
+    evaluate to ``None``) forces an alternative.
+    """
+
+    def __init__(self, alternatives: dict[str, cs.Construct], select: Expression | None, value_name: str) -> None:
+        super().__init__()
+        self.alternatives = alternatives
+        self.select = select
+        self.value_name = value_name
+        self.flagbuildnone = False
+
+    def _parse(self, stream: Any, context: Any, path: str) -> Any:
+        offset = stream.tell()
+        if self.select is not None:
+            forced = evaluate(self.select, context, path, offset)
+            if forced is not None:
+                if forced not in self.alternatives:
+                    raise FormatError(path, offset, f"{forced!r} is not one of {_show(list(self.alternatives))}")
+                return forced
+        if is_probe(stream):
+            raise SizeUnknown(f"{path}: a nested size-decided choice")
+        remaining = stream_size(stream) - offset
+        sizes: dict[str, int | str] = {}
+        for name, alt in self.alternatives.items():
+            try:
+                sizes[name] = probe_size(alt, stream, context, join_path(path, self.value_name))
+            except ProbeOverrun:
+                sizes[name] = f"more than {remaining}"
+            except SizeUnknown as e:
+                sizes[name] = f"an unknown number of ({e})"
+            except FormatError as e:
+                sizes[name] = f"an impossible number of ({e.message})"
+        matches = [name for name, size in sizes.items() if size == remaining]
+        if len(matches) == 1:
+            return matches[0]
+        described = ", ".join(f"{name} needs {size} bytes" for name, size in sizes.items())
+        verdict = "several alternatives fit" if matches else "no alternative fits"
+        raise FormatError(path, offset, f"{verdict}: {described}; {remaining} bytes remain")
+
+    def _build(self, obj: Any, stream: Any, context: Any, path: str) -> Any:
+        if obj not in self.alternatives:
+            raise FormatError(path, stream.tell(), f"{obj!r} is not one of {_show(list(self.alternatives))}")
+        return obj
+
+
+# -- tensor records ------------------------------------------------------------------------
+
+
+class TensorContainer(cs.Container):  # type: ignore[misc]
+    """The container of a tensor record; its ``_roles`` entry names the fields that hold the
+    tensor's name, ggml type, ne and data (``_``-prefixed entries are not fields)."""
+
+
+class TensorRecord(cs.Adapter):  # type: ignore[misc]
+    """Marks what a ``tensor:`` type parses to, so the engine can list it as a tensor."""
+
+    def __init__(self, subcon: cs.Construct, roles: Mapping[str, str]) -> None:
+        super().__init__(subcon)
+        missing = {"name", "ggml_type", "ne", "data"} - set(roles)
+        if missing:
+            raise SchemaError("tensor", f"`tensor:` must name the fields for {', '.join(sorted(missing))}")
+        self.roles = dict(roles)
+
+    def _decode(self, obj: Any, context: Any, path: str) -> TensorContainer:
+        record = TensorContainer(obj)
+        record["_roles"] = self.roles
+        return record
+
+    def _encode(self, obj: Any, context: Any, path: str) -> Any:
+        return obj

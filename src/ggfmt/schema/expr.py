@@ -1,0 +1,289 @@
+"""The schema expression language: a small, safe subset of Python expressions.
+
+Schemas and mapping tables compute sizes, counts, conditions and values with expressions
+such as ``model.n_embd * 4`` or ``[past] if past > 0 else []``.  An expression is parsed with
+:mod:`ast`, every node is checked against a whitelist, and the tree is turned into a chain of
+closures once, at load time.  Nothing is ever passed to ``eval``; a schema from a stranger can
+read parsed fields and do arithmetic, nothing more:
+
+* literals (int, float, str, bool, None), lists and tuples;
+* names, resolved by the caller against parsed fields (never against Python globals);
+  a name starting with ``_`` is refused, except ``_`` itself (the value being checked by
+  ``valid``) and ``_root``;
+* attribute access ``a.b`` and indexing ``a[i]`` on parsed values only (mappings and
+  sequences); attributes starting with ``_`` are refused;
+* arithmetic ``+ - * / // %``, bit operations, comparisons, ``and or not``, ``x if c else y``;
+* calls of the whitelisted pure functions in :data:`FUNCTIONS` only.
+
+A value may be :data:`UNKNOWN` (the schema engine uses it while computing the size of a
+layout without reading it); any operation on an unknown value yields :data:`UNKNOWN`.
+"""
+
+from __future__ import annotations
+
+import ast
+import math
+import operator
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+
+class _Unknown:
+    """A value the engine has not read (see :func:`ggfmt.schema.constructs.probe_size`)."""
+
+    _instance: _Unknown | None = None
+
+    def __new__(cls) -> _Unknown:
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+        return cls._instance
+
+    def __repr__(self) -> str:
+        return "UNKNOWN"
+
+
+UNKNOWN: Any = _Unknown()
+
+Lookup = Callable[[str], Any]
+Evaluator = Callable[[Lookup], Any]
+
+
+class ExpressionError(Exception):
+    """An expression is not part of the language, or failed while being evaluated."""
+
+
+# Largest sequence an expression may build (``[0] * n``): guards against memory exhaustion.
+MAX_SEQUENCE = 1 << 16
+
+
+def _product(values: Sequence[Any]) -> Any:
+    result = 1
+    for v in values:
+        if v is UNKNOWN:
+            return UNKNOWN
+        result *= v
+    return result
+
+
+FUNCTIONS: dict[str, Callable[..., Any]] = {
+    "len": len,
+    "prod": _product,
+    "sum": sum,
+    "min": min,
+    "max": max,
+    "abs": abs,
+    "int": int,
+    "ceil": math.ceil,
+}
+
+_BINOPS: dict[type[ast.operator], Callable[[Any, Any], Any]] = {
+    ast.Add: operator.add,
+    ast.Sub: operator.sub,
+    ast.Mult: operator.mul,
+    ast.Div: operator.truediv,
+    ast.FloorDiv: operator.floordiv,
+    ast.Mod: operator.mod,
+    ast.BitAnd: operator.and_,
+    ast.BitOr: operator.or_,
+    ast.BitXor: operator.xor,
+    ast.LShift: operator.lshift,
+    ast.RShift: operator.rshift,
+}
+_UNARYOPS: dict[type[ast.unaryop], Callable[[Any], Any]] = {
+    ast.USub: operator.neg,
+    ast.UAdd: operator.pos,
+    ast.Not: operator.not_,
+    ast.Invert: operator.invert,
+}
+_CMPOPS: dict[type[ast.cmpop], Callable[[Any, Any], Any]] = {
+    ast.Eq: operator.eq,
+    ast.NotEq: operator.ne,
+    ast.Lt: operator.lt,
+    ast.LtE: operator.le,
+    ast.Gt: operator.gt,
+    ast.GtE: operator.ge,
+    ast.In: lambda a, b: a in b,
+    ast.NotIn: lambda a, b: a not in b,
+    ast.Is: operator.is_,
+    ast.IsNot: operator.is_not,
+}
+_ALLOWED_UNDERSCORE_NAMES = {"_", "_root"}
+
+
+class Expression:
+    """A compiled expression: ``Expression("n_embd * 4")(lookup)``."""
+
+    __slots__ = ("_fn", "names", "source")
+
+    def __init__(self, source: str | int | float | bool | None | list[Any]) -> None:
+        if isinstance(source, list):
+            # A YAML list of expressions: [model.n_embd, model.n_vocab]
+            text = "[" + ", ".join(item if isinstance(item, str) else repr(item) for item in source) + "]"
+        else:
+            text = source if isinstance(source, str) else repr(source)
+        self.source = text
+        try:
+            tree = ast.parse(text.strip(), mode="eval")
+        except SyntaxError as e:
+            raise ExpressionError(f"expression {text!r} is not valid: {e.msg}") from None
+        self.names: set[str] = set()
+        self._fn = self._compile(tree.body)
+
+    def __call__(self, lookup: Lookup) -> Any:
+        try:
+            return self._fn(lookup)
+        except ExpressionError:
+            raise
+        except (ArithmeticError, TypeError, ValueError, IndexError, KeyError) as e:
+            raise ExpressionError(f"expression {self.source!r} failed: {type(e).__name__}: {e}") from None
+
+    def __repr__(self) -> str:
+        return f"Expression({self.source!r})"
+
+    # -- compilation -------------------------------------------------------------------
+    def _refuse(self, node: ast.AST, what: str) -> ExpressionError:
+        return ExpressionError(f"expression {self.source!r}: {what} is not allowed")
+
+    def _compile(self, node: ast.expr) -> Evaluator:  # noqa: C901 - one branch per node type
+        if isinstance(node, ast.Constant):
+            value = node.value
+            if not isinstance(value, int | float | str | bool) and value is not None:
+                raise self._refuse(node, f"the constant {value!r}")
+            return lambda lookup: value
+        if isinstance(node, ast.Name):
+            name = node.id
+            if name.startswith("_") and name not in _ALLOWED_UNDERSCORE_NAMES:
+                raise self._refuse(node, f"the name {name!r}")
+            if name in ("True", "False", "None"):
+                constant = {"True": True, "False": False, "None": None}[name]
+                return lambda lookup: constant
+            self.names.add(name)
+            return lambda lookup: lookup(name)
+        if isinstance(node, ast.Attribute):
+            attr = node.attr
+            if attr.startswith("_"):
+                raise self._refuse(node, f"the attribute {attr!r}")
+            base = self._compile(node.value)
+            return lambda lookup: _member(base(lookup), attr, self.source)
+        if isinstance(node, ast.Subscript):
+            if isinstance(node.slice, ast.Slice):
+                raise self._refuse(node, "slicing")
+            base = self._compile(node.value)
+            index = self._compile(node.slice)
+            return lambda lookup: _index(base(lookup), index(lookup))
+        if isinstance(node, ast.List | ast.Tuple):
+            items = [self._compile(e) for e in node.elts]
+            return lambda lookup: [item(lookup) for item in items]
+        if isinstance(node, ast.BinOp):
+            binop = _BINOPS.get(type(node.op))
+            if binop is None:
+                raise self._refuse(node, f"the operator {type(node.op).__name__}")
+            left, right = self._compile(node.left), self._compile(node.right)
+            return lambda lookup: _binop(binop, left(lookup), right(lookup))
+        if isinstance(node, ast.UnaryOp):
+            unop = _UNARYOPS[type(node.op)]
+            operand = self._compile(node.operand)
+            return lambda lookup: _unknown_or(unop, operand(lookup))
+        if isinstance(node, ast.BoolOp):
+            values = [self._compile(v) for v in node.values]
+            is_and = isinstance(node.op, ast.And)
+            return lambda lookup: _boolop(is_and, values, lookup)
+        if isinstance(node, ast.Compare):
+            first = self._compile(node.left)
+            ops = [_CMPOPS[type(op)] for op in node.ops]
+            rest = [self._compile(c) for c in node.comparators]
+            return lambda lookup: _compare(first(lookup), ops, rest, lookup)
+        if isinstance(node, ast.IfExp):
+            test, body, orelse = self._compile(node.test), self._compile(node.body), self._compile(node.orelse)
+            return lambda lookup: _ifexp(test(lookup), body, orelse, lookup)
+        if isinstance(node, ast.Call):
+            if not isinstance(node.func, ast.Name) or node.func.id not in FUNCTIONS:
+                func = ast.unparse(node.func)
+                raise self._refuse(node, f"calling {func!r} (only {', '.join(sorted(FUNCTIONS))} may be called)")
+            if node.keywords or any(isinstance(a, ast.Starred) for a in node.args):
+                raise self._refuse(node, "keyword or star arguments")
+            fn = FUNCTIONS[node.func.id]
+            args = [self._compile(a) for a in node.args]
+            return lambda lookup: _call(fn, [a(lookup) for a in args])
+        raise self._refuse(node, f"the construct {type(node).__name__}")
+
+
+def _member(value: Any, attr: str, source: str) -> Any:
+    if value is UNKNOWN:
+        return UNKNOWN
+    if isinstance(value, Mapping):
+        if attr in value:
+            return value[attr]
+        raise ExpressionError(f"expression {source!r}: no field {attr!r} (has: {_public_keys(value)})")
+    raise ExpressionError(f"expression {source!r}: {type(value).__name__} value has no field {attr!r}")
+
+
+def _public_keys(value: Mapping[str, Any]) -> str:
+    return ", ".join(k for k in value if isinstance(k, str) and not k.startswith("_"))
+
+
+def _index(base: Any, index: Any) -> Any:
+    if base is UNKNOWN or index is UNKNOWN:
+        return UNKNOWN
+    if isinstance(base, Mapping | list | tuple | str | bytes):
+        return base[index]
+    raise TypeError(f"{type(base).__name__} cannot be indexed")
+
+
+def _binop(fn: Callable[[Any, Any], Any], left: Any, right: Any) -> Any:
+    if left is UNKNOWN or right is UNKNOWN:
+        return UNKNOWN
+    if fn is operator.mul and (isinstance(left, list | str) or isinstance(right, list | str)):
+        count = right if isinstance(left, list | str) else left
+        seq = left if isinstance(left, list | str) else right
+        if isinstance(count, int) and count * len(seq) > MAX_SEQUENCE:
+            raise ValueError(f"sequence of more than {MAX_SEQUENCE} items")
+    if fn is operator.lshift and isinstance(right, int) and right > 64:
+        raise ValueError("shift by more than 64 bits")
+    return fn(left, right)
+
+
+def _unknown_or(fn: Callable[[Any], Any], value: Any) -> Any:
+    return UNKNOWN if value is UNKNOWN else fn(value)
+
+
+def _boolop(is_and: bool, values: list[Evaluator], lookup: Lookup) -> Any:
+    result: Any = is_and
+    for v in values:
+        result = v(lookup)
+        if result is UNKNOWN:
+            return UNKNOWN
+        if is_and and not result:
+            return result
+        if not is_and and result:
+            return result
+    return result
+
+
+def _compare(first: Any, ops: list[Callable[[Any, Any], Any]], rest: list[Evaluator], lookup: Lookup) -> Any:
+    left = first
+    for op, right_fn in zip(ops, rest, strict=True):
+        right = right_fn(lookup)
+        if left is UNKNOWN or right is UNKNOWN:
+            return UNKNOWN
+        if not op(left, right):
+            return False
+        left = right
+    return True
+
+
+def _ifexp(test: Any, body: Evaluator, orelse: Evaluator, lookup: Lookup) -> Any:
+    if test is UNKNOWN:
+        return UNKNOWN
+    return body(lookup) if test else orelse(lookup)
+
+
+def _call(fn: Callable[..., Any], args: list[Any]) -> Any:
+    if any(a is UNKNOWN for a in args):
+        return UNKNOWN
+    return fn(*args)
+
+
+def compile_optional(source: Any) -> Expression | None:
+    """Compile ``source`` unless it is absent (``None`` in the YAML)."""
+    return None if source is None else Expression(source)

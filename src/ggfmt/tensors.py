@@ -1,0 +1,56 @@
+"""Moving tensor payloads from one file to another without holding them in memory.
+
+``copy_range`` uses ``os.copy_file_range`` (the kernel copies, possibly sharing extents),
+falls back to ``os.sendfile``, then to a fixed-size buffer.  Memory use does not grow with
+the size of the payload.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+
+CHUNK = 8 << 20  # bytes per system call (also the size of the fallback buffer)
+
+Progress = Callable[[int], None]
+
+
+def copy_range(src_fd: int, src_offset: int, dst_fd: int, nbytes: int, progress: Progress | None = None) -> None:
+    """Append ``nbytes`` of ``src_fd`` starting at ``src_offset`` at ``dst_fd``'s current position."""
+    done = 0
+    method = _copy_file_range if hasattr(os, "copy_file_range") else _sendfile
+    while done < nbytes:
+        count = min(CHUNK, nbytes - done)
+        try:
+            n = method(src_fd, src_offset + done, dst_fd, count)
+        except OSError:
+            # Not supported between these two files (e.g. across some file systems): go down a step.
+            if method is _copy_file_range:
+                method = _sendfile
+                continue
+            if method is _sendfile:
+                method = _buffered
+                continue
+            raise
+        if n <= 0:
+            raise OSError(f"the input ended {nbytes - done} bytes early while copying a payload")
+        done += n
+        if progress is not None:
+            progress(n)
+
+
+def _copy_file_range(src_fd: int, src_offset: int, dst_fd: int, count: int) -> int:
+    return os.copy_file_range(src_fd, dst_fd, count, src_offset)
+
+
+def _sendfile(src_fd: int, src_offset: int, dst_fd: int, count: int) -> int:
+    return os.sendfile(dst_fd, src_fd, src_offset, count)
+
+
+def _buffered(src_fd: int, src_offset: int, dst_fd: int, count: int) -> int:
+    data = os.pread(src_fd, count, src_offset)
+    view = memoryview(data)
+    while view:
+        written = os.write(dst_fd, view)
+        view = view[written:]
+    return len(data)
