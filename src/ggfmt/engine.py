@@ -62,6 +62,42 @@ def parse(path: str | os.PathLike[str], schema: Schema | str | None = None,
     return Document(source=path, schema=loaded, fields=fields, tensors=list(_tensors(fields, "")), size=size)
 
 
+def build(path: str | os.PathLike[str], schema: Schema | str, fields: Mapping[str, Any],
+          params: Mapping[str, Any] | None = None) -> None:
+    """Write ``fields`` to ``path`` through ``schema`` (Construct builds what it parses).
+
+    Derived fields (``rebuild:``, ``contents:``, instances) are computed; payloads may be
+    bytes, numpy arrays or objects with ``write_to(stream)`` such as :class:`ggfmt.tensors.FileSlice`,
+    so a large file is written without holding its tensors in memory.
+    """
+    loaded = schema if isinstance(schema, Schema) else load_schema(schema)
+    context = cs.Container(**_parameters(loaded, params or {}))
+    context._parsing = False
+    context._building = True
+    context._sizing = False
+    context._params = context
+    with open(path, "wb") as out:
+        loaded.construct._build(fields, out, context, "")
+
+
+def with_payloads_from(doc: Document) -> Any:
+    """The document's fields with every payload replaced by a :class:`FileSlice` of its source:
+    what :func:`build` needs to write the same file again."""
+    from .tensors import FileSlice
+
+    def swap(value: Any) -> Any:
+        if isinstance(value, PayloadRef):
+            return FileSlice(doc.source, value.offset, value.nbytes)
+        if isinstance(value, cs.Container):
+            copy = type(value)((k, swap(v)) for k, v in value.items())
+            return copy
+        if isinstance(value, list):
+            return cs.ListContainer(swap(v) for v in value)
+        return value
+
+    return swap(doc.fields)
+
+
 def _parameters(schema: Schema, given: Mapping[str, Any]) -> dict[str, Any]:
     unknown = set(given) - set(schema.params)
     if unknown:

@@ -7,8 +7,12 @@ the size of the payload.
 
 from __future__ import annotations
 
+import io
 import os
 from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 CHUNK = 8 << 20  # bytes per system call (also the size of the fallback buffer)
 
@@ -54,3 +58,32 @@ def _buffered(src_fd: int, src_offset: int, dst_fd: int, count: int) -> int:
         written = os.write(dst_fd, view)
         view = view[written:]
     return len(data)
+
+
+@dataclass(frozen=True)
+class FileSlice:
+    """``nbytes`` of a file from ``offset``: a payload to build with, streamed, never loaded."""
+
+    path: Path
+    offset: int
+    nbytes: int
+
+    def write_to(self, stream: Any) -> None:
+        with open(self.path, "rb") as src:
+            try:
+                dst_fd = stream.fileno()
+            except (AttributeError, io.UnsupportedOperation):
+                dst_fd = None
+            if dst_fd is None:
+                src.seek(self.offset)
+                left = self.nbytes
+                while left:
+                    chunk = src.read(min(CHUNK, left))
+                    if not chunk:
+                        raise OSError(f"{self.path} ended {left} bytes early")
+                    stream.write(chunk)
+                    left -= len(chunk)
+                return
+            stream.flush()
+            copy_range(src.fileno(), self.offset, dst_fd, self.nbytes)
+            stream.seek(0, os.SEEK_END)  # resynchronise the buffered stream with the descriptor

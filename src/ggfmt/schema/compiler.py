@@ -216,8 +216,9 @@ class Namespace:
                 defaults = {k: p.default for k, p in typedef.params.items()}
                 subcon = WithArgs(subcon, args, defaults)
         else:
-            raise SchemaError(where, f"unknown type {type_spec!r} (primitives: {', '.join(PRIMITIVES)}; "
-                                     f"sized: {', '.join(sorted(SIZED_TYPES))}; types: {', '.join(sorted(self.types))})")
+            known = f"primitives: {', '.join(PRIMITIVES)}; sized: {', '.join(sorted(SIZED_TYPES))}; " \
+                    f"types: {', '.join(sorted(self.types))}"
+            raise SchemaError(where, f"unknown type {type_spec!r} ({known})")
         if "size" in spec and type_spec not in SIZED_TYPES:
             raise SchemaError(where, "`size` only applies to bytes, str and payload")
 

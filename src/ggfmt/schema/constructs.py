@@ -65,8 +65,7 @@ class ProbeStream:
     """A hypothetical position in a real stream: what :func:`probe_size` parses over.
 
     Header words the schema does not declare are read from the file at the hypothetical
-    position; payloads and names are skipped.  Reading past the end of the file raises
-    :class:`ProbeOverrun`: the hypothesis needs more bytes than the file has.
+    position (past its end they are unknown); payloads and names are skipped.
     """
 
     def __init__(self, real: Any, offset: int) -> None:
@@ -81,17 +80,17 @@ class ProbeStream:
         self.pos = offset if whence == os.SEEK_SET else self.pos + offset
         return self.pos
 
+    @property
+    def overran(self) -> bool:
+        return self.pos > self.size
+
     def read(self, n: int = -1) -> bytes:
         if n < 0 or self.pos + n > self.size:
-            raise ProbeOverrun(self.pos)
+            raise SizeUnknown("bytes past the end of the file")
         self.real.seek(self.pos)
         data: bytes = self.real.read(n)
         self.pos += n
         return data
-
-
-class ProbeOverrun(Exception):
-    """A size probe ran past the end of the file."""
 
 
 class SizeUnknown(Exception):
@@ -175,7 +174,9 @@ class Validation:
     def check(self, value: Any, context: Mapping[str, Any], path: str, offset: int) -> None:
         if not self.applies(context, path, offset):
             return
-        ev = lambda e: evaluate(e, context, path, offset, {"_": value})  # noqa: E731
+        def ev(expr: Expression) -> Any:
+            return evaluate(expr, context, path, offset, {"_": value})
+
         if self.eq is not None:
             want = ev(self.eq)
             if value != want:
@@ -319,8 +320,9 @@ class Field(cs.Construct):  # type: ignore[misc]
                 stream.seek(nbytes, os.SEEK_CUR)
                 return declared
             if offset + nbytes > stream.size:
-                # Checked here: Construct turns any exception from stream.read() into its own.
-                raise ProbeOverrun(offset)
+                # Past the end of the file the value is unknown; it only matters if a size uses it.
+                stream.seek(nbytes, os.SEEK_CUR)
+                return UNKNOWN if count is None else cs.ListContainer([UNKNOWN] * count)
         if count is None:
             return self.subcon._parsereport(stream, context, path)
         return cs.ListContainer(self.subcon._parsereport(stream, context, f"{path}[{i}]") for i in range(count))
@@ -404,7 +406,8 @@ class Payload(cs.Construct):  # type: ignore[misc]
         else:
             remaining = stream_size(stream) - offset
             if nbytes > remaining:
-                raise FormatError(path, offset, f"payload of {nbytes} bytes expected, only {remaining} left in the file")
+                raise FormatError(path, offset,
+                                  f"payload of {nbytes} bytes expected, only {remaining} left in the file")
         stream.seek(nbytes, os.SEEK_CUR)
         return PayloadRef(offset, nbytes)
 
@@ -542,20 +545,26 @@ class SwitchOn(cs.Construct):  # type: ignore[misc]
         return self._choose(stream, context, path)._build(obj, stream, context, path)
 
 
-def probe_size(subcon: cs.Construct, stream: Any, context: Any, path: str) -> int:
-    """The exact size ``subcon`` would have if it started at the stream's position.
+def probe_size(subcon: cs.Construct, stream: Any, context: Any, path: str) -> int | str:
+    """The size ``subcon`` would have if it started at the stream's position, without parsing it.
 
-    Payloads are not read: their sizes follow from the schema's declared shapes.  Raises
-    :class:`ProbeOverrun` when that hypothesis needs more bytes than the file has, and
-    :class:`SizeUnknown` when the size cannot be known without parsing to the end.
+    Payloads are not read: their sizes follow from the schema's declared shapes, and declared
+    header values are taken as declared.  Returns the exact size, or a description when it
+    cannot be known ("more than N" once the hypothesis has run past the end of the file).
     """
     offset = stream.tell()
     probe = ProbeStream(stream, offset)
     try:
         subcon._parsereport(probe, context, path)
+        return int(probe.pos - offset)
+    except SizeUnknown as e:
+        if probe.overran:
+            return f"more than {probe.size - offset}"
+        return f"an unknown number of ({e})"
+    except FormatError as e:
+        return f"an impossible number of ({e.message})"
     finally:
         stream.seek(offset)
-    return probe.pos - offset
 
 
 class ChooseBySize(cs.Construct):  # type: ignore[misc]
@@ -574,6 +583,7 @@ class ChooseBySize(cs.Construct):  # type: ignore[misc]
         self.flagbuildnone = False
 
     def _parse(self, stream: Any, context: Any, path: str) -> Any:
+        path = join_path(path, self.name)
         offset = stream.tell()
         if self.select is not None:
             forced = evaluate(self.select, context, path, offset)
@@ -584,16 +594,8 @@ class ChooseBySize(cs.Construct):  # type: ignore[misc]
         if is_probe(stream):
             raise SizeUnknown(f"{path}: a nested size-decided choice")
         remaining = stream_size(stream) - offset
-        sizes: dict[str, int | str] = {}
-        for name, alt in self.alternatives.items():
-            try:
-                sizes[name] = probe_size(alt, stream, context, join_path(path, self.value_name))
-            except ProbeOverrun:
-                sizes[name] = f"more than {remaining}"
-            except SizeUnknown as e:
-                sizes[name] = f"an unknown number of ({e})"
-            except FormatError as e:
-                sizes[name] = f"an impossible number of ({e.message})"
+        value_path = join_path(path.rpartition(".")[0], self.value_name)
+        sizes = {name: probe_size(alt, stream, context, value_path) for name, alt in self.alternatives.items()}
         matches = [name for name, size in sizes.items() if size == remaining]
         if len(matches) == 1:
             return matches[0]

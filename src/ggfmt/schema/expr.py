@@ -115,7 +115,7 @@ class Expression:
 
     __slots__ = ("_fn", "names", "source")
 
-    def __init__(self, source: str | int | float | bool | None | list[Any]) -> None:
+    def __init__(self, source: str | int | float | bool | list[Any] | None) -> None:
         if isinstance(source, list):
             # A YAML list of expressions: [model.n_embd, model.n_vocab]
             text = "[" + ", ".join(item if isinstance(item, str) else repr(item) for item in source) + "]"
@@ -144,7 +144,7 @@ class Expression:
     def _refuse(self, node: ast.AST, what: str) -> ExpressionError:
         return ExpressionError(f"expression {self.source!r}: {what} is not allowed")
 
-    def _compile(self, node: ast.expr) -> Evaluator:  # noqa: C901 - one branch per node type
+    def _compile(self, node: ast.expr) -> Evaluator:
         if isinstance(node, ast.Constant):
             value = node.value
             if not isinstance(value, int | float | str | bool) and value is not None:

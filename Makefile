@@ -1,0 +1,39 @@
+# ggfmt - every target sets up .venv/ first if it is missing.
+PYTHON   ?= python3
+VENV     := .venv
+BIN      := $(VENV)/bin
+STAMP    := $(VENV)/.ggfmt-installed
+DEMO_IN  := fixtures/genuine/ggcp-v0-adam.bin
+DEMO_OUT := out/ggcp-v0-adam.gguf
+
+.PHONY: install demo test lint unit bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	touch $(STAMP)
+
+# The main job on a bundled checkpoint: what is inside the 2023 file, the conversion, what is
+# inside the GGUF.
+demo: install
+	@mkdir -p out
+	$(BIN)/fmt parse $(DEMO_IN)
+	$(BIN)/fmt to-gguf $(DEMO_IN) -o $(DEMO_OUT) --force
+	$(BIN)/gguf-dump $(DEMO_OUT) 2>/dev/null
+
+test: lint unit
+
+lint: install
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/mypy
+
+unit: install
+	$(BIN)/pytest
+
+bench: install
+	$(BIN)/python benchmarks/run.py
+
+clean:
+	rm -rf $(VENV) out .pytest_cache .mypy_cache .ruff_cache

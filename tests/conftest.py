@@ -1,0 +1,58 @@
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from ggfmt.cli import main
+
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = ROOT / "fixtures"
+SYNTH = FIXTURES / "synth"
+GENUINE = FIXTURES / "genuine"
+
+
+@dataclass
+class Result:
+    code: int
+    out: str
+    err: str
+
+
+Fmt = Callable[..., Result]
+
+
+@pytest.fixture
+def fmt(capsys: pytest.CaptureFixture[str]) -> Fmt:
+    """Run the fmt command line in-process."""
+
+    def run(*args: str | os.PathLike[str]) -> Result:
+        code = main([os.fspath(a) for a in args])
+        captured = capsys.readouterr()
+        return Result(code, captured.out, captured.err)
+
+    return run
+
+
+def run_fmt(*args: str | os.PathLike[str], env: dict[str, str] | None = None) -> Result:
+    """Run the fmt command line as a separate process, as a user would."""
+    proc = subprocess.run([sys.executable, "-m", "ggfmt", *map(os.fspath, args)], capture_output=True, text=True,
+                          env=env, timeout=120)
+    return Result(proc.returncode, proc.stdout, proc.stderr)
+
+
+def assert_clean_failure(result: Result, directory: Path | None = None) -> str:
+    """Exit 2, exactly one line on stderr, no traceback, nothing left in ``directory``."""
+    assert result.code == 2, result
+    lines = result.err.splitlines()
+    assert len(lines) == 1, result.err
+    assert "Traceback" not in result.err
+    assert lines[0].startswith("fmt: error: ")
+    if directory is not None:
+        assert [p.name for p in directory.iterdir()] == [], "the failure left files behind"
+    return lines[0]

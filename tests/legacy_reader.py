@@ -1,0 +1,113 @@
+"""An independent reading of the legacy checkpoint layouts, for tests.
+
+Written from ``layouts.md`` with ``struct`` alone, sharing no code with ggfmt, so that tests
+can check ggfmt's parse and conversion against offsets and values found another way.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass
+class Record:
+    name: bytes
+    ne: tuple[int, ...]
+    header_offset: int
+    data_offset: int
+    nbytes: int
+
+
+@dataclass
+class Reading:
+    header: dict[str, int] = field(default_factory=dict)
+    model_tensors: list[Record] = field(default_factory=list)
+    opt: dict[str, object] = field(default_factory=dict)
+    opt_offset: int = 0
+    end: int = 0
+
+
+class _Cursor:
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.pos = 0
+
+    def take(self, fmt: str) -> tuple:
+        values = struct.unpack_from("<" + fmt, self.data, self.pos)
+        self.pos += struct.calcsize("<" + fmt)
+        return values
+
+    def record(self) -> Record:
+        start = self.pos
+        n_dims, name_len, _type = self.take("3I")
+        ne = self.take(f"{n_dims}I")
+        name = self.data[self.pos:self.pos + name_len]
+        self.pos += name_len
+        self.pos += -self.pos % 32
+        nbytes = 4
+        for n in ne:
+            nbytes *= n
+        nbytes = nbytes if n_dims else 0
+        rec = Record(name, ne, start, self.pos, nbytes)
+        self.pos += nbytes
+        return rec
+
+
+def read_checkpoint(path: Path) -> Reading:
+    """ggcp or ggcl, with optimizer context version 0 (Adam) or 1 (type from the file's size)."""
+    data = path.read_bytes()
+    cur = _Cursor(data)
+    out = Reading()
+    magic = data[:4]
+    cur.pos = 4
+    out.header["version"], out.header["train_its"], out.header["train_samples"], out.header["train_tokens"] = \
+        cur.take("4I")
+    names = ("n_vocab", "n_embd", "n_mult", "n_head", "n_layer", "n_rot")
+    out.header.update(zip(names, cur.take("6I"), strict=True))
+    n_layer = out.header["n_layer"]
+    if magic == b"pcgg":
+        count = 3 + 9 * n_layer
+    elif magic == b"lcgg":
+        cur.take("12I")
+        count = 2 * (3 + 9 * n_layer)
+    else:
+        raise ValueError(f"not a checkpoint: {magic!r}")
+    out.model_tensors = [cur.record() for _ in range(count)]
+    out.opt_offset = cur.pos
+    (version,) = cur.take("I")
+    out.opt["version"] = version
+    if version == 0:
+        params = data[cur.pos:cur.pos + 96]
+        cur.pos += 96
+        out.opt["type"] = struct.unpack_from("<i", params, 0)[0]
+        out.opt["past"] = struct.unpack_from("<i", params, 8)[0]
+        out.opt["lbfgs_m"] = struct.unpack_from("<i", params, 60)[0]
+        out.opt["nx"], out.opt["iter"], out.opt["just_initialized"] = cur.take("qiI")
+        if out.opt["type"] != 0:
+            raise NotImplementedError("only Adam version-0 contexts are read here")
+        tensors = {n: cur.record() for n in ("x", "g1", "g2", "m", "v", "mh", "vh", "pf")}
+        out.opt["tensors"] = tensors
+        out.opt["fx_best"], out.opt["fx_prev"], out.opt["n_no_improvement"] = cur.take("ffi")
+    else:
+        out.opt["past"], out.opt["lbfgs_m"], out.opt["nx"], out.opt["iter"], out.opt["just_initialized"] = \
+            cur.take("iiQiI")
+        state = cur.pos
+        # Adam holds two nx vectors and the scalars; L-BFGS five nx vectors, two nx*m matrices.
+        cur.record(), cur.record()
+        cur.record()  # pf (or null)
+        adam_end = cur.pos + 12
+        cur.pos = state
+        if adam_end == len(data):
+            out.opt["type"] = 0
+            out.opt["tensors"] = {n: cur.record() for n in ("m", "v", "pf")}
+            out.opt["fx_best"], out.opt["fx_prev"], out.opt["n_no_improvement"] = cur.take("ffi")
+        else:
+            out.opt["type"] = 1
+            names = ("x", "xp", "g", "gp", "d", "pf", "lmal", "lmys", "lms", "lmy")
+            out.opt["tensors"] = {n: cur.record() for n in names}
+            (out.opt["fx_best"], out.opt["step"], out.opt["j"], out.opt["k"], out.opt["end"],
+             out.opt["n_no_improvement"]) = cur.take("ffiiii")
+    out.end = cur.pos
+    return out

@@ -1,0 +1,133 @@
+"""The schema language: what it can say, what it refuses, and the engine features built on it."""
+
+from __future__ import annotations
+
+import filecmp
+import re
+import struct
+import textwrap
+from pathlib import Path
+
+import pytest
+
+import ggfmt
+from conftest import GENUINE, SYNTH, Fmt, assert_clean_failure
+from ggfmt.engine import build, with_payloads_from
+from ggfmt.errors import FormatError, SchemaError
+from ggfmt.schema import load_schema
+from ggfmt.schema.expr import Expression, ExpressionError
+from legacy_reader import read_checkpoint
+
+
+def write_schema(tmp_path: Path, text: str, name: str = "mine.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def test_expressions_compute_over_fields() -> None:
+    fields = {"n_embd": 32, "n_mult": 16, "past": 3, "ne": [4, 5], "model": {"n": 2}}
+    assert Expression("((2*(4*n_embd)//3 + n_mult - 1)//n_mult)*n_mult")(fields.__getitem__) == 96
+    assert Expression("[past] if past > 0 else []")(fields.__getitem__) == [3]
+    assert Expression("prod(ne) * 4 if len(ne) > 0 else 0")(fields.__getitem__) == 80
+    assert Expression("model.n * 2")(fields.__getitem__) == 4
+    assert Expression(["model.n", 7])(fields.__getitem__) == [2, 7]
+
+
+@pytest.mark.parametrize("hostile", [
+    "__import__('os').system('touch pwned')", "open('/etc/passwd')", "(lambda: 1)()", "n.__class__",
+    "_secret", "getattr(n, 'x')", "[x for x in n]", "n[0:2]", "2 ** 1000000", "f'{n}'",
+])
+def test_hostile_expressions_are_refused(hostile: str) -> None:
+    with pytest.raises(ExpressionError):
+        Expression(hostile)
+
+
+def test_hostile_schema_is_refused_at_load_time(tmp_path: Path, fmt: Fmt) -> None:
+    schema = write_schema(tmp_path, """
+        meta: {id: evil}
+        seq:
+          - {id: a, type: u32}
+          - {id: b, type: bytes, size: "__import__('os').system('touch pwned') or 4"}
+    """)
+    data = tmp_path / "data.bin"
+    data.write_bytes(b"\0" * 8)
+    line = assert_clean_failure(fmt("parse", data, "--schema", schema))
+    assert "__import__" in line and "not allowed" in line
+    assert not (tmp_path / "pwned").exists() and not Path("pwned").exists()
+
+
+def test_a_new_layout_is_a_yaml_file(tmp_path: Path, fmt: Fmt) -> None:
+    schema = write_schema(tmp_path, """
+        meta: {id: demo, imports: [tensor]}
+        doc: A header, a count, then that many tensors.
+        seq:
+          - {id: magic, contents: DEMO}
+          - {id: count, type: u32, valid: {min: 1, max: 8}}
+          - {id: scale, type: f32}
+          - {id: items, type: tensor, repeat: count}
+        instances:
+          double: {value: count * 2}
+    """)
+    data = bytearray(b"DEMO" + struct.pack("<If", 1, 0.5))
+    data += struct.pack("<3I2I", 2, 1, 0, 2, 3) + b"w"
+    data += b"\0" * (-len(data) % 32) + bytes(24)
+    path = tmp_path / "demo.bin"
+    path.write_bytes(bytes(data))
+    doc = ggfmt.parse(path, str(schema))
+    assert doc.fields["double"] == 2
+    # 12 bytes of header, 20 of tensor header, 1 of name: the data starts at the next multiple of 32
+    assert [(t.name, t.ne, t.offset, t.nbytes) for t in doc.tensors] == [("w", (2, 3), 64, 24)]
+    result = fmt("parse", path, "--schema", schema, "--json")
+    assert result.code == 0 and '"scale": 0.5' in result.out
+
+
+def test_schema_mistakes_are_reported(tmp_path: Path) -> None:
+    for text, message in [
+        ("seq: [{id: a, type: u33}]", "unknown type 'u33'"),
+        ("seq: [{id: a, type: u32, sise: 3}]", "unknown keys ['sise']"),
+        ("seq: [{id: a, type: u32}, {id: a, type: u8}]", "defined twice"),
+        ("seq: [{id: a, type: bytes}]", "needs a `size`"),
+        ("seq: [{id: a, type: u32, valid: {eq: 1 +}}]", "not valid"),
+    ]:
+        with pytest.raises(SchemaError, match=re.escape(message)):
+            load_schema(write_schema(tmp_path, text, f"s{abs(hash(text))}.yaml"))
+
+
+def test_python_schema_module(tmp_path: Path) -> None:
+    module = tmp_path / "pairs.py"
+    module.write_text("import construct as cs\nschema = cs.Struct('a' / cs.Int16ul, 'b' / cs.Int16ul)\n")
+    data = tmp_path / "pair.bin"
+    data.write_bytes(struct.pack("<HH", 7, 9))
+    doc = ggfmt.parse(data, str(module))
+    assert (doc.fields["a"], doc.fields["b"]) == (7, 9)
+
+
+def test_one_of_decides_exactly_and_can_be_forced(fmt: Fmt) -> None:
+    for name, expected in [("ggcp-v1-adam-past3", "adam"), ("ggcp-v1-lbfgs", "lbfgs"),
+                           ("ggcl-adam-past2", "adam"), ("ggcl-lbfgs-past4", "lbfgs")]:
+        assert ggfmt.parse(SYNTH / f"{name}.bin").fields["opt"]["ctx"]["type"] == expected
+        assert read_checkpoint(SYNTH / f"{name}.bin").opt["type"] == ["adam", "lbfgs"].index(expected)
+    forced = ggfmt.parse(SYNTH / "ggcl-adam-past2.bin", params={"opt_type": "adam"})
+    assert forced.fields["opt"]["ctx"]["type"] == "adam"
+    with pytest.raises(FormatError):
+        ggfmt.parse(SYNTH / "ggcl-adam-past2.bin", params={"opt_type": "lbfgs"})
+    line = assert_clean_failure(fmt("parse", SYNTH / "ggcl-adam-past2.bin", "--opt-type", "lbfgs"))
+    assert "opt.ctx.state" in line
+
+
+def test_ff_parameter_overrides_the_formula(tmp_path: Path, fmt: Fmt) -> None:
+    assert ggfmt.parse(SYNTH / "ggcl-adam-past2.bin", params={"ff": 48}).fields["model"]["n_ff"] == 48
+    line = assert_clean_failure(fmt("parse", SYNTH / "ggcl-adam-past2.bin", "--ff", "64"))
+    assert "layers[0].w1.b.ne" in line and "expected [3, 64], got [3, 48]" in line
+    line = assert_clean_failure(fmt("parse", SYNTH / "ggcl-adam-past2.bin", "--set", "nonsense=1"))
+    assert "no parameter nonsense" in line
+
+
+@pytest.mark.parametrize("source", [GENUINE / "ggcp-v0-adam.bin", SYNTH / "ggcl-lbfgs-past4.bin",
+                                    SYNTH / "ggcp-v1-adam-past3.bin"])
+def test_build_writes_the_parsed_file_again(source: Path, tmp_path: Path) -> None:
+    doc = ggfmt.parse(source)
+    out = tmp_path / "rebuilt.bin"
+    build(out, doc.schema, with_payloads_from(doc))
+    assert filecmp.cmp(out, source, shallow=False)
