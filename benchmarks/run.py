@@ -1,0 +1,121 @@
+"""`make bench`: how fast and how lean ggfmt's conversion is, against the physical floor (cp).
+
+Generates checkpoints through ggfmt's own ggcp schema (build path) in a temporary directory,
+then prints one table. Every timing is the median of several runs that alternate with the
+comparison. Peak RSS is the child's ru_maxrss. Nothing here is asserted: targets are shown
+beside the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from make_checkpoint import make_checkpoint
+
+BIN = Path(sys.executable).parent
+FMT = str(BIN / "fmt")
+
+
+def run(argv: Sequence[str]) -> tuple[float, int]:
+    """Wall seconds and peak RSS (bytes) of one child process."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(proc.pid, 0)
+    elapsed = time.perf_counter() - start
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        assert proc.stderr is not None
+        raise SystemExit(f"{' '.join(argv)} failed: {proc.stderr.read().decode()}")
+    return elapsed, usage.ru_maxrss * 1024
+
+
+def drop(path: Path) -> None:
+    path.unlink(missing_ok=True)
+
+
+def row(name: str, value: str, target: str, ok: bool | None) -> tuple[str, str, str, str]:
+    verdict = "" if ok is None else ("ok" if ok else "MISSED")
+    return name, value, target, verdict
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=3, help="runs per figure (median)")
+    parser.add_argument("--sizes", type=float, nargs="+", default=[100, 1000], help="checkpoint sizes in MB")
+    parser.add_argument("--dir", type=Path, help="where to put the checkpoints (default: a temporary directory)")
+    args = parser.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="ggfmt-bench-", dir=args.dir))
+    rows: list[tuple[str, str, str, str]] = []
+    try:
+        largest = None
+        for size_mb in args.sizes:
+            source = work / f"ckpt-{int(size_mb)}mb.bin"
+            make_checkpoint(source, size_mb=size_mb)
+            actual_mb = source.stat().st_size / 1e6
+            out, copy = work / "out.gguf", work / "copy.bin"
+            ours, theirs, rss = [], [], []
+            for _ in range(args.runs):
+                drop(copy)
+                t, _ = run(["cp", str(source), str(copy)])
+                theirs.append(t)
+                drop(out)
+                t, peak = run([FMT, "to-gguf", str(source), "-o", str(out), "--quiet"])
+                ours.append(t)
+                rss.append(peak)
+            drop(copy)
+            drop(out)
+            t_ours, t_cp = statistics.median(ours), statistics.median(theirs)
+            label = f"{actual_mb:,.0f} MB"
+            rows.append(row(f"to-gguf wall, {label}", f"{t_ours:.2f} s", "", None))
+            rows.append(row(f"cp wall, {label}", f"{t_cp:.2f} s", "", None))
+            rows.append(row(f"to-gguf - cp, {label}", f"{t_ours - t_cp:+.2f} s (x{t_ours / t_cp:.2f})",
+                            "<= +0.35 s", t_ours - t_cp <= 0.35))
+            peak_mb = max(rss) / 2**20
+            rows.append(row(f"to-gguf peak RSS, {label}", f"{peak_mb:.1f} MiB", "<= 64 MiB", peak_mb <= 64))
+            if largest is not None:
+                drop(largest)
+            largest = source
+        if largest is not None:
+            parses = [run([FMT, "parse", str(largest)])[0] for _ in range(args.runs)]
+            t = statistics.median(parses)
+            label = f"{largest.stat().st_size / 1e6:,.0f} MB"
+            rows.append(row(f"parse wall, {label}", f"{t:.3f} s", "<= 0.35 s", t <= 0.35))
+            drop(largest)
+        helps = [run([FMT, "--help"])[0] for _ in range(args.runs)]
+        t = statistics.median(helps)
+        rows.append(row("fmt --help wall", f"{t:.3f} s", "<= 0.25 s", t <= 0.25))
+
+        like7b = make_checkpoint(work / "like-7b.bin", n_layer=32, n_embd=64, n_vocab=320, n_mult=32)
+        probe = ("import sys, time, ggfmt\nt = time.perf_counter()\ndoc = ggfmt.parse(sys.argv[1])\n"
+                 "print(time.perf_counter() - t, len(doc.tensors))")
+        figures = []
+        for _ in range(args.runs):
+            out_text = subprocess.run([sys.executable, "-c", probe, str(like7b)], check=True, capture_output=True,
+                                      text=True).stdout.split()
+            figures.append(float(out_text[0]))
+        t = statistics.median(figures)
+        rows.append(row(f"parse 7B-shaped header ({out_text[1]} tensors), after start-up", f"{t:.3f} s",
+                        "<= 0.1 s", t <= 0.1))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+    widths = [max(len(r[i]) for r in [("figure", "measured", "target", ""), *rows]) for i in range(4)]
+    for r in [("figure", "measured", "target", ""), *rows]:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+    print(f"\n(median of {args.runs} runs; cp and to-gguf alternate; {os.cpu_count()} CPUs)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
