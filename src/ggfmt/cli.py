@@ -24,7 +24,7 @@ PROGRESS_THRESHOLD = 64 << 20  # payloads smaller than this convert too fast to 
 
 DESCRIPTION = """\
 Parse, explain and convert the binary formats around ggml / llama.cpp that current tools
-no longer read: 2023 training checkpoints (ggcp), LoRA finetune checkpoints (ggcl), ...
+no longer read: 2023 training checkpoints (ggcp) and LoRA finetune checkpoints (ggcl).
 Every layout is a YAML schema (see `fmt schemas`); conversions follow mapping tables.
 """
 
