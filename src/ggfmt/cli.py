@@ -169,14 +169,11 @@ def _progress_bar(total: int, quiet: bool) -> Any:
 
 
 def cmd_schemas(args: argparse.Namespace) -> int:
-    from .schema import available_schemas, read_yaml
+    from .schema import catalog
 
-    for name, path in available_schemas().items():
-        data = read_yaml(path)
-        meta = data.get("meta") or {}
-        seq = data.get("seq") or []
-        magic = seq[0].get("contents") if seq and isinstance(seq[0], dict) else None
-        print(f"{name:<14} {('magic ' + repr(magic)) if magic else '(part)':<14} {meta.get('title', '')}")
+    for info in catalog():
+        detected = f"magic {info.magic.decode('latin-1')!r}" if info.magic else "(shared part)"
+        print(f"{info.name:<14} {detected:<15} {info.title}")
     return EXIT_OK
 
 

@@ -52,12 +52,6 @@ class Document:
     tensors: list[TensorRef]
     size: int
 
-    def tensor_at(self, path: str) -> TensorRef:
-        for ref in self.tensors:
-            if ref.path == path:
-                return ref
-        raise KeyError(path)
-
     def scalar_fields(self) -> Iterator[tuple[str, Any]]:
         """(dotted path, value) of every field that is not part of a tensor record."""
         yield from _scalars(self.fields, "")

@@ -5,8 +5,9 @@ gguf-py's own names wherever gguf-py has them (``gguf: Attention.HEAD_COUNT`` is
 ``gguf.Keys.Attention.HEAD_COUNT``; ``gguf: ATTN_Q`` is ``gguf.TENSOR_NAMES[MODEL_TENSOR.ATTN_Q]``)
 and spell the name out (``key:``, ``name:``) where it has none.  Values and sources are
 expressions of the schema language, evaluated against the parsed fields.  An item may also
-be ``{include: other-table}`` or a group ``{items: [...], when: EXPR, for: EXPR, as: NAME,
-index: NAME}``.  See ``docs/mappings.md``.
+be ``{include: other-table}`` or a group ``{items: [...], when: EXPR, for: EXPR, as: NAME}``;
+inside a ``for`` group, ``bid`` is the index of the element (GGUF's block id).
+See ``docs/schema-language.md``.
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ from .schema.expr import Expression, ExpressionError
 VALUE_TYPES = {"u8", "i8", "u16", "i16", "u32", "i32", "u64", "i64", "f32", "f64", "bool", "string"}
 METADATA_KEYS = {"key", "gguf", "type", "value", "when", "doc"}
 TENSOR_KEYS = {"from", "gguf", "name", "suffix", "when", "doc"}
-GROUP_KEYS = {"items", "when", "for", "as", "index", "doc"}
+GROUP_KEYS = {"items", "when", "for", "as", "doc"}
+BLOCK_ID = "bid"  # the index inside a `for` group: gguf-py's tensor name templates call it bid
 TOP_KEYS = {"doc", "source", "target", "architecture", "metadata", "tensors"}
 
 
@@ -52,7 +54,6 @@ class Group:
     when: Expression | None
     each: Expression | None
     item_name: str
-    index_name: str
 
 
 @dataclass
@@ -132,7 +133,6 @@ def _items(specs: Any, section: str, where: str, chain: tuple[str, ...]) -> list
                 when=_opt_expr(spec, "when", at),
                 each=_opt_expr(spec, "for", at),
                 item_name=str(spec.get("as", "item")),
-                index_name=str(spec.get("index", "bid")),
             ))
         elif section == "metadata":
             out.append(_metadata_entry(spec, at))
@@ -231,7 +231,7 @@ def walk(items: list[Any], scopes: list[Scope]) -> Iterator[tuple[Any, list[Scop
                 continue
             sequence = _eval(item.each, scopes, "group `for`")
             for index, element in enumerate(sequence):
-                yield from walk(item.items, [*scopes, {item.item_name: element, item.index_name: index}])
+                yield from walk(item.items, [*scopes, {item.item_name: element, BLOCK_ID: index}])
         else:
             yield item, scopes
 

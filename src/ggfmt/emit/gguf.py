@@ -15,7 +15,7 @@ from typing import Any
 from ..document import Document, TensorRef
 from ..engine import tensor_ref
 from ..errors import FormatError, SchemaError
-from ..mapping import MappingTable, MetadataEntry, TensorEntry, evaluate_entry, walk
+from ..mapping import BLOCK_ID, MappingTable, MetadataEntry, TensorEntry, evaluate_entry, walk
 from ..schema.constructs import TensorContainer
 from ..tensors import Progress, copy_range
 
@@ -74,7 +74,7 @@ def plan_gguf(doc: Document, table: MappingTable) -> GGUFPlan:
         if not isinstance(record, TensorContainer):
             raise SchemaError(entry.where, f"`from: {entry.source.source}` is not a tensor record")
         ref = tensor_ref(record, entry.source.source)
-        bid = next((s["bid"] for s in reversed(entry_scopes) if "bid" in s), None)
+        bid = next((s[BLOCK_ID] for s in reversed(entry_scopes) if BLOCK_ID in s), None)
         name = entry.name_template.format(bid=bid)
         if ref.is_null:
             raise FormatError(ref.path, ref.offset, f"is a null tensor but {table.name} maps it to {name}")

@@ -40,7 +40,16 @@ class Schema:
     params: dict[str, Param] = field(default_factory=dict)
     magic: bytes | None = None
     trailing: bool = False
-    field_docs: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SchemaInfo:
+    """What the catalogue knows of a schema file without compiling it."""
+
+    name: str
+    path: Path
+    title: str
+    magic: bytes | None
 
 
 def schema_dirs() -> list[Path]:
@@ -110,21 +119,22 @@ class _Loader:
             self.loading.discard(path)
 
 
-def _field_docs(data: Mapping[str, Any]) -> dict[str, str]:
-    docs = {}
-    for item in data.get("seq") or []:
-        if isinstance(item, Mapping) and "id" in item and "doc" in item:
-            docs[str(item["id"])] = " ".join(str(item["doc"]).split())
-    return docs
+def _magic(data: Mapping[str, Any]) -> bytes | None:
+    """A schema's magic: the ``contents`` of its first field, if it has one."""
+    seq = data.get("seq") or []
+    first = seq[0] if seq and isinstance(seq[0], Mapping) else {}
+    magic = first.get("contents")
+    if isinstance(magic, str) and magic:
+        return magic.encode("latin-1")
+    if isinstance(magic, list) and magic:
+        return bytes(magic)
+    return None
 
 
 def load_yaml_schema(path: Path) -> Schema:
     ns, data = _Loader().namespace(path)
     meta = data.get("meta") or {}
     schema_id = str(meta.get("id") or path.stem)
-    seq = data.get("seq") or []
-    first = seq[0] if seq and isinstance(seq[0], Mapping) else {}
-    magic = first.get("contents")
     return Schema(
         id=schema_id,
         title=str(meta.get("title", schema_id)),
@@ -132,9 +142,8 @@ def load_yaml_schema(path: Path) -> Schema:
         source=str(path),
         construct=ns.construct(schema_id),
         params=_params(data.get("params"), path.name),
-        magic=magic.encode("latin-1") if isinstance(magic, str) else bytes(magic) if isinstance(magic, list) else None,
+        magic=_magic(data),
         trailing=bool(meta.get("trailing", False)),
-        field_docs=_field_docs(data),
     )
 
 
@@ -193,13 +202,12 @@ def available_schemas() -> dict[str, Path]:
     return found
 
 
-def _magics() -> Iterator[tuple[str, bytes]]:
+def catalog() -> Iterator[SchemaInfo]:
+    """Name, title and magic of every schema file found, read without compiling them."""
     for name, path in available_schemas().items():
-        seq = read_yaml(path).get("seq") or []
-        first = seq[0] if seq and isinstance(seq[0], Mapping) else {}
-        magic = first.get("contents")
-        if isinstance(magic, str) and magic:
-            yield name, magic.encode("latin-1")
+        data = read_yaml(path)
+        meta = data.get("meta") or {}
+        yield SchemaInfo(name, path, str(meta.get("title", name)), _magic(data))
 
 
 def detect_schema(path: Path) -> Schema:
@@ -209,9 +217,10 @@ def detect_schema(path: Path) -> Schema:
             head = f.read(64)
     except OSError as e:
         raise UsageError(f"{path}: cannot be read: {e.strerror}") from None
-    matches = [(name, magic) for name, magic in _magics() if head.startswith(magic)]
+    magics = [(info.name, info.magic) for info in catalog() if info.magic is not None]
+    matches = [(name, magic) for name, magic in magics if head.startswith(magic)]
     if not matches:
-        known = ", ".join(f"{name} ({magic!r})" for name, magic in _magics())
+        known = ", ".join(f"{name} ({magic!r})" for name, magic in magics)
         raise UsageError(f"{path}: its first bytes {head[:4]!r} match no schema's magic (known: {known}); "
                          "name one with --schema")
     name = max(matches, key=lambda m: len(m[1]))[0]

@@ -12,10 +12,12 @@ instances, primitive ``FormatField`` leaves); the classes here add what Construc
 * :class:`ChooseBySize` / :class:`SwitchOn` - choices between alternatives;
 * :class:`TensorRecord` - marks the containers a tensor-record type produces.
 
-Sizes without reading: :func:`probe_size` runs a parse over a :class:`ProbeStream`, a stream
-with a position and no bytes.  Leaves then take their declared value (``contents``, or
-``valid: {eq: ...}``) or :data:`~ggfmt.schema.expr.UNKNOWN`; a size, count or switch key that
-depends on an unknown value stops the probe with :class:`SizeUnknown`.
+Sizes without parsing: :func:`probe_size` runs a parse over a :class:`ProbeStream`, a
+hypothetical position in the real file.  Leaves take their declared value (``contents``, or
+``valid: {eq: ...}``) when the schema declares one and are read from the file otherwise
+(:data:`~ggfmt.schema.expr.UNKNOWN` past its end); payloads and names are skipped by their
+sizes; nothing is validated.  A size, count or switch key that depends on an unknown value
+stops the probe with :class:`SizeUnknown`.
 """
 
 from __future__ import annotations

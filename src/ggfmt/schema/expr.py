@@ -283,7 +283,3 @@ def _call(fn: Callable[..., Any], args: list[Any]) -> Any:
         return UNKNOWN
     return fn(*args)
 
-
-def compile_optional(source: Any) -> Expression | None:
-    """Compile ``source`` unless it is absent (``None`` in the YAML)."""
-    return None if source is None else Expression(source)
