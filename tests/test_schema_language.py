@@ -131,3 +131,116 @@ def test_build_writes_the_parsed_file_again(source: Path, tmp_path: Path) -> Non
     out = tmp_path / "rebuilt.bin"
     build(out, doc.schema, with_payloads_from(doc))
     assert filecmp.cmp(out, source, shallow=False)
+
+
+ONE_OF_WITH_COUNTS = """
+    meta: {id: counted}
+    seq:
+      - {id: body, choice: kind, one-of: {a: alt_a, b: alt_b}, by: size}
+    types:
+      pair: {seq: [{id: p, type: u8}, {id: q, type: u8}]}
+      alt_a:
+        seq: [{id: n, type: u32}, {id: v, type: ELEMENT, repeat: n}]
+      alt_b:
+        seq: [{id: x, type: u8, repeat: 8}]
+"""
+
+
+@pytest.mark.parametrize("element", ["u8", "pair"])
+def test_size_probe_does_not_trust_counts_from_the_file(element: str, tmp_path: Path, fmt: Fmt) -> None:
+    # Sizing alternative a reads n = 0xFFFFFFFF: the probe must give up at once, not allocate or loop.
+    schema = write_schema(tmp_path, ONE_OF_WITH_COUNTS.replace("ELEMENT", element))
+    data = tmp_path / "counted.bin"
+    data.write_bytes(b"\xff\xff\xff\xff\0\0\0\0")
+    result = fmt("parse", data, "--schema", schema, "--json")
+    assert result.code == 0, result.err
+    assert '"kind": "b"' in result.out
+
+
+def test_repeat_to_end_over_empty_elements_is_refused(tmp_path: Path, fmt: Fmt) -> None:
+    schema = write_schema(tmp_path, """
+        meta: {id: empty}
+        seq: [{id: e, type: nothing, repeat: eos}]
+        types: {nothing: {seq: []}}
+    """)
+    data = tmp_path / "x.bin"
+    data.write_bytes(b"\0" * 8)
+    assert "took no bytes" in assert_clean_failure(fmt("parse", data, "--schema", schema))
+
+
+def test_repeat_count_larger_than_the_file_is_refused_before_looping(tmp_path: Path, fmt: Fmt) -> None:
+    schema = write_schema(tmp_path, """
+        meta: {id: many}
+        seq: [{id: n, type: u32}, {id: items, type: pair, repeat: n}]
+        types: {pair: {seq: [{id: p, type: u8}, {id: q, type: u8}]}}
+    """)
+    data = tmp_path / "x.bin"
+    data.write_bytes(b"\xff\xff\xff\xff\0\0")
+    line = assert_clean_failure(fmt("parse", data, "--schema", schema))
+    assert "field items at byte 4: 4294967295 elements expected, only 2 bytes left" in line
+
+
+def test_tensor_roles_must_name_fields_of_the_right_kind(tmp_path: Path, fmt: Fmt) -> None:
+    schema = write_schema(tmp_path, """
+        meta: {id: badroles}
+        seq: [{id: t, type: rec}]
+        types:
+          rec:
+            tensor: {name: name, ggml_type: kind, ne: kind, data: data}
+            seq:
+              - {id: kind, type: u32}
+              - {id: name, type: str, size: 1}
+              - {id: data, type: payload, size: 4}
+    """)
+    data = tmp_path / "x.bin"
+    data.write_bytes(b"\0\0\0\0w\0\0\0\0")
+    line = assert_clean_failure(fmt("parse", data, "--schema", schema))
+    assert "role ne must name a repeated integer field" in line
+
+
+def test_text_where_a_number_is_checked_is_a_clear_error(tmp_path: Path, fmt: Fmt) -> None:
+    schema = write_schema(tmp_path, """
+        meta: {id: limited}
+        params: {limit: {default: 4, doc: Largest count.}}
+        seq: [{id: n, type: u8, valid: {max: limit}}]
+    """)
+    data = tmp_path / "x.bin"
+    data.write_bytes(b"\x02")
+    assert fmt("parse", data, "--schema", schema).code == 0
+    line = assert_clean_failure(fmt("parse", data, "--schema", schema, "--set", "limit=x"))
+    assert "field n at byte 0" in line
+
+
+def test_switch_cases_may_be_primitives_and_guards_see_the_value(tmp_path: Path) -> None:
+    schema = write_schema(tmp_path, """
+        meta: {id: sw}
+        seq:
+          - {id: kind, type: u8}
+          - {id: value, type: {switch-on: kind, cases: {1: u16, 2: u32}}, valid: {eq: 7, if: _ != 0}}
+    """)
+    data = tmp_path / "x.bin"
+    data.write_bytes(b"\x02" + struct.pack("<I", 7))
+    assert ggfmt.parse(data, str(schema)).fields["value"] == 7
+    data.write_bytes(b"\x01" + struct.pack("<H", 0))  # the guard `_ != 0` sees the value: no check
+    assert ggfmt.parse(data, str(schema)).fields["value"] == 0
+    data.write_bytes(b"\x01" + struct.pack("<H", 5))
+    with pytest.raises(FormatError, match="expected 7, got 5"):
+        ggfmt.parse(data, str(schema))
+
+
+def test_contents_with_a_type_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(SchemaError, match="without a `type`"):
+        load_schema(write_schema(tmp_path, "seq: [{id: m, type: u32, contents: abcd}]"))
+
+
+def test_expected_tensor_name_is_checked_not_only_its_length(tmp_path: Path) -> None:
+    schema = write_schema(tmp_path, """
+        meta: {id: named, imports: [tensor]}
+        seq: [{id: t, type: tensor, name_expected: "'wxyzab'"}]
+    """)
+    data = bytearray(struct.pack("<3I1I", 1, 6, 0, 1) + b"weight")
+    data += b"\0" * (-len(data) % 32) + bytes(4)
+    path = tmp_path / "x.bin"
+    path.write_bytes(bytes(data))
+    with pytest.raises(FormatError, match=re.escape("field t.name at byte 16: expected 'wxyzab', got 'weight'")):
+        ggfmt.parse(path, str(schema))

@@ -68,9 +68,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fmt", description=DESCRIPTION, epilog=EPILOG, formatter_class=_Formatter)
     parser.add_argument("--version", action="version", version=f"ggfmt {__version__}")
     parser.add_argument("--debug", action="store_true", help="show the traceback of internal errors")
+    # --debug is accepted after the command too; SUPPRESS keeps a subcommand from resetting it.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                        help="show the traceback of internal errors")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    p = commands.add_parser("parse", help="show a file's fields and tensors (header only, payloads not read)",
+    p = commands.add_parser("parse", parents=[common],
+                            help="show a file's fields and tensors (header only, payloads not read)",
                             description="Parse FILE against its schema and show every field and every tensor "
                                         "(name, type, ne, absolute offset, bytes). Tensor payloads are not read.",
                             formatter_class=_Formatter)
@@ -79,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     _parameter_options(p)
     p.set_defaults(run=cmd_parse)
 
-    p = commands.add_parser("to-gguf", help="convert a checkpoint to GGUF",
+    p = commands.add_parser("to-gguf", parents=[common], help="convert a checkpoint to GGUF",
                             description="Convert FILE to GGUF through its schema's mapping table "
                                         "(mappings/<schema>-gguf.yaml). ggcp becomes a GGUF training "
                                         "checkpoint, ggcl a GGUF finetune checkpoint, which llama.cpp's "
@@ -94,7 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     _parameter_options(p)
     p.set_defaults(run=cmd_to_gguf)
 
-    p = commands.add_parser("schemas", help="list the schemas ggfmt knows",
+    p = commands.add_parser("schemas", parents=[common], help="list the schemas ggfmt knows",
                             description="List the schemas found in the schema directories (ggfmt's own "
                                         "and those in GGFMT_SCHEMA_PATH), with the magic each detects.",
                             formatter_class=_Formatter)
@@ -155,9 +160,14 @@ def cmd_to_gguf(args: argparse.Namespace) -> int:
             bar.close()
     if not args.quiet:
         size = target.stat().st_size
-        print(f"{target}: {len(plan.tensors)} tensors, {len(plan.metadata) + 1} keys, {size:,} bytes "
+        print(f"{target}: {_count(len(plan.tensors), 'tensor')}, {_count(len(plan.metadata) + 1, 'key')}, "
+              f"{size:,} bytes "
               f"({doc.schema.id} -> GGUF via {mapping_name})")
     return EXIT_OK
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def _progress_bar(total: int, quiet: bool) -> Any:

@@ -19,7 +19,8 @@ def _value(value: Any) -> str:
 
 def render(doc: Document) -> str:
     schema = doc.schema
-    lines = [f"{doc.source}: {schema.id} - {schema.title}", f"  {doc.size:,} bytes, {len(doc.tensors)} tensors", ""]
+    count = f"{len(doc.tensors)} tensor{'' if len(doc.tensors) == 1 else 's'}"
+    lines = [f"{doc.source}: {schema.id} - {schema.title}", f"  {doc.size:,} bytes, {count}", ""]
     fields = list(doc.scalar_fields())
     width = max((len(path) for path, _ in fields), default=0)
     lines.append("fields:")

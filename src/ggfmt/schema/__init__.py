@@ -73,12 +73,12 @@ def read_yaml(path: Path) -> dict[str, Any]:
 
 
 def _find_file(name: str, near: Path | None = None) -> Path:
-    candidates = [near] if near is not None else []
-    for directory in [*candidates, *schema_dirs()]:
+    directories = [*([near] if near is not None else []), *schema_dirs()]
+    for directory in directories:
         path = directory / f"{name}.yaml"
         if path.is_file():
             return path
-    raise SchemaError(name, f"no schema named {name!r} (looked in {', '.join(str(d) for d in schema_dirs())})")
+    raise SchemaError(name, f"no schema named {name!r} (looked in {', '.join(str(d) for d in directories)})")
 
 
 class _Loader:

@@ -165,9 +165,11 @@ class Namespace:
         struct: cs.Construct = cs.Struct(*members)
         if spec.get("tensor") is not None:
             roles = spec["tensor"]
-            if not isinstance(roles, Mapping) or not all(v in seen for v in roles.values()):
-                raise SchemaError(where, "`tensor:` must map name, ggml_type, ne and data to fields of the type")
-            struct = TensorRecord(struct, {str(k): str(v) for k, v in roles.items()})
+            if not isinstance(roles, Mapping) or set(roles) != set(TensorRecord.ROLES) \
+                    or not all(v in seen for v in roles.values()):
+                raise SchemaError(where, f"`tensor:` must map each of {', '.join(TensorRecord.ROLES)} "
+                                         "to a field of the type")
+            struct = TensorRecord(struct, {str(k): str(v) for k, v in roles.items()}, where)
         return struct
 
     def _compile_field(self, spec: Mapping[str, Any], where: str) -> list[cs.Construct]:
@@ -194,6 +196,8 @@ class Namespace:
                                      + (f", parameters {sorted(typedef.params)}" if typedef else "") + ")")
 
         contents = _contents(spec.get("contents"), where)
+        if contents is not None and type_spec is not None:
+            raise SchemaError(where, "`contents` fixes the bytes themselves: give it without a `type`")
         fixed_size: int | None = None
         if type_spec is None:
             if contents is None:
@@ -244,7 +248,7 @@ class Namespace:
         cases: dict[Any, cs.Construct] = {}
         default = None
         for key, type_name in spec["cases"].items():
-            sub = self.construct(str(type_name))
+            sub = PRIMITIVES[type_name][0] if type_name in PRIMITIVES else self.construct(str(type_name))
             if key == "_":
                 default = sub
             else:

@@ -164,18 +164,29 @@ class Validation:
     expr: Expression | None = None
     guard: Expression | None = None
 
-    def applies(self, context: Mapping[str, Any], path: str, offset: int) -> bool:
-        return self.guard is None or bool(evaluate(self.guard, context, path, offset))
+    def applies(self, value: Any, context: Mapping[str, Any], path: str, offset: int) -> Any:
+        """True, False, or UNKNOWN when the guard needs a value a probe has not read."""
+        if self.guard is None:
+            return True
+        test = evaluate(self.guard, context, path, offset, {"_": value})
+        return test if test is UNKNOWN else bool(test)
 
     def expected_value(self, context: Mapping[str, Any], path: str, offset: int) -> Any:
         """The value this clause pins down, or UNKNOWN (used by probes)."""
-        if self.eq is not None and self.applies(context, path, offset):
+        if self.eq is not None and self.applies(UNKNOWN, context, path, offset) is True:
             return evaluate(self.eq, context, path, offset)
         return UNKNOWN
 
     def check(self, value: Any, context: Mapping[str, Any], path: str, offset: int) -> None:
-        if not self.applies(context, path, offset):
+        if not self.applies(value, context, path, offset):
             return
+        try:
+            self._check(value, context, path, offset)
+        except TypeError:  # e.g. a text parameter where a number was meant
+            raise FormatError(path, offset, f"{_show(value)} cannot be checked against this field's "
+                                            "`valid` clause (values of different kinds)") from None
+
+    def _check(self, value: Any, context: Mapping[str, Any], path: str, offset: int) -> None:
         def ev(expr: Expression) -> Any:
             return evaluate(expr, context, path, offset, {"_": value})
 
@@ -269,14 +280,18 @@ class Field(cs.Construct):  # type: ignore[misc]
         remaining = stream_size(stream) - offset
         if self.repeat == "eos":
             items = cs.ListContainer()
-            while stream.tell() < stream_size(stream):
+            while (before := stream.tell()) < stream_size(stream):
                 items.append(self._read_one(stream, context, f"{path}[{len(items)}]", len(items)))
+                if stream.tell() == before:
+                    raise FormatError(path, before, "an element of `repeat: eos` took no bytes; it would never end")
             return items
         if count is None:
             return self._read_one(stream, context, path, None)
         if self.fixed_size is not None and count * self.fixed_size > remaining:
             raise FormatError(path, offset, f"{count} x {self.fixed_size} bytes expected, "
                                             f"only {remaining} left in the file")
+        if count > remaining:  # every element takes at least a byte: refuse before looping
+            raise FormatError(path, offset, f"{count} elements expected, only {remaining} bytes left in the file")
         items = cs.ListContainer()
         for i in range(count):
             items.append(self._read_one(stream, context, f"{path}[{i}]", i))
@@ -324,9 +339,13 @@ class Field(cs.Construct):  # type: ignore[misc]
             if offset + nbytes > stream.size:
                 # Past the end of the file the value is unknown; it only matters if a size uses it.
                 stream.seek(nbytes, os.SEEK_CUR)
-                return UNKNOWN if count is None else cs.ListContainer([UNKNOWN] * count)
+                return UNKNOWN
         if count is None:
             return self.subcon._parsereport(stream, context, path)
+        if count > stream.size - offset:
+            # Under this hypothesis the elements (a byte each at least) run past the end of the file.
+            stream.seek(stream.size + 1)
+            raise SizeUnknown(f"{path}: {count} elements cannot fit in the file")
         return cs.ListContainer(self.subcon._parsereport(stream, context, f"{path}[{i}]") for i in range(count))
 
     # building ------------------------------------------------------------------------
@@ -483,7 +502,7 @@ class SizedBytes(cs.Construct):  # type: ignore[misc]
         try:
             return data.decode(self.encoding)
         except UnicodeDecodeError as e:
-            raise FormatError(path, offset, f"not valid {self.encoding}: {e.reason} at byte {e.start}") from None
+            raise FormatError(path, offset + e.start, f"not valid {self.encoding}: {e.reason}") from None
 
     def _build(self, obj: Any, stream: Any, context: Any, path: str) -> Any:
         data = obj.encode(self.encoding) if self.encoding is not None else bytes(obj)
@@ -622,17 +641,35 @@ class TensorContainer(cs.Container):  # type: ignore[misc]
 class TensorRecord(cs.Adapter):  # type: ignore[misc]
     """Marks what a ``tensor:`` type parses to, so the engine can list it as a tensor."""
 
-    def __init__(self, subcon: cs.Construct, roles: Mapping[str, str]) -> None:
+    ROLES = ("name", "ggml_type", "ne", "data")
+
+    def __init__(self, subcon: cs.Construct, roles: Mapping[str, str], source: str) -> None:
         super().__init__(subcon)
-        missing = {"name", "ggml_type", "ne", "data"} - set(roles)
-        if missing:
-            raise SchemaError("tensor", f"`tensor:` must name the fields for {', '.join(sorted(missing))}")
         self.roles = dict(roles)
+        self.source = source
+
+    def _parse(self, stream: Any, context: Any, path: str) -> TensorContainer:
+        obj = self.subcon._parsereport(stream, context, path)
+        if not is_probe(stream):
+            self._check_roles(obj)
+        return self._decode(obj, context, path)
 
     def _decode(self, obj: Any, context: Any, path: str) -> TensorContainer:
         record = TensorContainer(obj)
         record["_roles"] = self.roles
         return record
+
+    def _check_roles(self, obj: Any) -> None:
+        kinds: dict[str, tuple[type, str]] = {
+            "data": (PayloadRef, "a payload field"), "name": (str, "a str field"),
+            "ggml_type": (int, "an integer field"), "ne": (list, "a repeated integer field"),
+        }
+        for role, (kind, what) in kinds.items():
+            value: Any = obj[self.roles[role]]
+            wrong_items = role == "ne" and isinstance(value, list) and not all(isinstance(n, int) for n in value)
+            if not isinstance(value, kind) or wrong_items:
+                raise SchemaError(self.source, f"`tensor:` role {role} must name {what}; "
+                                               f"{self.roles[role]!r} holds {type(value).__name__}")
 
     def _encode(self, obj: Any, context: Any, path: str) -> Any:
         return obj
