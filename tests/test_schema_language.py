@@ -8,6 +8,7 @@ import struct
 import textwrap
 from pathlib import Path
 
+import gguf
 import pytest
 
 import ggfmt
@@ -244,3 +245,38 @@ def test_expected_tensor_name_is_checked_not_only_its_length(tmp_path: Path) -> 
     path.write_bytes(bytes(data))
     with pytest.raises(FormatError, match=re.escape("field t.name at byte 16: expected 'wxyzab', got 'weight'")):
         ggfmt.parse(path, str(schema))
+
+
+def test_a_new_layout_converts_with_yaml_alone(tmp_path: Path, fmt: Fmt, monkeypatch: pytest.MonkeyPatch) -> None:
+    schemas, mappings = tmp_path / "schemas", tmp_path / "mappings"
+    schemas.mkdir()
+    mappings.mkdir()
+    write_schema(schemas, """
+        meta: {id: toyw, imports: [tensor]}
+        doc: A magic, a width, one tensor.
+        seq:
+          - {id: magic, contents: TOYW, doc: Magic.}
+          - {id: width, type: u32, doc: Columns.}
+          - {id: weight, type: tensor, shape: [width], doc: The weights.}
+    """, "toyw.yaml")
+    (mappings / "toyw-gguf.yaml").write_text(textwrap.dedent("""
+        doc: toyw -> GGUF
+        architecture: toyw
+        metadata:
+          - {key: toyw.width, type: u32, value: width}
+        tensors:
+          - {from: weight, name: weight}
+    """))
+    monkeypatch.setenv("GGFMT_SCHEMA_PATH", str(schemas))
+    monkeypatch.setenv("GGFMT_MAPPING_PATH", str(mappings))
+    data = bytearray(b"TOYW" + struct.pack("<I", 3) + struct.pack("<4I", 1, 1, 0, 3) + b"w")
+    data += b"\0" * (-len(data) % 32) + struct.pack("<3f", 1.0, 2.0, 3.0)
+    source = tmp_path / "toy.bin"
+    source.write_bytes(bytes(data))
+    result = fmt("to-gguf", source)  # schema found by its magic, mapping by its name
+    assert result.code == 0, result.err
+    reader = gguf.GGUFReader(tmp_path / "toy.gguf")
+    assert reader.fields["toyw.width"].contents() == 3
+    assert reader.fields["general.architecture"].contents() == "toyw"
+    assert reader.tensors[0].name == "weight"
+    assert reader.tensors[0].data.tolist() == [1.0, 2.0, 3.0]

@@ -12,6 +12,7 @@ See ``docs/schema-language.md``.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from functools import cache
@@ -66,7 +67,8 @@ class MappingTable:
 
 
 def mapping_dirs() -> list[Path]:
-    return data_dirs("mappings")
+    extra = [Path(p) for p in os.environ.get("GGFMT_MAPPING_PATH", "").split(os.pathsep) if p]
+    return [*extra, *data_dirs("mappings")]
 
 
 def _find(name: str) -> Path:
