@@ -24,7 +24,8 @@ PROGRESS_THRESHOLD = 64 << 20  # payloads smaller than this convert too fast to 
 
 DESCRIPTION = """\
 Parse, explain and convert the binary formats around ggml / llama.cpp that current tools
-no longer read: 2023 training checkpoints (ggcp) and LoRA finetune checkpoints (ggcl).
+no longer read: 2023 training checkpoints (ggcp), LoRA finetune checkpoints (ggcl), LoRA
+adapters (ggla) and Hugging Face PEFT adapters.
 Every layout is a YAML schema (see `fmt schemas`); conversions follow mapping tables.
 """
 
@@ -35,6 +36,9 @@ examples:
   fmt to-gguf ckpt.bin                         write ckpt.gguf next to it
   fmt to-gguf ckpt.bin -o out.gguf --force     replace out.gguf if it exists
   fmt to-gguf lora-ckpt.bin --ff 8640          finetune of a model whose n_ff is not derived
+  fmt to-gguf adapter.bin                      2023 ggla adapter -> GGUF adapter current llama.cpp loads
+  fmt to-gguf peft-dir --base llama-hf-dir     PEFT adapter -> GGUF adapter (base: config.json only)
+  fmt to-ggla peft-dir -o adapter.bin          PEFT adapter -> ggla, as convert-lora-to-ggml.py wrote it
 
 exit status:
   0  success
@@ -84,20 +88,42 @@ def build_parser() -> argparse.ArgumentParser:
     _parameter_options(p)
     p.set_defaults(run=cmd_parse)
 
-    p = commands.add_parser("to-gguf", parents=[common], help="convert a checkpoint to GGUF",
-                            description="Convert FILE to GGUF through its schema's mapping table "
-                                        "(mappings/<schema>-gguf.yaml). ggcp becomes a GGUF training "
-                                        "checkpoint, ggcl a GGUF finetune checkpoint, which llama.cpp's "
-                                        "trainers resume from. Payloads are copied, never held in memory.",
+    p = commands.add_parser("to-gguf", parents=[common], help="convert a checkpoint or an adapter to GGUF",
+                            description="Convert INPUT to GGUF. A ggcp file becomes a GGUF training checkpoint "
+                                        "and a ggcl file a GGUF finetune checkpoint, which llama.cpp's trainers "
+                                        "resume from (through the mapping table mappings/<schema>-gguf.yaml). "
+                                        "A ggla adapter or a PEFT adapter directory becomes a GGUF LoRA adapter "
+                                        "that current llama.cpp loads and that means the same. Payloads are "
+                                        "copied, or transformed one tensor at a time; never all held in memory.",
                             formatter_class=_Formatter)
-    p.add_argument("file", type=Path, metavar="FILE")
+    p.add_argument("file", type=Path, metavar="INPUT", help="a file, or a PEFT adapter directory")
     p.add_argument("-o", "--output", type=Path, metavar="OUT.gguf",
-                   help="output file (default: FILE with the suffix .gguf)")
+                   help="output file (default: INPUT with the suffix .gguf; for a PEFT directory "
+                        "DIR/ggml-adapter-model.gguf)")
     p.add_argument("--force", action="store_true", help="replace OUT.gguf if it exists")
     p.add_argument("--mapping", metavar="NAME", help="mapping table to use (default: <schema>-gguf)")
+    p.add_argument("--base", type=Path, metavar="HF_MODEL_DIR",
+                   help="PEFT adapters: the base model's directory; only its config.json is read "
+                        "(default: base_model_name_or_path when it is a local directory)")
+    p.add_argument("--arch", metavar="NAME", help="ggla adapters: architecture of the base model (default: llama)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar, no summary")
     _parameter_options(p)
     p.set_defaults(run=cmd_to_gguf)
+
+    p = commands.add_parser("to-ggla", parents=[common], help="convert a PEFT adapter to a 2023 ggla adapter",
+                            description="Write the ggla adapter that convert-lora-to-ggml.py wrote for a Hugging "
+                                        "Face PEFT LoRA adapter directory (adapter_config.json with "
+                                        "adapter_model.safetensors or adapter_model.bin), byte for byte, by "
+                                        "building the ggla schema. Options the format cannot express "
+                                        "(fan_in_fan_out, bias, modules_to_save, a non-integer lora_alpha, ...) "
+                                        "are refused.",
+                            formatter_class=_Formatter)
+    p.add_argument("file", type=Path, metavar="PEFT_DIR")
+    p.add_argument("-o", "--output", type=Path, metavar="OUT",
+                   help="output file (default: PEFT_DIR/ggml-adapter-model.bin)")
+    p.add_argument("--force", action="store_true", help="replace OUT if it exists")
+    p.add_argument("-q", "--quiet", action="store_true", help="no summary")
+    p.set_defaults(run=cmd_to_ggla)
 
     p = commands.add_parser("schemas", parents=[common], help="list the schemas ggfmt knows",
                             description="List the schemas found in the schema directories (ggfmt's own "
@@ -137,32 +163,48 @@ def cmd_parse(args: argparse.Namespace) -> int:
 
 
 def cmd_to_gguf(args: argparse.Namespace) -> int:
-    from .emit.gguf import plan_gguf, write_gguf
-    from .engine import parse
-    from .mapping import load_mapping, mapping_exists
+    from .convert import default_gguf_output, to_gguf
+    from .emit.gguf import write_gguf
     from .output import atomic_output, check_target
 
     source: Path = args.file
-    target: Path = args.output if args.output is not None else source.with_suffix(".gguf")
+    if not source.exists():
+        raise UsageError(f"{source}: no such file or directory")
+    target: Path = args.output if args.output is not None else default_gguf_output(source)
     check_target(target, force=args.force, inputs=[source])  # before the work, not only after it
-    doc = parse(source, args.schema, _parameters(args))
-    mapping_name = args.mapping or f"{doc.schema.id}-gguf"
-    if args.mapping is None and not mapping_exists(mapping_name):
-        raise UsageError(f"{source}: ggfmt has no GGUF conversion for {doc.schema.id} files "
-                         f"(no mapping table {mapping_name}); `fmt parse` still shows what is inside")
-    plan = plan_gguf(doc, load_mapping(mapping_name))
+    conversion = to_gguf(source, schema=args.schema, params=_parameters(args), mapping=args.mapping,
+                         base=args.base, arch=args.arch)
+    for warning in conversion.warnings:
+        print(f"fmt: warning: {warning}", file=sys.stderr)
+    plan = conversion.plan
     bar = _progress_bar(plan.payload_bytes, args.quiet)
     try:
         with atomic_output(target, force=args.force, inputs=[source]) as temporary:
-            write_gguf(plan, source, temporary, bar.update if bar is not None else None)
+            write_gguf(plan, temporary, bar.update if bar is not None else None)
     finally:
         if bar is not None:
             bar.close()
     if not args.quiet:
         size = target.stat().st_size
         print(f"{target}: {_count(len(plan.tensors), 'tensor')}, {_count(len(plan.metadata) + 1, 'key')}, "
-              f"{size:,} bytes "
-              f"({doc.schema.id} -> GGUF via {mapping_name})")
+              f"{size:,} bytes ({conversion.description})")
+    return EXIT_OK
+
+
+def cmd_to_ggla(args: argparse.Namespace) -> int:
+    from .convert import PEFT_OUTPUT, ggla_fields
+    from .engine import build
+    from .output import atomic_output, check_target
+
+    source: Path = args.file
+    target: Path = args.output if args.output is not None else source / f"{PEFT_OUTPUT}.bin"
+    check_target(target, force=args.force, inputs=[source])
+    fields = ggla_fields(source)
+    with atomic_output(target, force=args.force, inputs=[source]) as temporary:
+        build(temporary, "ggla", fields)
+    if not args.quiet:
+        print(f"{target}: {_count(len(fields['tensors']), 'tensor')}, r {fields['r']}, "
+              f"alpha {fields['lora_alpha']}, {target.stat().st_size:,} bytes (PEFT adapter -> ggla)")
     return EXIT_OK
 
 

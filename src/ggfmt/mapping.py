@@ -29,7 +29,7 @@ METADATA_KEYS = {"key", "gguf", "type", "value", "when", "doc"}
 TENSOR_KEYS = {"from", "gguf", "name", "suffix", "when", "doc"}
 GROUP_KEYS = {"items", "when", "for", "as", "doc"}
 BLOCK_ID = "bid"  # the index inside a `for` group: gguf-py's tensor name templates call it bid
-TOP_KEYS = {"doc", "source", "target", "architecture", "metadata", "tensors"}
+TOP_KEYS = {"doc", "source", "target", "architecture", "metadata", "tensors", "rules"}
 
 
 @dataclass(frozen=True)
@@ -64,6 +64,7 @@ class MappingTable:
     architecture: str | None
     metadata: list[Any]
     tensors: list[Any]
+    rules: dict[str, Any]  # facts for the converter that uses the table (see the table's doc)
 
 
 def mapping_dirs() -> list[Path]:
@@ -103,6 +104,7 @@ def _load(path: Path, including: tuple[str, ...]) -> MappingTable:
         architecture=data.get("architecture"),
         metadata=_items(data.get("metadata") or [], "metadata", f"{source}: metadata", chain),
         tensors=_items(data.get("tensors") or [], "tensors", f"{source}: tensors", chain),
+        rules=dict(data.get("rules") or {}),
     )
 
 

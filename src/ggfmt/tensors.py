@@ -1,8 +1,9 @@
-"""Moving tensor payloads from one file to another without holding them in memory.
+"""Tensor payloads: where an output tensor's bytes come from, and moving them.
 
-``copy_range`` uses ``os.copy_file_range`` (the kernel copies, possibly sharing extents),
-falls back to ``os.sendfile``, then to a fixed-size buffer.  Memory use does not grow with
-the size of the payload.
+A payload source is a :class:`FileSlice` (bytes copied from an input file by the kernel:
+``os.copy_file_range``, then ``os.sendfile``, then a fixed-size buffer) or an
+:class:`ArraySource` (a numpy array computed when it is written, one tensor at a time).
+Memory use never grows with the size of the whole file.
 """
 
 from __future__ import annotations
@@ -68,7 +69,15 @@ class FileSlice:
     offset: int
     nbytes: int
 
-    def write_to(self, stream: Any) -> None:
+    def read(self) -> bytes:
+        """The bytes themselves (for transforms, one tensor at a time)."""
+        with open(self.path, "rb") as src:
+            data = os.pread(src.fileno(), self.nbytes, self.offset)
+        if len(data) != self.nbytes:
+            raise OSError(f"{self.path} ended {self.nbytes - len(data)} bytes early")
+        return data
+
+    def write_to(self, stream: Any, progress: Progress | None = None) -> None:
         with open(self.path, "rb") as src:
             try:
                 dst_fd = stream.fileno()
@@ -85,5 +94,26 @@ class FileSlice:
                     left -= len(chunk)
                 return
             stream.flush()
-            copy_range(src.fileno(), self.offset, dst_fd, self.nbytes)
+            copy_range(src.fileno(), self.offset, dst_fd, self.nbytes, progress)
             stream.seek(0, os.SEEK_END)  # resynchronise the buffered stream with the descriptor
+
+
+@dataclass(frozen=True)
+class ArraySource:
+    """A payload computed when it is written: ``produce()`` returns the array (C order)."""
+
+    produce: Callable[[], Any]
+    nbytes: int
+
+    def write_to(self, stream: Any, progress: Progress | None = None) -> None:
+        import numpy as np
+
+        array = np.ascontiguousarray(self.produce())
+        if array.nbytes != self.nbytes:
+            raise ValueError(f"a transform produced {array.nbytes} bytes where {self.nbytes} were expected")
+        stream.write(array.data.cast("B"))  # C-contiguous: written without a copy
+        if progress is not None:
+            progress(self.nbytes)
+
+
+PayloadSource = FileSlice | ArraySource

@@ -1,23 +1,24 @@
-"""Document + mapping table -> GGUF file.
+"""GGUF output: a plan (keys and tensors with their payload sources) written to a file.
 
 The header, metadata and tensor infos are written by gguf-py's ``GGUFWriter``; the payloads
-are then appended by ggfmt itself, straight from the input file (``tensors.copy_range``),
-each aligned as GGUF requires.  Nothing the size of a payload is ever held in memory.
+are then appended by ggfmt itself, each aligned as GGUF requires: copied from the input file
+when unchanged, computed one tensor at a time when a transform applies.  Nothing the size of
+the whole file is ever held in memory.  :func:`plan_gguf` resolves a mapping table against a
+parsed document; the adapter converters build plans of their own.
 """
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..document import Document, TensorRef
+from ..document import Document
 from ..engine import tensor_ref
 from ..errors import FormatError, SchemaError
-from ..mapping import BLOCK_ID, MappingTable, MetadataEntry, TensorEntry, evaluate_entry, walk
+from ..mapping import BLOCK_ID, MappingTable, MetadataEntry, Scope, TensorEntry, evaluate_entry, walk
 from ..schema.constructs import TensorContainer
-from ..tensors import Progress, copy_range
+from ..tensors import FileSlice, PayloadSource, Progress
 
 _INT_RANGES = {
     "u8": (0, 2**8 - 1), "i8": (-(2**7), 2**7 - 1), "u16": (0, 2**16 - 1), "i16": (-(2**15), 2**15 - 1),
@@ -39,8 +40,11 @@ class OutputTensor:
     name: str
     ne: tuple[int, ...]
     ggml_type: int
-    nbytes: int
-    source: TensorRef
+    source: PayloadSource
+
+    @property
+    def nbytes(self) -> int:
+        return self.source.nbytes
 
 
 @dataclass
@@ -60,12 +64,7 @@ def plan_gguf(doc: Document, table: MappingTable) -> GGUFPlan:
         raise SchemaError(table.name, "a GGUF mapping needs `architecture`")
     architecture = str(table.architecture)
     scopes = [doc.fields]
-    metadata = []
-    for entry, entry_scopes in walk(table.metadata, scopes):
-        assert isinstance(entry, MetadataEntry)
-        value = evaluate_entry(entry.value, entry_scopes, entry.where)
-        key = entry.key.format(arch=architecture)
-        metadata.append(MetadataValue(key, entry.value_type, _checked(value, entry.value_type, key, doc)))
+    metadata = resolve_metadata(table, scopes, architecture, str(doc.source))
     tensors = []
     names: set[str] = set()
     for entry, entry_scopes in walk(table.tensors, scopes):
@@ -81,13 +80,24 @@ def plan_gguf(doc: Document, table: MappingTable) -> GGUFPlan:
         if name in names:
             raise SchemaError(entry.where, f"tensor {name} is mapped twice")
         names.add(name)
-        tensors.append(OutputTensor(name, ref.ne, ref.ggml_type, ref.nbytes, ref))
+        tensors.append(OutputTensor(name, ref.ne, ref.ggml_type, FileSlice(doc.source, ref.offset, ref.nbytes)))
     return GGUFPlan(architecture, metadata, tensors)
 
 
-def _checked(value: Any, value_type: str, key: str, doc: Document) -> Any:
+def resolve_metadata(table: MappingTable, scopes: list[Scope], architecture: str, source: str) -> list[MetadataValue]:
+    """Every metadata entry of ``table`` that applies, evaluated in ``scopes`` and type-checked."""
+    metadata = []
+    for entry, entry_scopes in walk(table.metadata, scopes):
+        assert isinstance(entry, MetadataEntry)
+        value = evaluate_entry(entry.value, entry_scopes, entry.where)
+        key = entry.key.format(arch=architecture)
+        metadata.append(MetadataValue(key, entry.value_type, _checked(value, entry.value_type, key, source)))
+    return metadata
+
+
+def _checked(value: Any, value_type: str, key: str, source: str) -> Any:
     def bad(why: str) -> FormatError:
-        return FormatError("", None, f"GGUF key {key}: {why}", str(doc.source))
+        return FormatError("", None, f"GGUF key {key}: {why}", source)
 
     if value_type in _INT_RANGES:
         if isinstance(value, bool) or not isinstance(value, int):
@@ -107,8 +117,8 @@ def _checked(value: Any, value_type: str, key: str, doc: Document) -> Any:
     return value
 
 
-def write_gguf(plan: GGUFPlan, source: Path, out_path: Path, progress: Progress | None = None) -> None:
-    """Write ``plan`` to ``out_path``, copying payloads from ``source``."""
+def write_gguf(plan: GGUFPlan, out_path: Path, progress: Progress | None = None) -> None:
+    """Write ``plan`` to ``out_path``: header and metadata through gguf-py, then each payload."""
     import gguf
     import numpy as np
 
@@ -131,24 +141,19 @@ def write_gguf(plan: GGUFPlan, source: Path, out_path: Path, progress: Progress 
     writer.write_ti_data_to_file()
     assert writer.fout is not None
     out = writer.fout[0]
-    out.flush()
     alignment = writer.data_alignment
     try:
-        dst_fd = out.fileno()
-        position = os.lseek(dst_fd, 0, os.SEEK_END)
-        with source.open("rb") as src:
-            src_fd = src.fileno()
-            for t in plan.tensors:
-                position += _pad(dst_fd, position, alignment)
-                copy_range(src_fd, t.source.offset, dst_fd, t.nbytes, progress)
-                position += t.nbytes
-        _pad(dst_fd, position, alignment)
+        for t in plan.tensors:
+            _pad(out, alignment)
+            start = out.tell()
+            t.source.write_to(out, progress)
+            if out.tell() - start != t.nbytes:
+                raise OSError(f"tensor {t.name}: {out.tell() - start} bytes written, {t.nbytes} expected")
+        _pad(out, alignment)
+        out.flush()
     finally:
         writer.close()
 
 
-def _pad(fd: int, position: int, alignment: int) -> int:
-    pad = -position % alignment
-    if pad:
-        os.write(fd, b"\0" * pad)
-    return pad
+def _pad(out: Any, alignment: int) -> None:
+    out.write(b"\0" * (-out.tell() % alignment))

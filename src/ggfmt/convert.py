@@ -1,0 +1,92 @@
+"""Which conversion an input needs, and where its output goes by default.
+
+A directory holding ``adapter_config.json`` is a PEFT adapter; a file is parsed through its
+schema and converted by the schema's converter (ggla: the adapter rules) or, for every other
+layout, by its mapping table ``<schema>-gguf``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .emit.gguf import GGUFPlan
+from .errors import UsageError
+
+PEFT_OUTPUT = "ggml-adapter-model"  # the file name convert-lora-to-ggml.py chose, in the adapter directory
+
+
+@dataclass
+class GGUFConversion:
+    plan: GGUFPlan
+    description: str
+    warnings: list[str] = field(default_factory=list)
+
+
+def is_peft_directory(path: Path) -> bool:
+    return path.is_dir() and (path / "adapter_config.json").is_file()
+
+
+def default_gguf_output(source: Path) -> Path:
+    if source.is_dir():
+        return source / f"{PEFT_OUTPUT}.gguf"
+    return source.with_suffix(".gguf")
+
+
+def to_gguf(source: Path, *, schema: str | None = None, params: Mapping[str, Any] | None = None,
+            mapping: str | None = None, base: Path | None = None, arch: str | None = None) -> GGUFConversion:
+    if source.is_dir():
+        if schema or params or mapping or arch:
+            raise UsageError("--schema, --mapping, --arch and schema parameters apply to files, not to a "
+                             "PEFT adapter directory")
+        return _peft_to_gguf(source, base)
+    if base is not None:
+        raise UsageError("--base applies to a PEFT adapter directory, not to a file")
+    from .engine import parse
+
+    doc = parse(source, schema, params)
+    if doc.schema.id == "ggla":
+        if mapping is not None:
+            raise UsageError("--mapping does not apply to ggla adapters")
+        from .adapters import check_architecture, ggla_to_gguf
+
+        converted = ggla_to_gguf(doc, check_architecture(arch or "llama"))
+        return GGUFConversion(converted.plan, "ggla -> GGUF LoRA adapter", converted.warnings)
+    if arch is not None:
+        raise UsageError("--arch applies to ggla adapters only")
+    from .emit.gguf import plan_gguf
+    from .mapping import load_mapping, mapping_exists
+
+    name = mapping or f"{doc.schema.id}-gguf"
+    if mapping is None and not mapping_exists(name):
+        raise UsageError(f"{source}: ggfmt has no GGUF conversion for {doc.schema.id} files "
+                         f"(no mapping table {name}); `fmt parse` still shows what is inside")
+    return GGUFConversion(plan_gguf(doc, load_mapping(name)), f"{doc.schema.id} -> GGUF via {name}")
+
+
+def _peft_to_gguf(directory: Path, base: Path | None) -> GGUFConversion:
+    from .adapters import peft_to_gguf
+    from .sources.hf_config import read_base_config
+    from .sources.peft import read_peft
+
+    if not is_peft_directory(directory):
+        raise UsageError(f"{directory}: a directory to convert must be a PEFT adapter (with adapter_config.json)")
+    adapter = read_peft(directory)
+    if base is None:
+        named = adapter.config.get("base_model_name_or_path")
+        if isinstance(named, str) and named and Path(named).is_dir():
+            base = Path(named)
+        else:
+            raise UsageError(f"{directory}: the base model's config.json is needed: pass --base DIR "
+                             f"(base_model_name_or_path is {named!r}, not a local directory)")
+    model = read_base_config(base)
+    return GGUFConversion(peft_to_gguf(adapter, model), f"PEFT adapter -> GGUF LoRA adapter ({model.architecture})")
+
+
+def ggla_fields(directory: Path) -> dict[str, Any]:
+    from .adapters import peft_to_ggla_fields
+    from .sources.peft import read_peft
+
+    return peft_to_ggla_fields(read_peft(directory))

@@ -1,0 +1,47 @@
+"""Small named tensor transforms that conversions apply, one tensor at a time (numpy).
+
+Arrays are in numpy order: a tensor with ggml ne [n0, n1] is the array of shape (n1, n0).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+GGML_TYPE_OF_DTYPE: dict[np.dtype[Any], int] = {np.dtype(np.float32): 0, np.dtype(np.float16): 1}
+DTYPE_OF_GGML_TYPE: dict[int, np.dtype[Any]] = {v: k for k, v in GGML_TYPE_OF_DTYPE.items()}
+
+
+def transpose(array: Any) -> np.ndarray[Any, Any]:
+    """The transpose, laid out contiguously (what ``tofile`` of a transposed view writes)."""
+    return np.ascontiguousarray(np.asarray(array).T)
+
+
+def rope_permute(rows: Any, n_head: int) -> np.ndarray[Any, Any]:
+    """Reorder the rows of a q or k projection (or of its LoRA B factor) for rope, as current
+    llama.cpp's converter does: within each head, the rows of the two interleaved halves
+    become consecutive. ``n_head`` is the number of heads the rows belong to (n_head for q,
+    n_head_kv for k)."""
+    rows = np.asarray(rows)
+    if n_head <= 0 or rows.shape[0] % (2 * n_head):
+        raise ValueError(f"{rows.shape[0]} rows cannot be split into {n_head} heads of two halves")
+    head_half = rows.shape[0] // n_head // 2
+    permuted: np.ndarray[Any, Any] = rows.reshape(n_head, 2, head_half, *rows.shape[1:]).swapaxes(1, 2)
+    return np.ascontiguousarray(permuted.reshape(rows.shape))
+
+
+def scale(array: Any, factor: float) -> np.ndarray[Any, Any]:
+    """``array * factor`` in the array's own dtype (computed in float32)."""
+    array = np.asarray(array)
+    scaled: np.ndarray[Any, Any] = (array.astype(np.float32) * np.float32(factor)).astype(array.dtype)
+    return scaled
+
+
+def from_bytes(data: bytes, ggml_type: int, ne: tuple[int, ...]) -> np.ndarray[Any, Any]:
+    """The array a tensor's bytes hold (f32 or f16)."""
+    dtype: np.dtype[Any] | None = DTYPE_OF_GGML_TYPE.get(ggml_type)
+    if dtype is None:
+        raise ValueError(f"ggml type {ggml_type} cannot be transformed (only f32 and f16)")
+    array: np.ndarray[Any, Any] = np.frombuffer(data, dtype=dtype)
+    return array.reshape(tuple(reversed(ne)))
