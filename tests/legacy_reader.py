@@ -111,3 +111,35 @@ def read_checkpoint(path: Path) -> Reading:
              out.opt["n_no_improvement"]) = cur.take("ffiiii")
     out.end = cur.pos
     return out
+
+
+@dataclass
+class GglaRecord:
+    name: str
+    ne: tuple[int, ...]
+    ftype: int
+    data_offset: int
+    nbytes: int
+
+
+def read_ggla(path: Path) -> tuple[dict[str, int], list[GglaRecord]]:
+    """A ggla adapter: header (r, lora_alpha) and its records (i32 words, f32/f16 data, 32-aligned)."""
+    data = path.read_bytes()
+    if data[:4] != b"algg":
+        raise ValueError(f"not a ggla file: {data[:4]!r}")
+    version, r, alpha = struct.unpack_from("<3i", data, 4)
+    pos, records = 16, []
+    while pos < len(data):
+        n_dims, name_len, ftype = struct.unpack_from("<3i", data, pos)
+        pos += 12
+        ne = struct.unpack_from(f"<{n_dims}i", data, pos)
+        pos += 4 * n_dims
+        name = data[pos:pos + name_len].decode()
+        pos += name_len
+        pos += -pos % 32
+        nbytes = (4 if ftype == 0 else 2)
+        for n in ne:
+            nbytes *= n
+        records.append(GglaRecord(name, ne, ftype, pos, nbytes))
+        pos += nbytes
+    return {"version": version, "r": r, "lora_alpha": alpha}, records

@@ -139,16 +139,22 @@ def _pickle(path: Path) -> tuple[list[str], Callable[[str], TensorInfo], Callabl
         raise UsageError(f"{path}: a pickled adapter needs torch to be read ({TORCH_HINT}); "
                          f"an adapter saved as {SAFETENSORS} does not") from None
     import pickle
+    import warnings
 
     try:
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        except RuntimeError:  # the legacy (non-zip) format cannot be memory-mapped
-            state = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch's remarks on odd pickles would break the one-line report
+            warnings.simplefilter("ignore")
+            try:
+                state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+            except RuntimeError:  # the legacy (non-zip) format cannot be memory-mapped
+                state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise FormatError("", None, f"refused: it holds more than tensors ({first}); "
-                                    "pickles are only read with weights_only=True", str(path)) from None
+        # Keep only what the pickle asked for (torch's message goes on to suggest unsafe loading).
+        detail = next((line.strip() for line in str(e).splitlines()
+                       if line.strip().startswith(("Unsupported", "Trying to"))), "")
+        raise FormatError("", None, "refused: this pickle holds more than tensors and would run code if "
+                                    f"loaded unsafely{f' ({detail})' if detail else ''}; ggfmt reads pickles only "
+                                    "with torch.load(weights_only=True)", str(path)) from None
     except (RuntimeError, EOFError, OSError, ValueError) as e:
         raise FormatError("", None, f"not a readable PyTorch file: {e}", str(path)) from None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
