@@ -3,17 +3,26 @@ PYTHON   ?= python3
 VENV     := .venv
 BIN      := $(VENV)/bin
 STAMP    := $(VENV)/.ggfmt-installed
+TESTSTAMP := $(VENV)/.ggfmt-test-installed
 DEMO_IN  := fixtures/genuine/ggcp-v0-adam.bin
 DEMO_OUT := out/ggcp-v0-adam.gguf
 
-.PHONY: install demo test lint unit bench clean
+.PHONY: install install-test demo test lint unit bench clean
 
+# ggfmt and its runtime dependencies (no torch).
 install: $(STAMP)
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e .
 	touch $(STAMP)
+
+# Plus the test tools, and torch (CPU build), peft and transformers, which the tests use.
+install-test: $(TESTSTAMP)
+
+$(TESTSTAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	touch $(TESTSTAMP)
 
 # The main job on a bundled checkpoint: what is inside the 2023 file, the conversion, what is
 # inside the GGUF.
@@ -25,11 +34,11 @@ demo: install
 
 test: lint unit
 
-lint: install
+lint: install-test
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/mypy
 
-unit: install
+unit: install-test
 	$(BIN)/pytest
 
 bench: install

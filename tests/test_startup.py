@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import GENUINE
+from conftest import FIXTURES, GENUINE
 
 # A stand-in torch that announces itself: if anything imports it, the marker file appears.
 FAKE_TORCH = "import os\nopen(os.environ['TORCH_MARKER'], 'w').close()\n"
@@ -19,6 +19,11 @@ FAKE_TORCH = "import os\nopen(os.environ['TORCH_MARKER'], 'w').close()\n"
     "import ggfmt",
     "import ggfmt.cli as c\ntry:\n    c.main(['--help'])\nexcept SystemExit:\n    pass",
     f"import ggfmt.cli as c; c.main(['parse', {str(GENUINE / 'ggcp-v0-adam.bin')!r}])",
+    # a PEFT adapter saved as safetensors converts with numpy alone
+    f"import ggfmt.cli as c, tempfile, os; d = tempfile.mkdtemp(); "
+    f"assert c.main(['to-gguf', {str(FIXTURES / 'peft/adapter-safetensors')!r}, '--base', "
+    f"{str(FIXTURES / 'peft/tiny-llama')!r}, '-o', os.path.join(d, 'x.gguf')]) == 0; "
+    f"assert c.main(['to-ggla', {str(FIXTURES / 'peft/adapter-safetensors')!r}, '-o', os.path.join(d, 'x.bin')]) == 0",
 ])
 def test_torch_is_not_imported(code: str, tmp_path: Path) -> None:
     (tmp_path / "torch").mkdir()
