@@ -32,7 +32,10 @@ def fmt(capsys: pytest.CaptureFixture[str]) -> Fmt:
     """Run the fmt command line in-process."""
 
     def run(*args: str | os.PathLike[str]) -> Result:
-        code = main([os.fspath(a) for a in args])
+        try:
+            code = main([os.fspath(a) for a in args])
+        except SystemExit as e:  # argparse's own usage errors
+            code = int(e.code or 0)
         captured = capsys.readouterr()
         return Result(code, captured.out, captured.err)
 

@@ -39,6 +39,7 @@ examples:
   fmt to-gguf adapter.bin                      2023 ggla adapter -> GGUF adapter current llama.cpp loads
   fmt to-gguf peft-dir --base llama-hf-dir     PEFT adapter -> GGUF adapter (base: config.json only)
   fmt to-ggla peft-dir -o adapter.bin          PEFT adapter -> ggla, as convert-lora-to-ggml.py wrote it
+  fmt to-gguf clip-dir --llava-projector llava.projector   image encoder for LLaVA (mmproj-model-f16.gguf)
 
 exit status:
   0  success
@@ -106,6 +107,19 @@ def build_parser() -> argparse.ArgumentParser:
                    help="PEFT adapters: the base model's directory; only its config.json is read "
                         "(default: base_model_name_or_path when it is a local directory)")
     p.add_argument("--arch", metavar="NAME", help="ggla adapters: architecture of the base model (default: llama)")
+    clip = p.add_argument_group("CLIP models (a directory with config.json, vocab.json, model.safetensors)")
+    towers = clip.add_mutually_exclusive_group()
+    towers.add_argument("--text-only", action="store_true", help="the text encoder only (text-model-*.gguf)")
+    towers.add_argument("--vision-only", action="store_true", help="the image encoder only (vision-model-*.gguf)")
+    towers.add_argument("--llava-projector", type=Path, metavar="FILE",
+                        help="an image encoder for LLaVA: the last layer dropped, the projector added "
+                             "(mmproj-model-*.gguf)")
+    clip.add_argument("--use-f32", action="store_true",
+                      help="f32 instead of f16 (the 4-D patch convolution stays f16, as ggml needs)")
+    clip.add_argument("--image-mean", type=float, nargs=3, metavar=("R", "G", "B"),
+                      help="instead of preprocessor_config.json's image_mean")
+    clip.add_argument("--image-std", type=float, nargs=3, metavar=("R", "G", "B"),
+                      help="instead of preprocessor_config.json's image_std")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar, no summary")
     _parameter_options(p)
     p.set_defaults(run=cmd_to_gguf)
@@ -170,10 +184,11 @@ def cmd_to_gguf(args: argparse.Namespace) -> int:
     source: Path = args.file
     if not source.exists():
         raise UsageError(f"{source}: no such file or directory")
-    target: Path = args.output if args.output is not None else default_gguf_output(source)
+    clip = _clip_options(args)
+    target: Path = args.output if args.output is not None else default_gguf_output(source, clip)
     check_target(target, force=args.force, inputs=[source])  # before the work, not only after it
     conversion = to_gguf(source, schema=args.schema, params=_parameters(args), mapping=args.mapping,
-                         base=args.base, arch=args.arch)
+                         base=args.base, arch=args.arch, clip=clip)
     for warning in conversion.warnings:
         print(f"fmt: warning: {warning}", file=sys.stderr)
     plan = conversion.plan
@@ -189,6 +204,16 @@ def cmd_to_gguf(args: argparse.Namespace) -> int:
         print(f"{target}: {_count(len(plan.tensors), 'tensor')}, {_count(len(plan.metadata) + 1, 'key')}, "
               f"{size:,} bytes ({conversion.description})")
     return EXIT_OK
+
+
+def _clip_options(args: argparse.Namespace) -> Any:
+    given = (args.text_only, args.vision_only, args.llava_projector, args.use_f32, args.image_mean, args.image_std)
+    if not any(given):
+        return None
+    from .clip import ClipOptions
+
+    return ClipOptions(text_only=args.text_only, vision_only=args.vision_only, llava_projector=args.llava_projector,
+                       use_f32=args.use_f32, image_mean=args.image_mean, image_std=args.image_std)
 
 
 def cmd_to_ggla(args: argparse.Namespace) -> int:

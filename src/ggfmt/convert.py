@@ -1,8 +1,9 @@
 """Which conversion an input needs, and where its output goes by default.
 
-A directory holding ``adapter_config.json`` is a PEFT adapter; a file is parsed through its
-schema and converted by the schema's converter (ggla: the adapter rules) or, for every other
-layout, by its mapping table ``<schema>-gguf``.
+A directory holding ``adapter_config.json`` is a PEFT adapter, one whose config.json says
+CLIP is a CLIP model; a file is parsed through its schema and converted by the schema's
+converter (ggla: the adapter rules) or, for every other layout, by its mapping table
+``<schema>-gguf``.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .clip import ClipOptions
 from .emit.gguf import GGUFPlan
 from .errors import UsageError
 
@@ -29,19 +31,37 @@ def is_peft_directory(path: Path) -> bool:
     return path.is_dir() and (path / "adapter_config.json").is_file()
 
 
-def default_gguf_output(source: Path) -> Path:
+def default_gguf_output(source: Path, clip: ClipOptions | None = None) -> Path:
     if source.is_dir():
-        return source / f"{PEFT_OUTPUT}.gguf"
+        if is_peft_directory(source):
+            return source / f"{PEFT_OUTPUT}.gguf"
+        from .clip import default_output
+
+        return default_output(source, clip or ClipOptions())
     return source.with_suffix(".gguf")
 
 
 def to_gguf(source: Path, *, schema: str | None = None, params: Mapping[str, Any] | None = None,
-            mapping: str | None = None, base: Path | None = None, arch: str | None = None) -> GGUFConversion:
+            mapping: str | None = None, base: Path | None = None, arch: str | None = None,
+            clip: ClipOptions | None = None) -> GGUFConversion:
     if source.is_dir():
         if schema or params or mapping or arch:
             raise UsageError("--schema, --mapping, --arch and schema parameters apply to files, not to a "
-                             "PEFT adapter directory")
-        return _peft_to_gguf(source, base)
+                             "model or adapter directory")
+        if is_peft_directory(source):
+            if clip is not None:
+                raise UsageError("the CLIP options apply to a CLIP model directory, not to a PEFT adapter")
+            return _peft_to_gguf(source, base)
+        from .clip import clip_to_gguf, is_clip_directory
+
+        if not is_clip_directory(source):
+            raise UsageError(f"{source}: a directory to convert is a PEFT adapter (adapter_config.json) "
+                             "or a CLIP model (config.json with model_type clip)")
+        if base is not None:
+            raise UsageError("--base applies to a PEFT adapter directory")
+        return GGUFConversion(clip_to_gguf(source, clip or ClipOptions()), "CLIP -> GGUF")
+    if clip is not None:
+        raise UsageError("the CLIP options apply to a CLIP model directory")
     if base is not None:
         raise UsageError("--base applies to a PEFT adapter directory, not to a file")
     from .engine import parse

@@ -24,7 +24,8 @@ from .resources import data_dirs
 from .schema import read_yaml
 from .schema.expr import Expression, ExpressionError
 
-VALUE_TYPES = {"u8", "i8", "u16", "i16", "u32", "i32", "u64", "i64", "f32", "f64", "bool", "string"}
+SCALAR_TYPES = {"u8", "i8", "u16", "i16", "u32", "i32", "u64", "i64", "f32", "f64", "bool", "string"}
+VALUE_TYPES = SCALAR_TYPES | {f"{t}[]" for t in SCALAR_TYPES}  # "f32[]": a GGUF array of f32
 METADATA_KEYS = {"key", "gguf", "type", "value", "when", "doc"}
 TENSOR_KEYS = {"from", "gguf", "name", "suffix", "when", "doc"}
 GROUP_KEYS = {"items", "when", "for", "as", "doc"}

@@ -99,6 +99,11 @@ def _checked(value: Any, value_type: str, key: str, source: str) -> Any:
     def bad(why: str) -> FormatError:
         return FormatError("", None, f"GGUF key {key}: {why}", source)
 
+    if value_type.endswith("[]"):
+        if not isinstance(value, list | tuple):
+            raise bad(f"expected a list, got {value!r}")
+        return [_checked(item, value_type[:-2], key, source) for item in value]
+
     if value_type in _INT_RANGES:
         if isinstance(value, bool) or not isinstance(value, int):
             raise bad(f"expected an integer, got {value!r}")
@@ -130,7 +135,10 @@ def write_gguf(plan: GGUFPlan, out_path: Path, progress: Progress | None = None)
     }
     writer = gguf.GGUFWriter(out_path, plan.architecture)
     for item in plan.metadata:  # general.architecture comes first, from GGUFWriter itself
-        writer.add_key_value(item.key, item.value, value_types[item.value_type])
+        if item.value_type.endswith("[]"):
+            writer.add_key_value(item.key, item.value, vt.ARRAY, sub_type=value_types[item.value_type[:-2]])
+        else:
+            writer.add_key_value(item.key, item.value, value_types[item.value_type])
     for t in plan.tensors:
         # gguf-py takes the numpy shape (reversed ne) and the ggml type; the numpy dtype only
         # matters to it for uint8 (byte-shaped quantized data), which ggfmt never passes.

@@ -1,6 +1,5 @@
 """Hugging Face PEFT LoRA adapters: ``adapter_config.json`` plus ``adapter_model.safetensors``
-(read with the safetensors package, numpy only) or ``adapter_model.bin`` (a pickle, read only
-with ``torch.load(..., weights_only=True)``; torch is imported on that path alone).
+or ``adapter_model.bin`` (see :mod:`ggfmt.sources.weights`).
 
 Tensor names are resolved through the ``hf-llama`` mapping table; tensors are read lazily,
 one at a time.
@@ -8,7 +7,6 @@ one at a time.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,18 +17,12 @@ import numpy as np
 
 from ..errors import FormatError, UsageError
 from ..mapping import gguf_tensor_name, load_mapping
+from .weights import TensorInfo, read_json, read_weights
 
 CONFIG = "adapter_config.json"
 SAFETENSORS = "adapter_model.safetensors"
 PICKLE = "adapter_model.bin"
 NAME_TABLE = "hf-llama"
-TORCH_HINT = "pip install torch==2.13.0 (the CPU build)"
-
-
-@dataclass(frozen=True)
-class TensorInfo:
-    shape: tuple[int, ...]  # numpy order
-    dtype: np.dtype[Any]
 
 
 @dataclass(frozen=True)
@@ -66,112 +58,15 @@ def read_peft(directory: Path) -> PeftAdapter:
         raise UsageError(f"{directory}: not a directory (a PEFT adapter is a directory with {CONFIG})")
     if not config_path.is_file():
         raise UsageError(f"{directory}: no {CONFIG}; not a PEFT adapter directory")
-    config = _read_config(config_path)
+    config = read_json(config_path)
     if (directory / SAFETENSORS).is_file():
-        weights = directory / SAFETENSORS
-        keys, info, load = _safetensors(weights)
+        weights = read_weights(directory / SAFETENSORS)
     elif (directory / PICKLE).is_file():
-        weights = directory / PICKLE
-        keys, info, load = _pickle(weights)
+        weights = read_weights(directory / PICKLE, "a pickled adapter")
     else:
         raise UsageError(f"{directory}: neither {SAFETENSORS} nor {PICKLE} is there")
-    return PeftAdapter(directory, config, weights, _modules(keys, weights), info, load)
-
-
-def _read_config(path: Path) -> dict[str, Any]:
-    try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except UnicodeDecodeError as e:
-        raise FormatError("", e.start, "not UTF-8 text", str(path)) from None
-    except json.JSONDecodeError as e:
-        raise FormatError("", e.pos, f"not valid JSON: {e.msg} (line {e.lineno}, column {e.colno})",
-                          str(path)) from None
-    if not isinstance(config, dict):
-        raise FormatError("", 0, "expected a JSON object", str(path))
-    return config
-
-
-def _safetensors(path: Path) -> tuple[list[str], Callable[[str], TensorInfo], Callable[[str], Any]]:
-    from safetensors import SafetensorError, safe_open
-
-    try:
-        handle: Any = safe_open(str(path), framework="numpy")
-        keys = list(handle.keys())
-    except (SafetensorError, OSError, ValueError) as e:
-        raise FormatError("", None, f"not a readable safetensors file: {e}", str(path)) from None
-
-    # bf16 is widened to f32 when read (numpy has no bf16)
-    dtypes: dict[str, np.dtype[Any]] = {
-        "F32": np.dtype(np.float32), "F16": np.dtype(np.float16), "BF16": np.dtype(np.float32)}
-
-    def info(key: str) -> TensorInfo:
-        piece = handle.get_slice(key)
-        name = piece.get_dtype()
-        if name not in dtypes:
-            raise FormatError(key, None, f"dtype {name} is not a LoRA factor's (f32, f16, bf16)", str(path))
-        return TensorInfo(tuple(piece.get_shape()), dtypes[name])
-
-    def load(key: str) -> Any:
-        if handle.get_slice(key).get_dtype() == "BF16":
-            return _bf16_to_f32(path, key)
-        try:
-            return handle.get_tensor(key)
-        except (SafetensorError, ValueError) as e:
-            raise FormatError(key, None, f"cannot be read: {e}", str(path)) from None
-
-    return keys, info, load
-
-
-def _bf16_to_f32(path: Path, key: str) -> Any:
-    try:
-        import torch  # noqa: F401 - only bf16 safetensors need it
-        from safetensors import safe_open
-    except ImportError:
-        raise UsageError(f"{path}: {key} is bf16, which needs torch to be read ({TORCH_HINT})") from None
-    with safe_open(str(path), framework="pt") as handle:
-        return handle.get_tensor(key).float().numpy()
-
-
-def _pickle(path: Path) -> tuple[list[str], Callable[[str], TensorInfo], Callable[[str], Any]]:
-    try:
-        import torch
-    except ImportError:
-        raise UsageError(f"{path}: a pickled adapter needs torch to be read ({TORCH_HINT}); "
-                         f"an adapter saved as {SAFETENSORS} does not") from None
-    import pickle
-    import warnings
-
-    try:
-        with warnings.catch_warnings():  # torch's remarks on odd pickles would break the one-line report
-            warnings.simplefilter("ignore")
-            try:
-                state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-            except RuntimeError:  # the legacy (non-zip) format cannot be memory-mapped
-                state = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        # Keep only what the pickle asked for (torch's message goes on to suggest unsafe loading).
-        detail = next((line.strip() for line in str(e).splitlines()
-                       if line.strip().startswith(("Unsupported", "Trying to"))), "")
-        raise FormatError("", None, "refused: this pickle holds more than tensors and would run code if "
-                                    f"loaded unsafely{f' ({detail})' if detail else ''}; ggfmt reads pickles only "
-                                    "with torch.load(weights_only=True)", str(path)) from None
-    except (RuntimeError, EOFError, OSError, ValueError) as e:
-        raise FormatError("", None, f"not a readable PyTorch file: {e}", str(path)) from None
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise FormatError("", None, "expected a dict of tensors (a PEFT state dict)", str(path))
-
-    def info(key: str) -> TensorInfo:
-        tensor = state[key]
-        dtype = {torch.float32: np.float32, torch.float16: np.float16}.get(tensor.dtype, np.float32)
-        return TensorInfo(tuple(tensor.shape), np.dtype(dtype))
-
-    def load(key: str) -> Any:
-        tensor = state[key].detach()
-        if tensor.dtype not in (torch.float32, torch.float16):
-            tensor = tensor.float()
-        return tensor.numpy()
-
-    return list(state), info, load
+    return PeftAdapter(directory, config, weights.path, _modules(weights.keys, weights.path), weights.info,
+                       weights.load)
 
 
 def _modules(keys: list[str], weights: Path) -> list[LoraModule]:
