@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from ..errors import FormatError, UsageError
 from ..mapping import load_mapping
+from .weights import read_json
 
 NAME_TABLE = "hf-llama"
 
@@ -29,12 +28,7 @@ def read_base_config(directory: Path) -> BaseModel:
     path = directory / "config.json"
     if not path.is_file():
         raise UsageError(f"{directory}: no config.json; --base names the base model's directory")
-    try:
-        config: Any = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise FormatError("", getattr(e, "pos", None), f"not valid JSON: {e}", str(path)) from None
-    if not isinstance(config, dict):
-        raise FormatError("", 0, "expected a JSON object", str(path))
+    config = read_json(path)
     architectures = config.get("architectures") or []
     known = load_mapping(NAME_TABLE).rules["architectures"]
     hf_arch = next((a for a in architectures if a in known), None)
