@@ -130,10 +130,13 @@ def test_a_pickle_that_runs_code_is_refused(tmp_path: Path, fmt: Fmt) -> None:
             return (open, (str(marker), "w"))
 
     directory = adapter_copy(tmp_path, "adapter-bin")
-    (directory / "adapter_model.bin").write_bytes(pickle.dumps({"x": Exploit()}))
+    (directory / "adapter_model.bin").write_bytes(pickle.dumps({"x": Exploit()}, protocol=2))
     line = assert_clean_failure(fmt("to-ggla", directory, "-o", tmp_path / "x.bin"))
-    assert "adapter_model.bin" in line and "refused" in line
+    assert "adapter_model.bin" in line and "refused" in line and "would run code" in line
     assert not marker.exists()
+    (directory / "adapter_model.bin").write_bytes(b"\x80\x05garbage")  # not a pickle torch.save writes
+    line = assert_clean_failure(fmt("to-ggla", directory, "-o", tmp_path / "x.bin"))
+    assert "adapter_model.bin" in line and ("not a PyTorch file" in line or "not a readable PyTorch file" in line)
 
 
 # -- ggla -> GGUF: the same meaning in current llama.cpp -----------------------------------------

@@ -25,7 +25,7 @@ PROGRESS_THRESHOLD = 64 << 20  # payloads smaller than this convert too fast to 
 DESCRIPTION = """\
 Parse, explain and convert the binary formats around ggml / llama.cpp that current tools
 no longer read: 2023 training checkpoints (ggcp), LoRA finetune checkpoints (ggcl), LoRA
-adapters (ggla) and Hugging Face PEFT adapters.
+adapters (ggla), Hugging Face PEFT adapters, CLIP encoders and native Gemma checkpoints.
 Every layout is a YAML schema (see `fmt schemas`); conversions follow mapping tables.
 """
 
@@ -40,6 +40,7 @@ examples:
   fmt to-gguf peft-dir --base llama-hf-dir     PEFT adapter -> GGUF adapter (base: config.json only)
   fmt to-ggla peft-dir -o adapter.bin          PEFT adapter -> ggla, as convert-lora-to-ggml.py wrote it
   fmt to-gguf clip-dir --llava-projector llava.projector   image encoder for LLaVA (mmproj-model-f16.gguf)
+  fmt to-hf gemma-2b.ckpt --size 2B -o gemma-2b-hf         native Gemma checkpoint -> Hugging Face
 
 exit status:
   0  success
@@ -139,6 +140,43 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-q", "--quiet", action="store_true", help="no summary")
     p.set_defaults(run=cmd_to_ggla)
 
+    p = commands.add_parser("to-hf", parents=[common],
+                            help="convert a native Gemma checkpoint to a Hugging Face model directory",
+                            description="Convert a checkpoint of Google's original Gemma release (a PyTorch pickle\n"
+                                        "{\"model_state_dict\": ...}, as gemma_pytorch reads it) into a directory\n"
+                                        "that transformers.GemmaForCausalLM.from_pretrained(OUT_DIR) loads:\n"
+                                        "model.safetensors and config.json.\n\n"
+                                        "Each layer's fused qkv_proj is split into q_proj, k_proj and v_proj (for\n"
+                                        "any number of key-value heads), embedder.weight becomes\n"
+                                        "model.embed_tokens.weight (lm_head is tied to it) and freqs_cis is\n"
+                                        "dropped; every other tensor keeps its name. Give the model's dimensions\n"
+                                        "with --size (the released 2B and 7B models) or --config; every tensor's\n"
+                                        "shape is checked against them before anything is written. The pickle is\n"
+                                        "read only with torch.load(weights_only=True), no model is instantiated,\n"
+                                        "and tensors are converted one at a time. OUT_DIR appears complete or not\n"
+                                        "at all.\n\n"
+                                        "examples:\n"
+                                        "  fmt to-hf gemma-2b.ckpt --size 2B -o gemma-2b --tokenizer tokenizer.model\n"
+                                        "  fmt to-hf gemma-7b.ckpt --size 7B -o gemma-7b --dtype bfloat16\n"
+                                        "  fmt to-hf tiny.ckpt --config tiny-config.json -o tiny-hf --force",
+                            formatter_class=_Formatter)
+    p.add_argument("file", type=Path, metavar="GEMMA.ckpt", help="the native checkpoint (a PyTorch pickle)")
+    dimensions = p.add_mutually_exclusive_group(required=True)
+    dimensions.add_argument("--size", metavar="2B|7B",
+                            help="the released model the checkpoint is (presets in mappings/gemma-hf.yaml)")
+    dimensions.add_argument("--config", type=Path, metavar="CONFIG.json",
+                            help="a GemmaConfig config.json giving the dimensions; its other values are kept")
+    p.add_argument("-o", "--output", type=Path, metavar="OUT_DIR", required=True,
+                   help="the directory to write (made next to it, then renamed into place)")
+    p.add_argument("--dtype", choices=("float32", "float16", "bfloat16"), default="float32",
+                   help="dtype of the written weights (default: float32)")
+    p.add_argument("--tokenizer", type=Path, metavar="tokenizer.model",
+                   help="also save the Hugging Face tokenizer made from this SentencePiece model "
+                        "(needs transformers, sentencepiece and protobuf)")
+    p.add_argument("--force", action="store_true", help="replace OUT_DIR if it exists and is not empty")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar, no summary")
+    p.set_defaults(run=cmd_to_hf)
+
     p = commands.add_parser("schemas", parents=[common], help="list the schemas ggfmt knows",
                             description="List the schemas found in the schema directories (ggfmt's own "
                                         "and those in GGFMT_SCHEMA_PATH), with the magic each detects.",
@@ -230,6 +268,35 @@ def cmd_to_ggla(args: argparse.Namespace) -> int:
     if not args.quiet:
         print(f"{target}: {_count(len(fields['tensors']), 'tensor')}, r {fields['r']}, "
               f"alpha {fields['lora_alpha']}, {target.stat().st_size:,} bytes (PEFT adapter -> ggla)")
+    return EXIT_OK
+
+
+def cmd_to_hf(args: argparse.Namespace) -> int:
+    from .emit.hf import CONFIG, WEIGHTS, write_config, write_safetensors, write_tokenizer
+    from .output import atomic_directory, check_directory_target
+    from .sources.gemma import gemma_to_hf
+
+    source: Path = args.file
+    target: Path = args.output
+    inputs = [p for p in (source, args.config, args.tokenizer) if p is not None]
+    check_directory_target(target, force=args.force, inputs=inputs)  # before the work, not only after it
+    if args.tokenizer is not None and not args.tokenizer.is_file():
+        raise UsageError(f"{args.tokenizer}: no such file")
+    conversion = gemma_to_hf(source, size=args.size, config_file=args.config, dtype=args.dtype)
+    bar = _progress_bar(conversion.payload_bytes, args.quiet)
+    try:
+        with atomic_directory(target, force=args.force, inputs=inputs) as temporary:
+            if args.tokenizer is not None:  # first: it is quick, and the step most likely to miss a package
+                write_tokenizer(args.tokenizer, temporary)
+            write_config(temporary / CONFIG, conversion.config)
+            size = write_safetensors(temporary / WEIGHTS, conversion.tensors, bar.update if bar is not None else None)
+    finally:
+        if bar is not None:
+            bar.close()
+    if not args.quiet:
+        tokenizer = ", tokenizer" if args.tokenizer is not None else ""
+        print(f"{target}: {_count(len(conversion.tensors), 'tensor')}, {_count(conversion.layers, 'layer')}, "
+              f"{args.dtype}, {size:,} bytes{tokenizer} (Gemma checkpoint -> Hugging Face)")
     return EXIT_OK
 
 

@@ -96,7 +96,9 @@ def _bf16_to_f32(path: Path, key: str) -> Any:
         return handle.get_tensor(key).float().numpy()
 
 
-def _pickle(path: Path, what: str) -> tuple[list[str], Callable[[str], TensorInfo], Callable[[str], Any]]:
+def torch_load(path: Path, what: str) -> Any:
+    """``torch.load(path, weights_only=True)``, memory-mapped when the file allows; torch is
+    imported here and nowhere else. A pickle that asks for more than tensors is refused."""
     try:
         import torch
     except ImportError:
@@ -109,18 +111,28 @@ def _pickle(path: Path, what: str) -> tuple[list[str], Callable[[str], TensorInf
         with warnings.catch_warnings():  # torch's remarks on odd pickles would break the one-line report
             warnings.simplefilter("ignore")
             try:
-                state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+                return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
             except RuntimeError:  # the legacy (non-zip) format cannot be memory-mapped
-                state = torch.load(path, map_location="cpu", weights_only=True)
+                return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         # Keep only what the pickle asked for (torch's message goes on to suggest unsafe loading).
-        detail = next((line.strip() for line in str(e).splitlines()
-                       if line.strip().startswith(("Unsupported", "Trying to"))), "")
+        import re
+
+        found = re.search(r"(Unsupported global: GLOBAL [\w.]+|Unsupported operand \d+|Trying to [^.\n]*)", str(e))
+        detail = found.group(1) if found else ""
+        if detail.startswith("Unsupported operand"):  # not a pickle torch.save wrote: garbage, not a threat
+            raise FormatError("", None, f"not a PyTorch file ({detail})", str(path)) from None
         raise FormatError("", None, "refused: this pickle holds more than tensors and would run code if "
                                     f"loaded unsafely{f' ({detail})' if detail else ''}; ggfmt reads pickles only "
                                     "with torch.load(weights_only=True)", str(path)) from None
     except (RuntimeError, EOFError, OSError, ValueError) as e:
-        raise FormatError("", None, f"not a readable PyTorch file: {e}", str(path)) from None
+        raise FormatError("", None, f"not a readable PyTorch file: {' '.join(str(e).split())}", str(path)) from None
+
+
+def _pickle(path: Path, what: str) -> tuple[list[str], Callable[[str], TensorInfo], Callable[[str], Any]]:
+    import torch
+
+    state = torch_load(path, what)
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise FormatError("", None, "expected a dict of tensors (a state dict)", str(path))
 

@@ -1,0 +1,119 @@
+"""Hugging Face model directories: ``model.safetensors`` written one tensor at a time, ``config.json``
+and, on request, the tokenizer.
+
+The safetensors package only saves a dict of tensors held in memory all at once, and a converted
+model can be larger than memory, so ggfmt writes the file itself.  The format: a little-endian
+u64 N, then N bytes of JSON mapping each tensor's name to its ``dtype``, ``shape`` and
+``data_offsets`` (begin and end, relative to the end of the header) plus ``__metadata__``, padded
+with spaces to a multiple of 8; then the tensors' bytes, little-endian, in the header's order.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import math
+import struct
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import FormatError, UsageError
+from ..tensors import Progress
+
+WEIGHTS = "model.safetensors"
+CONFIG = "config.json"
+HEADER_ALIGNMENT = 8  # the safetensors reader requires the data to start at a multiple of 8
+# dtype names (as torch and config.json spell them) -> safetensors' names and item sizes
+SAFETENSORS_DTYPES = {"float32": "F32", "float16": "F16", "bfloat16": "BF16"}
+ITEM_SIZES = {"F32": 4, "F16": 2, "BF16": 2}
+TOKENIZER_HINT = "pip install transformers sentencepiece protobuf"
+
+
+@dataclass(frozen=True)
+class SafetensorsTensor:
+    """A tensor of the output: its header entry, and the function that computes its data when written.
+
+    ``data`` returns an array whose bytes are the tensor's (for BF16, the raw 16-bit patterns).
+    """
+
+    name: str
+    dtype: str  # "F32", "F16" or "BF16"
+    shape: tuple[int, ...]
+    data: Callable[[], np.ndarray[Any, Any]]
+
+    @property
+    def nbytes(self) -> int:
+        return math.prod(self.shape) * ITEM_SIZES[self.dtype]
+
+
+def safetensors_header(tensors: Sequence[SafetensorsTensor], metadata: Mapping[str, str]) -> bytes:
+    """The length prefix and JSON header for ``tensors`` stored back to back in this order."""
+    header: dict[str, Any] = {"__metadata__": dict(metadata)}
+    offset = 0
+    for tensor in tensors:
+        if tensor.name in header:
+            raise ValueError(f"{tensor.name}: two tensors of the output have this name")
+        header[tensor.name] = {"dtype": tensor.dtype, "shape": list(tensor.shape),
+                               "data_offsets": [offset, offset + tensor.nbytes]}
+        offset += tensor.nbytes
+    text = json.dumps(header, separators=(",", ":")).encode("utf-8")
+    text += b" " * (-len(text) % HEADER_ALIGNMENT)
+    return struct.pack("<Q", len(text)) + text
+
+
+def write_safetensors(path: Path, tensors: Sequence[SafetensorsTensor], progress: Progress | None = None,
+                      metadata: Mapping[str, str] | None = None) -> int:
+    """Write ``tensors`` to ``path``, computing and writing one at a time; returns the file's size."""
+    # transformers refuses a safetensors file whose format is not one it knows
+    header = safetensors_header(tensors, {"format": "pt"} if metadata is None else metadata)
+    with path.open("wb") as f:
+        f.write(header)
+        for tensor in tensors:
+            f.write(_tensor_bytes(tensor))
+            if progress is not None:
+                progress(tensor.nbytes)
+        return f.tell()
+
+
+def _tensor_bytes(tensor: SafetensorsTensor) -> memoryview:
+    array = np.ascontiguousarray(tensor.data())
+    if tuple(array.shape) != tensor.shape or array.nbytes != tensor.nbytes:
+        # The header is already written: data of another size would corrupt every later offset.
+        raise ValueError(f"{tensor.name}: computed {array.shape} {array.dtype}, declared {tensor.shape} {tensor.dtype}")
+    if array.dtype.byteorder == ">" or (array.dtype.byteorder == "=" and sys.byteorder == "big"):
+        array = array.byteswap()
+    return array.data.cast("B")
+
+
+def write_config(path: Path, config: Mapping[str, Any]) -> None:
+    """``config.json`` as transformers writes it (two-space indent, sorted keys)."""
+    path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+
+def write_tokenizer(model_file: Path, directory: Path) -> None:
+    """Save the Hugging Face Gemma tokenizer made from a SentencePiece ``tokenizer.model`` into ``directory``."""
+    try:
+        # transformers reads the model through sentencepiece's protobuf definitions
+        sentencepiece: Any = importlib.import_module("sentencepiece")
+        importlib.import_module("google.protobuf")
+        from transformers import GemmaTokenizer
+    except ImportError as e:
+        raise UsageError(f"{model_file}: --tokenizer needs transformers, sentencepiece and protobuf; "
+                         f"{e.name or 'one of them'} is missing ({TOKENIZER_HINT})") from None
+    try:
+        sentencepiece.SentencePieceProcessor(model_file=str(model_file))
+    except (OSError, RuntimeError) as e:
+        # Checked first: given a broken file, transformers logs a warning and tries other formats.
+        raise FormatError("", None, f"not a SentencePiece model: {' '.join(str(e).split())}", str(model_file)) from None
+    kwargs: dict[str, Any] = {"vocab_file": str(model_file)}
+    convert = getattr(GemmaTokenizer, "convert_to_native_format", None)
+    if convert is not None:
+        # transformers 5: GemmaTokenizer(vocab_file=...) alone ignores the file and builds a 5-token
+        # vocabulary; the vocabulary is read from the file by this step.
+        kwargs = convert(**kwargs)
+    GemmaTokenizer(**kwargs).save_pretrained(str(directory))
