@@ -307,9 +307,17 @@ def _count(n: int, noun: str) -> str:
 def _progress_bar(total: int, quiet: bool) -> Any:
     if quiet or total < PROGRESS_THRESHOLD or not sys.stderr.isatty():
         return None
+    import os
+
     from tqdm import tqdm
 
-    return tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc="copying tensors", file=sys.stderr)
+    try:
+        columns, lines = os.get_terminal_size(sys.stderr.fileno())
+    except OSError:
+        columns = lines = 0
+    # A terminal that reports no size (a fresh pseudo-terminal) would make tqdm hide the bar.
+    return tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc="copying tensors", file=sys.stderr,
+                ncols=columns if columns > 0 else 80, nrows=lines if lines > 0 else 24)
 
 
 def cmd_schemas(args: argparse.Namespace) -> int:

@@ -35,7 +35,10 @@ def check_target(target: Path, *, force: bool, inputs: Sequence[Path] = ()) -> N
 
 @contextlib.contextmanager
 def atomic_output(target: Path, *, force: bool, inputs: Sequence[Path] = ()) -> Iterator[Path]:
-    """Yield a temporary path to write; on success it replaces ``target`` in one rename."""
+    """Yield a temporary path to write; on success it replaces ``target`` in one rename.
+
+    The data reaches the disk before the rename, so that a crash never leaves a truncated file
+    under the target's name."""
     check_target(target, force=force, inputs=inputs)
     fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     os.close(fd)

@@ -18,7 +18,7 @@ from ..engine import tensor_ref
 from ..errors import FormatError, SchemaError
 from ..mapping import BLOCK_ID, MappingTable, MetadataEntry, Scope, TensorEntry, evaluate_entry, walk
 from ..schema.constructs import TensorContainer
-from ..tensors import FileSlice, PayloadSource, Progress
+from ..tensors import EarlyWriteback, FileSlice, PayloadSource, Progress
 
 _INT_RANGES = {
     "u8": (0, 2**8 - 1), "i8": (-(2**7), 2**7 - 1), "u16": (0, 2**16 - 1), "i16": (-(2**15), 2**15 - 1),
@@ -123,7 +123,10 @@ def _checked(value: Any, value_type: str, key: str, source: str) -> Any:
 
 
 def write_gguf(plan: GGUFPlan, out_path: Path, progress: Progress | None = None) -> None:
-    """Write ``plan`` to ``out_path``: header and metadata through gguf-py, then each payload."""
+    """Write ``plan`` to ``out_path``: header and metadata through gguf-py, then each payload.
+
+    Writing to disk starts while copying (see :class:`~ggfmt.tensors.EarlyWriteback`): the disk
+    write overlaps the copy, and the final fsync before the rename finds little left."""
     import gguf
     import numpy as np
 
@@ -150,11 +153,18 @@ def write_gguf(plan: GGUFPlan, out_path: Path, progress: Progress | None = None)
     assert writer.fout is not None
     out = writer.fout[0]
     alignment = writer.data_alignment
+    writeback = EarlyWriteback(out.fileno())
+
+    def step(written: int) -> None:
+        if progress is not None:
+            progress(written)
+        writeback(written)
+
     try:
         for t in plan.tensors:
             _pad(out, alignment)
             start = out.tell()
-            t.source.write_to(out, progress)
+            t.source.write_to(out, step)
             if out.tell() - start != t.nbytes:
                 raise OSError(f"tensor {t.name}: {out.tell() - start} bytes written, {t.nbytes} expected")
         _pad(out, alignment)
