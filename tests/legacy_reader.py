@@ -143,3 +143,56 @@ def read_ggla(path: Path) -> tuple[dict[str, int], list[GglaRecord]]:
         records.append(GglaRecord(name, ne, ftype, pos, nbytes))
         pos += nbytes
     return {"version": version, "r": r, "lora_alpha": alpha}, records
+
+
+def header_words(path: Path) -> list[int]:
+    """Offsets of every 4-byte header word of a ggcp, ggcl or ggla file (not payloads, not names):
+    the fixed header, each tensor record's n_dims, name_len, type and ne, and the optimizer
+    context's scalars. Found from layouts.md alone."""
+    data = path.read_bytes()
+    if data[:4] == b"algg":
+        words = [0, 4, 8, 12]
+        for record_start in _ggla_record_starts(data):
+            n_dims = struct.unpack_from("<i", data, record_start)[0]
+            words += [record_start + 4 * i for i in range(3 + n_dims)]
+        return words
+    reading = read_checkpoint(path)
+    fixed = 11 + (12 if data[:4] == b"lcgg" else 0)
+    words = [4 * i for i in range(fixed)]
+    records = list(reading.model_tensors) + list(reading.opt["tensors"].values())  # type: ignore[union-attr]
+    for record in records:
+        words += [record.header_offset + 4 * i for i in range(3 + len(record.ne))]
+    opt = reading.opt_offset
+    if reading.opt["version"] == 0:
+        words += [opt + 4 * i for i in range(1 + 24 + 4)]  # version, ggml_opt_params, nx (i64), iter, flag
+    else:
+        words += [opt + 4 * i for i in range(1 + 2 + 2 + 2)]  # version, past, lbfgs_m, nx (u64), iter, flag
+    tail = 12 if reading.opt["type"] == 0 else 24
+    words += [reading.end - tail + 4 * i for i in range(tail // 4)]
+    return sorted(set(words))
+
+
+def payload_middles(path: Path) -> list[int]:
+    """An offset inside each non-empty payload."""
+    data = path.read_bytes()
+    if data[:4] == b"algg":
+        return [r.data_offset + r.nbytes // 2 for r in read_ggla(path)[1] if r.nbytes]
+    reading = read_checkpoint(path)
+    records = list(reading.model_tensors) + list(reading.opt["tensors"].values())  # type: ignore[union-attr]
+    return [r.data_offset + r.nbytes // 2 for r in records if r.nbytes]
+
+
+def _ggla_record_starts(data: bytes) -> list[int]:
+    pos, starts = 16, []
+    while pos < len(data):
+        starts.append(pos)
+        n_dims, name_len, ftype = struct.unpack_from("<3i", data, pos)
+        pos += 12 + 4 * n_dims
+        ne = struct.unpack_from(f"<{n_dims}i", data, pos - 4 * n_dims)
+        pos += name_len
+        pos += -pos % 32
+        nbytes = 4 if ftype == 0 else 2
+        for n in ne:
+            nbytes *= n
+        pos += nbytes
+    return starts

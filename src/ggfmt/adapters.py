@@ -131,7 +131,9 @@ def ggla_to_gguf(doc: Document, architecture: str) -> GglaConversion:
     for base, pair in pairs.items():
         missing = [s for s in suffixes if s not in pair]
         if missing:
-            raise FormatError("", None, f"{base}.{missing[0]} is missing (its pair is there)", source)
+            present = next(iter(pair.values()))
+            raise FormatError(f"{present.path}.name", present.offset, f"{present.name} has no {base}.{missing[0]} "
+                                                                      "to pair with", source)
         a, b = pair["loraA"], pair["loraB"]
         if len(a.ne) != 2 or len(b.ne) != 2 or a.ne[0] != b.ne[0]:
             raise FormatError(b.path, b.offset, f"{base}: loraA ne {list(a.ne)} and loraB ne {list(b.ne)} do not "
@@ -152,7 +154,7 @@ def ggla_to_gguf(doc: Document, architecture: str) -> GglaConversion:
         tensors.append(OutputTensor(f"{base}.{suffixes['loraA']}", tuple(a_ne), a_type, lora_a))
         tensors.append(OutputTensor(f"{base}.{suffixes['loraB']}", tuple(b_ne), b_type, lora_b))
     if not tensors:
-        raise FormatError("tensors", None, "the adapter holds no tensors", source)
+        raise FormatError("tensors", doc.offset_of("tensors"), "the adapter holds no tensors", source)
     metadata = resolve_metadata(table, [{"lora_alpha": doc.fields["lora_alpha"]}], architecture, source)
     warnings = []
     if norms:

@@ -52,6 +52,11 @@ class Document:
     tensors: list[TensorRef]
     size: int
 
+    def offset_of(self, path: str) -> int | None:
+        """The byte offset where the field at ``path`` (``opt.ctx.iter``) starts, when known."""
+        offsets = self.fields.get("_offsets") if isinstance(self.fields, Mapping) else None
+        return offsets.get(path) if offsets else None
+
     def scalar_fields(self) -> Iterator[tuple[str, Any]]:
         """(dotted path, value) of every field that is not part of a tensor record."""
         yield from _scalars(self.fields, "")

@@ -111,11 +111,15 @@ def _parameters(schema: Schema, given: Mapping[str, Any]) -> dict[str, Any]:
 def _parse_root(construct: cs.Construct, stream: FileView, params: dict[str, Any]) -> Any:
     # What Construct's parse_stream() does, with an empty path so that field paths start at the root.
     context = cs.Container(**params)
+    context._offsets = {}  # field path -> byte offset, filled in by the fields as they are parsed
     context._parsing = True
     context._building = False
     context._sizing = False
     context._params = context
-    return construct._parsereport(stream, context, "")
+    fields = construct._parsereport(stream, context, "")
+    if isinstance(fields, cs.Container):
+        fields["_offsets"] = context._offsets
+    return fields
 
 
 def tensor_ref(record: TensorContainer, path: str) -> TensorRef:

@@ -64,7 +64,7 @@ def plan_gguf(doc: Document, table: MappingTable) -> GGUFPlan:
         raise SchemaError(table.name, "a GGUF mapping needs `architecture`")
     architecture = str(table.architecture)
     scopes = [doc.fields]
-    metadata = resolve_metadata(table, scopes, architecture, str(doc.source))
+    metadata = resolve_metadata(table, scopes, architecture, str(doc.source), doc)
     tensors = []
     names: set[str] = set()
     for entry, entry_scopes in walk(table.tensors, scopes):
@@ -84,25 +84,31 @@ def plan_gguf(doc: Document, table: MappingTable) -> GGUFPlan:
     return GGUFPlan(architecture, metadata, tensors)
 
 
-def resolve_metadata(table: MappingTable, scopes: list[Scope], architecture: str, source: str) -> list[MetadataValue]:
-    """Every metadata entry of ``table`` that applies, evaluated in ``scopes`` and type-checked."""
+def resolve_metadata(table: MappingTable, scopes: list[Scope], architecture: str, source: str,
+                     doc: Document | None = None) -> list[MetadataValue]:
+    """Every metadata entry of ``table`` that applies, evaluated in ``scopes`` and type-checked.
+
+    A value that does not fit its GGUF type is reported at the field it came from when the
+    value is a plain field path of ``doc`` (``opt.ctx.iter``)."""
     metadata = []
     for entry, entry_scopes in walk(table.metadata, scopes):
         assert isinstance(entry, MetadataEntry)
         value = evaluate_entry(entry.value, entry_scopes, entry.where)
         key = entry.key.format(arch=architecture)
-        metadata.append(MetadataValue(key, entry.value_type, _checked(value, entry.value_type, key, source)))
+        field = entry.value.source if doc is not None and doc.offset_of(entry.value.source) is not None else ""
+        where = (field, doc.offset_of(field) if doc is not None and field else None)
+        metadata.append(MetadataValue(key, entry.value_type, _checked(value, entry.value_type, key, source, where)))
     return metadata
 
 
-def _checked(value: Any, value_type: str, key: str, source: str) -> Any:
+def _checked(value: Any, value_type: str, key: str, source: str, where: tuple[str, int | None] = ("", None)) -> Any:
     def bad(why: str) -> FormatError:
-        return FormatError("", None, f"GGUF key {key}: {why}", source)
+        return FormatError(where[0], where[1], f"{why} for the GGUF key {key}", source)
 
     if value_type.endswith("[]"):
         if not isinstance(value, list | tuple):
             raise bad(f"expected a list, got {value!r}")
-        return [_checked(item, value_type[:-2], key, source) for item in value]
+        return [_checked(item, value_type[:-2], key, source, where) for item in value]
 
     if value_type in _INT_RANGES:
         if isinstance(value, bool) or not isinstance(value, int):

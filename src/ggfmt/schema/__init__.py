@@ -8,6 +8,8 @@ picked up by a search).
 
 from __future__ import annotations
 
+import copy
+import functools
 import importlib.util
 import os
 from collections.abc import Iterator, Mapping
@@ -57,10 +59,24 @@ def schema_dirs() -> list[Path]:
     return [*extra, *data_dirs("schemas")]
 
 
-def read_yaml(path: Path) -> dict[str, Any]:
+def read_yaml(path: Path, *, shared: bool = False) -> dict[str, Any]:
+    """A schema or mapping file's YAML (safe loader only), parsed once per version of the file.
+
+    Callers get a fresh copy to change as they like, or with ``shared`` the cached object
+    itself (for read-only looks, which then cost nothing)."""
     try:
-        if path.stat().st_size > MAX_SCHEMA_BYTES:
-            raise SchemaError(str(path), f"larger than {MAX_SCHEMA_BYTES} bytes")
+        stat = path.stat()
+    except OSError as e:
+        raise SchemaError(str(path), f"cannot be read: {e.strerror}") from None
+    if stat.st_size > MAX_SCHEMA_BYTES:
+        raise SchemaError(str(path), f"larger than {MAX_SCHEMA_BYTES} bytes")
+    parsed = _parsed_yaml(path, stat.st_mtime_ns, stat.st_size)
+    return parsed if shared else copy.deepcopy(parsed)
+
+
+@functools.lru_cache(maxsize=256)
+def _parsed_yaml(path: Path, mtime_ns: int, size: int) -> dict[str, Any]:
+    try:
         with path.open("rb") as f:
             data = yaml.load(f, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     except OSError as e:
@@ -205,7 +221,7 @@ def available_schemas() -> dict[str, Path]:
 def catalog() -> Iterator[SchemaInfo]:
     """Name, title and magic of every schema file found, read without compiling them."""
     for name, path in available_schemas().items():
-        data = read_yaml(path)
+        data = read_yaml(path, shared=True)
         meta = data.get("meta") or {}
         yield SchemaInfo(name, path, str(meta.get("title", name)), _magic(data))
 

@@ -258,6 +258,9 @@ class Field(cs.Construct):  # type: ignore[misc]
                 return None
         if is_probe(stream):
             return self._probe(stream, context, path, offset)
+        offsets = context.get("_params", {}).get("_offsets")  # the context parse() began with
+        if offsets is not None:  # where each field starts, for messages about values found later
+            offsets[path] = offset
         value = self._read(stream, context, path, offset)
         if self.contents is not None and value != self.contents:
             raise FormatError(path, offset, f"expected {self.contents!r}, got {value!r}")
