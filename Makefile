@@ -7,7 +7,7 @@ TESTSTAMP := $(VENV)/.ggfmt-test-installed
 DEMO_IN  := fixtures/genuine/ggcp-v0-adam.bin
 DEMO_OUT := out/ggcp-v0-adam.gguf
 
-.PHONY: install install-test demo test lint unit bench clean
+.PHONY: install install-test demo test lint unit bench fuzz clean
 
 # ggfmt and its runtime dependencies (no torch).
 install: $(STAMP)
@@ -35,7 +35,7 @@ demo: install
 test: lint unit
 
 lint: install-test
-	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks fuzz
 	$(BIN)/mypy
 
 unit: install-test
@@ -43,6 +43,13 @@ unit: install-test
 
 bench: install
 	$(BIN)/python benchmarks/run.py
+
+# Coverage-guided fuzzing for long runs (FUZZ_SECONDS, default 300); findings are saved as crash-*.
+FUZZ_SECONDS ?= 300
+fuzz: install-test
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check atheris
+	$(BIN)/python fuzz/seed_corpus.py fuzz/corpus
+	$(BIN)/python fuzz/fuzz_parse.py fuzz/corpus -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=2048
 
 clean:
 	rm -rf $(VENV) out .pytest_cache .mypy_cache .ruff_cache

@@ -47,6 +47,7 @@ exit status:
   2  bad input or usage: one line on stderr names the file, the field, the byte offset
      and what was expected; no output file is left behind
   1  internal error (a bug in ggfmt): a short message; --debug shows the traceback
+  130, 143  interrupted (Ctrl-C) or terminated: no output and no temporary file is left
 """
 
 
@@ -329,9 +330,12 @@ def cmd_schemas(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+class Terminated(BaseException):
+    """SIGTERM, raised where the program is so that temporary outputs are removed on the way out."""
+
+
 def _terminate(signum: int, frame: FrameType | None) -> None:
-    # Turn SIGTERM into an exception so that temporary outputs are removed on the way out.
-    raise KeyboardInterrupt
+    raise Terminated
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -348,7 +352,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print("fmt: interrupted; no output was written", file=sys.stderr)
-        return 130
+        return 128 + signal.SIGINT
+    except Terminated:
+        print("fmt: terminated; no output was written", file=sys.stderr)
+        return 128 + signal.SIGTERM
     except BrokenPipeError:
         return EXIT_OK
     except Exception as e:  # a bug: say so briefly, show the traceback only on request
