@@ -196,3 +196,23 @@ def _ggla_record_starts(data: bytes) -> list[int]:
             nbytes *= n
         pos += nbytes
     return starts
+
+
+def gguf_header_words(path: Path, items_per_array: int = 3) -> list[int]:
+    """Offsets of the 4-byte words of a GGUF file's header, metadata and tensor infos (u64s as
+    two words), found with gguf-py's own reader; of each array, the first few items only."""
+    import gguf
+    import numpy as np
+
+    reader = gguf.GGUFReader(path)
+    entries = [*reader.fields.values(), *(t.field for t in reader.tensors)]
+    words: list[int] = []
+    for entry in entries:
+        pos, integers = entry.offset, 0
+        for part in entry.parts:
+            if part.dtype.kind in "iu" and part.dtype.itemsize in (4, 8) and part.size == 1:
+                integers += 1
+                if integers <= 3 + 2 * items_per_array:
+                    words += [pos + 4 * i for i in range(part.dtype.itemsize // 4)]
+            pos += int(np.asarray(part).nbytes)
+    return sorted(set(words))

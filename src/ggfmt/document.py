@@ -71,6 +71,9 @@ class Document:
         }
 
 
+SHOWN_ITEMS = 32  # of a long list of structures (a vocabulary, say), the first ones are listed
+
+
 def _scalars(value: Any, path: str) -> Iterator[tuple[str, Any]]:
     from .schema.constructs import PayloadRef, TensorContainer
 
@@ -81,7 +84,11 @@ def _scalars(value: Any, path: str) -> Iterator[tuple[str, Any]]:
             if isinstance(key, str) and not key.startswith("_"):
                 yield from _scalars(item, f"{path}.{key}" if path else key)
     elif isinstance(value, list) and value and all(isinstance(v, Mapping) for v in value):
+        records = all(isinstance(v, TensorContainer) for v in value)
         for i, item in enumerate(value):
+            if i == SHOWN_ITEMS and len(value) > 2 * SHOWN_ITEMS and not records:
+                yield f"{path}[{i}:{len(value)}]", f"... {len(value) - i} more (--json shows them all)"
+                return
             yield from _scalars(item, f"{path}[{i}]")
     elif isinstance(value, PayloadRef):
         yield path, f"<{value.nbytes} bytes at {value.offset}>"

@@ -13,7 +13,8 @@ def _value(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.9g}"
     if isinstance(value, list):
-        return "[" + ", ".join(_value(v) for v in value) + "]"
+        shown = ", ".join(_value(v) for v in value[:16])
+        return f"[{shown}, ... ({len(value)} items)]" if len(value) > 16 else f"[{shown}]"
     return str(value)
 
 

@@ -19,6 +19,7 @@ from .constructs import (
     ChooseBySize,
     Field,
     Payload,
+    Position,
     SizedBytes,
     SwitchOn,
     TensorRecord,
@@ -37,7 +38,7 @@ PRIMITIVES: dict[str, tuple[cs.Construct, int]] = {
 }
 SIZED_TYPES = {"bytes", "str", "payload"}
 
-FIELD_KEYS = {"id", "type", "doc", "contents", "valid", "repeat", "size", "encoding", "if", "rebuild"}
+FIELD_KEYS = {"id", "type", "doc", "contents", "valid", "repeat", "size", "encoding", "if", "rebuild", "at"}
 ONE_OF_KEYS = {"id", "doc", "one-of", "by", "choice", "select"}
 TYPE_KEYS = {"doc", "params", "seq", "instances", "tensor", "meta", "types"}
 VALID_KEYS = {"eq", "any-of", "min", "max", "expr", "if"}
@@ -165,8 +166,9 @@ class Namespace:
         struct: cs.Construct = cs.Struct(*members)
         if spec.get("tensor") is not None:
             roles = spec["tensor"]
+            named = seen | {str(n) for n in spec.get("instances") or {}}
             if not isinstance(roles, Mapping) or set(roles) != set(TensorRecord.ROLES) \
-                    or not all(v in seen for v in roles.values()):
+                    or not all(v in named for v in roles.values()):
                 raise SchemaError(where, f"`tensor:` must map each of {', '.join(TensorRecord.ROLES)} "
                                          "to a field of the type")
             struct = TensorRecord(struct, {str(k): str(v) for k, v in roles.items()}, where)
@@ -211,8 +213,11 @@ class Namespace:
             if "size" not in spec:
                 raise SchemaError(where, f"type {type_spec} needs a `size` expression")
             size = _expr(spec["size"], where)
-            subcon = Payload(size) if type_spec == "payload" else \
+            subcon = Payload(size, _expr(spec["at"], f"{where}, at") if "at" in spec else None) \
+                if type_spec == "payload" else \
                 SizedBytes(size, str(spec.get("encoding", "utf-8")) if type_spec == "str" else None)
+        elif type_spec == "offset":
+            subcon = Position()
         elif typedef is not None:
             subcon = self.construct(type_spec)
             if typedef.params:
@@ -225,6 +230,8 @@ class Namespace:
             raise SchemaError(where, f"unknown type {type_spec!r} ({known})")
         if "size" in spec and type_spec not in SIZED_TYPES:
             raise SchemaError(where, "`size` only applies to bytes, str and payload")
+        if "at" in spec and type_spec != "payload":
+            raise SchemaError(where, "`at` only applies to payload")
 
         repeat_spec = spec.get("repeat")
         repeat: Expression | str | None = None

@@ -412,31 +412,46 @@ class PayloadRef:
 class Payload(cs.Construct):  # type: ignore[misc]
     """``size`` bytes recorded as a :class:`PayloadRef`; the stream seeks past them.
 
+    With ``at`` (an absolute offset expression) the payload lies elsewhere in the file, as the
+    tensor data of a GGUF file does: it is recorded there and the stream does not move.
+
     When building, the value may be ``bytes``-like, a numpy array, or any object with a
     ``write_to(stream)`` method (so that large payloads can be streamed, never held whole).
     """
 
-    def __init__(self, size: Expression) -> None:
+    def __init__(self, size: Expression, at: Expression | None = None) -> None:
         super().__init__()
         self.size = size
+        self.at = at
 
     def _parse(self, stream: Any, context: Any, path: str) -> Any:
         offset = stream.tell()
         nbytes = evaluate(self.size, context, path, offset)
         if is_probe(stream):
             nbytes = require_known(nbytes, "its size", path)
-        elif not isinstance(nbytes, int) or nbytes < 0:
+            if self.at is None:
+                stream.seek(nbytes, os.SEEK_CUR)
+            return PayloadRef(offset, nbytes)
+        if not isinstance(nbytes, int) or nbytes < 0:
             raise FormatError(path, offset, f"payload size must be a non-negative integer, got {nbytes!r}")
-        else:
-            remaining = stream_size(stream) - offset
-            if nbytes > remaining:
-                raise FormatError(path, offset,
-                                  f"payload of {nbytes} bytes expected, only {remaining} left in the file")
-        stream.seek(nbytes, os.SEEK_CUR)
-        return PayloadRef(offset, nbytes)
+        start = offset
+        if self.at is not None:
+            start = evaluate(self.at, context, path, offset)
+            if not isinstance(start, int) or start < 0:
+                raise FormatError(path, offset, f"payload offset must be a non-negative integer, got {start!r}")
+        remaining = stream_size(stream) - start
+        if nbytes > remaining:
+            where = "" if self.at is None else f" at byte {start}"
+            raise FormatError(path, offset,
+                              f"payload of {nbytes} bytes expected{where}, only {max(remaining, 0)} left in the file")
+        if self.at is None:
+            stream.seek(nbytes, os.SEEK_CUR)
+        return PayloadRef(start, nbytes)
 
     def _build(self, obj: Any, stream: Any, context: Any, path: str) -> Any:
         offset = stream.tell()
+        if self.at is not None:
+            raise FormatError(path, offset, "a payload placed with `at` cannot be built (yet)")
         nbytes = evaluate(self.size, context, path, offset)
         if hasattr(obj, "write_to"):
             obj.write_to(stream)
@@ -451,6 +466,20 @@ class Payload(cs.Construct):  # type: ignore[misc]
 
     def _sizeof(self, context: Any, path: str) -> int:
         raise cs.SizeofError("payload size depends on the data", path=path)
+
+
+class Position(cs.Construct):  # type: ignore[misc]
+    """``type: offset``: the absolute stream offset where it stands; reads and writes nothing."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.flagbuildnone = True
+
+    def _parse(self, stream: Any, context: Any, path: str) -> int:
+        return int(stream.tell())
+
+    def _build(self, obj: Any, stream: Any, context: Any, path: str) -> int:
+        return int(stream.tell())
 
 
 class AlignTo(cs.Construct):  # type: ignore[misc]

@@ -9,7 +9,7 @@ read parsed fields and do arithmetic, nothing more:
 * literals (int, float, str, bool, None), lists and tuples;
 * names, resolved by the caller against parsed fields (never against Python globals);
   a name starting with ``_`` is refused, except ``_`` itself (the value being checked by
-  ``valid``) and ``_root``;
+  ``valid``), ``_root`` and ``_index`` (the position of the element being parsed in a repeat);
 * attribute access ``a.b`` and indexing ``a[i]`` on parsed values only (mappings and
   sequences); attributes starting with ``_`` are refused;
 * arithmetic ``+ - * / // %``, bit operations, comparisons, ``and or not``, ``x if c else y``;
@@ -107,7 +107,7 @@ _CMPOPS: dict[type[ast.cmpop], Callable[[Any, Any], Any]] = {
     ast.Is: operator.is_,
     ast.IsNot: operator.is_not,
 }
-_ALLOWED_UNDERSCORE_NAMES = {"_", "_root"}
+_ALLOWED_UNDERSCORE_NAMES = {"_", "_root", "_index"}  # _index: the element's position in a repeat
 
 
 class Expression:
