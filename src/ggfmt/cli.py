@@ -362,6 +362,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.debug:
             traceback.print_exc()
         print(f"fmt: internal error: {type(e).__name__}: {e}\n"
-              "This is a bug in ggfmt. Please report it with the command you ran "
-              "(add --debug to see the traceback).", file=sys.stderr)
+              "This is a bug in ggfmt. Please open an issue in ggfmt's repository with the command you ran "
+              "and this message (add --debug to see the traceback).", file=sys.stderr)
         return EXIT_INTERNAL
