@@ -6,6 +6,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -47,6 +48,22 @@ def run_fmt(*args: str | os.PathLike[str], env: dict[str, str] | None = None) ->
     proc = subprocess.run([sys.executable, "-m", "ggfmt", *map(os.fspath, args)], capture_output=True, text=True,
                           env=env, timeout=120)
     return Result(proc.returncode, proc.stdout, proc.stderr)
+
+
+Keys = list[tuple[str, list[str], Any]]
+Tensors = list[tuple[str, str, list[int], bytes]]
+
+
+def gguf_content(path: Path, skip_key: Callable[[str], bool] = lambda key: False) -> tuple[Keys, Tensors]:
+    """A GGUF file's keys (name, value types, value) and tensors (name, type, ne, bytes), in file
+    order, as gguf-py reads them; the GGUF.* header fields and keys `skip_key` names are left out."""
+    import gguf
+
+    reader = gguf.GGUFReader(path)
+    keys = [(f.name, [gguf.GGUFValueType(t).name for t in f.types], f.contents()) for f in reader.fields.values()
+            if not f.name.startswith("GGUF.") and not skip_key(f.name)]
+    tensors = [(t.name, t.tensor_type.name, [int(n) for n in t.shape], t.data.tobytes()) for t in reader.tensors]
+    return keys, tensors
 
 
 def assert_clean_failure(result: Result, directory: Path | None = None) -> str:

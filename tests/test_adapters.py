@@ -12,7 +12,7 @@ import gguf
 import numpy as np
 import pytest
 
-from conftest import FIXTURES, GENUINE, Fmt, assert_clean_failure
+from conftest import FIXTURES, GENUINE, Fmt, Keys, Tensors, assert_clean_failure, gguf_content
 from legacy_reader import read_ggla
 
 PEFT = FIXTURES / "peft"
@@ -49,16 +49,16 @@ def test_ggla_is_detected_and_parsed(fmt: Fmt) -> None:
         [(r.name, r.ne, r.data_offset, r.nbytes) for r in records]
 
 
-def gguf_keys(path: Path) -> list[tuple[str, list[str], Any]]:
-    reader = gguf.GGUFReader(path)
-    return [(f.name, [gguf.GGUFValueType(t).name for t in f.types], f.contents()) for f in reader.fields.values()
-            if not f.name.startswith("GGUF.") and f.name not in IGNORED_KEYS
-            and not f.name.startswith("general.base_model.")]
+def ignored(key: str) -> bool:
+    return key in IGNORED_KEYS or key.startswith("general.base_model.")
 
 
-def gguf_tensors(path: Path) -> list[tuple[str, str, list[int], bytes]]:
-    return [(t.name, t.tensor_type.name, [int(n) for n in t.shape], t.data.tobytes())
-            for t in gguf.GGUFReader(path).tensors]
+def gguf_keys(path: Path) -> Keys:
+    return gguf_content(path, ignored)[0]
+
+
+def gguf_tensors(path: Path) -> Tensors:
+    return gguf_content(path)[1]
 
 
 @pytest.mark.parametrize("which", ["adapter-bin", "adapter-safetensors"])

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
-from typing import Any
 
 import gguf
 import numpy as np
 import pytest
 from safetensors.numpy import load_file, save_file
 
-from conftest import FIXTURES, Fmt, assert_clean_failure
+from conftest import FIXTURES, Fmt, assert_clean_failure, gguf_content
 
 CLIP = FIXTURES / "clip"
 
@@ -20,14 +19,6 @@ def model_copy(tmp_path: Path) -> Path:
     directory = tmp_path / "tiny-clip"  # general.name comes from the directory's name
     shutil.copytree(CLIP / "tiny-clip", directory)
     return directory
-
-
-def content(path: Path) -> tuple[list[tuple[str, list[str], Any]], list[tuple[str, str, list[int], bytes]]]:
-    reader = gguf.GGUFReader(path)
-    keys = [(f.name, [gguf.GGUFValueType(t).name for t in f.types], f.contents())
-            for f in reader.fields.values() if not f.name.startswith("GGUF.")]
-    tensors = [(t.name, t.tensor_type.name, [int(n) for n in t.shape], t.data.tobytes()) for t in reader.tensors]
-    return keys, tensors
 
 
 @pytest.mark.parametrize(("reference", "flags"), [
@@ -41,8 +32,8 @@ def test_equal_to_the_upstream_converter(reference: str, flags: list[str], tmp_p
     result = fmt("to-gguf", directory, *flags)
     assert result.code == 0, result.err
     out = directory / f"{reference}.gguf"  # the seed's file name, in the model directory
-    keys, tensors = content(out)
-    ref_keys, ref_tensors = content(CLIP / "ref" / f"{reference}.gguf")
+    keys, tensors = gguf_content(out)
+    ref_keys, ref_tensors = gguf_content(CLIP / "ref" / f"{reference}.gguf")
     assert keys == ref_keys
     assert [t[:3] for t in tensors] == [t[:3] for t in ref_tensors]
     for ours, theirs in zip(tensors, ref_tensors, strict=True):

@@ -3,21 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import gguf
 import pytest
 
-from conftest import SYNTH, Fmt
-
-
-def gguf_content(path: Path) -> tuple[list[tuple[str, list[str], Any]], list[tuple[str, str, list[int], bytes]]]:
-    """Keys (name, value types, value) and tensors (name, type, ne, bytes), in file order."""
-    reader = gguf.GGUFReader(path)
-    keys = [(f.name, [gguf.GGUFValueType(t).name for t in f.types], f.contents())
-            for f in reader.fields.values() if not f.name.startswith("GGUF.")]
-    tensors = [(t.name, t.tensor_type.name, [int(n) for n in t.shape], t.data.tobytes()) for t in reader.tensors]
-    return keys, tensors
+from conftest import SYNTH, Fmt, gguf_content
 
 
 @pytest.mark.parametrize("name", ["ggcp-v1-adam-past3", "ggcp-v1-lbfgs", "ggcl-adam-past2", "ggcl-lbfgs-past4"])
