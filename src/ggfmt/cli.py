@@ -10,6 +10,7 @@ import argparse
 import json
 import signal
 import sys
+import textwrap
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
@@ -51,6 +52,11 @@ exit status:
 """
 
 
+def _wrap(text: str) -> str:
+    """A description as paragraphs of terminal width (the raw formatter keeps line breaks as given)."""
+    return "\n\n".join(textwrap.fill(" ".join(p.split()), 88) for p in text.split("\n\n"))
+
+
 class _Formatter(argparse.RawDescriptionHelpFormatter):
     def __init__(self, prog: str) -> None:
         super().__init__(prog, max_help_position=34)
@@ -83,8 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = commands.add_parser("parse", parents=[common],
                             help="show a file's fields and tensors (header only, payloads not read)",
-                            description="Parse FILE against its schema and show every field and every tensor "
-                                        "(name, type, ne, absolute offset, bytes). Tensor payloads are not read.",
+                            description=_wrap("Parse FILE against its schema and show every field and every tensor "
+                                        "(name, type, ne, absolute offset, bytes). Tensor payloads are not read."),
                             formatter_class=_Formatter)
     p.add_argument("file", type=Path, metavar="FILE")
     p.add_argument("--json", action="store_true", help="print one JSON document (fields and tensors) for scripts")
@@ -92,17 +98,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=cmd_parse)
 
     p = commands.add_parser("to-gguf", parents=[common], help="convert a checkpoint or an adapter to GGUF",
-                            description="Convert INPUT to GGUF. A ggcp file becomes a GGUF training checkpoint "
+                            description=_wrap("Convert INPUT to GGUF. A ggcp file becomes a GGUF training checkpoint "
                                         "and a ggcl file a GGUF finetune checkpoint, which llama.cpp's trainers "
                                         "resume from (through the mapping table mappings/<schema>-gguf.yaml). "
                                         "A ggla adapter or a PEFT adapter directory becomes a GGUF LoRA adapter "
-                                        "that current llama.cpp loads and that means the same. Payloads are "
-                                        "copied, or transformed one tensor at a time; never all held in memory.",
+                                        "that current llama.cpp loads and that means the same. A CLIP model "
+                                        "directory becomes the GGUF of llama.cpp's clip/llava code. Payloads are "
+                                        "copied, or transformed one tensor at a time; never all held in memory. "
+                                        "The output is written next to its final name and renamed into place "
+                                        "once it is on disk."),
                             formatter_class=_Formatter)
-    p.add_argument("file", type=Path, metavar="INPUT", help="a file, or a PEFT adapter directory")
+    p.add_argument("file", type=Path, metavar="INPUT",
+                   help="a ggcp, ggcl or ggla file, a PEFT adapter directory or a CLIP model directory")
     p.add_argument("-o", "--output", type=Path, metavar="OUT.gguf",
                    help="output file (default: INPUT with the suffix .gguf; for a PEFT directory "
-                        "DIR/ggml-adapter-model.gguf)")
+                        "DIR/ggml-adapter-model.gguf; for a CLIP directory DIR/[text-|vision-|mmproj-]model-f16.gguf)")
     p.add_argument("--force", action="store_true", help="replace OUT.gguf if it exists")
     p.add_argument("--mapping", metavar="NAME", help="mapping table to use (default: <schema>-gguf)")
     p.add_argument("--base", type=Path, metavar="HF_MODEL_DIR",
@@ -127,12 +137,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=cmd_to_gguf)
 
     p = commands.add_parser("to-ggla", parents=[common], help="convert a PEFT adapter to a 2023 ggla adapter",
-                            description="Write the ggla adapter that convert-lora-to-ggml.py wrote for a Hugging "
+                            description=_wrap("Write the ggla adapter that convert-lora-to-ggml.py wrote for a Hugging "
                                         "Face PEFT LoRA adapter directory (adapter_config.json with "
                                         "adapter_model.safetensors or adapter_model.bin), byte for byte, by "
                                         "building the ggla schema. Options the format cannot express "
                                         "(fan_in_fan_out, bias, modules_to_save, a non-integer lora_alpha, ...) "
-                                        "are refused.",
+                                        "are refused."),
                             formatter_class=_Formatter)
     p.add_argument("file", type=Path, metavar="PEFT_DIR")
     p.add_argument("-o", "--output", type=Path, metavar="OUT",
@@ -179,8 +189,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=cmd_to_hf)
 
     p = commands.add_parser("schemas", parents=[common], help="list the schemas ggfmt knows",
-                            description="List the schemas found in the schema directories (ggfmt's own "
-                                        "and those in GGFMT_SCHEMA_PATH), with the magic each detects.",
+                            description=_wrap("List the schemas found in the schema directories (ggfmt's own "
+                                        "and those in GGFMT_SCHEMA_PATH), with the magic each detects."),
                             formatter_class=_Formatter)
     p.set_defaults(run=cmd_schemas)
     return parser
