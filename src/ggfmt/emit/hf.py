@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import FormatError, UsageError
-from ..tensors import Progress
+from ..tensors import EarlyWriteback, Progress
 
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
@@ -72,9 +72,12 @@ def write_safetensors(path: Path, tensors: Sequence[SafetensorsTensor], progress
     # transformers refuses a safetensors file whose format is not one it knows
     header = safetensors_header(tensors, {"format": "pt"} if metadata is None else metadata)
     with path.open("wb") as f:
+        writeback = EarlyWriteback(f.fileno())  # the disk write overlaps the conversion (see tensors.py)
         f.write(header)
         for tensor in tensors:
             f.write(_tensor_bytes(tensor))
+            f.flush()
+            writeback()
             if progress is not None:
                 progress(tensor.nbytes)
         return f.tell()
