@@ -1,12 +1,15 @@
 """Construct classes that carry the schema language's semantics.
 
-A YAML schema compiles to an ordinary Construct tree (``Struct`` of named fields, ``Computed``
+A YAML schema compiles to an ordinary Construct tree (``Struct`` of named fields, computed
 instances, primitive ``FormatField`` leaves); the classes here add what Construct lacks:
 
 * :class:`Field` - one schema field: repetition, ``if``, ``valid``, ``contents``, ``rebuild``,
-  bounds checked against the bytes actually left in the file, and errors that name the field's
-  dotted path and byte offset;
-* :class:`Payload` - a byte range that is recorded (offset, size), never read;
+  bounds checked against the bytes actually left in the file, errors that name the field's
+  dotted path and byte offset, and that offset recorded for later messages;
+* :class:`Payload` - a byte range that is recorded (offset, size), never read; in place, or
+  at an absolute offset (``at:``);
+* :class:`SizedBytes` - ``bytes`` and ``str`` of an expression-given size;
+* :class:`Position` - ``type: offset``, the current absolute offset;
 * :class:`AlignTo` - padding up to a multiple of the *absolute* stream offset;
 * :class:`WithArgs` - passes arguments to a parameterised type;
 * :class:`ChooseBySize` / :class:`SwitchOn` - choices between alternatives;
