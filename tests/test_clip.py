@@ -31,7 +31,7 @@ def test_equal_to_the_upstream_converter(reference: str, flags: list[str], tmp_p
     directory = model_copy(tmp_path)
     result = fmt("to-gguf", directory, *flags)
     assert result.code == 0, result.err
-    out = directory / f"{reference}.gguf"  # the seed's file name, in the model directory
+    out = directory / f"{reference}.gguf"  # the upstream converter's file name, in the model directory
     keys, tensors = gguf_content(out)
     ref_keys, ref_tensors = gguf_content(CLIP / "ref" / f"{reference}.gguf")
     assert keys == ref_keys

@@ -44,14 +44,14 @@ def is_clip_directory(path: Path) -> bool:
 
 
 def default_output(directory: Path, options: ClipOptions) -> Path:
-    """The seed's name: [text-|vision-|mmproj-]model-f16|f32.gguf in the model directory."""
+    """The upstream converter's name: [text-|vision-|mmproj-]model-f16|f32.gguf in the model directory."""
     middle = "text-" if options.text_only else "vision-" if options.vision_only else \
         "mmproj-" if options.llava_projector else ""
     return directory / f"{middle}model-{'f32' if options.use_f32 else 'f16'}.gguf"
 
 
 def tensor_dtype(name: str, ndim: int, use_f32: bool) -> np.dtype[Any]:
-    """The seed's policy: 4-D tensors (the patch convolution) always f16, as ggml's convolution
+    """The upstream converter's policy: 4-D tensors (the patch convolution) always f16, as ggml's convolution
     needs; with f16 output, 2-D `.weight` tensors f16 and the rest f32; with --use-f32, f32."""
     if ndim == 4:
         return F16
@@ -61,7 +61,7 @@ def tensor_dtype(name: str, ndim: int, use_f32: bool) -> np.dtype[Any]:
 
 
 def projector_dtype(ndim: int) -> np.dtype[Any]:
-    """Projector tensors: 2-D in f16, the rest in f32, whatever --use-f32 says (as the seed)."""
+    """Projector tensors: 2-D in f16, the rest in f32, whatever --use-f32 says (as upstream)."""
     return F16 if ndim == 2 else F32
 
 
@@ -165,7 +165,7 @@ def _check_all_known(weights: _Weights, known: set[str], has_llava: bool, vision
 
 def _converted(weights: WeightsFile, hf_name: str, gguf_name: str, use_f32: bool) -> OutputTensor:
     info = weights.info(hf_name)
-    shape = tuple(n for n in info.shape if n != 1)  # the seed squeezes every tensor
+    shape = tuple(n for n in info.shape if n != 1)  # upstream squeezes every tensor
     dtype = tensor_dtype(gguf_name, len(shape), use_f32)
     return _output(gguf_name, shape, dtype, lambda: weights.load(hf_name))
 
