@@ -29,10 +29,6 @@ LORA_KEYS = "lora-gguf"
 GGLA_RULES = "ggla-gguf"
 
 
-def _array_source(produce: Any, shape: tuple[int, ...], dtype: np.dtype[Any]) -> ArraySource:
-    return ArraySource(produce, int(np.prod(shape, dtype=np.int64)) * dtype.itemsize)
-
-
 def _ggml_type(dtype: np.dtype[Any]) -> int:
     return transforms.GGML_TYPE_OF_DTYPE[np.dtype(dtype)]
 
@@ -61,7 +57,7 @@ def peft_to_ggla_fields(adapter: PeftAdapter) -> dict[str, Any]:
 
 def _ggla_record(name: str, shape: tuple[int, ...], dtype: np.dtype[Any], produce: Any) -> dict[str, Any]:
     return {"ftype": _ggml_type(dtype), "ne": list(reversed(shape)), "name": name,
-            "data": _array_source(lambda: np.asarray(produce(), dtype=dtype), shape, dtype)}
+            "data": ArraySource.of(lambda: np.asarray(produce(), dtype=dtype), shape, dtype)}
 
 
 # -- PEFT -> GGUF ------------------------------------------------------------------------------
@@ -76,10 +72,12 @@ def peft_to_gguf(adapter: PeftAdapter, base: BaseModel) -> GGUFPlan:
     for module in adapter.modules:
         info_a, info_b = adapter.info(module.key_a), adapter.info(module.key_b)
         a_dtype, b_dtype = info_a.dtype, info_b.dtype
+        def load_a(key: str = module.key_a, dt: np.dtype[Any] = a_dtype) -> Any:
+            return np.asarray(adapter.load(key), dtype=dt)
+
         entries.append((module.key_a, OutputTensor(
             module.gguf_name + ".lora_a", tuple(reversed(info_a.shape)), _ggml_type(a_dtype),
-            _array_source(lambda key=module.key_a, dt=a_dtype: np.asarray(adapter.load(key), dtype=dt),
-                          info_a.shape, a_dtype))))
+            ArraySource.of(load_a, info_a.shape, a_dtype))))
         n_head = heads[module.rope_heads] if base.rope_permute and module.rope_heads else None
 
         def load_b(key: str = module.key_b, dt: np.dtype[Any] = b_dtype, n: int | None = n_head) -> Any:
@@ -88,7 +86,7 @@ def peft_to_gguf(adapter: PeftAdapter, base: BaseModel) -> GGUFPlan:
 
         entries.append((module.key_b, OutputTensor(
             module.gguf_name + ".lora_b", tuple(reversed(info_b.shape)), _ggml_type(b_dtype),
-            _array_source(load_b, info_b.shape, b_dtype))))
+            ArraySource.of(load_b, info_b.shape, b_dtype))))
     metadata = resolve_metadata(load_mapping(LORA_KEYS), [{"lora_alpha": adapter.config["lora_alpha"]}],
                                 base.architecture, str(adapter.config_path))
     return GGUFPlan(base.architecture, metadata, [tensor for _, tensor in sorted(entries, key=lambda e: e[0])])

@@ -185,6 +185,5 @@ def _projector_tensors(path: Path, rename: dict[str, str]) -> list[OutputTensor]
 
 
 def _output(name: str, shape: tuple[int, ...], dtype: np.dtype[Any], load: Any) -> OutputTensor:
-    nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-    source = ArraySource(lambda: np.asarray(load(), dtype=dtype).reshape(shape), nbytes)
+    source = ArraySource.of(lambda: np.asarray(load(), dtype=dtype).reshape(shape), shape, dtype)
     return OutputTensor(name, tuple(reversed(shape)), GGML_TYPE_OF_DTYPE[dtype], source)

@@ -105,6 +105,13 @@ class ArraySource:
     produce: Callable[[], Any]
     nbytes: int
 
+    @classmethod
+    def of(cls, produce: Callable[[], Any], shape: tuple[int, ...], dtype: Any) -> ArraySource:
+        """A source of an array whose shape (numpy order) and dtype are known before it is computed."""
+        import numpy as np
+
+        return cls(produce, int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize)
+
     def write_to(self, stream: Any, progress: Progress | None = None) -> None:
         import numpy as np
 

@@ -40,7 +40,6 @@ class Schema:
     source: str
     construct: cs.Construct
     params: dict[str, Param] = field(default_factory=dict)
-    magic: bytes | None = None
     trailing: bool = False
 
 
@@ -158,7 +157,6 @@ def load_yaml_schema(path: Path) -> Schema:
         source=str(path),
         construct=ns.construct(schema_id),
         params=_params(data.get("params"), path.name),
-        magic=_magic(data),
         trailing=bool(meta.get("trailing", False)),
     )
 

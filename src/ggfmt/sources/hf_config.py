@@ -15,7 +15,6 @@ NAME_TABLE = "hf-llama"
 @dataclass(frozen=True)
 class BaseModel:
     config_path: Path
-    hf_architecture: str
     architecture: str  # gguf-py's name: "llama"
     rope_permute: bool
     n_head: int
@@ -43,7 +42,6 @@ def read_base_config(directory: Path) -> BaseModel:
             raise FormatError(field, None, f"expected a positive integer, got {value!r}", str(path))
     return BaseModel(
         config_path=path,
-        hf_architecture=hf_arch,
         architecture=str(gguf.MODEL_ARCH_NAMES[gguf.MODEL_ARCH[str(entry["gguf"])]]),
         rope_permute=bool(entry.get("rope_permute", False)),
         n_head=int(str(n_head)),
