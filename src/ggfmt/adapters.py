@@ -20,7 +20,7 @@ from . import transforms
 from .document import Document
 from .emit.gguf import GGUFPlan, OutputTensor, resolve_metadata
 from .errors import FormatError, UsageError
-from .mapping import gguf_tensor_name, load_mapping
+from .mapping import MappingTable, gguf_tensor_name, load_mapping
 from .sources.hf_config import BaseModel
 from .sources.peft import PeftAdapter, check_convertible
 from .tensors import ArraySource, FileSlice, PayloadSource
@@ -105,9 +105,10 @@ def _matcher(symbols: list[str]) -> re.Pattern[str]:
     return re.compile(r"(?:" + "|".join(names) + r")\.weight")
 
 
-def ggla_to_gguf(doc: Document, architecture: str) -> GglaConversion:
-    """A GGUF adapter that means in current llama.cpp what the ggla meant in 2023's."""
-    table = load_mapping(GGLA_RULES)
+def ggla_to_gguf(doc: Document, architecture: str, table: MappingTable | None = None) -> GglaConversion:
+    """A GGUF adapter that means in current llama.cpp what the ggla meant in 2023's
+    (``table``: the ``ggla-gguf`` rules unless another table is given)."""
+    table = table if table is not None else load_mapping(GGLA_RULES)
     rules = table.rules
     suffixes: dict[str, str] = dict(rules["suffixes"])
     flipped = _matcher(list(rules["flipped"]))

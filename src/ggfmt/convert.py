@@ -1,9 +1,9 @@
 """Which conversion an input needs, and where its output goes by default.
 
 A directory holding ``adapter_config.json`` is a PEFT adapter, one whose config.json says
-CLIP is a CLIP model; a file is parsed through its schema and converted by the schema's
-converter (ggla: the adapter rules) or, for every other layout, by its mapping table
-``<schema>-gguf``.
+CLIP is a CLIP model; a file is parsed through its schema and converted through its mapping
+table ``<schema>-gguf``: by the table's entries, or by the converter the table names (the
+ggla table names ``lora-adapter``, whose rules are more than a list of entries).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any
 
 from .clip import ClipOptions
 from .emit.gguf import GGUFPlan
-from .errors import UsageError
+from .errors import SchemaError, UsageError
 
 PEFT_OUTPUT = "ggml-adapter-model"  # the file name convert-lora-to-ggml.py chose, in the adapter directory
 
@@ -67,15 +67,6 @@ def to_gguf(source: Path, *, schema: str | None = None, params: Mapping[str, Any
     from .engine import parse
 
     doc = parse(source, schema, params)
-    if doc.schema.id == "ggla":
-        if mapping is not None:
-            raise UsageError("--mapping does not apply to ggla adapters")
-        from .adapters import check_architecture, ggla_to_gguf
-
-        converted = ggla_to_gguf(doc, check_architecture(arch or "llama"))
-        return GGUFConversion(converted.plan, "ggla -> GGUF LoRA adapter", converted.warnings)
-    if arch is not None:
-        raise UsageError("--arch applies to ggla adapters only")
     from .emit.gguf import plan_gguf
     from .mapping import load_mapping, mapping_exists
 
@@ -83,7 +74,17 @@ def to_gguf(source: Path, *, schema: str | None = None, params: Mapping[str, Any
     if mapping is None and not mapping_exists(name):
         raise UsageError(f"{source}: ggfmt has no GGUF conversion for {doc.schema.id} files "
                          f"(no mapping table {name}); `fmt parse` still shows what is inside")
-    return GGUFConversion(plan_gguf(doc, load_mapping(name)), f"{doc.schema.id} -> GGUF via {name}")
+    table = load_mapping(name)
+    if table.converter == "lora-adapter":
+        from .adapters import check_architecture, ggla_to_gguf
+
+        converted = ggla_to_gguf(doc, check_architecture(arch or "llama"), table)
+        return GGUFConversion(converted.plan, f"{doc.schema.id} -> GGUF LoRA adapter", converted.warnings)
+    if table.converter is not None:
+        raise SchemaError(name, f"`converter: {table.converter}` is not a converter ggfmt has (it has lora-adapter)")
+    if arch is not None:
+        raise UsageError("--arch applies to ggla adapters only")
+    return GGUFConversion(plan_gguf(doc, table), f"{doc.schema.id} -> GGUF via {name}")
 
 
 def _peft_to_gguf(directory: Path, base: Path | None) -> GGUFConversion:

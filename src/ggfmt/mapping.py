@@ -30,7 +30,7 @@ METADATA_KEYS = {"key", "gguf", "type", "value", "when", "doc"}
 TENSOR_KEYS = {"from", "gguf", "name", "suffix", "when", "doc"}
 GROUP_KEYS = {"items", "when", "for", "as", "doc"}
 BLOCK_ID = "bid"  # the index inside a `for` group: gguf-py's tensor name templates call it bid
-TOP_KEYS = {"doc", "source", "target", "architecture", "metadata", "tensors", "rules"}
+TOP_KEYS = {"doc", "source", "target", "architecture", "metadata", "tensors", "rules", "converter"}
 
 
 @dataclass(frozen=True)
@@ -66,6 +66,7 @@ class MappingTable:
     metadata: list[Any]
     tensors: list[Any]
     rules: dict[str, Any]  # facts for the converter that uses the table (see the table's doc)
+    converter: str | None = None  # a converter of ggfmt's own that applies the table, instead of its entries
 
 
 def mapping_dirs() -> list[Path]:
@@ -106,6 +107,7 @@ def _load(path: Path, including: tuple[str, ...]) -> MappingTable:
         metadata=_items(data.get("metadata") or [], "metadata", f"{source}: metadata", chain),
         tensors=_items(data.get("tensors") or [], "tensors", f"{source}: tensors", chain),
         rules=dict(data.get("rules") or {}),
+        converter=str(data["converter"]) if data.get("converter") else None,
     )
 
 
