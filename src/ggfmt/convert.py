@@ -11,11 +11,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .clip import ClipOptions
-from .emit.gguf import GGUFPlan
 from .errors import SchemaError, UsageError
+
+if TYPE_CHECKING:  # not at run time: the CLIP converter imports numpy, which a checkpoint's plan does not need
+    from .clip import ClipOptions
+    from .emit.gguf import GGUFPlan
 
 PEFT_OUTPUT = "ggml-adapter-model"  # the file name convert-lora-to-ggml.py chose, in the adapter directory
 
@@ -35,7 +37,7 @@ def default_gguf_output(source: Path, clip: ClipOptions | None = None) -> Path:
     if source.is_dir():
         if is_peft_directory(source):
             return source / f"{PEFT_OUTPUT}.gguf"
-        from .clip import default_output
+        from .clip import ClipOptions, default_output
 
         return default_output(source, clip or ClipOptions())
     return source.with_suffix(".gguf")
@@ -52,7 +54,7 @@ def to_gguf(source: Path, *, schema: str | None = None, params: Mapping[str, Any
             if clip is not None:
                 raise UsageError("the CLIP options apply to a CLIP model directory, not to a PEFT adapter")
             return _peft_to_gguf(source, base)
-        from .clip import clip_to_gguf, is_clip_directory
+        from .clip import ClipOptions, clip_to_gguf, is_clip_directory
 
         if not is_clip_directory(source):
             raise UsageError(f"{source}: a directory to convert is a PEFT adapter (adapter_config.json) "

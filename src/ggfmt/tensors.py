@@ -1,64 +1,22 @@
 """Tensor payloads: where an output tensor's bytes come from, and moving them.
 
-A payload source is a :class:`FileSlice` (bytes copied from an input file by the kernel:
-``os.copy_file_range``, then ``os.sendfile``, then a fixed-size buffer) or an
-:class:`ArraySource` (a numpy array computed when it is written, one tensor at a time).
+A payload source is a :class:`FileSlice` (a range of an input file, copied as it is) or an
+:class:`ArraySource` (a numpy array computed when it is written, one tensor at a time). Both
+append themselves to a :class:`~ggfmt.sink.Sink`, which decides how bytes reach the disk.
 Memory use never grows with the size of the whole file.
 """
 
 from __future__ import annotations
 
-import io
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-CHUNK = 8 << 20  # bytes per system call (also the size of the fallback buffer)
+from .sink import Progress, Sink
 
-Progress = Callable[[int], None]
-
-
-def copy_range(src_fd: int, src_offset: int, dst_fd: int, nbytes: int, progress: Progress | None = None) -> None:
-    """Append ``nbytes`` of ``src_fd`` starting at ``src_offset`` at ``dst_fd``'s current position."""
-    done = 0
-    method = _copy_file_range if hasattr(os, "copy_file_range") else _sendfile
-    while done < nbytes:
-        count = min(CHUNK, nbytes - done)
-        try:
-            n = method(src_fd, src_offset + done, dst_fd, count)
-        except OSError:
-            # Not supported between these two files (e.g. across some file systems): go down a step.
-            if method is _copy_file_range:
-                method = _sendfile
-                continue
-            if method is _sendfile:
-                method = _buffered
-                continue
-            raise
-        if n <= 0:
-            raise OSError(f"the input ended {nbytes - done} bytes early while copying a payload")
-        done += n
-        if progress is not None:
-            progress(n)
-
-
-def _copy_file_range(src_fd: int, src_offset: int, dst_fd: int, count: int) -> int:
-    return os.copy_file_range(src_fd, dst_fd, count, src_offset)
-
-
-def _sendfile(src_fd: int, src_offset: int, dst_fd: int, count: int) -> int:
-    return os.sendfile(dst_fd, src_fd, src_offset, count)
-
-
-def _buffered(src_fd: int, src_offset: int, dst_fd: int, count: int) -> int:
-    data = os.pread(src_fd, count, src_offset)
-    view = memoryview(data)
-    while view:
-        written = os.write(dst_fd, view)
-        view = view[written:]
-    return len(data)
+CHUNK = 8 << 20  # bytes per read when a payload is streamed into a plain file object
 
 
 @dataclass(frozen=True)
@@ -77,25 +35,23 @@ class FileSlice:
             raise OSError(f"{self.path} ended {self.nbytes - len(data)} bytes early")
         return data
 
-    def write_to(self, stream: Any, progress: Progress | None = None) -> None:
+    def write_to(self, out: Sink | Any, progress: Progress | None = None) -> None:
+        """Append the bytes to a :class:`~ggfmt.sink.Sink` (copied by the kernel or by direct I/O) or
+        to any binary file object (read and written in pieces)."""
         with open(self.path, "rb") as src:
-            try:
-                dst_fd = stream.fileno()
-            except (AttributeError, io.UnsupportedOperation):
-                dst_fd = None
-            if dst_fd is None:
-                src.seek(self.offset)
-                left = self.nbytes
-                while left:
-                    chunk = src.read(min(CHUNK, left))
-                    if not chunk:
-                        raise OSError(f"{self.path} ended {left} bytes early")
-                    stream.write(chunk)
-                    left -= len(chunk)
+            if isinstance(out, Sink):
+                out.copy_from(src.fileno(), self.offset, self.nbytes, progress)
                 return
-            stream.flush()
-            copy_range(src.fileno(), self.offset, dst_fd, self.nbytes, progress)
-            stream.seek(0, os.SEEK_END)  # resynchronise the buffered stream with the descriptor
+            src.seek(self.offset)
+            left = self.nbytes
+            while left:
+                chunk = src.read(min(CHUNK, left))
+                if not chunk:
+                    raise OSError(f"{self.path} ended {left} bytes early")
+                out.write(chunk)
+                left -= len(chunk)
+                if progress is not None:
+                    progress(len(chunk))
 
 
 @dataclass(frozen=True)
@@ -112,40 +68,15 @@ class ArraySource:
 
         return cls(produce, int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize)
 
-    def write_to(self, stream: Any, progress: Progress | None = None) -> None:
+    def write_to(self, out: Sink | Any, progress: Progress | None = None) -> None:
         import numpy as np
 
         array = np.ascontiguousarray(self.produce())
         if array.nbytes != self.nbytes:
             raise ValueError(f"a transform produced {array.nbytes} bytes where {self.nbytes} were expected")
-        stream.write(array.data.cast("B"))  # C-contiguous: written without a copy
+        out.write(array.data.cast("B"))  # C-contiguous: written without a copy
         if progress is not None:
             progress(self.nbytes)
 
 
 PayloadSource = FileSlice | ArraySource
-
-
-class EarlyWriteback:
-    """Asks the kernel to start writing an output's dirty pages to disk while the output grows.
-
-    Without it, gigabytes of dirty pages pile up and the final fsync (or the kernel's own
-    throttling, mid-copy) waits for all of them at once; with it the disk write overlaps the
-    copy and the final fsync finds almost nothing left. POSIX_FADV_DONTNEED on Linux starts
-    that writeback without waiting for it.
-    """
-
-    STEP = 64 << 20  # bytes between requests
-
-    def __init__(self, fd: int) -> None:
-        self.fd = fd
-        self.requested = 0
-        self.available = hasattr(os, "posix_fadvise")
-
-    def __call__(self, _written: int = 0) -> None:
-        if not self.available:
-            return
-        end = os.lseek(self.fd, 0, os.SEEK_CUR)
-        if end - self.requested >= self.STEP:
-            os.posix_fadvise(self.fd, self.requested, end - self.requested, os.POSIX_FADV_DONTNEED)
-            self.requested = end

@@ -1,8 +1,8 @@
 """GGUF output: a plan (keys and tensors with their payload sources) written to a file.
 
 The header, metadata and tensor infos are written by gguf-py's ``GGUFWriter``; the payloads
-are then appended by ggfmt itself, each aligned as GGUF requires: copied from the input file
-when unchanged, computed one tensor at a time when a transform applies.  Nothing the size of
+are then appended by ggfmt itself (:mod:`ggfmt.sink`), each aligned as GGUF requires: copied
+from the input file when unchanged, computed one tensor at a time when a transform applies.  Nothing the size of
 the whole file is ever held in memory.  :func:`plan_gguf` resolves a mapping table against a
 parsed document; the adapter converters build plans of their own.
 """
@@ -18,7 +18,8 @@ from ..engine import tensor_ref
 from ..errors import FormatError, SchemaError
 from ..mapping import BLOCK_ID, MappingTable, MetadataEntry, Scope, TensorEntry, evaluate_entry, walk
 from ..schema.constructs import TensorContainer
-from ..tensors import EarlyWriteback, FileSlice, PayloadSource, Progress
+from ..sink import Progress, Sink, open_sink
+from ..tensors import FileSlice, PayloadSource
 
 _INT_RANGES = {
     "u8": (0, 2**8 - 1), "i8": (-(2**7), 2**7 - 1), "u16": (0, 2**16 - 1), "i16": (-(2**15), 2**15 - 1),
@@ -131,8 +132,8 @@ def _checked(value: Any, value_type: str, key: str, source: str, where: tuple[st
 def write_gguf(plan: GGUFPlan, out_path: Path, progress: Progress | None = None) -> None:
     """Write ``plan`` to ``out_path``: header and metadata through gguf-py, then each payload.
 
-    Writing to disk starts while copying (see :class:`~ggfmt.tensors.EarlyWriteback`): the disk
-    write overlaps the copy, and the final fsync before the rename finds little left."""
+    The payloads are appended through a :class:`~ggfmt.sink.Sink` (direct I/O where the file
+    system allows), each at the alignment GGUF requires."""
     import gguf
     import numpy as np
 
@@ -153,31 +154,22 @@ def write_gguf(plan: GGUFPlan, out_path: Path, progress: Progress | None = None)
         # matters to it for uint8 (byte-shaped quantized data), which ggfmt never passes.
         writer.add_tensor_info(t.name, list(reversed(t.ne)), np.dtype(np.float32), t.nbytes,
                                raw_dtype=gguf.GGMLQuantizationType(t.ggml_type))
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_ti_data_to_file()
-    assert writer.fout is not None
-    out = writer.fout[0]
-    alignment = writer.data_alignment
-    writeback = EarlyWriteback(out.fileno())
-
-    def step(written: int) -> None:
-        if progress is not None:
-            progress(written)
-        writeback(written)
-
     try:
+        writer.write_header_to_file()
+        writer.write_kv_data_to_file()
+        writer.write_ti_data_to_file()
+    finally:
+        writer.close()
+    alignment = writer.data_alignment
+    with open_sink(out_path) as out:
         for t in plan.tensors:
             _pad(out, alignment)
             start = out.tell()
-            t.source.write_to(out, step)
+            t.source.write_to(out, progress)
             if out.tell() - start != t.nbytes:
                 raise OSError(f"tensor {t.name}: {out.tell() - start} bytes written, {t.nbytes} expected")
         _pad(out, alignment)
-        out.flush()
-    finally:
-        writer.close()
 
 
-def _pad(out: Any, alignment: int) -> None:
-    out.write(b"\0" * (-out.tell() % alignment))
+def _pad(out: Sink, alignment: int) -> None:
+    out.write(bytes(-out.tell() % alignment))

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import FormatError, UsageError
-from ..tensors import EarlyWriteback, Progress
+from ..sink import Progress, open_sink
 
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
@@ -71,16 +71,13 @@ def write_safetensors(path: Path, tensors: Sequence[SafetensorsTensor], progress
     """Write ``tensors`` to ``path``, computing and writing one at a time; returns the file's size."""
     # transformers refuses a safetensors file whose format is not one it knows
     header = safetensors_header(tensors, {"format": "pt"} if metadata is None else metadata)
-    with path.open("wb") as f:
-        writeback = EarlyWriteback(f.fileno())  # the disk write overlaps the conversion (see tensors.py)
-        f.write(header)
+    path.write_bytes(header)
+    with open_sink(path) as out:
         for tensor in tensors:
-            f.write(_tensor_bytes(tensor))
-            f.flush()
-            writeback()
+            out.write(_tensor_bytes(tensor))
             if progress is not None:
                 progress(tensor.nbytes)
-        return f.tell()
+        return out.tell()
 
 
 def _tensor_bytes(tensor: SafetensorsTensor) -> memoryview:
