@@ -133,3 +133,29 @@ def test_aborting_leaves_no_thread_behind(tmp_path: Path, monkeypatch: pytest.Mo
         sink.write(bytes(5 * DirectSink.BUFFER_BYTES))
         raise KeyboardInterrupt
     assert not [t for t in threading.enumerate() if t.name == "ggfmt-writer"]
+
+
+@pytest.mark.parametrize("refused", [["copy_file_range"], ["copy_file_range", "sendfile"]])
+def test_page_cache_copy_steps_down_when_the_kernel_refuses(refused: list[str], tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[str] = []
+
+    def refuse(name: str) -> Any:
+        def call(*args: Any) -> int:
+            calls.append(name)
+            raise OSError(errno.EXDEV, "Invalid cross-device link")
+        return call
+
+    for name in refused:
+        monkeypatch.setattr(os, name, refuse(name))
+    monkeypatch.setenv("GGFMT_DIRECT_IO", "0")
+    source = tmp_path / "source.bin"
+    source_bytes = random.Random(2).randbytes(50_000)
+    source.write_bytes(source_bytes)
+    out = tmp_path / "out.bin"
+    out.write_bytes(b"head")
+    with open(source, "rb") as src, open_sink(out) as sink:
+        sink.copy_from(src.fileno(), 10, 40_000)
+        sink.copy_from(src.fileno(), 0, 5)
+    assert out.read_bytes() == b"head" + source_bytes[10:40_010] + source_bytes[:5]
+    assert calls == refused  # each refused once, then not asked again

@@ -77,7 +77,11 @@ def _open(path: Path) -> Sink:
             if e.errno != errno.EINVAL:  # EINVAL: this file system does not do direct I/O
                 raise
         else:
-            return DirectSink(fd)
+            try:
+                return DirectSink(fd)
+            except BaseException:
+                os.close(fd)
+                raise
     fd = os.open(path, os.O_WRONLY)  # not O_APPEND: copy_file_range refuses such a destination
     os.lseek(fd, 0, os.SEEK_END)
     return CachedSink(fd)
@@ -149,12 +153,15 @@ class DirectSink(Sink):
     def close(self) -> None:
         size = self.tell()
         padded = -self._fill % self.BLOCK
-        if self._fill:
-            self._buffer[self._fill: self._fill + padded] = bytes(padded)
-            self._fill += padded
-            self._hand_over()
-        self._finish()
         try:
+            if self._fill:
+                self._buffer[self._fill: self._fill + padded] = bytes(padded)
+                self._fill += padded
+                self._hand_over()
+        finally:
+            self._finish(raise_error=False)
+        try:
+            self._raise_writer_error()
             if padded:
                 os.ftruncate(self._fd, size)
         finally:
@@ -222,8 +229,11 @@ class CachedSink(Sink):
     def __init__(self, fd: int) -> None:
         self._fd = fd
         self._size = os.fstat(fd).st_size
-        self._copy: Callable[[int, int, int], int] = (
-            self._copy_file_range if hasattr(os, "copy_file_range") else self._sendfile)
+        # Fastest first; a method the platform lacks, or that fails between these two files
+        # (e.g. across some file systems), gives way to the next.
+        candidates: list[tuple[str, Callable[[int, int, int], int]]] = [
+            ("copy_file_range", self._copy_file_range), ("sendfile", self._sendfile), ("pread", self._buffered)]
+        self._methods = [method for name, method in candidates if hasattr(os, name)]
         self._written_back = 0
 
     def write(self, data: Any) -> None:
@@ -239,16 +249,12 @@ class CachedSink(Sink):
         while done < nbytes:
             count = min(COPY_CHUNK, nbytes - done)
             try:
-                n = self._copy(src_fd, offset + done, count)
+                n = self._methods[0](src_fd, offset + done, count)
             except OSError:
-                # Not supported between these two files (e.g. across some file systems): go down a step.
-                if self._copy == self._copy_file_range:
-                    self._copy = self._sendfile
-                    continue
-                if self._copy == self._sendfile:
-                    self._copy = self._buffered
-                    continue
-                raise
+                if len(self._methods) == 1:
+                    raise
+                del self._methods[0]
+                continue
             if n <= 0:
                 raise OSError(f"the input ended {nbytes - done} bytes early while copying a payload")
             done += n
