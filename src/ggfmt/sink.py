@@ -29,7 +29,7 @@ from typing import Any
 
 Progress = Callable[[int], None]
 
-COPY_CHUNK = 8 << 20  # bytes per copy system call in CachedSink (also its fallback buffer's size)
+COPY_CHUNK = 8 << 20  # bytes per copy system call or buffered read when copying through the page cache
 
 
 class Sink:
@@ -168,6 +168,7 @@ class DirectSink(Sink):
             os.close(self._fd)
 
     def abort(self) -> None:
+        # With an error set, the writer thread skips whatever is still queued.
         self._error = self._error or InterruptedError("aborted")
         self._finish(raise_error=False)
         os.close(self._fd)

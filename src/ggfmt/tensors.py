@@ -14,9 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .sink import Progress, Sink
-
-CHUNK = 8 << 20  # bytes per read when a payload is streamed into a plain file object
+from .sink import COPY_CHUNK, Progress, Sink
 
 
 @dataclass(frozen=True)
@@ -45,7 +43,7 @@ class FileSlice:
             src.seek(self.offset)
             left = self.nbytes
             while left:
-                chunk = src.read(min(CHUNK, left))
+                chunk = src.read(min(COPY_CHUNK, left))
                 if not chunk:
                     raise OSError(f"{self.path} ended {left} bytes early")
                 out.write(chunk)

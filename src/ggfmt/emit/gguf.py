@@ -2,8 +2,8 @@
 
 The header, metadata and tensor infos are written by gguf-py's ``GGUFWriter``; the payloads
 are then appended by ggfmt itself (:mod:`ggfmt.sink`), each aligned as GGUF requires: copied
-from the input file when unchanged, computed one tensor at a time when a transform applies.  Nothing the size of
-the whole file is ever held in memory.  :func:`plan_gguf` resolves a mapping table against a
+from the input file when unchanged, computed one tensor at a time when a transform applies.
+Nothing the size of the whole file is ever held in memory.  :func:`plan_gguf` resolves a mapping table against a
 parsed document; the adapter converters build plans of their own.
 """
 
