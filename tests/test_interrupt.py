@@ -1,4 +1,8 @@
-"""SIGINT or SIGTERM in the middle of a conversion leaves neither the output nor a temporary file."""
+"""A stop signal in the middle of a conversion leaves neither the output nor a temporary file.
+
+The conversion is held in the middle on purpose (its payload copy waits for ever), so the signal
+always lands while it runs: the test cannot race a conversion that finishes first.
+"""
 
 from __future__ import annotations
 
@@ -10,29 +14,78 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT
+from conftest import SYNTH
 
-sys.path.insert(0, str(ROOT / "benchmarks"))
-from make_checkpoint import make_checkpoint  # a checkpoint written through the ggcp schema
+SOURCE = SYNTH / "ggcp-v1-adam-past3.bin"
+# fmt, with every payload copy stalled: the temporary output exists, the conversion never ends by itself
+STALLED = """
+import time
+import ggfmt.tensors
+ggfmt.tensors.FileSlice.write_to = lambda *args, **kwargs: time.sleep(3600)
+from ggfmt.cli import run
+run()
+"""
+MESSAGES = {signal.SIGINT: "interrupted", signal.SIGTERM: "terminated", signal.SIGHUP: "hung up",
+            signal.SIGQUIT: "quit"}
 
 
-@pytest.fixture(scope="module")
-def large_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_checkpoint(tmp_path_factory.mktemp("large") / "ckpt.bin", size_mb=500)
-
-
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
-def test_interrupted_conversion_leaves_nothing(sig: signal.Signals, large_checkpoint: Path, tmp_path: Path) -> None:
-    out = tmp_path / "out.gguf"
-    proc = subprocess.Popen([sys.executable, "-m", "ggfmt", "to-gguf", str(large_checkpoint), "-o", str(out)],
+def start_stalled(out: Path) -> subprocess.Popen[str]:
+    proc = subprocess.Popen([sys.executable, "-c", STALLED, "to-gguf", str(SOURCE), "-o", str(out)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 60
-    while not list(tmp_path.glob(".out.gguf.*.tmp")):  # the temporary output exists: the copy is under way
-        assert proc.poll() is None, "the conversion ended before it could be interrupted"
+    while not list(out.parent.glob(f"{out.name}.ggfmt-partial-*")):  # the output is being written
+        assert proc.poll() is None, proc.communicate()
         assert time.monotonic() < deadline
-        time.sleep(0.001)
+        time.sleep(0.005)
+    return proc
+
+
+@pytest.mark.parametrize("sig", list(MESSAGES), ids=[s.name for s in MESSAGES])
+def test_stopped_conversion_leaves_nothing(sig: signal.Signals, tmp_path: Path) -> None:
+    out = tmp_path / "out.gguf"
+    proc = start_stalled(out)
     proc.send_signal(sig)
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 128 + sig
-    assert stderr.strip() in ("fmt: interrupted; no output was written", "fmt: terminated; no output was written")
+    assert stderr.strip() == f"fmt: {MESSAGES[sig]}; no output was written"
     assert list(tmp_path.iterdir()) == []
+
+
+def test_second_signal_during_cleanup_still_cleans_up(tmp_path: Path) -> None:
+    out = tmp_path / "out.gguf"
+    proc = start_stalled(out)
+    for sig in (signal.SIGINT, signal.SIGINT, signal.SIGTERM, signal.SIGINT):
+        proc.send_signal(sig)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signal.SIGINT
+    assert stderr.strip() == "fmt: interrupted; no output was written"
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_partial_output_of_a_killed_run_is_removed_by_the_next(tmp_path: Path) -> None:
+    out = tmp_path / "out.gguf"
+    proc = start_stalled(out)
+    proc.kill()  # SIGKILL: nothing can clean up
+    proc.communicate(timeout=60)
+    [partial] = tmp_path.glob("out.gguf.ggfmt-partial-*")
+    result = subprocess.run([sys.executable, "-m", "ggfmt", "to-gguf", str(SOURCE), "-o", str(out)],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert f"removed {partial}, a partial output left by an interrupted run" in result.stderr
+    assert [p.name for p in tmp_path.iterdir()] == ["out.gguf"]
+
+
+def test_partial_output_of_a_running_conversion_is_left_alone(tmp_path: Path) -> None:
+    out = tmp_path / "out.gguf"
+    proc = start_stalled(out)
+    try:
+        [partial] = tmp_path.glob("out.gguf.ggfmt-partial-*")
+        result = subprocess.run([sys.executable, "-m", "ggfmt", "to-gguf", str(SOURCE), "-o", str(out)],
+                                capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0, result.stderr
+        assert "removed" not in result.stderr
+        assert partial.exists()  # locked by the conversion under way
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=60)
+    assert [p.name for p in tmp_path.iterdir()] == ["out.gguf"]

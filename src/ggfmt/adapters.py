@@ -12,14 +12,16 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from . import transforms
 from .document import Document
-from .emit.gguf import GGUFPlan, OutputTensor, resolve_metadata
-from .errors import FormatError, UsageError
+from .emit.gguf import GGUFPlan, MetadataValue, OutputTensor, resolve_metadata
+from .errors import FormatError, SchemaError, UsageError
+from .inputs import note_input
 from .mapping import MappingTable, gguf_tensor_name, load_mapping
 from .sources.hf_config import BaseModel
 from .sources.peft import PeftAdapter, check_convertible
@@ -35,20 +37,22 @@ def _ggml_type(dtype: np.dtype[Any]) -> int:
 
 # -- PEFT -> ggla ------------------------------------------------------------------------------
 
-def peft_to_ggla_fields(adapter: PeftAdapter) -> dict[str, Any]:
+def peft_to_ggla_fields(adapter: PeftAdapter, outtype: str | None = None) -> dict[str, Any]:
     """The values from which the ggla schema builds the file convert-lora-to-ggml.py wrote.
 
     Layer by layer in decoder order (q k v o gate up down), A then B; lora_A transposed and
-    kept in f16 or f32 (other dtypes widened to f32); lora_B always f32.
+    kept in f16 or f32 (other dtypes widened to f32); lora_B always f32. ``outtype`` (f32 or
+    f16) puts both factors in that type instead.
     """
     check_convertible(adapter, "ggla")
+    chosen = {"f32": np.dtype(np.float32), "f16": np.dtype(np.float16), None: None}[outtype]
     records = []
     for module in adapter.modules:
         info_a, info_b = adapter.info(module.key_a), adapter.info(module.key_b)
         a_shape = tuple(reversed(info_a.shape))  # transposed
-        records.append(_ggla_record(module.gguf_name + ".loraA", a_shape, info_a.dtype,
+        records.append(_ggla_record(module.gguf_name + ".loraA", a_shape, chosen or info_a.dtype,
                                     lambda key=module.key_a: transforms.transpose(adapter.load(key))))
-        f32 = np.dtype(np.float32)
+        f32 = chosen or np.dtype(np.float32)
         records.append(_ggla_record(module.gguf_name + ".loraB", info_b.shape, f32,
                                     lambda key=module.key_b: np.asarray(adapter.load(key), dtype=np.float32)))
     return {"version": 1, "r": int(adapter.config["r"]), "lora_alpha": int(adapter.config["lora_alpha"]),
@@ -66,7 +70,7 @@ def peft_to_gguf(adapter: PeftAdapter, base: BaseModel) -> GGUFPlan:
     """A current llama.cpp GGUF adapter: lora_a is the PEFT A, lora_b the PEFT B, with the rows
     of q and k's B permuted for rope as the base weights are. Tensors in the order of the
     PEFT keys, as llama.cpp's own converter writes them."""
-    check_convertible(adapter, "gguf")
+    check_convertible(adapter, "gguf", base)
     heads = {"n_head": base.n_head, "n_head_kv": base.n_head_kv}
     entries: list[tuple[str, OutputTensor]] = []
     for module in adapter.modules:
@@ -89,7 +93,51 @@ def peft_to_gguf(adapter: PeftAdapter, base: BaseModel) -> GGUFPlan:
             ArraySource.of(load_b, info_b.shape, b_dtype))))
     metadata = resolve_metadata(load_mapping(LORA_KEYS), [{"lora_alpha": adapter.config["lora_alpha"]}],
                                 base.architecture, str(adapter.config_path))
+    # After the adapter's type, what llama.cpp's converter says of the model (name, base models, tags).
+    metadata[2:2] = model_card_metadata(adapter.directory)
     return GGUFPlan(base.architecture, metadata, [tensor for _, tensor in sorted(entries, key=lambda e: e[0])])
+
+
+def model_card_metadata(directory: Path) -> list[MetadataValue]:
+    """general.name, general.base_model.* and general.tags as current llama.cpp's converter writes
+    them: through gguf-py's own Metadata heuristics, from the folder's name and its README.md model
+    card (PEFT writes one with the base model and the tags)."""
+    import gguf
+
+    readme = directory / "README.md"
+    if readme.is_file():
+        note_input(readme)
+    try:
+        card = gguf.Metadata.load(None, directory, None, 0)
+    except (OSError, ValueError, TypeError, KeyError, AttributeError) as e:  # a model card gguf-py cannot read
+        raise FormatError("", None, f"its model card cannot be read: {' '.join(str(e).split())[:200]}",
+                          str(readme)) from None
+    keys = gguf.Keys.General
+    out: list[MetadataValue] = []
+
+    def add(key: str, value_type: str, value: Any) -> None:
+        if value is not None and value != []:
+            out.append(MetadataValue(key, value_type, value))
+
+    add(keys.NAME, "string", card.name)
+    for key, value in ((keys.AUTHOR, card.author), (keys.VERSION, card.version),
+                       (keys.ORGANIZATION, card.organization), (keys.FINETUNE, card.finetune),
+                       (keys.BASENAME, card.basename), (keys.DESCRIPTION, card.description),
+                       (keys.SIZE_LABEL, card.size_label), (keys.LICENSE, card.license)):
+        add(key, "string", str(value) if value is not None else None)
+    bases = card.base_models if isinstance(card.base_models, list) else []
+    if bases:
+        add(keys.BASE_MODEL_COUNT, "u32", len(bases))
+        for i, model in enumerate(bases):
+            for field, key in (("name", keys.BASE_MODEL_NAME), ("organization", keys.BASE_MODEL_ORGANIZATION),
+                               ("version", keys.BASE_MODEL_VERSION), ("repo_url", keys.BASE_MODEL_REPO_URL)):
+                if isinstance(model, dict) and model.get(field) is not None:
+                    add(key.format(id=i), "string", str(model[field]))
+    if isinstance(card.tags, list):
+        add(keys.TAGS, "string[]", [str(t) for t in card.tags])
+    if isinstance(card.languages, list):
+        add(keys.LANGUAGES, "string[]", [str(t) for t in card.languages])
+    return out
 
 
 # -- ggla -> GGUF ------------------------------------------------------------------------------
@@ -110,6 +158,9 @@ def ggla_to_gguf(doc: Document, architecture: str, table: MappingTable | None = 
     (``table``: the ``ggla-gguf`` rules unless another table is given)."""
     table = table if table is not None else load_mapping(GGLA_RULES)
     rules = table.rules
+    for needed in ("suffixes", "flipped", "one_dimensional"):
+        if not isinstance(rules.get(needed), dict | list):
+            raise SchemaError(table.name, f"`rules` needs `{needed}` (see mappings/ggla-gguf.yaml)")
     suffixes: dict[str, str] = dict(rules["suffixes"])
     flipped = _matcher(list(rules["flipped"]))
     one_dimensional = _matcher(list(rules["one_dimensional"]))

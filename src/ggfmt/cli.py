@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 import textwrap
@@ -18,7 +19,10 @@ from types import FrameType
 from typing import Any
 
 from . import __version__
+from .environment import OPTIONAL_PACKAGES, describe_os_error, environment_error
 from .errors import GgfmtError, UsageError
+from .outtype import OUTTYPES
+from .text import escape
 
 EXIT_OK, EXIT_INTERNAL, EXIT_BAD_INPUT = 0, 1, 2
 PROGRESS_THRESHOLD = 64 << 20  # payloads smaller than this convert too fast to need a bar
@@ -62,6 +66,20 @@ class _Formatter(argparse.RawDescriptionHelpFormatter):
         super().__init__(prog, max_help_position=34)
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with usage errors in one line: what is wrong, the short usage, where the help is."""
+
+    def error(self, message: str) -> Any:  # argparse's own signature returns NoReturn
+        positionals = " ".join(str(a.metavar or a.dest).upper() if a.metavar is None else str(a.metavar)
+                               for a in self._actions if not a.option_strings and a.help != argparse.SUPPRESS
+                               and not isinstance(a, argparse._SubParsersAction))
+        usage = f"{self.prog} [options] {positionals}".rstrip()
+        if any(isinstance(a, argparse._SubParsersAction) for a in self._actions):
+            usage = f"{self.prog} COMMAND [options]"
+        sys.stderr.write(f"fmt: error: {escape(message)} (usage: {usage}; see {self.prog} --help)\n")
+        sys.exit(EXIT_BAD_INPUT)
+
+
 def _parameter_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("schema parameters")
     group.add_argument("--schema", metavar="NAME|PATH",
@@ -78,11 +96,11 @@ def _parameter_options(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="fmt", description=DESCRIPTION, epilog=EPILOG, formatter_class=_Formatter)
+    parser = _Parser(prog="fmt", description=DESCRIPTION, epilog=EPILOG, formatter_class=_Formatter)
     parser.add_argument("--version", action="version", version=f"ggfmt {__version__}")
     parser.add_argument("--debug", action="store_true", help="show the traceback of internal errors")
     # --debug is accepted after the command too; SUPPRESS keeps a subcommand from resetting it.
-    common = argparse.ArgumentParser(add_help=False)
+    common = _Parser(add_help=False)
     common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
                         help="show the traceback of internal errors")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -110,10 +128,13 @@ def build_parser() -> argparse.ArgumentParser:
                             formatter_class=_Formatter)
     p.add_argument("file", type=Path, metavar="INPUT",
                    help="a ggcp, ggcl or ggla file, a PEFT adapter directory or a CLIP model directory")
-    p.add_argument("-o", "--output", type=Path, metavar="OUT.gguf",
-                   help="output file (default: INPUT with the suffix .gguf; for a PEFT directory "
-                        "DIR/ggml-adapter-model.gguf; for a CLIP directory DIR/[text-|vision-|mmproj-]model-f16.gguf)")
-    p.add_argument("--force", action="store_true", help="replace OUT.gguf if it exists")
+    _output_options(p, "OUT.gguf", "output file, or a directory (ending in /) to write the default name into "
+                                   "(default: INPUT with the suffix .gguf; for a PEFT directory "
+                                   "DIR/ggml-adapter-model.gguf; for a CLIP directory "
+                                   "DIR/[text-|vision-|mmproj-]model-f16.gguf)")
+    p.add_argument("--outtype", choices=OUTTYPES,
+                   help="tensor type of the output: f32, f16, bf16 or q8_0 for adapters (default: as the source; "
+                        "vectors stay f32), f32 or f16 for CLIP (default f16); checkpoints keep f32")
     p.add_argument("--mapping", metavar="NAME", help="mapping table to use (default: <schema>-gguf)")
     p.add_argument("--base", type=Path, metavar="HF_MODEL_DIR",
                    help="PEFT adapters: the base model's directory; only its config.json is read "
@@ -126,8 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
     towers.add_argument("--llava-projector", type=Path, metavar="FILE",
                         help="an image encoder for LLaVA: the last layer dropped, the projector added "
                              "(mmproj-model-*.gguf)")
-    clip.add_argument("--use-f32", action="store_true",
-                      help="f32 instead of f16 (the 4-D patch convolution stays f16, as ggml needs)")
+    clip.add_argument("--use-f32", action="store_true", help=argparse.SUPPRESS)  # the upstream name of --outtype f32
     clip.add_argument("--image-mean", type=float, nargs=3, metavar=("R", "G", "B"),
                       help="instead of preprocessor_config.json's image_mean")
     clip.add_argument("--image-std", type=float, nargs=3, metavar=("R", "G", "B"),
@@ -145,9 +165,11 @@ def build_parser() -> argparse.ArgumentParser:
                                         "are refused."),
                             formatter_class=_Formatter)
     p.add_argument("file", type=Path, metavar="PEFT_DIR")
-    p.add_argument("-o", "--output", type=Path, metavar="OUT",
-                   help="output file (default: PEFT_DIR/ggml-adapter-model.bin)")
-    p.add_argument("--force", action="store_true", help="replace OUT if it exists")
+    _output_options(p, "OUT", "output file, or a directory (ending in /) to write the default name into "
+                              "(default: PEFT_DIR/ggml-adapter-model.bin)")
+    p.add_argument("--outtype", choices=("f32", "f16"),
+                   help="tensor type of both factors (default: as convert-lora-to-ggml.py wrote them: lora_A as "
+                        "the source, lora_B f32)")
     p.add_argument("-q", "--quiet", action="store_true", help="no summary")
     p.set_defaults(run=cmd_to_ggla)
 
@@ -168,7 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
                                         "at all.\n\n"
                                         "examples:\n"
                                         "  fmt to-hf gemma-2b.ckpt --size 2B -o gemma-2b --tokenizer tokenizer.model\n"
-                                        "  fmt to-hf gemma-7b.ckpt --size 7B -o gemma-7b --dtype bfloat16\n"
+                                        "  fmt to-hf gemma-7b.ckpt --size 7B -o gemma-7b --outtype bf16\n"
                                         "  fmt to-hf tiny.ckpt --config tiny-config.json -o tiny-hf --force",
                             formatter_class=_Formatter)
     p.add_argument("file", type=Path, metavar="GEMMA.ckpt", help="the native checkpoint (a PyTorch pickle)")
@@ -177,10 +199,12 @@ def build_parser() -> argparse.ArgumentParser:
                             help="the released model the checkpoint is (presets in mappings/gemma-hf.yaml)")
     dimensions.add_argument("--config", type=Path, metavar="CONFIG.json",
                             help="a GemmaConfig config.json giving the dimensions; its other values are kept")
-    p.add_argument("-o", "--output", type=Path, metavar="OUT_DIR", required=True,
+    p.add_argument("-o", "--outfile", "--output", dest="output", type=Path, metavar="OUT_DIR", required=True,
                    help="the directory to write (made next to it, then renamed into place)")
-    p.add_argument("--dtype", choices=("float32", "float16", "bfloat16"), default="float32",
-                   help="dtype of the written weights (default: float32)")
+    p.add_argument("--outtype", choices=("f32", "f16", "bf16"),
+                   help="dtype of the written weights (default: f32)")
+    p.add_argument("--dtype", choices=("float32", "float16", "bfloat16"), help=argparse.SUPPRESS)  # older name
+    p.add_argument("--dry-run", action="store_true", help="print what would be written and write nothing")
     p.add_argument("--tokenizer", type=Path, metavar="tokenizer.model",
                    help="also save the Hugging Face tokenizer made from this SentencePiece model "
                         "(needs transformers, sentencepiece and protobuf)")
@@ -194,6 +218,28 @@ def build_parser() -> argparse.ArgumentParser:
                             formatter_class=_Formatter)
     p.set_defaults(run=cmd_schemas)
     return parser
+
+
+def _output_options(parser: argparse.ArgumentParser, metavar: str, help_text: str) -> None:
+    # llama.cpp's converters call it --outfile; -o and --output are ggfmt's older names.
+    parser.add_argument("-o", "--outfile", "--output", dest="output", metavar=metavar, help=help_text)
+    parser.add_argument("--force", action="store_true", help=f"replace {metavar} if it exists (a regular file)")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="print what would be written (keys, tensor names, types, shapes, bytes) and write "
+                             "nothing")
+
+
+def output_path(given: str | None, default: Path) -> Path:
+    """-o as llama.cpp takes it: a file, or a directory (an existing one, or any name ending in /)
+    to write the default file name into."""
+    if given is None:
+        return default
+    if given.endswith(("/", os.sep)) or Path(given).is_dir():
+        directory = Path(given)
+        if not directory.is_dir():
+            raise UsageError(f"{given}: no such directory (a name ending in / means a directory to write into)")
+        return directory / default.name
+    return Path(given)
 
 
 def _parameters(args: argparse.Namespace) -> dict[str, Any]:
@@ -218,29 +264,44 @@ def cmd_parse(args: argparse.Namespace) -> int:
 
     doc = parse(args.file, args.schema, _parameters(args))
     if args.json:
-        json.dump(doc.as_json(), sys.stdout, indent=1)
+        json.dump(doc.as_json(), sys.stdout, indent=1, allow_nan=False)
         sys.stdout.write("\n")
     else:
         print(render(doc))
     return EXIT_OK
 
 
+def _begin_command() -> None:
+    """Forget what an earlier command in this process read and wrote (fmt called from Python)."""
+    from .inputs import forget_inputs
+    from .output import forget_committed
+
+    forget_inputs()
+    forget_committed()
+
+
 def cmd_to_gguf(args: argparse.Namespace) -> int:
     from .convert import default_gguf_output, to_gguf
     from .emit.gguf import write_gguf
     from .output import atomic_output, check_target
+    from .plan_report import describe_gguf_plan
 
+    _begin_command()
     source: Path = args.file
     if not source.exists():
         raise UsageError(f"{source}: no such file or directory")
     clip = _clip_options(args)
-    target: Path = args.output if args.output is not None else default_gguf_output(source, clip)
-    check_target(target, force=args.force, inputs=[source])  # before the work, not only after it
+    target = output_path(args.output, default_gguf_output(source, clip))
+    if not args.dry_run:
+        check_target(target, force=args.force, inputs=[source])  # before the work, not only after it
     conversion = to_gguf(source, schema=args.schema, params=_parameters(args), mapping=args.mapping,
-                         base=args.base, arch=args.arch, clip=clip)
+                         base=args.base, arch=args.arch, clip=clip, outtype=args.outtype)
     for warning in conversion.warnings:
-        print(f"fmt: warning: {warning}", file=sys.stderr)
+        print(f"fmt: warning: {escape(warning)}", file=sys.stderr)
     plan = conversion.plan
+    if args.dry_run:
+        print(describe_gguf_plan(plan, target, conversion.description))
+        return EXIT_OK
     bar = _progress_bar(plan.payload_bytes, args.quiet)
     try:
         with atomic_output(target, force=args.force, inputs=[source]) as temporary:
@@ -250,50 +311,71 @@ def cmd_to_gguf(args: argparse.Namespace) -> int:
             bar.close()
     if not args.quiet:
         size = target.stat().st_size
-        print(f"{target}: {_count(len(plan.tensors), 'tensor')}, {_count(len(plan.metadata) + 1, 'key')}, "
-              f"{size:,} bytes ({conversion.description})")
+        print(f"{escape(str(target))}: {_count(len(plan.tensors), 'tensor')}, "
+              f"{_count(len(plan.metadata) + 1, 'key')}, {size:,} bytes ({conversion.description})")
+        for note in conversion.notes:
+            print(f"  note: {escape(note)}")
     return EXIT_OK
 
 
 def _clip_options(args: argparse.Namespace) -> Any:
-    given = (args.text_only, args.vision_only, args.llava_projector, args.use_f32, args.image_mean, args.image_std)
+    use_f32 = args.use_f32 or args.outtype == "f32"
+    given = (args.text_only, args.vision_only, args.llava_projector, use_f32, args.image_mean, args.image_std)
     if not any(given):
         return None
     from .clip import ClipOptions
 
     return ClipOptions(text_only=args.text_only, vision_only=args.vision_only, llava_projector=args.llava_projector,
-                       use_f32=args.use_f32, image_mean=args.image_mean, image_std=args.image_std)
+                       use_f32=use_f32, image_mean=args.image_mean, image_std=args.image_std)
 
 
 def cmd_to_ggla(args: argparse.Namespace) -> int:
     from .convert import PEFT_OUTPUT, ggla_fields
     from .engine import build
     from .output import atomic_output, check_target
+    from .plan_report import describe_ggla_fields
 
+    _begin_command()
     source: Path = args.file
-    target: Path = args.output if args.output is not None else source / f"{PEFT_OUTPUT}.bin"
-    check_target(target, force=args.force, inputs=[source])
-    fields = ggla_fields(source)
+    target = output_path(args.output, source / f"{PEFT_OUTPUT}.bin")
+    if not args.dry_run:
+        check_target(target, force=args.force, inputs=[source])
+    fields = ggla_fields(source, args.outtype)
+    if args.dry_run:
+        print(describe_ggla_fields(fields, target))
+        return EXIT_OK
     with atomic_output(target, force=args.force, inputs=[source]) as temporary:
         build(temporary, "ggla", fields)
     if not args.quiet:
-        print(f"{target}: {_count(len(fields['tensors']), 'tensor')}, r {fields['r']}, "
+        print(f"{escape(str(target))}: {_count(len(fields['tensors']), 'tensor')}, r {fields['r']}, "
               f"alpha {fields['lora_alpha']}, {target.stat().st_size:,} bytes (PEFT adapter -> ggla)")
     return EXIT_OK
+
+
+HF_DTYPES = {"f32": "float32", "f16": "float16", "bf16": "bfloat16"}
 
 
 def cmd_to_hf(args: argparse.Namespace) -> int:
     from .emit.hf import CONFIG, WEIGHTS, write_config, write_safetensors, write_tokenizer
     from .output import atomic_directory, check_directory_target
+    from .plan_report import describe_hf_conversion
     from .sources.gemma import gemma_to_hf
 
+    _begin_command()
     source: Path = args.file
     target: Path = args.output
+    dtype = HF_DTYPES[args.outtype] if args.outtype is not None else args.dtype or "float32"
+    if args.outtype is not None and args.dtype is not None and args.dtype != dtype:
+        raise UsageError(f"--outtype {args.outtype} and --dtype {args.dtype} disagree; --outtype is enough")
     inputs = [p for p in (source, args.config, args.tokenizer) if p is not None]
-    check_directory_target(target, force=args.force, inputs=inputs)  # before the work, not only after it
+    if not args.dry_run:
+        check_directory_target(target, force=args.force, inputs=inputs)  # before the work, not only after it
     if args.tokenizer is not None and not args.tokenizer.is_file():
         raise UsageError(f"{args.tokenizer}: no such file")
-    conversion = gemma_to_hf(source, size=args.size, config_file=args.config, dtype=args.dtype)
+    conversion = gemma_to_hf(source, size=args.size, config_file=args.config, dtype=dtype)
+    if args.dry_run:
+        print(describe_hf_conversion(conversion, target))
+        return EXIT_OK
     bar = _progress_bar(conversion.payload_bytes, args.quiet)
     try:
         with atomic_directory(target, force=args.force, inputs=inputs) as temporary:
@@ -306,8 +388,9 @@ def cmd_to_hf(args: argparse.Namespace) -> int:
             bar.close()
     if not args.quiet:
         tokenizer = ", tokenizer" if args.tokenizer is not None else ""
-        print(f"{target}: {_count(len(conversion.tensors), 'tensor')}, {_count(conversion.layers, 'layer')}, "
-              f"{args.dtype}, {size:,} bytes{tokenizer} (Gemma checkpoint -> Hugging Face)")
+        print(f"{escape(str(target))}: {_count(len(conversion.tensors), 'tensor')}, "
+              f"{_count(conversion.layers, 'layer')}, {dtype}, {size:,} bytes{tokenizer} "
+              "(Gemma checkpoint -> Hugging Face)")
     return EXIT_OK
 
 
@@ -340,38 +423,122 @@ def cmd_schemas(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-class Terminated(BaseException):
-    """SIGTERM, raised where the program is so that temporary outputs are removed on the way out."""
+# Closing the terminal (SIGHUP) or Ctrl-\\ (SIGQUIT) must clean up like Ctrl-C and SIGTERM.
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT")
+                     if hasattr(signal, name))
+STOP_WORDS = {"SIGINT": "interrupted", "SIGTERM": "terminated", "SIGHUP": "hung up", "SIGQUIT": "quit"}
 
 
-def _terminate(signum: int, frame: FrameType | None) -> None:
-    raise Terminated
+class Stopped(BaseException):
+    """A stop signal, raised where the program is so that partial outputs are removed on the way out."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def _stop(signum: int, frame: FrameType | None) -> None:
+    # Further signals are ignored from here on: a second Ctrl-C must not cut the cleanup short.
+    _ignore_stop_signals()
+    raise Stopped(signum)
+
+
+def _ignored(signum: int, frame: FrameType | None) -> None:
+    """A stop signal that arrives once stopping (or finishing) is under way: nothing more to do.
+
+    A Python handler rather than SIG_IGN: a signal already pending when the disposition became
+    SIG_IGN makes Python print a "Signal ... ignored due to race condition" traceback."""
+
+
+def _ignore_stop_signals() -> None:
+    for number in STOP_SIGNALS:
+        signal.signal(number, _ignored)
+
+
+def _install_signal_handlers() -> dict[int, Any]:
+    previous = {number: signal.getsignal(number) for number in STOP_SIGNALS}
+    for number in STOP_SIGNALS:
+        # A signal ignored when fmt started (nohup, a shell's background job) stays ignored.
+        if signal.getsignal(number) is not signal.SIG_IGN:
+            signal.signal(number, _stop)
+    if hasattr(signal, "SIGXFSZ"):
+        # Past a file-size limit (ulimit -f) a write then fails with EFBIG, which is reported,
+        # instead of the signal killing fmt and leaving its partial output behind.
+        previous[signal.SIGXFSZ] = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    return previous
+
+
+def _stopped_message(signum: int) -> str:
+    from .output import committed_outputs
+
+    word = STOP_WORDS.get(signal.Signals(signum).name, "stopped")
+    done = committed_outputs()
+    if done:
+        return f"fmt: {word}; {', '.join(escape(str(p)) for p in done)} had already been written in full"
+    return f"fmt: {word}; no output was written"
+
+
+def main(argv: Sequence[str] | None = None, *, exiting: bool = False) -> int:
+    """Run one fmt command; returns its exit status.
+
+    ``exiting``: the process ends right after (the ``fmt`` program). Stop signals then stay
+    ignored once the work is done, so that a late SIGTERM cannot turn a finished conversion into
+    a killed process; otherwise (fmt called from Python) the previous handlers are restored.
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
         return EXIT_BAD_INPUT
-    signal.signal(signal.SIGTERM, _terminate)
+    previous = _install_signal_handlers()
     try:
-        return int(args.run(args))
+        status = int(args.run(args))
+        _ignore_stop_signals()  # the work is done: a signal now would only spoil the exit status
+        return status
     except GgfmtError as e:
-        print(f"fmt: error: {e}", file=sys.stderr)
+        _error(str(e))
         return EXIT_BAD_INPUT
-    except KeyboardInterrupt:
-        print("fmt: interrupted; no output was written", file=sys.stderr)
+    except Stopped as e:
+        print(_stopped_message(e.signum), file=sys.stderr)
+        return 128 + e.signum
+    except KeyboardInterrupt:  # SIGINT before the handlers were installed, or with them ignored
+        print(_stopped_message(signal.SIGINT), file=sys.stderr)
         return 128 + signal.SIGINT
-    except Terminated:
-        print("fmt: terminated; no output was written", file=sys.stderr)
-        return 128 + signal.SIGTERM
     except BrokenPipeError:
         return EXIT_OK
+    except OSError as e:
+        if not environment_error(e):
+            return _internal_error(e, args.debug)
+        _error(describe_os_error(e))
+        return EXIT_BAD_INPUT
+    except ModuleNotFoundError as e:
+        hint = OPTIONAL_PACKAGES.get((e.name or "").partition(".")[0])
+        if hint is None:
+            return _internal_error(e, args.debug)
+        _error(f"this input needs the package {e.name}, which is not installed: {hint}")
+        return EXIT_BAD_INPUT
     except Exception as e:  # a bug: say so briefly, show the traceback only on request
-        if args.debug:
-            traceback.print_exc()
-        print(f"fmt: internal error: {type(e).__name__}: {e}\n"
-              "This is a bug in ggfmt. Please open an issue in ggfmt's repository with the command you ran "
-              "and this message (add --debug to see the traceback).", file=sys.stderr)
-        return EXIT_INTERNAL
+        return _internal_error(e, args.debug)
+    finally:
+        _ignore_stop_signals()
+        if not exiting:
+            for number, handler in previous.items():
+                signal.signal(number, handler)
+
+
+def run() -> None:
+    """The ``fmt`` and ``ggfmt`` programs."""
+    sys.exit(main(exiting=True))
+
+
+def _error(message: str) -> None:
+    print(f"fmt: error: {escape(message)}", file=sys.stderr)
+
+
+def _internal_error(e: BaseException, debug: bool) -> int:
+    if debug:
+        traceback.print_exc()
+    print(f"fmt: internal error: {type(e).__name__}: {escape(str(e))}. This is a bug in ggfmt: please open an "
+          "issue in ggfmt's repository with the command you ran and this message (--debug shows the traceback)",
+          file=sys.stderr)
+    return EXIT_INTERNAL

@@ -27,6 +27,20 @@ class GGUFConversion:
     plan: GGUFPlan
     description: str
     warnings: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # what the summary tells (tensors --outtype could not take)
+
+
+def _retyped(conversion: GGUFConversion, outtype: str | None, table: str) -> GGUFConversion:
+    """The conversion with its tensors in ``outtype``, which the table's ``outtypes`` must allow."""
+    from .mapping import load_mapping
+    from .outtype import check_outtype, retype
+
+    allowed = load_mapping(table).outtypes
+    check_outtype(outtype, allowed, f"this conversion ({table})")
+    retyped = retype(conversion.plan.tensors, outtype)
+    conversion.plan.tensors = retyped.tensors
+    conversion.notes.extend(retyped.notes)
+    return conversion
 
 
 def is_peft_directory(path: Path) -> bool:
@@ -45,7 +59,7 @@ def default_gguf_output(source: Path, clip: ClipOptions | None = None) -> Path:
 
 def to_gguf(source: Path, *, schema: str | None = None, params: Mapping[str, Any] | None = None,
             mapping: str | None = None, base: Path | None = None, arch: str | None = None,
-            clip: ClipOptions | None = None) -> GGUFConversion:
+            clip: ClipOptions | None = None, outtype: str | None = None) -> GGUFConversion:
     if source.is_dir():
         if schema or params or mapping or arch:
             raise UsageError("--schema, --mapping, --arch and schema parameters apply to files, not to a "
@@ -53,7 +67,7 @@ def to_gguf(source: Path, *, schema: str | None = None, params: Mapping[str, Any
         if is_peft_directory(source):
             if clip is not None:
                 raise UsageError("the CLIP options apply to a CLIP model directory, not to a PEFT adapter")
-            return _peft_to_gguf(source, base)
+            return _retyped(_peft_to_gguf(source, base), outtype, "lora-gguf")
         from .clip import ClipOptions, clip_to_gguf, is_clip_directory
 
         if not is_clip_directory(source):
@@ -61,6 +75,11 @@ def to_gguf(source: Path, *, schema: str | None = None, params: Mapping[str, Any
                              "or a CLIP model (config.json with model_type clip)")
         if base is not None:
             raise UsageError("--base applies to a PEFT adapter directory")
+        from .mapping import load_mapping
+        from .outtype import check_outtype
+
+        # The CLIP table's dtype policy takes the output type (clip.use_f32), tensor by tensor.
+        check_outtype(outtype, load_mapping("clip-gguf").outtypes, "a CLIP model")
         return GGUFConversion(clip_to_gguf(source, clip or ClipOptions()), "CLIP -> GGUF")
     if clip is not None:
         raise UsageError("the CLIP options apply to a CLIP model directory")
@@ -81,12 +100,13 @@ def to_gguf(source: Path, *, schema: str | None = None, params: Mapping[str, Any
         from .adapters import check_architecture, ggla_to_gguf
 
         converted = ggla_to_gguf(doc, check_architecture(arch or "llama"), table)
-        return GGUFConversion(converted.plan, f"{doc.schema.id} -> GGUF LoRA adapter", converted.warnings)
+        return _retyped(GGUFConversion(converted.plan, f"{doc.schema.id} -> GGUF LoRA adapter", converted.warnings),
+                        outtype, name)
     if table.converter is not None:
         raise SchemaError(name, f"`converter: {table.converter}` is not a converter ggfmt has (it has lora-adapter)")
     if arch is not None:
         raise UsageError("--arch applies to ggla adapters only")
-    return GGUFConversion(plan_gguf(doc, table), f"{doc.schema.id} -> GGUF via {name}")
+    return _retyped(GGUFConversion(plan_gguf(doc, table), f"{doc.schema.id} -> GGUF via {name}"), outtype, name)
 
 
 def _peft_to_gguf(directory: Path, base: Path | None) -> GGUFConversion:
@@ -108,8 +128,8 @@ def _peft_to_gguf(directory: Path, base: Path | None) -> GGUFConversion:
     return GGUFConversion(peft_to_gguf(adapter, model), f"PEFT adapter -> GGUF LoRA adapter ({model.architecture})")
 
 
-def ggla_fields(directory: Path) -> dict[str, Any]:
+def ggla_fields(directory: Path, outtype: str | None = None) -> dict[str, Any]:
     from .adapters import peft_to_ggla_fields
     from .sources.peft import read_peft
 
-    return peft_to_ggla_fields(read_peft(directory))
+    return peft_to_ggla_fields(read_peft(directory), outtype)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,6 +72,10 @@ class Document:
         }
 
 
+# How --json writes the floats JSON cannot hold (the names JavaScript gives them), so that the
+# document stays valid for strict parsers (jq, JSON.parse) and no value is lost.
+NON_FINITE = {"nan": "NaN", "inf": "Infinity", "-inf": "-Infinity"}
+
 SHOWN_ITEMS = 32  # of a long list of structures (a vocabulary, say), the first ones are listed
 
 
@@ -115,6 +120,6 @@ def _plain(value: Any, path: str) -> Any:
         return {"offset": value.offset, "nbytes": value.nbytes}
     if isinstance(value, bytes):
         return value.hex()
-    if isinstance(value, float) and value != value:  # NaN is not JSON
-        return None
+    if isinstance(value, float) and not math.isfinite(value):  # JSON has no NaN or infinities
+        return NON_FINITE[str(value)]
     return value

@@ -15,8 +15,9 @@ import construct as cs
 
 from .document import Document, TensorRef
 from .errors import FormatError, UsageError
+from .inputs import note_input
 from .schema import Schema, detect_schema, load_schema
-from .schema.constructs import FileView, PayloadRef, SizeUnknown, TensorContainer, join_path
+from .schema.constructs import FileView, PayloadRef, SizeUnknown, TensorContainer, element_budget, join_path
 
 
 def resolve_schema(path: Path, schema: Schema | str | None) -> Schema:
@@ -36,6 +37,7 @@ def parse(path: str | os.PathLike[str], schema: Schema | str | None = None,
     does not match.
     """
     path = Path(path)
+    note_input(path)
     loaded = resolve_schema(path, schema)
     values = _parameters(loaded, params or {})
     try:
@@ -44,6 +46,9 @@ def parse(path: str | os.PathLike[str], schema: Schema | str | None = None,
             stream = FileView(raw, size)
             try:
                 fields = _parse_root(loaded.construct, stream, values)
+            except RecursionError:
+                raise FormatError("", stream.tell(), "nested too deeply to be read (a structure inside itself, "
+                                                     "hundreds of levels down)", str(path)) from None
             except FormatError as e:
                 e.file = str(path)
                 raise
@@ -112,6 +117,7 @@ def _parse_root(construct: cs.Construct, stream: FileView, params: dict[str, Any
     # What Construct's parse_stream() does, with an empty path so that field paths start at the root.
     context = cs.Container(**params)
     context._offsets = {}  # field path -> byte offset, filled in by the fields as they are parsed
+    context._budget = element_budget(stream.size)
     context._parsing = True
     context._building = False
     context._sizing = False

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -30,7 +30,7 @@ METADATA_KEYS = {"key", "gguf", "type", "value", "when", "doc"}
 TENSOR_KEYS = {"from", "gguf", "name", "suffix", "when", "doc"}
 GROUP_KEYS = {"items", "when", "for", "as", "doc"}
 BLOCK_ID = "bid"  # the index inside a `for` group: gguf-py's tensor name templates call it bid
-TOP_KEYS = {"doc", "source", "target", "architecture", "metadata", "tensors", "rules", "converter"}
+TOP_KEYS = {"doc", "source", "target", "architecture", "metadata", "tensors", "rules", "converter", "outtypes"}
 
 
 @dataclass(frozen=True)
@@ -67,6 +67,8 @@ class MappingTable:
     tensors: list[Any]
     rules: dict[str, Any]  # facts for the converter that uses the table (see the table's doc)
     converter: str | None = None  # a converter of ggfmt's own that applies the table, instead of its entries
+    # the values --outtype may take for this conversion; absent: only the source's own types
+    outtypes: list[str] = field(default_factory=list)
 
 
 def mapping_dirs() -> list[Path]:
@@ -108,7 +110,18 @@ def _load(path: Path, including: tuple[str, ...]) -> MappingTable:
         tensors=_items(data.get("tensors") or [], "tensors", f"{source}: tensors", chain),
         rules=dict(data.get("rules") or {}),
         converter=str(data["converter"]) if data.get("converter") else None,
+        outtypes=_outtypes(data.get("outtypes"), source),
     )
+
+
+def _outtypes(value: Any, where: str) -> list[str]:
+    from .outtype import OUTTYPES
+
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(v, str) and v in OUTTYPES for v in value):
+        raise SchemaError(f"{where}: outtypes", f"expected a list of {', '.join(OUTTYPES)}, got {value!r}")
+    return list(value)
 
 
 def _expr(value: Any, where: str) -> Expression:
@@ -158,7 +171,7 @@ def _metadata_entry(spec: Mapping[str, Any], where: str) -> MetadataEntry:
     _check_keys(spec, METADATA_KEYS, where)
     if ("key" in spec) == ("gguf" in spec):
         raise SchemaError(where, "give exactly one of `key` (a literal name) and `gguf` (a gguf.Keys name)")
-    key = str(spec["key"]) if "key" in spec else gguf_key(str(spec["gguf"]), where)
+    key = check_template(str(spec["key"]) if "key" in spec else gguf_key(str(spec["gguf"]), where), {"arch"}, where)
     value_type = spec.get("type")
     if value_type not in VALUE_TYPES:
         raise SchemaError(where, f"`type` must be one of {', '.join(sorted(VALUE_TYPES))}")
@@ -178,7 +191,39 @@ def _tensor_entry(spec: Mapping[str, Any], where: str) -> TensorEntry:
         template = gguf_tensor_name(str(spec["gguf"]), where) + str(spec.get("suffix", ".weight"))
     else:
         template = str(spec["name"]) + str(spec.get("suffix", ""))
+    check_template(template, {"bid"}, where)
     return TensorEntry(_expr(spec["from"], f"{where}, from"), template, _opt_expr(spec, "when", where), where)
+
+
+def check_template(template: str, allowed: set[str], where: str) -> str:
+    """A key or tensor-name template: text with ``{name}`` fields from ``allowed`` only.
+
+    Checked when the table is loaded: no attribute or index (``{arch.__class__}``), no
+    conversion or format spec, no positional field, so filling it can only insert a value."""
+    import string
+
+    try:
+        parts = list(string.Formatter().parse(template))
+    except ValueError as e:
+        raise SchemaError(where, f"name template {template!r}: {e}") from None
+    for _text, field_name, spec, conversion in parts:
+        if field_name is None:
+            continue
+        if field_name not in allowed or spec or conversion:
+            raise SchemaError(where, f"name template {template!r}: {{{field_name}}} is not one of "
+                                     f"{', '.join('{' + a + '}' for a in sorted(allowed))}")
+    return template
+
+
+def fill_template(template: str, where: str, **values: Any) -> str:
+    """A checked template with its fields filled in; a field without a value is the table's mistake."""
+    import string
+
+    for _text, field_name, _spec, _conversion in string.Formatter().parse(template):
+        if field_name is not None and values.get(field_name) is None:
+            raise SchemaError(where, f"{template!r} uses {{{field_name}}}, which has no value here "
+                                     "(bid exists inside a `for` group only)")
+    return template.format(**values)
 
 
 def gguf_key(symbol: str, where: str) -> str:
@@ -237,6 +282,8 @@ def walk(items: list[Any], scopes: list[Scope]) -> Iterator[tuple[Any, list[Scop
                 yield from walk(item.items, scopes)
                 continue
             sequence = _eval(item.each, scopes, "group `for`")
+            if not isinstance(sequence, list | tuple):
+                raise SchemaError("group `for`", f"{item.each.source!r} is {type(sequence).__name__}, not a list")
             for index, element in enumerate(sequence):
                 yield from walk(item.items, [*scopes, {item.item_name: element, BLOCK_ID: index}])
         else:

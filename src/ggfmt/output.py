@@ -1,59 +1,215 @@
-"""Writing output files safely: all or nothing, and never over an existing file unless asked.
+"""Writing outputs safely: all or nothing, never over an existing file unless asked, never over an input.
 
-The output is written to a temporary file in the target's directory, flushed to disk and
-renamed over the target at the end.  If anything goes wrong (an error, Ctrl-C, SIGTERM) the
-temporary file is removed and the target is left as it was.  An output directory is made the
-same way: written as a temporary directory next to it, then renamed into place.
+An output is written to a temporary file beside it, ``OUT.ggfmt-partial-XXXXXXXX``, flushed to
+disk and only then given its name:
+
+* without ``--force`` it is *linked* into place, which fails if a file of that name appeared
+  meanwhile (another conversion, a download), so nothing is ever replaced unasked;
+* with ``--force`` it is renamed over the old file in one step.
+
+The output is a regular file or absent: a device node, a FIFO or a directory at the output
+path is refused even with ``--force``. No file that the conversion reads (recorded by
+:mod:`ggfmt.inputs`) may be the output. The temporary file's mode follows the umask (0644
+under umask 022), as any new file's would.
+
+While it is written, the temporary file is locked (``flock``). A run killed outright (SIGKILL,
+a power cut) leaves it behind, unlocked: the next run writing the same output removes it and
+says so. The steps that give the output its name run with stop signals blocked, so that a
+Ctrl-C or SIGTERM lands either before them (nothing written) or after them (the output
+complete, which :func:`committed_outputs` then tells).
+
+An output directory (``fmt to-hf``) is made the same way: written as
+``OUT.ggfmt-partial-XXXXXXXX/`` next to it, then renamed into place.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
+import fcntl
 import os
 import secrets
 import shutil
-import tempfile
-from collections.abc import Iterator, Sequence
+import signal
+import stat
+import sys
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from .errors import UsageError
+from .inputs import inputs_read
+from .text import escape
+
+PARTIAL = ".ggfmt-partial-"  # OUT.ggfmt-partial-XXXXXXXX: an output being written
+ASIDE = ".ggfmt-old-"  # OUT.ggfmt-old-XXXXXXXX/: a replaced output directory on its way out
+_committed: list[Path] = []
+
+Notify = Callable[[str], None]
+
+
+def _notify_stderr(message: str) -> None:
+    print(f"fmt: {escape(message)}", file=sys.stderr)
+
+
+def committed_outputs() -> list[Path]:
+    """The outputs given their final name since :func:`forget_committed` (for the message a late
+    signal gets: the output is complete although the command was stopped)."""
+    return list(_committed)
+
+
+def forget_committed() -> None:
+    _committed.clear()
+
+
+# -- checks ------------------------------------------------------------------------------------
+
+def _kind(mode: int) -> str:
+    kinds = ((stat.S_ISDIR, "a directory"), (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+             (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"))
+    return next((name for test, name in kinds if test(mode)), "not a regular file")
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
 
 
 def check_target(target: Path, *, force: bool, inputs: Sequence[Path] = ()) -> None:
-    """Refuse an output that would replace a file without --force, or an input."""
-    if target.is_dir():
-        raise UsageError(f"{target}: is a directory; name an output file")
+    """Refuse an output that is not a regular file, that would replace a file without --force,
+    or that is a file the conversion reads (``inputs`` and every file read so far)."""
+    try:
+        info = os.lstat(target)
+    except FileNotFoundError:
+        info = None
+    except NotADirectoryError:
+        raise UsageError(f"{target}: a part of the path is not a directory") from None
+    if info is not None and not stat.S_ISREG(info.st_mode) and not stat.S_ISLNK(info.st_mode):
+        if stat.S_ISDIR(info.st_mode):
+            raise UsageError(f"{target}: is a directory; name an output file, or end the name with / to write "
+                             "the default file name into it")
+        raise UsageError(f"{target}: is {_kind(info.st_mode)}; ggfmt writes regular files only, even with --force")
     if not target.parent.is_dir():
         raise UsageError(f"{target}: its directory {target.parent} does not exist")
-    if target.exists():
-        for source in inputs:
-            if source.exists() and os.path.samefile(source, target):
-                raise UsageError(f"{target}: is also the input; choose another output file")
-        if not force:
-            raise UsageError(f"{target}: already exists; pass --force to replace it")
+    if info is None:
+        return
+    for source in [*inputs, *inputs_read()]:
+        if _same_file(source, target):
+            raise UsageError(f"{target}: is also an input ({source}); choose another output file")
+    if not force:
+        what = "a symbolic link" if stat.S_ISLNK(info.st_mode) else "a file"
+        raise UsageError(f"{target}: already exists ({what}); pass --force to replace it")
+
+
+# -- partial outputs ---------------------------------------------------------------------------
+
+def _locked(fd: int) -> bool:
+    """True when another process holds the lock of ``fd``'s file (a conversion under way)."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as e:
+        # Any other failure is a file system without locks: nothing tells a stale file from a live one.
+        return e.errno in (errno.EWOULDBLOCK, errno.EAGAIN)
+    return False
+
+
+def remove_stale_partials(target: Path, notify: Notify = _notify_stderr) -> None:
+    """Remove what a killed run writing ``target`` left behind (unlocked partial outputs)."""
+    try:
+        candidates = [p for p in target.parent.iterdir() if p.name.startswith(target.name + PARTIAL)]
+    except OSError:
+        return
+    for path in candidates:
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+        except OSError:
+            continue
+        try:
+            if _locked(fd):
+                continue
+            if os.path.isdir(path):
+                shutil.rmtree(path)
+            else:
+                os.unlink(path)
+            notify(f"removed {path}, a partial output left by an interrupted run")
+        except OSError:
+            continue
+        finally:
+            os.close(fd)
+
+
+def _partial_name(target: Path) -> Path:
+    return target.parent / f"{target.name}{PARTIAL}{secrets.token_hex(4)}"
 
 
 @contextlib.contextmanager
-def atomic_output(target: Path, *, force: bool, inputs: Sequence[Path] = ()) -> Iterator[Path]:
-    """Yield a temporary path to write; on success it replaces ``target`` in one rename.
-
-    The data reaches the disk before the rename, so that a crash never leaves a truncated file
-    under the target's name."""
-    check_target(target, force=force, inputs=inputs)
-    fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(fd)
-    temporary = Path(name)
+def _signals_blocked() -> Iterator[None]:
+    """Stop signals wait while the output takes its name: it happens whole, or not at all."""
+    if not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    names = ("SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT")
+    blocked = {getattr(signal, n) for n in names if hasattr(signal, n)}
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, blocked)
     try:
-        yield temporary
-        with temporary.open("rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(temporary, target)
-        _fsync_directory(target.parent)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            temporary.unlink()
-        raise
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
+
+# -- files -------------------------------------------------------------------------------------
+
+@contextlib.contextmanager
+def atomic_output(target: Path, *, force: bool, inputs: Sequence[Path] = (),
+                  notify: Notify = _notify_stderr) -> Iterator[Path]:
+    """Yield a temporary path to write; on success it takes ``target``'s name (see the module doc).
+
+    The data reaches the disk before the output gets its name, so that a crash never leaves a
+    truncated file under it."""
+    check_target(target, force=force, inputs=inputs)
+    remove_stale_partials(target, notify)
+    temporary = _partial_name(target)
+    fd, committed = -1, False
+    try:  # the file is made inside: a signal right after its creation still removes it
+        fd = os.open(temporary, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)  # mode from the umask
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        yield temporary
+        os.fsync(fd)
+        with _signals_blocked():
+            check_target(target, force=force, inputs=inputs)  # what is there now, not what was there before
+            _commit(temporary, target, force)
+            committed = True
+            _committed.append(target)
+            _fsync_directory(target.parent)
+    finally:
+        if fd >= 0:
+            os.close(fd)
+        if not committed:
+            with contextlib.suppress(FileNotFoundError):
+                temporary.unlink()
+
+
+def _commit(temporary: Path, target: Path, force: bool) -> None:
+    if force:
+        os.replace(temporary, target)
+        return
+    try:
+        os.link(temporary, target)  # fails if the name was taken meanwhile: never replaces
+    except FileExistsError:
+        raise UsageError(f"{target}: appeared while converting; pass --force to replace it") from None
+    except OSError as e:
+        if e.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK, errno.ENOSYS):
+            raise
+        # A file system without hard links: the name is checked again just before the rename.
+        if os.path.lexists(target):
+            raise UsageError(f"{target}: appeared while converting; pass --force to replace it") from None
+        os.rename(temporary, target)
+        return
+    os.unlink(temporary)
+
+
+# -- directories -------------------------------------------------------------------------------
 
 def check_directory_target(target: Path, *, force: bool, inputs: Sequence[Path] = ()) -> None:
     """Refuse an output directory that would replace a non-empty one without --force, or hold an input."""
@@ -69,7 +225,7 @@ def check_directory_target(target: Path, *, force: bool, inputs: Sequence[Path] 
     if target.is_dir():
         # Replacing the directory deletes what it holds, the inputs too.
         real = Path(os.path.realpath(target))
-        for source in inputs:
+        for source in [*inputs, *inputs_read()]:
             if Path(os.path.realpath(source)).is_relative_to(real):
                 raise UsageError(f"{target}: holds the input {source}; choose another output directory")
         if not force and any(target.iterdir()):
@@ -77,25 +233,37 @@ def check_directory_target(target: Path, *, force: bool, inputs: Sequence[Path] 
 
 
 @contextlib.contextmanager
-def atomic_directory(target: Path, *, force: bool, inputs: Sequence[Path] = ()) -> Iterator[Path]:
+def atomic_directory(target: Path, *, force: bool, inputs: Sequence[Path] = (),
+                     notify: Notify = _notify_stderr) -> Iterator[Path]:
     """Yield a temporary directory to fill; on success it takes the place of ``target``.
 
     The temporary directory is made next to ``target`` (same file system, so the final step is a
-    rename).  With ``force`` an existing ``target`` is first moved aside, then the new directory
-    renamed in, then the old one deleted; if the rename fails the old one is put back.
+    rename). With ``force`` an existing ``target`` is first moved aside, then the new directory
+    renamed in, then the old one deleted, all with stop signals blocked; if the rename fails the
+    old one is put back.
     """
     check_directory_target(target, force=force, inputs=inputs)
     where = _absolute(target)
-    temporary = _make_directory(where.parent, f".{where.name}.", ".tmp")
-    try:
+    remove_stale_partials(where, notify)
+    temporary = _partial_name(where)
+    fd, committed = -1, False
+    try:  # made inside: a signal right after its creation still removes it
+        temporary.mkdir()  # os.mkdir honours the umask (tempfile.mkdtemp's 0700 would become the output's)
+        fd = os.open(temporary, os.O_RDONLY | os.O_CLOEXEC)
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         yield temporary
         _fsync_tree(temporary)
-        check_directory_target(target, force=force, inputs=inputs)  # it may have changed meanwhile
-        _swap_in(temporary, where)
-        _fsync_directory(where.parent)
-    except BaseException:
-        shutil.rmtree(temporary, ignore_errors=True)
-        raise
+        with _signals_blocked():
+            check_directory_target(target, force=force, inputs=inputs)  # it may have changed meanwhile
+            _swap_in(temporary, where)
+            committed = True
+            _committed.append(target)
+            _fsync_directory(where.parent)
+    finally:
+        if fd >= 0:
+            os.close(fd)
+        if not committed:
+            shutil.rmtree(temporary, ignore_errors=True)
 
 
 def _absolute(path: Path) -> Path:
@@ -103,10 +271,10 @@ def _absolute(path: Path) -> Path:
     return Path(os.path.abspath(path))
 
 
-def _make_directory(parent: Path, prefix: str, suffix: str) -> Path:
+def _make_directory(parent: Path, prefix: str) -> Path:
     # Not tempfile.mkdtemp: its mode 0700 would become the output's; os.mkdir honours the umask.
     while True:
-        path = parent / f"{prefix}{secrets.token_hex(4)}{suffix}"
+        path = parent / f"{prefix}{secrets.token_hex(4)}"
         try:
             path.mkdir()
             return path
@@ -123,7 +291,7 @@ def _swap_in(temporary: Path, target: Path) -> None:
         os.rename(temporary, target)
         return
     # Moved aside into a directory of its own: no other name is ever taken over, even by a race.
-    aside = _make_directory(target.parent, f".{target.name}.", ".old")
+    aside = _make_directory(target.parent, f"{target.name}{ASIDE}")
     old = aside / target.name
     os.rename(target, old)
     try:

@@ -9,7 +9,7 @@ Memory use never grows with the size of the whole file.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -77,4 +77,28 @@ class ArraySource:
             progress(self.nbytes)
 
 
-PayloadSource = FileSlice | ArraySource
+@dataclass(frozen=True)
+class BlocksSource:
+    """A payload computed block by block when it is written (rows of a large tensor, say), so that
+    no more than one block is in memory: ``blocks()`` yields arrays whose bytes follow each other."""
+
+    blocks: Callable[[], Iterable[Any]]
+    nbytes: int
+
+    def write_to(self, out: Sink | Any, progress: Progress | None = None) -> None:
+        import numpy as np
+
+        written = 0
+        for block in self.blocks():
+            array = np.ascontiguousarray(block)
+            written += array.nbytes
+            if written > self.nbytes:
+                break
+            out.write(array.data.cast("B"))
+            if progress is not None:
+                progress(array.nbytes)
+        if written != self.nbytes:
+            raise ValueError(f"a transform produced {written} bytes where {self.nbytes} were expected")
+
+
+PayloadSource = FileSlice | ArraySource | BlocksSource

@@ -16,7 +16,7 @@ from typing import Any
 from ..document import Document
 from ..engine import tensor_ref
 from ..errors import FormatError, SchemaError
-from ..mapping import BLOCK_ID, MappingTable, MetadataEntry, Scope, TensorEntry, evaluate_entry, walk
+from ..mapping import BLOCK_ID, MappingTable, MetadataEntry, Scope, TensorEntry, evaluate_entry, fill_template, walk
 from ..schema.constructs import TensorContainer
 from ..sink import Progress, Sink, open_sink
 from ..tensors import FileSlice, PayloadSource
@@ -75,7 +75,7 @@ def plan_gguf(doc: Document, table: MappingTable) -> GGUFPlan:
             raise SchemaError(entry.where, f"`from: {entry.source.source}` is not a tensor record")
         ref = tensor_ref(record, entry.source.source)
         bid = next((s[BLOCK_ID] for s in reversed(entry_scopes) if BLOCK_ID in s), None)
-        name = entry.name_template.format(bid=bid)
+        name = fill_template(entry.name_template, entry.where, bid=bid)
         if ref.is_null:
             raise FormatError(ref.path, ref.offset, f"is a null tensor but {table.name} maps it to {name}")
         if name in names:
@@ -92,10 +92,14 @@ def resolve_metadata(table: MappingTable, scopes: list[Scope], architecture: str
     A value that does not fit its GGUF type is reported at the field it came from when the
     value is a plain field path of ``doc`` (``opt.ctx.iter``)."""
     metadata = []
+    keys: set[str] = {"general.architecture"}  # written by the GGUF writer itself
     for entry, entry_scopes in walk(table.metadata, scopes):
         assert isinstance(entry, MetadataEntry)
         value = evaluate_entry(entry.value, entry_scopes, entry.where)
-        key = entry.key.format(arch=architecture)
+        key = fill_template(entry.key, entry.where, arch=architecture)
+        if key in keys:
+            raise SchemaError(entry.where, f"the key {key} is written twice")
+        keys.add(key)
         field = entry.value.source if doc is not None and doc.offset_of(entry.value.source) is not None else ""
         where = (field, doc.offset_of(field) if doc is not None and field else None)
         metadata.append(MetadataValue(key, entry.value_type, _checked(value, entry.value_type, key, source, where)))

@@ -12,10 +12,12 @@ import copy
 import functools
 import importlib.util
 import os
+import sys
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
+from stat import S_ISREG
 from typing import Any
 
 import construct as cs
@@ -26,6 +28,10 @@ from ..resources import data_dirs
 from .compiler import Namespace, Param, _params
 
 MAX_SCHEMA_BYTES = 1 << 20
+# YAML aliases share one node among many places; text made of them (a "billion laughs" file)
+# expands past any memory. A schema or table with more nodes than this, counted with every
+# alias expanded, is refused before anything walks it.
+MAX_YAML_NODES = 200_000
 TOP_KEYS = {"meta", "doc", "params", "seq", "instances", "types", "tensor"}
 META_KEYS = {"id", "title", "endian", "imports", "trailing", "doc", "application", "file-extension"}
 
@@ -67,6 +73,8 @@ def read_yaml(path: Path, *, shared: bool = False) -> dict[str, Any]:
         stat = path.stat()
     except OSError as e:
         raise SchemaError(str(path), f"cannot be read: {e.strerror}") from None
+    if not S_ISREG(stat.st_mode):  # a FIFO would block the read for ever
+        raise SchemaError(str(path), "is not a regular file")
     if stat.st_size > MAX_SCHEMA_BYTES:
         raise SchemaError(str(path), f"larger than {MAX_SCHEMA_BYTES} bytes")
     parsed = _parsed_yaml(path, stat.st_mtime_ns, stat.st_size)
@@ -82,9 +90,29 @@ def _parsed_yaml(path: Path, mtime_ns: int, size: int) -> dict[str, Any]:
         raise SchemaError(str(path), f"cannot be read: {e.strerror}") from None
     except yaml.YAMLError as e:
         raise SchemaError(str(path), f"is not valid YAML: {e}".replace("\n", " ")) from None
+    except RecursionError:
+        raise SchemaError(str(path), "is nested too deeply") from None
     if not isinstance(data, dict):
         raise SchemaError(str(path), "a schema is a YAML mapping (meta, doc, seq, types, ...)")
+    if _nodes(data, MAX_YAML_NODES) > MAX_YAML_NODES:
+        raise SchemaError(str(path), f"holds more than {MAX_YAML_NODES} values once its aliases are expanded")
     return data
+
+
+def _nodes(value: Any, budget: int) -> int:
+    """How many values ``value`` holds with aliases expanded, counting no further than ``budget``."""
+    count, stack = 0, [value]
+    while stack and count <= budget:
+        item = stack.pop()
+        count += 1
+        if isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+        elif isinstance(item, str):
+            count += len(item) // 64  # long strings weigh more: a few long ones repeated by aliases add up
+    return count
 
 
 def _find_file(name: str, near: Path | None = None) -> Path:
@@ -139,14 +167,29 @@ def _magic(data: Mapping[str, Any]) -> bytes | None:
     seq = data.get("seq") or []
     first = seq[0] if seq and isinstance(seq[0], Mapping) else {}
     magic = first.get("contents")
-    if isinstance(magic, str) and magic:
-        return magic.encode("latin-1")
-    if isinstance(magic, list) and magic:
-        return bytes(magic)
+    try:
+        if isinstance(magic, str) and magic:
+            return magic.encode("latin-1")
+        if isinstance(magic, list) and magic:
+            return bytes(magic)
+    except (UnicodeEncodeError, ValueError, TypeError):
+        raise SchemaError("contents", f"{magic!r} is not a string of bytes or a list of byte values") from None
     return None
 
 
 def load_yaml_schema(path: Path) -> Schema:
+    try:
+        return _load_yaml_schema(path)
+    except SchemaError:
+        raise
+    except RecursionError:
+        raise SchemaError(str(path), "a type contains itself (or the schema is nested too deeply)") from None
+    except (TypeError, ValueError, LookupError, AttributeError, UnicodeError) as e:
+        # The loader checks what it knows to check; anything else malformed lands here, not in a crash.
+        raise SchemaError(str(path), f"malformed: {type(e).__name__}: {e}") from None
+
+
+def _load_yaml_schema(path: Path) -> Schema:
     ns, data = _Loader().namespace(path)
     meta = data.get("meta") or {}
     schema_id = str(meta.get("id") or path.stem)
@@ -217,11 +260,32 @@ def available_schemas() -> dict[str, Path]:
 
 
 def catalog() -> Iterator[SchemaInfo]:
-    """Name, title and magic of every schema file found, read without compiling them."""
+    """Name, title and magic of every schema file found, read without compiling them.
+
+    A file that cannot be read as a schema is skipped with one warning line: one broken file in
+    a shared schema folder must not stop every other parse."""
     for name, path in available_schemas().items():
-        data = read_yaml(path, shared=True)
-        meta = data.get("meta") or {}
-        yield SchemaInfo(name, path, str(meta.get("title", name)), _magic(data))
+        try:
+            data = read_yaml(path, shared=True)
+            meta = data.get("meta") or {}
+            if not isinstance(meta, Mapping):
+                raise SchemaError(str(path), "`meta` must be a mapping")
+            info = SchemaInfo(name, path, str(meta.get("title", name)), _magic(data))
+        except (SchemaError, TypeError, ValueError) as e:
+            _warn_once(f"skipped schema {path}: {e}")
+            continue
+        yield info
+
+
+_warned: set[str] = set()
+
+
+def _warn_once(message: str) -> None:
+    from ..text import escape
+
+    if message not in _warned:
+        _warned.add(message)
+        print(f"fmt: warning: {escape(message)}", file=sys.stderr)
 
 
 def detect_schema(path: Path) -> Schema:

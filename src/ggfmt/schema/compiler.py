@@ -177,9 +177,12 @@ class Namespace:
     def _compile_field(self, spec: Mapping[str, Any], where: str) -> list[cs.Construct]:
         if "align" in spec:
             extra = set(spec) - {"align", "doc"}
-            if extra or not isinstance(spec["align"], int) or spec["align"] <= 0:
-                raise SchemaError(where, "an alignment item is `{align: N, doc: ...}` with a positive integer N")
-            return [AlignTo(int(spec["align"]))]
+            modulus = spec["align"]
+            if extra or isinstance(modulus, bool) or not isinstance(modulus, int | str) \
+                    or (isinstance(modulus, int) and modulus <= 0):
+                raise SchemaError(where, "an alignment item is `{align: N, doc: ...}` with a positive integer N "
+                                         "or an expression giving one")
+            return [AlignTo(_expr(modulus, f"{where}, align"))]
         name = spec.get("id")
         if not isinstance(name, str) or not name.isidentifier() or name.startswith("_"):
             raise SchemaError(where, f"`id` must be an identifier not starting with '_', got {name!r}")

@@ -209,14 +209,19 @@ class Validation:
             raise FormatError(path, offset, f"expected {self.expr.source}, got {_show(value)}")
 
 
-def _show(value: Any) -> str:
-    if isinstance(value, bytes):
-        return repr(value)
-    if isinstance(value, list):
-        return "[" + ", ".join(_show(v) for v in value) + "]"
-    if isinstance(value, str):
-        return repr(value)
-    return str(value)
+def _show(value: Any, limit: int = 120) -> str:
+    """A value in an error line: short, one line (a record shows its fields, a long list its start)."""
+    if isinstance(value, Mapping):
+        items = ", ".join(f"{k}={_show(v, limit)}" for k, v in value.items()
+                          if isinstance(k, str) and not k.startswith("_"))
+        text = "{" + items + "}"
+    elif isinstance(value, list):
+        text = "[" + ", ".join(_show(v, limit) for v in value[:16]) + (", ...]" if len(value) > 16 else "]")
+    elif isinstance(value, bytes | str):
+        text = repr(value)
+    else:
+        text = str(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 # -- the field -----------------------------------------------------------------------------
@@ -298,6 +303,7 @@ class Field(cs.Construct):  # type: ignore[misc]
                                             f"only {remaining} left in the file")
         if count > remaining:  # every element takes at least a byte: refuse before looping
             raise FormatError(path, offset, f"{count} elements expected, only {remaining} bytes left in the file")
+        spend_elements(context, count, path, offset)
         items = cs.ListContainer()
         for i in range(count):
             items.append(self._read_one(stream, context, f"{path}[{i}]", i))
@@ -352,6 +358,7 @@ class Field(cs.Construct):  # type: ignore[misc]
             # Under this hypothesis the elements (a byte each at least) run past the end of the file.
             stream.seek(stream.size + 1)
             raise SizeUnknown(f"{path}: {count} elements cannot fit in the file")
+        spend_elements(context, count, path, offset)
         return cs.ListContainer(self.subcon._parsereport(stream, context, f"{path}[{i}]") for i in range(count))
 
     # building ------------------------------------------------------------------------
@@ -389,6 +396,27 @@ class Field(cs.Construct):  # type: ignore[misc]
 
     def _sizeof(self, context: Any, path: str) -> int:
         raise cs.SizeofError("schema fields have no static size; use probe_size()", path=path)
+
+
+def element_budget(file_size: int) -> list[int]:
+    """How many repeated elements a parse of a file of ``file_size`` bytes may read, in all.
+
+    "A count larger than the bytes left is refused" bounds each repeat, but not elements that
+    read no bytes (an empty type, a payload placed elsewhere with ``at:``), and nested repeats of
+    them multiply. A real layout has at most about one element per byte (each nesting level
+    consumes bytes), so twice the file's size, plus room for small files, is never reached by one.
+    """
+    return [2 * file_size + 4096]
+
+
+def spend_elements(context: Any, count: int, path: str, offset: int) -> None:
+    budget = context.get("_params", {}).get("_budget")
+    if budget is None:
+        return
+    budget[0] -= count
+    if budget[0] < 0:
+        raise FormatError(path, offset, f"{count} more elements than a file of this size can hold "
+                                        "(the layout repeats elements that take no bytes)")
 
 
 def _construct_message(e: Exception) -> str:
@@ -486,18 +514,24 @@ class Position(cs.Construct):  # type: ignore[misc]
 
 
 class AlignTo(cs.Construct):  # type: ignore[misc]
-    """Zero padding up to the next multiple of ``modulus`` of the absolute stream offset."""
+    """Zero padding up to the next multiple of ``modulus`` (an expression: a number, or a value the
+    file gives, such as GGUF's ``general.alignment``) of the absolute stream offset."""
 
-    def __init__(self, modulus: int) -> None:
+    def __init__(self, modulus: Expression) -> None:
         super().__init__()
         self.modulus = modulus
         self.flagbuildnone = True
 
-    def _pad(self, stream: Any) -> int:
-        return int(-stream.tell() % self.modulus)
+    def _pad(self, stream: Any, context: Any, path: str) -> int:
+        modulus = evaluate(self.modulus, context, path, stream.tell())
+        if is_probe(stream):
+            require_known(modulus, "its alignment", path)
+        if isinstance(modulus, bool) or not isinstance(modulus, int) or modulus <= 0:
+            raise FormatError(path, stream.tell(), f"alignment must be a positive integer, got {_show(modulus)}")
+        return int(-stream.tell() % modulus)
 
     def _parse(self, stream: Any, context: Any, path: str) -> None:
-        pad = self._pad(stream)
+        pad = self._pad(stream, context, path)
         offset = stream.tell()
         if not is_probe(stream) and stream_size(stream) - offset < pad:
             raise FormatError(path, offset, f"unexpected end of file in {pad} bytes of alignment padding")
@@ -505,7 +539,7 @@ class AlignTo(cs.Construct):  # type: ignore[misc]
         return None
 
     def _build(self, obj: Any, stream: Any, context: Any, path: str) -> None:
-        stream.write(b"\0" * self._pad(stream))
+        stream.write(b"\0" * self._pad(stream, context, path))
         return None
 
     def _sizeof(self, context: Any, path: str) -> int:

@@ -52,8 +52,23 @@ class ExpressionError(Exception):
     """An expression is not part of the language, or failed while being evaluated."""
 
 
-# Largest sequence an expression may build (``[0] * n``): guards against memory exhaustion.
+# Budgets that keep any expression, from any schema, small and quick: the largest sequence or
+# string it may build (``[0] * n``), the largest integer (in bits; sizes and offsets need 64),
+# and the longest expression text.
 MAX_SEQUENCE = 1 << 16
+MAX_INT_BITS = 256
+MAX_SOURCE = 4096
+
+
+def _bounded(value: Any) -> Any:
+    """``value``, unless it is past the budgets above."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value.bit_length() > MAX_INT_BITS:
+        raise ValueError(f"an integer of more than {MAX_INT_BITS} bits")
+    if isinstance(value, list | str | bytes | tuple) and len(value) > MAX_SEQUENCE:
+        raise ValueError(f"a sequence of more than {MAX_SEQUENCE} items")
+    return value
 
 
 def _product(values: Sequence[Any]) -> Any:
@@ -61,14 +76,44 @@ def _product(values: Sequence[Any]) -> Any:
     for v in values:
         if v is UNKNOWN:
             return UNKNOWN
-        result *= v
+        result = _bounded(result * v)
     return result
 
 
+def _sum(values: Sequence[Any], start: Any = 0) -> Any:
+    # Step by step within the budget: sum() of lists would concatenate without bound.
+    result = start
+    for v in values:
+        if v is UNKNOWN:
+            return UNKNOWN
+        if isinstance(result, list | str) and isinstance(v, list | str) and len(result) + len(v) > MAX_SEQUENCE:
+            raise ValueError(f"a sequence of more than {MAX_SEQUENCE} items")
+        result = _bounded(result + v)
+    return result
+
+
+def _find(items: Sequence[Any], path: str, wanted: Any) -> Any:
+    """The first item of ``items`` whose field at the dotted ``path`` equals ``wanted``, else None:
+    ``find(metadata, 'key.text', 'general.alignment')``."""
+    if not isinstance(items, list | tuple) or not isinstance(path, str):
+        raise TypeError("find(items, 'field.path', value) takes a list and a dotted field path")
+    names = path.split(".")
+    if any(not n or n.startswith("_") for n in names):
+        raise ValueError(f"find: {path!r} is not a field path")
+    for item in items:
+        value = item
+        for name in names:
+            value = value.get(name) if isinstance(value, Mapping) else None
+        if value == wanted:
+            return item
+    return None
+
+
 FUNCTIONS: dict[str, Callable[..., Any]] = {
+    "find": _find,
     "len": len,
     "prod": _product,
-    "sum": sum,
+    "sum": _sum,
     "min": min,
     "max": max,
     "abs": abs,
@@ -122,18 +167,24 @@ class Expression:
         else:
             text = source if isinstance(source, str) else repr(source)
         self.source = text
+        if len(text) > MAX_SOURCE:
+            raise ExpressionError(f"expression {text[:40]!r}... is longer than {MAX_SOURCE} characters")
         try:
             tree = ast.parse(text.strip(), mode="eval")
+            self.names: set[str] = set()
+            self._fn = self._compile(tree.body)
         except SyntaxError as e:
             raise ExpressionError(f"expression {text!r} is not valid: {e.msg}") from None
-        self.names: set[str] = set()
-        self._fn = self._compile(tree.body)
+        except (RecursionError, MemoryError):
+            raise ExpressionError(f"expression {text[:40]!r}... is nested too deeply") from None
 
     def __call__(self, lookup: Lookup) -> Any:
         try:
-            return self._fn(lookup)
+            return self._fn(lookup)  # what it computed is bounded step by step; what it looked up is the file's
         except ExpressionError:
             raise
+        except RecursionError:
+            raise ExpressionError(f"expression {self.source!r} is nested too deeply") from None
         except (ArithmeticError, TypeError, ValueError, IndexError, KeyError) as e:
             raise ExpressionError(f"expression {self.source!r} failed: {type(e).__name__}: {e}") from None
 
@@ -225,6 +276,8 @@ def _public_keys(value: Mapping[str, Any]) -> str:
 def _index(base: Any, index: Any) -> Any:
     if base is UNKNOWN or index is UNKNOWN:
         return UNKNOWN
+    if isinstance(index, str) and index.startswith("_"):
+        raise ValueError(f"the name {index!r} is not allowed")  # what `a._b` refuses, `a['_b']` refuses too
     if isinstance(base, Mapping | list | tuple | str | bytes):
         return base[index]
     raise TypeError(f"{type(base).__name__} cannot be indexed")
@@ -240,11 +293,16 @@ def _binop(fn: Callable[[Any, Any], Any], left: Any, right: Any) -> Any:
             raise ValueError(f"sequence of more than {MAX_SEQUENCE} items")
     if fn is operator.lshift and isinstance(right, int) and right > 64:
         raise ValueError("shift by more than 64 bits")
-    return fn(left, right)
+    if fn is operator.mod and isinstance(left, str | bytes):
+        raise ValueError("string formatting with % is not part of the language")
+    if fn is operator.add and isinstance(left, list | str) and isinstance(right, list | str) \
+            and len(left) + len(right) > MAX_SEQUENCE:
+        raise ValueError(f"a sequence of more than {MAX_SEQUENCE} items")
+    return _bounded(fn(left, right))
 
 
 def _unknown_or(fn: Callable[[Any], Any], value: Any) -> Any:
-    return UNKNOWN if value is UNKNOWN else fn(value)
+    return UNKNOWN if value is UNKNOWN else _bounded(fn(value))
 
 
 def _boolop(is_and: bool, values: list[Evaluator], lookup: Lookup) -> Any:
@@ -281,5 +339,5 @@ def _ifexp(test: Any, body: Evaluator, orelse: Evaluator, lookup: Lookup) -> Any
 def _call(fn: Callable[..., Any], args: list[Any]) -> Any:
     if any(a is UNKNOWN for a in args):
         return UNKNOWN
-    return fn(*args)
+    return _bounded(fn(*args))
 

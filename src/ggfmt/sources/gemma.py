@@ -26,7 +26,7 @@ from ..emit.hf import SAFETENSORS_DTYPES, SafetensorsTensor
 from ..errors import FormatError, SchemaError, UsageError
 from ..mapping import load_mapping
 from ..schema.expr import Expression, ExpressionError
-from .weights import read_json, torch_load
+from .weights import check_tensor, read_json, torch_load
 
 if TYPE_CHECKING:
     import torch
@@ -146,9 +146,8 @@ def check_shapes(state: Mapping[str, torch.Tensor], config: Mapping[str, Any], r
                                           f"has num_hidden_layers {n_layer}", file)
     drop = set(rules["drop"])
     for name, tensor in state.items():
-        if name not in drop and not tensor.is_floating_point():
-            raise FormatError(name, None, f"dtype {str(tensor.dtype).removeprefix('torch.')} is not a weight's "
-                                          f"(float32, float16, bfloat16)", file)
+        if name not in drop:
+            check_tensor(name, tensor, Path(file))
 
 
 def expected_shape(spec: Any, config: Mapping[str, Any]) -> tuple[int, ...]:

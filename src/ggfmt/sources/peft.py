@@ -7,6 +7,7 @@ one at a time.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,6 +18,8 @@ import numpy as np
 
 from ..errors import FormatError, UsageError
 from ..mapping import gguf_tensor_name, load_mapping
+from ..schema.expr import Expression
+from .hf_config import BaseModel
 from .weights import TensorInfo, read_json, read_weights
 
 CONFIG = "adapter_config.json"
@@ -36,6 +39,8 @@ class LoraModule:
     bid: int
     order: int  # position of the module kind in the name table (decoder-layer order)
     rope_heads: str | None  # which head count permutes its rows for rope ("n_head", "n_head_kv")
+    width_in: str | None = None  # the module's input and output widths: expressions of the base config
+    width_out: str | None = None
 
 
 @dataclass
@@ -75,7 +80,8 @@ def _modules(keys: list[str], weights: Path) -> list[LoraModule]:
     skip = set(rules.get("skip") or [])
     patterns = []
     for order, module in enumerate(rules["modules"]):
-        source = re.escape(str(module["hf"])).replace(r"\{bid\}", r"(?P<bid>\d+)")
+        # ASCII digits only, and no leading zero: one module has one spelling (Python's \d takes any script's)
+        source = re.escape(str(module["hf"])).replace(r"\{bid\}", r"(?P<bid>0|[1-9][0-9]{0,8})")
         patterns.append((re.compile(source + r"\.lora_(?P<ab>[AB])\.weight"), order, module))
     found: dict[tuple[int, int], dict[str, Any]] = {}
     for key in keys:
@@ -87,6 +93,9 @@ def _modules(keys: list[str], weights: Path) -> list[LoraModule]:
             if match:
                 bid = int(match["bid"])
                 entry = found.setdefault((bid, order), {"module": module})
+                if match["ab"] in entry:
+                    raise FormatError(key, None, f"is a second lora_{match['ab']} of the module that "
+                                                 f"{entry[match['ab']]!r} is already", str(weights))
                 entry[match["ab"]] = key
                 break
         else:
@@ -103,6 +112,8 @@ def _modules(keys: list[str], weights: Path) -> list[LoraModule]:
             gguf_name=gguf_tensor_name(symbol, NAME_TABLE).format(bid=bid) + ".weight",
             symbol=symbol, key_a=entry["A"], key_b=entry["B"], bid=bid, order=order,
             rope_heads=entry["module"].get("rope_heads"),
+            width_in=str(entry["module"]["in"]) if "in" in entry["module"] else None,
+            width_out=str(entry["module"]["out"]) if "out" in entry["module"] else None,
         ))
     if not modules:
         raise FormatError("", None, "holds no LoRA factors", str(weights))
@@ -111,8 +122,9 @@ def _modules(keys: list[str], weights: Path) -> list[LoraModule]:
 
 # -- what each target can express ------------------------------------------------------------
 
-def check_convertible(adapter: PeftAdapter, target: str) -> None:
-    """Refuse, with the config field named, what the target format cannot express."""
+def check_convertible(adapter: PeftAdapter, target: str, base: BaseModel | None = None) -> None:
+    """Refuse, with the config field named, what the target format cannot express, and factors
+    whose shapes do not fit each other, the config or (given) the base model."""
     config = adapter.config
 
     def refuse(field: str, why: str) -> FormatError:
@@ -131,15 +143,58 @@ def check_convertible(adapter: PeftAdapter, target: str) -> None:
             raise refuse(flag, "true is not supported: llama.cpp adapters hold plain LoRA with alpha / r scaling")
     if config.get("alpha_pattern"):
         raise refuse("alpha_pattern", "per-module alphas cannot be expressed (the file holds one alpha)")
-    if not isinstance(config.get("r"), int) or config["r"] <= 0:
-        raise refuse("r", f"expected a positive integer, got {config.get('r')!r}")
+    r = config.get("r")
+    if isinstance(r, bool) or not isinstance(r, int) or not 0 < r <= I32_MAX:
+        raise refuse("r", f"expected a positive integer (at most {I32_MAX}), got {r!r}")
     alpha = config.get("lora_alpha")
-    if not isinstance(alpha, int | float) or isinstance(alpha, bool):
+    if isinstance(alpha, bool) or not isinstance(alpha, int | float):
         raise refuse("lora_alpha", f"expected a number, got {alpha!r}")
+    if not math.isfinite(alpha) or abs(alpha) > F32_MAX:
+        raise refuse("lora_alpha", f"expected a finite number that fits in f32, got {alpha!r}")
     if target == "ggla":
+        if abs(alpha) > I32_MAX:
+            raise refuse("lora_alpha", f"{alpha} does not fit in the ggla header's i32")
         if int(alpha) != alpha:
             raise refuse("lora_alpha", f"{alpha} is not an integer, which the ggla format requires "
                                        "(`fmt to-gguf` writes a GGUF adapter, which can hold it)")
         if config.get("rank_pattern"):
             raise refuse("rank_pattern", "per-module ranks change the meaning in ggla, whose every delta is "
                                          "scaled by the header r (`fmt to-gguf` can hold them)")
+    check_factors(adapter, base)
+
+
+I32_MAX = 2**31 - 1
+F32_MAX = 3.4028234663852886e38
+
+
+def check_factors(adapter: PeftAdapter, base: BaseModel | None) -> None:
+    """Every module's A is (r, in) and its B (out, r), with the same r: the config's, unless
+    rank_pattern gives ranks of its own; with ``base``, in and out are the module's widths in the
+    base model and its layer is one the base model has."""
+    r = adapter.config["r"]
+    per_module_ranks = bool(adapter.config.get("rank_pattern"))
+    file = str(adapter.weights)
+    for module in adapter.modules:
+        a, b = adapter.info(module.key_a).shape, adapter.info(module.key_b).shape
+        if len(a) != 2 or len(b) != 2:
+            raise FormatError(module.key_a if len(a) != 2 else module.key_b, None,
+                              f"LoRA factors are matrices; lora_A has shape {list(a)}, lora_B {list(b)}", file)
+        if a[0] != b[1] or 0 in a or 0 in b:
+            raise FormatError(module.key_b, None, f"lora_A {list(a)} and lora_B {list(b)} do not share a "
+                                                  "non-zero rank", file)
+        if a[0] != r and not per_module_ranks:
+            raise FormatError(module.key_a, None, f"rank {a[0]} differs from the config's r {r} "
+                                                  "(and the config has no rank_pattern)", file)
+        if base is None:
+            continue
+        if module.bid >= base.dims["n_layer"]:
+            raise FormatError(module.key_a, None, f"is in layer {module.bid}, but the base model "
+                                                  f"({base.config_path}) has {base.dims['n_layer']} layers", file)
+        for what, expr, got in (("input", module.width_in, a[1]), ("output", module.width_out, b[0])):
+            if expr is None:
+                continue
+            want = Expression(expr)(lambda name: base.dims[name])
+            if got != want:
+                raise FormatError(module.key_a if what == "input" else module.key_b, None,
+                                  f"{what} width {got} does not match the base model's {want} ({expr}, "
+                                  f"from {base.config_path})", file)

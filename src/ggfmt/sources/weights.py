@@ -1,11 +1,23 @@
-"""Tensor files: safetensors (read with the safetensors package, numpy only) and PyTorch
-pickles (read only with ``torch.load(..., weights_only=True)``; torch is imported on that path
-alone). Tensors are read lazily, one at a time; bf16 is widened to f32 (numpy has no bf16).
+"""Tensor files: safetensors (read by offset with numpy alone) and PyTorch pickles (read only
+with ``torch.load(..., weights_only=True)``; torch is imported on that path alone).
+
+A safetensors file is its own index: a JSON header gives every tensor's dtype, shape and byte
+range, so each tensor (or a block of its rows) is read with one ``pread`` when it is needed and
+memory never grows with the file. bf16 is widened to f32 with numpy (the bf16 bits are the high
+half of an f32's).
+
+A pickle's sizes are checked before any tensor is touched: compressed zip records (which torch
+never writes, and which could inflate a small file into gigabytes) and tensors that claim more
+elements than their storage holds (a stride-0 view of one element) are refused, and so are
+sparse, quantized, meta and 0-D tensors.
 """
 
 from __future__ import annotations
 
 import json
+import math
+import os
+import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,15 +25,26 @@ from typing import Any
 
 import numpy as np
 
+from ..environment import TORCH_INSTALL
 from ..errors import FormatError, UsageError
+from ..inputs import note_input
 
-TORCH_HINT = "pip install torch==2.13.0 (the CPU build)"
+# A safetensors header larger than this is refused (the safetensors library's own limit).
+MAX_SAFETENSORS_HEADER = 100 << 20
+# A JSON config or vocabulary larger than this is not one (the largest tokenizer files are a few MB).
+MAX_JSON_BYTES = 64 << 20
+# dtypes a weight may have, as safetensors names them: (numpy dtype of the stored bytes, dtype read)
+SAFETENSORS_FLOATS: dict[str, tuple[np.dtype[Any], np.dtype[Any]]] = {
+    "F32": (np.dtype("<f4"), np.dtype(np.float32)),
+    "F16": (np.dtype("<f2"), np.dtype(np.float16)),
+    "BF16": (np.dtype("<u2"), np.dtype(np.float32)),  # widened to f32 when read
+}
 
 
 @dataclass(frozen=True)
 class TensorInfo:
     shape: tuple[int, ...]  # numpy order
-    dtype: np.dtype[Any]
+    dtype: np.dtype[Any]  # the dtype the tensor is read as
 
 
 @dataclass
@@ -30,19 +53,27 @@ class WeightsFile:
     keys: list[str]  # in the file's order
     info: Callable[[str], TensorInfo]
     load: Callable[[str], np.ndarray[Any, Any]]
+    # Rows [start, stop) of a tensor (along its first axis): large tensors converted block by block.
+    load_rows: Callable[[str, int, int], np.ndarray[Any, Any]]
 
 
 def read_weights(path: Path, what: str = "a PyTorch pickle") -> WeightsFile:
     """``path`` is a .safetensors file, or else a pickle (``what`` names it in messages)."""
+    note_input(path)
     if path.suffix == ".safetensors":
-        return WeightsFile(path, *_safetensors(path))
-    return WeightsFile(path, *_pickle(path, what))
+        return _safetensors(path)
+    return _pickle(path, what)
 
 
 def read_json(path: Path) -> dict[str, Any]:
     """A JSON object from ``path``; a broken file is a one-line error with the position."""
+    note_input(path)
     try:
-        value = json.loads(path.read_text(encoding="utf-8"))
+        with path.open("rb") as f:
+            text = f.read(MAX_JSON_BYTES + 1)
+        if len(text) > MAX_JSON_BYTES:
+            raise FormatError("", None, f"larger than {MAX_JSON_BYTES} bytes; not a config file", str(path))
+        value = json.loads(text.decode("utf-8"))
     except OSError as e:
         raise UsageError(f"{path}: cannot be read: {e.strerror}") from None
     except UnicodeDecodeError as e:
@@ -50,63 +81,145 @@ def read_json(path: Path) -> dict[str, Any]:
     except json.JSONDecodeError as e:
         raise FormatError("", e.pos, f"not valid JSON: {e.msg} (line {e.lineno}, column {e.colno})",
                           str(path)) from None
+    except RecursionError:
+        raise FormatError("", None, "not a config ggfmt reads: nested too deeply", str(path)) from None
+    except ValueError as e:  # an integer of thousands of digits
+        raise FormatError("", None, f"not a config ggfmt reads: {e}", str(path)) from None
     if not isinstance(value, dict):
         raise FormatError("", 0, "expected a JSON object", str(path))
     return value
 
 
-def _safetensors(path: Path) -> tuple[list[str], Callable[[str], TensorInfo], Callable[[str], Any]]:
-    from safetensors import SafetensorError, safe_open
+# -- safetensors ---------------------------------------------------------------------------------
 
+@dataclass(frozen=True)
+class _Entry:
+    stored: np.dtype[Any]
+    read_as: np.dtype[Any]
+    shape: tuple[int, ...]
+    begin: int  # absolute offsets in the file
+    end: int
+
+
+def safetensors_index(path: Path) -> dict[str, _Entry]:
+    """Every tensor of a safetensors file, with its absolute byte range, checked against the file."""
     try:
-        handle: Any = safe_open(str(path), framework="numpy")
-        keys = list(handle.keys())
-    except (SafetensorError, OSError, ValueError) as e:
-        raise FormatError("", None, f"not a readable safetensors file: {e}", str(path)) from None
+        with path.open("rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            head = f.read(8)
+            if len(head) < 8:
+                raise FormatError("header size", 0, f"8 bytes expected, the file has {len(head)}", str(path))
+            (length,) = struct.unpack("<Q", head)
+            if length > min(size - 8, MAX_SAFETENSORS_HEADER):
+                raise FormatError("header size", 0, f"a {length}-byte header claimed, only {size - 8} bytes follow",
+                                  str(path))
+            text = f.read(length)
+    except OSError as e:
+        raise UsageError(f"{path}: cannot be read: {e.strerror}") from None
+    try:
+        header = json.loads(text.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as e:
+        raise FormatError("header", 8, f"not a safetensors JSON header: {' '.join(str(e).split())}",
+                          str(path)) from None
+    if not isinstance(header, dict):
+        raise FormatError("header", 8, "not a safetensors JSON header: expected an object", str(path))
+    data_start, data_size = 8 + length, size - 8 - length
+    index: dict[str, _Entry] = {}
+    for key, entry in header.items():
+        if key == "__metadata__":
+            continue
+        index[key] = _entry(key, entry, data_start, data_size, str(path))
+    return index
 
-    # bf16 is widened to f32 when read (numpy has no bf16)
-    dtypes: dict[str, np.dtype[Any]] = {
-        "F32": np.dtype(np.float32), "F16": np.dtype(np.float16), "BF16": np.dtype(np.float32)}
+
+def _entry(key: str, entry: Any, data_start: int, data_size: int, file: str) -> _Entry:
+    def bad(why: str) -> FormatError:
+        return FormatError(f"header.{key}", 8, why, file)
+
+    if not isinstance(entry, dict):
+        raise bad("expected an object with dtype, shape and data_offsets")
+    dtype, shape, offsets = entry.get("dtype"), entry.get("shape"), entry.get("data_offsets")
+    if dtype not in SAFETENSORS_FLOATS:
+        raise bad(f"dtype {dtype!r} is not a weight's ({', '.join(SAFETENSORS_FLOATS)})")
+    if not isinstance(shape, list) or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0
+                                              for n in shape):
+        raise bad(f"shape {shape!r}: expected a list of non-negative integers")
+    if (not isinstance(offsets, list) or len(offsets) != 2
+            or not all(isinstance(n, int) and not isinstance(n, bool) for n in offsets)
+            or not 0 <= offsets[0] <= offsets[1] <= data_size):
+        raise bad(f"data_offsets {offsets!r}: expected [begin, end] within the {data_size} bytes of data")
+    stored, read_as = SAFETENSORS_FLOATS[dtype]
+    nbytes = math.prod(shape) * stored.itemsize
+    if offsets[1] - offsets[0] != nbytes:
+        raise bad(f"shape {shape} in {dtype} is {nbytes} bytes, data_offsets {offsets} hold {offsets[1] - offsets[0]}")
+    return _Entry(stored, read_as, tuple(shape), data_start + offsets[0], data_start + offsets[1])
+
+
+def _safetensors(path: Path) -> WeightsFile:
+    index = safetensors_index(path)
 
     def info(key: str) -> TensorInfo:
-        piece = handle.get_slice(key)
-        name = piece.get_dtype()
-        if name not in dtypes:
-            raise FormatError(key, None, f"dtype {name} is not a LoRA factor's (f32, f16, bf16)", str(path))
-        return TensorInfo(tuple(piece.get_shape()), dtypes[name])
+        entry = index[key]
+        return TensorInfo(entry.shape, entry.read_as)
 
-    def load(key: str) -> Any:
-        if handle.get_slice(key).get_dtype() == "BF16":
-            return _bf16_to_f32(path, key)
-        try:
-            return handle.get_tensor(key)
-        except (SafetensorError, ValueError) as e:
-            raise FormatError(key, None, f"cannot be read: {e}", str(path)) from None
+    def load_rows(key: str, start: int, stop: int) -> np.ndarray[Any, Any]:
+        entry = index[key]
+        row = math.prod(entry.shape[1:]) * entry.stored.itemsize if entry.shape else entry.stored.itemsize
+        begin = entry.begin + start * row
+        nbytes = (stop - start) * row
+        with path.open("rb") as f:
+            data = os.pread(f.fileno(), nbytes, begin)
+        if len(data) != nbytes:
+            raise FormatError(key, begin, f"{nbytes} bytes expected, the file ended early", str(path))
+        array = np.frombuffer(data, dtype=entry.stored)
+        if entry.stored.kind == "u":  # bf16: its bits are the high half of an f32's
+            array = (array.astype(np.uint32) << 16).view(np.float32)
+        return array.reshape((stop - start, *entry.shape[1:]) if entry.shape else ())
 
-    return keys, info, load
+    def load(key: str) -> np.ndarray[Any, Any]:
+        entry = index[key]
+        return load_rows(key, 0, entry.shape[0] if entry.shape else 1)
+
+    return WeightsFile(path, list(index), info, load, load_rows)
 
 
-def _bf16_to_f32(path: Path, key: str) -> Any:
+# -- PyTorch pickles -----------------------------------------------------------------------------
+
+def check_zip_records(path: Path) -> None:
+    """Refuse a torch zip whose records are compressed or larger than the file (a zip bomb)."""
+    import zipfile
+
+    if not zipfile.is_zipfile(path):
+        return  # the legacy format: read whole by torch, so bounded by the file's own size
+    size = path.stat().st_size
     try:
-        import torch  # noqa: F401 - only bf16 safetensors need it
-        from safetensors import safe_open
-    except ImportError:
-        raise UsageError(f"{path}: {key} is bf16, which needs torch to be read ({TORCH_HINT})") from None
-    with safe_open(str(path), framework="pt") as handle:
-        return handle.get_tensor(key).float().numpy()
+        with zipfile.ZipFile(path) as archive:
+            records = archive.infolist()
+    except (zipfile.BadZipFile, OSError, ValueError) as e:
+        raise FormatError("", None, f"not a readable PyTorch file: {' '.join(str(e).split())}", str(path)) from None
+    total = 0
+    for record in records:
+        if record.compress_type != zipfile.ZIP_STORED:
+            raise FormatError(record.filename, record.header_offset, "is a compressed record, which torch.save "
+                              "never writes (it could hold far more than the file)", str(path))
+        total += record.file_size
+    if total > size:
+        raise FormatError("", None, f"its records claim {total} bytes, more than the file's {size}", str(path))
 
 
 def torch_load(path: Path, what: str) -> Any:
     """``torch.load(path, weights_only=True)``, memory-mapped when the file allows; torch is
     imported here and nowhere else. A pickle that asks for more than tensors is refused."""
+    note_input(path)
     try:
         import torch
     except ImportError:
-        raise UsageError(f"{path}: {what} needs torch to be read ({TORCH_HINT}); "
+        raise UsageError(f"{path}: {what} needs torch to be read ({TORCH_INSTALL}); "
                          "a safetensors file does not") from None
     import pickle
     import warnings
 
+    check_zip_records(path)
     try:
         with warnings.catch_warnings():  # torch's remarks on odd pickles would break the one-line report
             warnings.simplefilter("ignore")
@@ -118,33 +231,79 @@ def torch_load(path: Path, what: str) -> Any:
         # Keep only what the pickle asked for (torch's message goes on to suggest unsafe loading).
         import re
 
-        found = re.search(r"(Unsupported global: GLOBAL [\w.]+|Unsupported operand \d+|Trying to [^.\n]*)", str(e))
-        detail = found.group(1) if found else ""
-        if detail.startswith("Unsupported operand"):  # not a pickle torch.save wrote: garbage, not a threat
-            raise FormatError("", None, f"not a PyTorch file ({detail})", str(path)) from None
+        found = re.search(r"GLOBAL [\w.]+", str(e))  # a global the pickle asks for: code it would run
+        if found is None:  # malformed, or a text file: not a pickle torch.save wrote, and no attempt to run code
+            detail = " ".join(str(e).split("\n\n")[-2 if "\n\n" in str(e) else 0].split())[:200]
+            raise FormatError("", None, f"not a PyTorch file torch.save wrote ({detail or 'unreadable'})",
+                              str(path)) from None
         raise FormatError("", None, "refused: this pickle holds more than tensors and would run code if "
-                                    f"loaded unsafely{f' ({detail})' if detail else ''}; ggfmt reads pickles only "
+                                    f"loaded unsafely ({found.group(0)}); ggfmt reads pickles only "
                                     "with torch.load(weights_only=True)", str(path)) from None
-    except (RuntimeError, EOFError, OSError, ValueError) as e:
-        raise FormatError("", None, f"not a readable PyTorch file: {' '.join(str(e).split())}", str(path)) from None
+    except (RuntimeError, EOFError, OSError, ValueError, KeyError, TypeError, AttributeError, IndexError,
+            MemoryError, RecursionError) as e:
+        detail = " ".join(str(e).split())[:200] or type(e).__name__
+        raise FormatError("", None, f"not a readable PyTorch file: {detail}", str(path)) from None
 
 
-def _pickle(path: Path, what: str) -> tuple[list[str], Callable[[str], TensorInfo], Callable[[str], Any]]:
+# torch dtypes a weight may have, and what they are read as
+_TORCH_FLOATS = ("float32", "float16", "bfloat16")
+
+
+def check_tensor(name: str, tensor: Any, file: Path, what: str = "") -> None:
+    """Refuse a tensor ggfmt cannot read as plain strided data of the size it claims."""
     import torch
 
+    def bad(why: str) -> FormatError:
+        return FormatError(name, None, f"{what}{why}", str(file))
+
+    if not isinstance(tensor, torch.Tensor):
+        raise bad(f"is a {type(tensor).__name__}, not a tensor")
+    if tensor.layout != torch.strided:
+        raise bad(f"is a {str(tensor.layout).removeprefix('torch.')} tensor; only dense tensors are read")
+    if tensor.is_quantized:
+        raise bad("is a quantized tensor; only float tensors are read")
+    if tensor.device.type == "meta":
+        raise bad("is a meta tensor: it has a shape but no data")
+    if tensor.dim() == 0:
+        raise bad("is a 0-D tensor (a scalar), not a weight")
+    dtype = str(tensor.dtype).removeprefix("torch.")
+    if dtype not in _TORCH_FLOATS:
+        raise bad(f"dtype {dtype} is not a weight's ({', '.join(_TORCH_FLOATS)})")
+    needed = tensor.numel() * tensor.element_size()
+    held = tensor.untyped_storage().nbytes() - tensor.storage_offset() * tensor.element_size()
+    if needed > held or not tensor.is_contiguous():
+        raise bad(f"claims {needed} bytes but its storage holds {held}: a view (expand, stride) ggfmt does not "
+                  "materialise")
+
+
+def _pickle(path: Path, what: str) -> WeightsFile:
     state = torch_load(path, what)
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+    if not isinstance(state, dict):
         raise FormatError("", None, "expected a dict of tensors (a state dict)", str(path))
+    for key, tensor in state.items():
+        if not isinstance(key, str):
+            raise FormatError("", None, f"a state dict's keys are names; this one has {key!r}", str(path))
+        check_tensor(key, tensor, path)
+    return pickled_weights(path, state)
+
+
+def pickled_weights(path: Path, state: dict[str, Any]) -> WeightsFile:
+    """A checked state dict as a :class:`WeightsFile` (bf16 widened to f32, as for safetensors)."""
+    import torch
 
     def info(key: str) -> TensorInfo:
         tensor = state[key]
-        dtype = {torch.float32: np.float32, torch.float16: np.float16}.get(tensor.dtype, np.float32)
+        dtype = np.float16 if tensor.dtype == torch.float16 else np.float32
         return TensorInfo(tuple(tensor.shape), np.dtype(dtype))
 
-    def load(key: str) -> Any:
-        tensor = state[key].detach()
+    def load_rows(key: str, start: int, stop: int) -> np.ndarray[Any, Any]:
+        tensor = state[key].detach()[start:stop]
         if tensor.dtype not in (torch.float32, torch.float16):
             tensor = tensor.float()
-        return tensor.numpy()
+        array: np.ndarray[Any, Any] = tensor.numpy().copy()  # a copy: the mapped pages are not kept alive
+        return array
 
-    return list(state), info, load
+    def load(key: str) -> np.ndarray[Any, Any]:
+        return load_rows(key, 0, state[key].shape[0])
+
+    return WeightsFile(path, list(state), info, load, load_rows)
