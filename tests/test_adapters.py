@@ -71,6 +71,32 @@ def test_peft_to_gguf_equals_current_llama_cpp(which: str, tmp_path: Path, fmt: 
     assert gguf_tensors(out) == gguf_tensors(reference)
 
 
+# What PEFT's save_pretrained writes beside an adapter whose base model has no name (as here).
+MODEL_CARD = """---
+base_model: ''
+library_name: peft
+pipeline_tag: text-generation
+tags:
+- "base_model:adapter:"
+- lora
+- transformers
+---
+
+# Model Card for Model ID
+"""
+
+
+def test_peft_to_gguf_has_every_key_of_current_llama_cpp(tmp_path: Path, fmt: Fmt) -> None:
+    # The reference was converted from a folder named peft-st holding PEFT's model card.
+    adapter = shutil.copytree(PEFT / "adapter-safetensors", tmp_path / "peft-st")
+    (adapter / "README.md").write_text(MODEL_CARD)
+    out = tmp_path / "lora.gguf"
+    result = fmt("to-gguf", adapter, "--base", PEFT / "tiny-llama", "-o", out)
+    assert result.code == 0, result.err
+    reference = PEFT / "lora.ref.gguf"
+    assert gguf_content(out)[0] == gguf_content(reference)[0]
+
+
 def test_base_from_the_adapter_config_or_asked_for(tmp_path: Path, fmt: Fmt) -> None:
     missing = adapter_copy(tmp_path / "a", base_model_name_or_path="meta-llama/Llama-2-7b-hf")
     line = assert_clean_failure(fmt("to-gguf", missing))

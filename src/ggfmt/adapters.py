@@ -116,7 +116,7 @@ def model_card_metadata(directory: Path) -> list[MetadataValue]:
     out: list[MetadataValue] = []
 
     def add(key: str, value_type: str, value: Any) -> None:
-        if value is not None and value != []:
+        if value is not None and value != [] and value != "":
             out.append(MetadataValue(key, value_type, value))
 
     add(keys.NAME, "string", card.name)
