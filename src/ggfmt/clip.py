@@ -82,7 +82,17 @@ def clip_to_gguf(directory: Path, options: ClipOptions) -> GGUFPlan:
     weights = _weights(directory)
     table = load_mapping(TABLE)
     rules = table.rules
-    vision_layers = int(vision["num_hidden_layers"])
+    config_path = str(directory / "config.json")
+    # Each layer has tensors in the weights file: a count larger than the file's keys is refused
+    # before any list of expected names is built from it.
+    vision_layers = _layer_count(vision, "vision_config", len(weights.info_keys), config_path)
+    text_layers = _layer_count(text, "text_config", len(weights.info_keys), config_path)
+    for config_part, part_name in ((text, "text_config"), (vision, "vision_config")):
+        for key in ("hidden_size", "num_attention_heads"):
+            value = config_part.get(key)
+            if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= 1 << 24:
+                raise FormatError(f"{part_name}.{key}", None, f"expected a positive integer, got {value!r}",
+                                  config_path)
     fields = {
         "config": config, "text": text, "vision": vision,
         "has_text": has_text, "has_vision": has_vision, "has_llava": has_llava,
@@ -101,7 +111,7 @@ def clip_to_gguf(directory: Path, options: ClipOptions) -> GGUFPlan:
     tensors: list[OutputTensor] = []
     if options.llava_projector is not None:
         tensors += _projector_tensors(options.llava_projector, rules["llava"]["projector"])
-    names = _names(rules, {"text": int(text["num_hidden_layers"]), "vision": vision_layers}, has_llava)
+    names = _names(rules, {"text": text_layers, "vision": vision_layers}, has_llava)
     dropped = set(rules["llava"]["drop"]) if has_llava else set()
     towers = {"text": has_text, "vision": has_vision}
     for hf_name, gguf_name, tower in names:
@@ -112,6 +122,17 @@ def clip_to_gguf(directory: Path, options: ClipOptions) -> GGUFPlan:
             tensors.append(_converted(weights.file, hf_name, gguf_name, options.use_f32))
     _check_all_known(weights, {n for n, _, _ in names} | set(rules["skip"]), has_llava, vision_layers)
     return GGUFPlan(str(table.architecture), metadata, tensors)
+
+
+def _layer_count(tower: dict[str, Any], name: str, n_keys: int, config_path: str) -> int:
+    value = tower.get("num_hidden_layers")
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise FormatError(f"{name}.num_hidden_layers", None, f"expected a positive integer, got {value!r}",
+                          config_path)
+    if value > n_keys:
+        raise FormatError(f"{name}.num_hidden_layers", None, f"{value} layers, but the weights hold only "
+                                                             f"{n_keys} tensors", config_path)
+    return value
 
 
 @dataclass

@@ -175,7 +175,7 @@ def atomic_output(target: Path, *, force: bool, inputs: Sequence[Path] = (),
         fd = os.open(temporary, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)  # mode from the umask
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         yield temporary
-        os.fsync(fd)
+        _named(os.fsync, target, fd)
         with _signals_blocked():
             check_target(target, force=force, inputs=inputs)  # what is there now, not what was there before
             _commit(temporary, target, force)
@@ -188,6 +188,16 @@ def atomic_output(target: Path, *, force: bool, inputs: Sequence[Path] = (),
         if not committed:
             with contextlib.suppress(FileNotFoundError):
                 temporary.unlink()
+
+
+def _named(call: Callable[[int], None], target: Path, fd: int) -> None:
+    """``call(fd)``, whose error names the output (an fsync's ENOSPC has no file name of its own)."""
+    try:
+        call(fd)
+    except OSError as e:
+        if e.filename is None:
+            e.filename = str(target)
+        raise
 
 
 def _commit(temporary: Path, target: Path, force: bool) -> None:
