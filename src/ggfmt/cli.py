@@ -7,6 +7,7 @@ imports torch.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -528,7 +529,17 @@ def main(argv: Sequence[str] | None = None, *, exiting: bool = False) -> int:
 
 def run() -> None:
     """The ``fmt`` and ``ggfmt`` programs."""
-    sys.exit(main(exiting=True))
+    status = main(exiting=True)
+    # The work is done and its outcome printed. Python would put the default signal handlers back
+    # while it shuts down, so that a second Ctrl-C arriving then (or delivered to a thread) kills
+    # the process instead of letting it exit with its status: stop signals are ignored from here,
+    # and the process ends at once. Nothing of ggfmt's runs at exit; the streams are flushed here.
+    for number in STOP_SIGNALS:
+        signal.signal(number, signal.SIG_IGN)
+    with contextlib.suppress(BrokenPipeError, ValueError):  # a reader that went away (fmt ... | head)
+        sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
 
 
 def _error(message: str) -> None:
