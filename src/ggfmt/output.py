@@ -176,18 +176,26 @@ def atomic_output(target: Path, *, force: bool, inputs: Sequence[Path] = (),
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         yield temporary
         _named(os.fsync, target, fd)
-        with _signals_blocked():
-            check_target(target, force=force, inputs=inputs)  # what is there now, not what was there before
-            _commit(temporary, target, force)
-            committed = True
-            _committed.append(target)
-            _fsync_directory(target.parent)
+        # what is there now is checked again, not only what was there before
+        committed = _give_name(target, target.parent, lambda: check_target(target, force=force, inputs=inputs),
+                               lambda: _commit(temporary, target, force))
     finally:
         if fd >= 0:
             os.close(fd)
         if not committed:
             with contextlib.suppress(FileNotFoundError):
                 temporary.unlink()
+
+
+def _give_name(target: Path, parent: Path, check: Callable[[], None], name_it: Callable[[], None]) -> bool:
+    """Check the target once more and give the output its name, with stop signals held back until
+    it is done and recorded (a signal then finds the output complete, see committed_outputs)."""
+    with _signals_blocked():
+        check()
+        name_it()
+        _committed.append(target)
+        _fsync_directory(parent)
+    return True
 
 
 def _named(call: Callable[[int], None], target: Path, fd: int) -> None:
@@ -263,12 +271,9 @@ def atomic_directory(target: Path, *, force: bool, inputs: Sequence[Path] = (),
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         yield temporary
         _fsync_tree(temporary)
-        with _signals_blocked():
-            check_directory_target(target, force=force, inputs=inputs)  # it may have changed meanwhile
-            _swap_in(temporary, where)
-            committed = True
-            _committed.append(target)
-            _fsync_directory(where.parent)
+        committed = _give_name(target, where.parent,
+                               lambda: check_directory_target(target, force=force, inputs=inputs),
+                               lambda: _swap_in(temporary, where))
     finally:
         if fd >= 0:
             os.close(fd)
