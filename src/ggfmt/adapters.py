@@ -19,7 +19,7 @@ import numpy as np
 
 from . import transforms
 from .document import Document
-from .emit.gguf import GGUFPlan, MetadataValue, OutputTensor, resolve_metadata
+from .emit.gguf import MAX_TENSOR_NAME, GGUFPlan, MetadataValue, OutputTensor, resolve_metadata
 from .errors import FormatError, SchemaError, UsageError
 from .inputs import note_input
 from .mapping import MappingTable, gguf_tensor_name, load_mapping
@@ -176,6 +176,17 @@ def ggla_to_gguf(doc: Document, architecture: str, table: MappingTable | None = 
         if suffix in pairs.setdefault(base, {}):
             raise FormatError(f"{ref.path}.name", None, f"{ref.name!r} appears twice", source)
         pairs[base][suffix] = ref
+    _check_ggla_names(pairs, architecture, source)
+    for pair in pairs.values():
+        for ref in pair.values():
+            if 0 in ref.ne:
+                raise FormatError(ref.path, ref.offset, f"{ref.name} has a zero dimension (ne {list(ref.ne)}): "
+                                                        "a factor without elements", source)
+    ranks = [ref.ne[0] for pair in pairs.values() for ref in pair.values() if len(ref.ne) == 2]
+    if ranks and header_r > max(ranks):
+        raise FormatError("r", doc.offset_of("r"), f"{header_r} is larger than every tensor's rank (at most "
+                                                   f"{max(ranks)}): 2023's llama.cpp scaled each factor by "
+                                                   "alpha / r, which would make this adapter a no-op", source)
     tensors: list[OutputTensor] = []
     norms = []
     for base, pair in pairs.items():
@@ -230,6 +241,25 @@ def _rescaled(doc: Document, ref: Any, factor: float) -> PayloadSource:
     if factor == 1:
         return _slice(doc, ref)
     return ArraySource(lambda: transforms.scale(_array(doc, ref), factor), ref.nbytes)
+
+
+def _check_ggla_names(pairs: dict[str, dict[str, Any]], architecture: str, source: str) -> None:
+    """Every adapted tensor is one of the architecture's (gguf-py's names), as current llama.cpp
+    requires of an adapter; its name fits ggml's 63 bytes."""
+    import gguf
+
+    arch = next(a for a, n in gguf.MODEL_ARCH_NAMES.items() if n == architecture)
+    known = re.compile("(?:" + "|".join(re.escape(gguf.TENSOR_NAMES[t]).replace(r"\{bid\}", "(?:0|[1-9][0-9]{0,5})")
+                                for t in gguf.MODEL_TENSORS[arch]) + r")\.weight")
+    for base, pair in pairs.items():
+        ref = next(iter(pair.values()))
+        if len(ref.name.encode()) > MAX_TENSOR_NAME:
+            raise FormatError(f"{ref.path}.name", ref.offset, f"{ref.name[:40]!r}... is longer than the 63 bytes "
+                                                              "a ggml tensor name can have", source)
+        if not known.fullmatch(base):
+            raise FormatError(f"{ref.path}.name", ref.offset, f"{base!r} is not a tensor of a {architecture} "
+                                                              "model (gguf-py's names), so no model can take "
+                                                              "this adapter (choose another with --arch)", source)
 
 
 def check_architecture(name: str) -> str:

@@ -14,7 +14,7 @@ import signal
 import sys
 import textwrap
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -438,10 +438,26 @@ class Stopped(BaseException):
         self.signum = signum
 
 
+_received: list[int] = []  # the stop signal taken, in case the Stopped raised for it was swallowed
+
+
 def _stop(signum: int, frame: FrameType | None) -> None:
     # Further signals are ignored from here on: a second Ctrl-C must not cut the cleanup short.
     _ignore_stop_signals()
+    _received.append(signum)
     raise Stopped(signum)
+
+
+def _unraisable(hook: Callable[[Any], object]) -> Callable[[Any], object]:
+    """Python's hook for exceptions it cannot raise (inside a weakref callback or a __del__),
+    silent for a Stopped: the signal is still answered once the work returns (see main)."""
+
+    def silent_for_stops(unraisable: Any) -> object:
+        if isinstance(unraisable.exc_value, Stopped):
+            return None
+        return hook(unraisable)
+
+    return silent_for_stops
 
 
 def _ignored(signum: int, frame: FrameType | None) -> None:
@@ -492,9 +508,15 @@ def main(argv: Sequence[str] | None = None, *, exiting: bool = False) -> int:
         parser.print_help()
         return EXIT_BAD_INPUT
     previous = _install_signal_handlers()
+    previous_hook = sys.unraisablehook
+    sys.unraisablehook = _unraisable(previous_hook)
+    _received.clear()
     try:
         status = int(args.run(args))
         _ignore_stop_signals()  # the work is done: a signal now would only spoil the exit status
+        if _received:  # a signal whose Stopped Python swallowed: the work went on and finished
+            print(_stopped_message(_received[0]), file=sys.stderr)
+            return 128 + _received[0]
         return status
     except GgfmtError as e:
         _error(str(e))
@@ -522,6 +544,7 @@ def main(argv: Sequence[str] | None = None, *, exiting: bool = False) -> int:
         return _internal_error(e, args.debug)
     finally:
         _ignore_stop_signals()
+        sys.unraisablehook = previous_hook
         if not exiting:
             for number, handler in previous.items():
                 signal.signal(number, handler)

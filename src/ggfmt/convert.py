@@ -60,6 +60,18 @@ def default_gguf_output(source: Path, clip: ClipOptions | None = None) -> Path:
 def to_gguf(source: Path, *, schema: str | None = None, params: Mapping[str, Any] | None = None,
             mapping: str | None = None, base: Path | None = None, arch: str | None = None,
             clip: ClipOptions | None = None, outtype: str | None = None) -> GGUFConversion:
+    """The GGUF that ``source`` (a file or a model or adapter directory) becomes, planned, not written."""
+    from .emit.gguf import check_plan
+
+    conversion = _plan_to_gguf(source, schema=schema, params=params, mapping=mapping, base=base, arch=arch,
+                               clip=clip, outtype=outtype)
+    check_plan(conversion.plan, str(source))
+    return conversion
+
+
+def _plan_to_gguf(source: Path, *, schema: str | None, params: Mapping[str, Any] | None, mapping: str | None,
+                  base: Path | None, arch: str | None, clip: ClipOptions | None,
+                  outtype: str | None) -> GGUFConversion:
     if source.is_dir():
         if schema or params or mapping or arch:
             raise UsageError("--schema, --mapping, --arch and schema parameters apply to files, not to a "

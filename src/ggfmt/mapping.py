@@ -209,7 +209,10 @@ def check_template(template: str, allowed: set[str], where: str) -> str:
     for _text, field_name, spec, conversion in parts:
         if field_name is None:
             continue
-        if field_name not in allowed or spec or conversion:
+        if spec or conversion:
+            raise SchemaError(where, f"name template {template!r}: {{{field_name}}} has a format spec or "
+                                     "conversion; a field is written as its bare name, such as {bid}")
+        if field_name not in allowed:
             raise SchemaError(where, f"name template {template!r}: {{{field_name}}} is not one of "
                                      f"{', '.join('{' + a + '}' for a in sorted(allowed))}")
     return template
@@ -272,20 +275,29 @@ def _eval(expr: Expression, scopes: list[Scope], where: str) -> Any:
         raise SchemaError(where, str(e)) from None
 
 
-def walk(items: list[Any], scopes: list[Scope]) -> Iterator[tuple[Any, list[Scope]]]:
-    """Each entry (MetadataEntry or TensorEntry) that applies, with the scopes to evaluate it in."""
+MAX_WALK_STEPS = 100_000  # entries a table may visit, `for` groups expanded: far above any model's tensors
+
+
+def walk(items: list[Any], scopes: list[Scope], budget: list[int] | None = None) -> Iterator[tuple[Any, list[Scope]]]:
+    """Each entry (MetadataEntry or TensorEntry) that applies, with the scopes to evaluate it in.
+    ``budget`` counts the entries visited, so that nested `for` groups cannot run without end."""
+    budget = budget if budget is not None else [MAX_WALK_STEPS]
     for item in items:
+        budget[0] -= 1
+        if budget[0] < 0:
+            raise SchemaError(getattr(item, "where", "group"), f"the table visits more than {MAX_WALK_STEPS} "
+                                                               "entries once its `for` groups are expanded")
         if item.when is not None and not _eval(item.when, scopes, getattr(item, "where", "group")):
             continue
         if isinstance(item, Group):
             if item.each is None:
-                yield from walk(item.items, scopes)
+                yield from walk(item.items, scopes, budget)
                 continue
             sequence = _eval(item.each, scopes, "group `for`")
             if not isinstance(sequence, list | tuple):
                 raise SchemaError("group `for`", f"{item.each.source!r} is {type(sequence).__name__}, not a list")
             for index, element in enumerate(sequence):
-                yield from walk(item.items, [*scopes, {item.item_name: element, BLOCK_ID: index}])
+                yield from walk(item.items, [*scopes, {item.item_name: element, BLOCK_ID: index}], budget)
         else:
             yield item, scopes
 

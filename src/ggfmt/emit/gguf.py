@@ -59,6 +59,25 @@ class GGUFPlan:
         return sum(t.nbytes for t in self.tensors)
 
 
+MAX_TENSOR_NAME = 63  # ggml's GGML_MAX_NAME (64) less the terminating NUL; gguf-py does not export it
+
+
+def check_plan(plan: GGUFPlan, source: str) -> None:
+    """What current llama.cpp requires of every tensor, whichever conversion planned it:
+    a unique name of at most 63 bytes and at least one element."""
+    seen: set[str] = set()
+    for tensor in plan.tensors:
+        if len(tensor.name.encode()) > MAX_TENSOR_NAME:
+            raise FormatError("", None, f"the output tensor name {tensor.name[:40]!r}... is longer than the "
+                                        f"{MAX_TENSOR_NAME} bytes a ggml tensor name can have", source)
+        if tensor.name in seen:
+            raise FormatError("", None, f"the output would hold two tensors named {tensor.name}", source)
+        seen.add(tensor.name)
+        if 0 in tensor.ne:
+            raise FormatError("", None, f"the output tensor {tensor.name} would have a zero dimension "
+                                        f"(ne {list(tensor.ne)}); llama.cpp reads no empty tensor", source)
+
+
 def plan_gguf(doc: Document, table: MappingTable) -> GGUFPlan:
     """Resolve ``table`` against ``doc``: every key with its value, every tensor with its source."""
     if table.architecture is None:

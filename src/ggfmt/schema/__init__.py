@@ -165,7 +165,7 @@ class _Loader:
 def _magic(data: Mapping[str, Any]) -> bytes | None:
     """A schema's magic: the ``contents`` of its first field, if it has one."""
     seq = data.get("seq") or []
-    first = seq[0] if seq and isinstance(seq[0], Mapping) else {}
+    first = seq[0] if isinstance(seq, list) and seq and isinstance(seq[0], Mapping) else {}
     magic = first.get("contents")
     try:
         if isinstance(magic, str) and magic:
@@ -209,7 +209,11 @@ def load_python_schema(path: Path) -> Schema:
     if spec is None or spec.loader is None:
         raise UsageError(f"{path}: cannot be loaded as a Python module")
     module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    try:
+        spec.loader.exec_module(module)
+    except Exception as e:  # the user's own code: its failure is theirs to see, not a ggfmt bug
+        raise SchemaError(str(path), f"the Python schema module failed while loading: "
+                                     f"{type(e).__name__}: {e}") from None
     construct = getattr(module, "schema", None)
     if not isinstance(construct, cs.Construct):
         raise SchemaError(str(path), "a Python schema module must define `schema`, a Construct object")
@@ -272,7 +276,8 @@ def catalog() -> Iterator[SchemaInfo]:
                 raise SchemaError(str(path), "`meta` must be a mapping")
             info = SchemaInfo(name, path, str(meta.get("title", name)), _magic(data))
         except (SchemaError, TypeError, ValueError) as e:
-            _warn_once(f"skipped schema {path}: {e}")
+            reason = str(e).removeprefix(f"{path}: ")
+            _warn_once(f"skipped schema {path}: {reason}")
             continue
         yield info
 

@@ -41,7 +41,7 @@ SIZED_TYPES = {"bytes", "str", "payload"}
 FIELD_KEYS = {"id", "type", "doc", "contents", "valid", "repeat", "size", "encoding", "if", "rebuild", "at"}
 ONE_OF_KEYS = {"id", "doc", "one-of", "by", "choice", "select"}
 TYPE_KEYS = {"doc", "params", "seq", "instances", "tensor", "meta", "types"}
-VALID_KEYS = {"eq", "any-of", "min", "max", "expr", "if"}
+VALID_KEYS = {"eq", "any-of", "min", "max", "expr", "if", "unique", "disjoint"}
 
 
 @dataclass
@@ -148,7 +148,10 @@ class Namespace:
         spec = typedef.spec
         members: list[cs.Construct] = []
         seen: set[str] = set()
-        for i, field_spec in enumerate(spec.get("seq") or []):
+        fields = spec.get("seq") or []
+        if not isinstance(fields, list):
+            raise SchemaError(where, f"`seq` is a list of fields, not {type(fields).__name__}")
+        for i, field_spec in enumerate(fields):
             if not isinstance(field_spec, Mapping):
                 raise SchemaError(where, f"seq item {i} must be a mapping")
             for member in self._compile_field(field_spec, f"{where}, seq[{i}]"):
@@ -218,7 +221,7 @@ class Namespace:
             size = _expr(spec["size"], where)
             subcon = Payload(size, _expr(spec["at"], f"{where}, at") if "at" in spec else None) \
                 if type_spec == "payload" else \
-                SizedBytes(size, str(spec.get("encoding", "utf-8")) if type_spec == "str" else None)
+                SizedBytes(size, _encoding(spec.get("encoding", "utf-8"), where) if type_spec == "str" else None)
         elif type_spec == "offset":
             subcon = Position()
         elif typedef is not None:
@@ -258,6 +261,8 @@ class Namespace:
         cases: dict[Any, cs.Construct] = {}
         default = None
         for key, type_name in spec["cases"].items():
+            if not isinstance(type_name, str) or not isinstance(key, str | int | bool):
+                raise SchemaError(where, f"switch case {key!r}: a case is `VALUE: TYPE_NAME`, not {type_name!r}")
             sub = PRIMITIVES[type_name][0] if type_name in PRIMITIVES else self.construct(str(type_name))
             if key == "_":
                 default = sub
@@ -284,11 +289,28 @@ class Namespace:
         return [chooser, Field(name, SwitchOn(Expression(choice), constructs, None))]
 
 
+def _encoding(name: Any, where: str) -> str:
+    """A text encoding Python knows (utf-8, latin-1, ...); codecs such as rot13 or zlib are not text."""
+    import codecs
+
+    try:
+        info = codecs.lookup(str(name))
+    except LookupError:
+        raise SchemaError(where, f"encoding {name!r} is not one Python knows (for example utf-8, latin-1)") from None
+    if not getattr(info, "_is_text_encoding", True):
+        raise SchemaError(where, f"encoding {name!r} is not a text encoding")
+    return info.name
+
+
 def _contents(value: Any, where: str) -> bytes | None:
     if value is None:
         return None
     if isinstance(value, str):
-        return value.encode("latin-1")
+        try:
+            return value.encode("latin-1")
+        except UnicodeEncodeError:
+            raise SchemaError(where, f"`contents` {value!r} has characters beyond \\xff; give bytes as "
+                                     "a list of byte values") from None
     if isinstance(value, list) and all(isinstance(b, int) and 0 <= b < 256 for b in value):
         return bytes(value)
     raise SchemaError(where, "`contents` is a string or a list of byte values")
@@ -311,10 +333,17 @@ def _clause(spec: Any, where: str) -> Validation:
     if unknown:
         raise SchemaError(where, f"unknown keys {sorted(unknown)} (allowed: {sorted(VALID_KEYS)})")
     if not set(spec) - {"if"}:
-        raise SchemaError(where, "a clause needs one of eq, any-of, min, max, expr")
+        raise SchemaError(where, "a clause needs one of eq, any-of, min, max, expr, unique, disjoint")
     any_of = spec.get("any-of")
     if any_of is not None and not isinstance(any_of, list):
         raise SchemaError(where, "`any-of` is a list")
+    unique = spec.get("unique")
+    if unique is not None and not _field_path(unique):
+        raise SchemaError(where, "`unique` is a dotted field path of the list's items, such as name.text")
+    disjoint = spec.get("disjoint")
+    if disjoint is not None and not (isinstance(disjoint, list) and len(disjoint) == 2
+                                     and all(_field_path(p) for p in disjoint)):
+        raise SchemaError(where, "`disjoint` is [START, SIZE]: two dotted field paths of the list's items")
     return Validation(
         eq=_expr(spec["eq"], where) if "eq" in spec else None,
         any_of=[_expr(v, where) for v in any_of] if any_of is not None else None,
@@ -322,4 +351,12 @@ def _clause(spec: Any, where: str) -> Validation:
         maximum=_expr(spec["max"], where) if "max" in spec else None,
         expr=_expr(spec["expr"], where) if "expr" in spec else None,
         guard=_expr(spec["if"], where) if "if" in spec else None,
+        unique=unique,
+        disjoint=(disjoint[0], disjoint[1]) if disjoint is not None else None,
     )
+
+
+def _field_path(text: Any) -> bool:
+    """A dotted path of field names (``name.text``); no private or empty parts."""
+    return isinstance(text, str) and all(part.isidentifier() and not part.startswith("_")
+                                         for part in text.split("."))

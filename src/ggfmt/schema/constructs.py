@@ -26,6 +26,7 @@ stops the probe with :class:`SizeUnknown`.
 from __future__ import annotations
 
 import io
+import itertools
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -158,7 +159,8 @@ def join_path(parent: str, name: str) -> str:
 
 @dataclass(frozen=True)
 class Validation:
-    """A ``valid:`` clause: ``eq``, ``any_of``, ``min``/``max`` or a free ``expr`` over ``_``."""
+    """A ``valid:`` clause: ``eq``, ``any_of``, ``min``/``max``, a free ``expr`` over ``_``, or
+    for a list ``unique`` (a dotted field path) and ``disjoint`` (start and size paths)."""
 
     eq: Expression | None = None
     any_of: list[Expression] | None = None
@@ -166,6 +168,8 @@ class Validation:
     maximum: Expression | None = None
     expr: Expression | None = None
     guard: Expression | None = None
+    unique: str | None = None
+    disjoint: tuple[str, str] | None = None
 
     def applies(self, value: Any, context: Mapping[str, Any], path: str, offset: int) -> Any:
         """True, False, or UNKNOWN when the guard needs a value a probe has not read."""
@@ -207,6 +211,47 @@ class Validation:
             raise FormatError(path, offset, f"expected at most {_show(hi)}, got {_show(value)}")
         if self.expr is not None and not ev(self.expr):
             raise FormatError(path, offset, f"expected {self.expr.source}, got {_show(value)}")
+        if self.unique is not None:
+            _check_unique(_items(value, path, offset, "unique"), self.unique, path, offset)
+        if self.disjoint is not None:
+            _check_disjoint(_items(value, path, offset, "disjoint"), self.disjoint, path, offset)
+
+
+def _items(value: Any, path: str, offset: int, clause: str) -> list[Any]:
+    if not isinstance(value, list):
+        raise FormatError(path, offset, f"`valid: {{{clause}: ...}}` applies to a repeated field, "
+                                        f"not to {_show(value)}")
+    return value
+
+
+def _at(item: Any, dotted: str) -> Any:
+    """The value at a dotted field path inside one list item (None where a field is missing)."""
+    for name in dotted.split("."):
+        item = item.get(name) if isinstance(item, Mapping) else None
+    return item
+
+
+def _check_unique(items: list[Any], dotted: str, path: str, offset: int) -> None:
+    seen: dict[Any, int] = {}
+    for index, item in enumerate(items):
+        key = _at(item, dotted)
+        if isinstance(key, list):
+            key = tuple(key)
+        if key in seen:
+            raise FormatError(path, offset, f"{path}[{index}].{dotted} {_show(key)} is also {path}[{seen[key]}]'s; "
+                                            f"each {dotted} must be unique")
+        seen[key] = index
+
+
+def _check_disjoint(items: list[Any], paths: tuple[str, str], path: str, offset: int) -> None:
+    # Sorted by start, each range must end before the next one starts: n log n, not n squared.
+    ranges = sorted((_at(item, paths[0]), _at(item, paths[0]) + _at(item, paths[1]), index)
+                    for index, item in enumerate(items) if _at(item, paths[1]))
+    for (start, end, index), (next_start, next_end, next_index) in itertools.pairwise(ranges):
+        if next_start < end:
+            raise FormatError(path, offset,
+                              f"{path}[{next_index}]'s bytes [{next_start}, {next_end}) overlap "
+                              f"{path}[{index}]'s [{start}, {end}) (by {paths[0]} and {paths[1]} must not overlap)")
 
 
 def _show(value: Any, limit: int = 120) -> str:

@@ -26,6 +26,7 @@ from ..emit.hf import SAFETENSORS_DTYPES, SafetensorsTensor
 from ..errors import FormatError, SchemaError, UsageError
 from ..mapping import load_mapping
 from ..schema.expr import Expression, ExpressionError
+from ..text import escape
 from .weights import check_tensor, read_json, torch_load
 
 if TYPE_CHECKING:
@@ -120,7 +121,10 @@ def read_checkpoint(path: Path, key: str) -> dict[str, torch.Tensor]:
         raise FormatError(key, None, f"missing: a native Gemma checkpoint is a dict {{{key!r}: {{...}}}}", str(path))
     state: dict[str, torch.Tensor] = checkpoint[key]
     for name, tensor in state.items():
-        if not isinstance(name, str) or not isinstance(tensor, torch.Tensor):
+        if not isinstance(name, str):
+            raise FormatError(key, None, f"has the key {escape(repr(name))[:80]} ({type(name).__name__}); "
+                                         "the keys of a state dict are tensor names (str)", str(path))
+        if not isinstance(tensor, torch.Tensor):
             raise FormatError(f"{key}.{name}", None, f"is a {type(tensor).__name__}, not a tensor", str(path))
     return state
 
@@ -141,9 +145,10 @@ def check_shapes(state: Mapping[str, torch.Tensor], config: Mapping[str, Any], r
     layer = _template_regex(str(shapes["layer_prefix"]), prefix_only=True)
     for name in state:
         match = layer.match(name)
-        if match and int(match["bid"]) >= n_layer:
-            raise FormatError(name, None, f"belongs to layer {match['bid']}, but the config ({config_source}) "
-                                          f"has num_hidden_layers {n_layer}", file)
+        # a layer number of thousands of digits is out of range too, without parsing it
+        if match and (len(match["bid"]) > 9 or int(match["bid"]) >= n_layer):
+            raise FormatError(name, None, f"belongs to layer {match['bid'][:12]}, but the config "
+                                          f"({config_source}) has num_hidden_layers {n_layer}", file)
     drop = set(rules["drop"])
     for name, tensor in state.items():
         if name not in drop:

@@ -149,8 +149,10 @@ def check_convertible(adapter: PeftAdapter, target: str, base: BaseModel | None 
     alpha = config.get("lora_alpha")
     if isinstance(alpha, bool) or not isinstance(alpha, int | float):
         raise refuse("lora_alpha", f"expected a number, got {alpha!r}")
-    if not math.isfinite(alpha) or abs(alpha) > F32_MAX:
-        raise refuse("lora_alpha", f"expected a finite number that fits in f32, got {alpha!r}")
+    # compared before math.isfinite, which cannot take an int of thousands of digits
+    if abs(alpha) > F32_MAX or not math.isfinite(alpha):
+        shown = f"an integer of {alpha.bit_length()} bits" if isinstance(alpha, int) else repr(alpha)
+        raise refuse("lora_alpha", f"expected a finite number that fits in f32, got {shown}")
     if target == "ggla":
         if abs(alpha) > I32_MAX:
             raise refuse("lora_alpha", f"{alpha} does not fit in the ggla header's i32")

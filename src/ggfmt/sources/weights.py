@@ -83,8 +83,9 @@ def read_json(path: Path) -> dict[str, Any]:
                           str(path)) from None
     except RecursionError:
         raise FormatError("", None, "not a config ggfmt reads: nested too deeply", str(path)) from None
-    except ValueError as e:  # an integer of thousands of digits
-        raise FormatError("", None, f"not a config ggfmt reads: {e}", str(path)) from None
+    except ValueError:  # Python refuses to parse an integer of more than 4300 digits
+        raise FormatError("", None, "not a config ggfmt reads: it holds an integer of more than 4300 digits",
+                          str(path)) from None
     if not isinstance(value, dict):
         raise FormatError("", 0, "expected a JSON object", str(path))
     return value
@@ -207,10 +208,26 @@ def check_zip_records(path: Path) -> None:
         raise FormatError("", None, f"its records claim {total} bytes, more than the file's {size}", str(path))
 
 
+def check_torch_magic(path: Path) -> None:
+    """Refuse a file that cannot be a torch.save output by its first bytes: a zip archive
+    (``PK\\x03\\x04``, torch >= 1.6) or a pickle (protocol byte ``0x80``, the legacy format)."""
+    try:
+        with path.open("rb") as f:
+            head = f.read(4)
+    except OSError as e:
+        raise UsageError(f"{path}: cannot be read: {e.strerror}") from None
+    if not head:
+        raise FormatError("", 0, "is empty; not a PyTorch file", str(path))
+    if head != b"PK\x03\x04" and head[0] != 0x80:
+        raise FormatError("", 0, f"not a PyTorch file: torch.save writes a zip archive (b'PK\\x03\\x04') or a "
+                                 f"pickle (b'\\x80'), this starts with {head!r}", str(path))
+
+
 def torch_load(path: Path, what: str) -> Any:
     """``torch.load(path, weights_only=True)``, memory-mapped when the file allows; torch is
     imported here and nowhere else. A pickle that asks for more than tensors is refused."""
     note_input(path)
+    check_torch_magic(path)
     try:
         import torch
     except ImportError:
