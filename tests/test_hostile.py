@@ -23,7 +23,7 @@ import pytest
 import torch
 
 import ggfmt.output
-from conftest import FIXTURES, GENUINE, SYNTH, Fmt, assert_clean_failure
+from conftest import FIXTURES, GENUINE, SYNTH, Fmt, assert_clean_failure, run_fmt
 
 PEFT = FIXTURES / "peft"
 CHECKPOINT = SYNTH / "ggcp-v1-adam-past3.bin"  # converts without a warning
@@ -308,3 +308,112 @@ def test_gguf_alignment_is_followed(tmp_path: Path, fmt: Fmt) -> None:
     for alignment in (0, 3):
         kvs = gstr(b"general.alignment") + struct.pack("<II", 4, alignment)
         assert "alignment" in assert_clean_failure(fmt("parse", gguf_file(tmp_path / f"{alignment}.gguf", kvs, 1)))
+
+
+# -- values that would make an unusable output ----------------------------------------------------
+
+def ggla_file(path: Path, records: list[tuple[bytes, list[int]]], r: int = 4) -> Path:
+    """A ggla adapter as 2023's finetune wrote one: header, then each tensor f32, data 32-aligned."""
+    out = bytearray(b"algg") + struct.pack("<iii", 1, r, 8)
+    for name, ne in records:
+        out += struct.pack("<iii", len(ne), len(name), 0) + struct.pack(f"<{len(ne)}i", *ne) + name
+        out += bytes(-len(out) % 32) + struct.pack("<f", 1.0) * (ne[0] * ne[1])
+    path.write_bytes(bytes(out))
+    return path
+
+
+@pytest.mark.parametrize(("records", "r", "why"), [
+    ([(b"zzz.loraA", [4, 32]), (b"zzz.loraB", [4, 32])], 4, "not a tensor of a llama model"),
+    ([(b"a" * 4090 + b".loraA", [4, 32]), (b"a" * 4090 + b".loraB", [4, 32])], 4, "63 bytes"),
+    ([(b"blk.0.attn_q.weight.loraA", [4, 32]), (b"blk.0.attn_q.weight.loraB", [4, 32])], 0x7FFFFFFF,
+     "larger than every tensor's rank"),
+    ([(b"blk.0.attn_q.weight.loraA", [0, 32]), (b"blk.0.attn_q.weight.loraB", [0, 32])], 4, "zero dimension"),
+])
+def test_ggla_adapter_no_model_could_take_is_refused(records: list[tuple[bytes, list[int]]], r: int, why: str,
+                                                     tmp_path: Path, fmt: Fmt) -> None:
+    source = ggla_file(tmp_path / "a.bin", records, r)
+    out = tmp_path / "out"
+    out.mkdir()
+    assert why in assert_clean_failure(fmt("to-gguf", source, "-o", out / "a.gguf"), out)
+
+
+@pytest.mark.parametrize(("word", "value", "field"), [(32, 0, "n_head"), (32, 0xFFFFFFFF, "n_head"),
+                                                     (40, 0xFFFFFFFF, "n_rot"), (40, 3, "n_rot")])
+def test_checkpoint_hyperparameters_are_checked(word: int, value: int, field: str, tmp_path: Path,
+                                                fmt: Fmt) -> None:
+    data = bytearray((GENUINE / "ggcp-v0-adam.bin").read_bytes())
+    struct.pack_into("<I", data, word, value)  # model.n_head at byte 32, model.n_rot at byte 40
+    source = tmp_path / "c.bin"
+    source.write_bytes(bytes(data))
+    line = assert_clean_failure(fmt("to-gguf", source, "-o", tmp_path / "o.gguf"))
+    assert f"field model.{field} at byte {word}" in line
+
+
+def gguf_tensor_infos(infos: list[tuple[bytes, list[int], int, int]]) -> bytes:
+    return b"".join(gstr(name) + struct.pack("<I", len(ne)) + struct.pack(f"<{len(ne)}Q", *ne) +
+                    struct.pack("<IQ", ggml_type, offset) for name, ne, ggml_type, offset in infos)
+
+
+@pytest.mark.parametrize(("infos", "why"), [
+    ([(b"t", [8], 0, 0), (b"t", [8], 0, 32)], "infos[1].name.text 't' is also infos[0]'s"),
+    ([(b"a", [16], 0, 0), (b"b", [8], 0, 32)], "infos[1]'s bytes [32, 64) overlap infos[0]'s [0, 64)"),
+    ([(b"t", [7], 2, 0)], "field infos[0].ggml_type"),  # q4_0 holds blocks of 32
+])
+def test_gguf_tensor_table_llama_cpp_refuses(infos: list[tuple[bytes, list[int], int, int]], why: str,
+                                             tmp_path: Path, fmt: Fmt) -> None:
+    source = gguf_file(tmp_path / "t.gguf", b"", 0, gguf_tensor_infos(infos), len(infos), bytes(128))
+    assert why in assert_clean_failure(fmt("parse", source))
+
+
+def test_schema_valid_clauses_unique_and_disjoint_are_checked_when_loaded(tmp_path: Path, fmt: Fmt) -> None:
+    for clause, why in (("{unique: _io}", "dotted field path"), ("{disjoint: [a]}", "START, SIZE")):
+        schema = tmp_path / "s.yaml"
+        schema.write_text("meta: {id: s}\nseq:\n  - {id: n, type: u8, repeat: 2, valid: " + clause + "}\n")
+        assert why in assert_clean_failure(fmt("parse", GENUINE / "ggla-finetune.bin", "--schema", schema))
+
+
+def test_nested_for_groups_have_a_budget(tmp_path: Path, fmt: Fmt) -> None:
+    tables = tmp_path / "tables"
+    tables.mkdir()
+    (tables / "ggcp-gguf.yaml").write_text(
+        "architecture: llama\nmetadata: []\ntensors:\n  - for: '[0]*65536'\n    items:\n"
+        "      - for: '[0]*65536'\n        items:\n          - {from: tok_embeddings, name: x, when: 'False'}\n")
+    result = run_fmt("to-gguf", GENUINE / "ggcp-v0-adam.bin", "-o", tmp_path / "o.gguf",
+                     env={**os.environ, "GGFMT_MAPPING_PATH": str(tables)})
+    assert "more than 100000 entries" in assert_clean_failure(result)
+
+
+@pytest.mark.parametrize(("body", "why"), [
+    ("  - {id: s, type: str, size: 4, encoding: rot13}\n", "not a text encoding"),
+    ("  - {id: v, type: {switch-on: 1, cases: {3: [u8]}}}\n", "switch case 3"),
+    ("  - {id: m, contents: \"\\u0100\"}\n", "beyond \\xff"),
+])
+def test_malformed_schemas_are_schema_errors(body: str, why: str, tmp_path: Path, fmt: Fmt) -> None:
+    schema = tmp_path / "s.yaml"
+    schema.write_text("meta: {id: s}\nseq:\n" + body)
+    assert why in assert_clean_failure(fmt("parse", GENUINE / "ggla-finetune.bin", "--schema", schema))
+
+
+def test_a_failing_python_schema_is_the_authors_error(tmp_path: Path, fmt: Fmt) -> None:
+    module = tmp_path / "mine.py"
+    module.write_text("raise RuntimeError('my schema module failed')\n")
+    line = assert_clean_failure(fmt("parse", GENUINE / "ggla-finetune.bin", "--schema", module))
+    assert "failed while loading: RuntimeError: my schema module failed" in line
+
+
+def test_gemma_state_dict_with_odd_keys(tmp_path: Path, fmt: Fmt) -> None:
+    gemma = FIXTURES / "gemma"
+    state = torch.load(gemma / "gemma-mqa.ckpt", weights_only=True)
+    for key, why in ((5, "has the key 5 (int)"), ("model.layers." + "9" * 5000 + ".x", "belongs to layer 999")):
+        changed = {**state, "model_state_dict": {**state["model_state_dict"], key: torch.zeros(1)}}
+        torch.save(changed, tmp_path / "g.ckpt")
+        result = fmt("to-hf", tmp_path / "g.ckpt", "--config", gemma / "gemma-mqa-config.json", "-o", tmp_path / "hf")
+        assert why in assert_clean_failure(result)
+
+
+def test_huge_integers_in_configs(tmp_path: Path, fmt: Fmt) -> None:
+    adapter = adapter_with(tmp_path, lora_alpha=10 ** 4000)
+    assert "an integer of 13288 bits" in assert_clean_failure(fmt("to-ggla", adapter, "-o", tmp_path / "o.bin"))
+    (adapter / "adapter_config.json").write_text('{"r": ' + "9" * 5000 + "}")
+    line = assert_clean_failure(fmt("to-ggla", adapter, "-o", tmp_path / "o.bin"))
+    assert "more than 4300 digits" in line and "set_int_max_str_digits" not in line

@@ -118,8 +118,13 @@ def remove_stale_partials(target: Path, notify: Notify = _notify_stderr) -> None
     """Remove what a killed run writing ``target`` left behind (unlocked partial outputs)."""
     try:
         candidates = [p for p in target.parent.iterdir() if p.name.startswith(target.name + PARTIAL)]
+        asides = [p for p in target.parent.iterdir() if p.name.startswith(target.name + ASIDE)]
     except OSError:
         return
+    for path in asides:  # an output directory replaced by a run killed while deleting it
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+            notify(f"removed {path}, a replaced output an interrupted run was deleting")
     for path in candidates:
         try:
             fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
