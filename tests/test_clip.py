@@ -27,7 +27,14 @@ def model_copy(tmp_path: Path) -> Path:
     ("text-model-f32", ["--text-only", "--use-f32"]),
     ("vision-model-f16", ["--vision-only"]),
 ])
-def test_equal_to_the_upstream_converter(reference: str, flags: list[str], tmp_path: Path, fmt: Fmt) -> None:
+@pytest.mark.parametrize("block_bytes", [None, 96], ids=["whole", "rows"])
+def test_equal_to_the_upstream_converter(reference: str, flags: list[str], block_bytes: int | None, tmp_path: Path,
+                                         fmt: Fmt, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Also with tensors converted a few rows at a time (96 bytes: under one row of most tensors)."""
+    import ggfmt.sources.weights
+
+    if block_bytes is not None:
+        monkeypatch.setattr(ggfmt.sources.weights, "ROW_BLOCK_BYTES", block_bytes)
     directory = model_copy(tmp_path)
     result = fmt("to-gguf", directory, *flags)
     assert result.code == 0, result.err

@@ -333,10 +333,11 @@ def test_safetensors_writer_streams_a_file_the_reference_reader_reads(tmp_path: 
     computed: list[str] = []
 
     def source(name: str, array: np.ndarray[Any, Any]) -> Any:
-        def data() -> np.ndarray[Any, Any]:
+        def blocks() -> Any:  # in two blocks of rows, as the converters give them
             computed.append(name)
-            return array
-        return data
+            yield array[:1]
+            yield array[1:]
+        return blocks
 
     specs = [SafetensorsTensor("a", "F32", (3, 5), source("a", arrays["a"])),
              SafetensorsTensor("bb.weight", "F16", (7,), source("bb.weight", arrays["bb.weight"])),
@@ -354,3 +355,40 @@ def test_safetensors_writer_streams_a_file_the_reference_reader_reads(tmp_path: 
         assert np.array_equal(f.get_tensor("a").numpy(), arrays["a"])
         assert np.array_equal(f.get_tensor("bb.weight").numpy(), arrays["bb.weight"])
         assert torch.equal(f.get_tensor("c"), bf16)
+
+
+def test_bf16_rounding_is_torchs() -> None:
+    from ggfmt.sources.gemma import to_bf16_bits
+
+    values = torch.randn(100_000) * torch.logspace(-40, 38, 100_000)
+    edge = torch.tensor([float("nan"), -float("nan"), float("inf"), -float("inf"), 0.0, -0.0, 3.4028235e38,
+                         -3.4028235e38, 1.0000001, 1.00390625, 1.01171875, 1e-45])  # ties round to even
+    values = torch.cat([values, edge])
+    expected = values.to(torch.bfloat16).view(torch.int16).numpy().view(np.uint16)
+    assert np.array_equal(to_bf16_bits(values.numpy()), expected)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_tensors_converted_in_blocks_of_rows_without_torch(dtype: str, tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """Blocks of a few rows (here 2 of the 32-wide rows), and torch unimportable while converting."""
+    import ggfmt.sources.weights
+    from ggfmt.cli import main
+
+    monkeypatch.setattr(ggfmt.sources.weights, "ROW_BLOCK_BYTES", 256)
+    out = tmp_path / "hf"
+    outtype = {"float32": "f32", "bfloat16": "bf16"}[dtype]
+    real_torch = sys.modules["torch"]
+    sys.modules["torch"] = None  # type: ignore[assignment]  # makes `import torch` fail
+    try:
+        status = main(["to-hf", str(GEMMA / "gemma-mha.ckpt"), "--config", str(GEMMA / "gemma-mha-config.json"),
+                       "-o", str(out), "--outtype", outtype, "-q"])
+    finally:
+        sys.modules["torch"] = real_torch
+    assert status == 0
+    written = tensors(out / "model.safetensors")
+    native = native_state(GEMMA / "gemma-mha.ckpt")
+    qkv = native["model.layers.1.self_attn.qkv_proj.weight"]
+    torch_dtype = getattr(torch, dtype)
+    assert torch.equal(written["model.layers.1.self_attn.k_proj.weight"], qkv[64:128].to(torch_dtype))
+    assert torch.equal(written["model.embed_tokens.weight"], native["embedder.weight"].to(torch_dtype))

@@ -169,11 +169,19 @@ def test_file_size_limit_is_reported(tmp_path: Path) -> None:
     assert "ulimit -f" in proc.stderr and list(tmp_path.iterdir()) == []
 
 
-def test_missing_torch_says_how_to_install_it(tmp_path: Path) -> None:
+def test_zip_pickles_need_no_torch_and_legacy_ones_say_how_to_install_it(tmp_path: Path) -> None:
     code = "import sys; sys.modules['torch'] = None\nfrom ggfmt.cli import run\nrun()"
-    proc = subprocess.run([sys.executable, "-c", code, "to-gguf", str(PEFT / "adapter-bin"), "--base",
-                           str(PEFT / "tiny-llama"), "-o", str(tmp_path / "o.gguf")],
-                          capture_output=True, text=True, timeout=120)
+
+    def without_torch(adapter: Path) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-c", code, "to-gguf", str(adapter), "--base", str(PEFT / "tiny-llama"),
+                               "-o", str(tmp_path / "o.gguf"), "--force"], capture_output=True, text=True, timeout=120)
+
+    proc = without_torch(PEFT / "adapter-bin")  # torch.save's zip format: read by offset
+    assert proc.returncode == 0, proc.stderr
+    legacy = shutil.copytree(PEFT / "adapter-bin", tmp_path / "legacy")
+    state = torch.load(legacy / "adapter_model.bin", weights_only=True)
+    torch.save(state, legacy / "adapter_model.bin", _use_new_zipfile_serialization=False)
+    proc = without_torch(legacy)
     assert proc.returncode == 2 and len(proc.stderr.splitlines()) == 1, proc.stderr
     assert "torch==2.13.0" in proc.stderr and "whl/cpu" in proc.stderr
 

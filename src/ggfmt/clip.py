@@ -8,7 +8,7 @@ small functions below.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,8 +18,8 @@ import numpy as np
 from .emit.gguf import GGUFPlan, OutputTensor, resolve_metadata
 from .errors import FormatError, UsageError
 from .mapping import load_mapping
-from .sources.weights import WeightsFile, read_json, read_weights
-from .tensors import ArraySource
+from .sources.weights import WeightsFile, read_json, read_weights, row_blocks
+from .tensors import BlocksSource
 from .transforms import GGML_TYPE_OF_DTYPE
 
 TABLE = "clip-gguf"
@@ -188,7 +188,7 @@ def _converted(weights: WeightsFile, hf_name: str, gguf_name: str, use_f32: bool
     info = weights.info(hf_name)
     shape = tuple(n for n in info.shape if n != 1)  # upstream squeezes every tensor
     dtype = tensor_dtype(gguf_name, len(shape), use_f32)
-    return _output(gguf_name, shape, dtype, lambda: weights.load(hf_name))
+    return _output(gguf_name, shape, dtype, weights, hf_name)
 
 
 def _projector_tensors(path: Path, rename: dict[str, str]) -> list[OutputTensor]:
@@ -201,10 +201,17 @@ def _projector_tensors(path: Path, rename: dict[str, str]) -> list[OutputTensor]
             raise FormatError(key, None, f"a LLaVA projector holds {rename['hf']}* tensors", str(path))
         shape = tuple(n for n in weights.info(key).shape if n != 1)
         name = str(rename["gguf"]) + key.removeprefix(str(rename["hf"]))
-        out.append(_output(name, shape, projector_dtype(len(shape)), lambda key=key: weights.load(key)))
+        out.append(_output(name, shape, projector_dtype(len(shape)), weights, key))
     return out
 
 
-def _output(name: str, shape: tuple[int, ...], dtype: np.dtype[Any], load: Any) -> OutputTensor:
-    source = ArraySource.of(lambda: np.asarray(load(), dtype=dtype).reshape(shape), shape, dtype)
-    return OutputTensor(name, tuple(reversed(shape)), GGML_TYPE_OF_DTYPE[dtype], source)
+def _output(name: str, shape: tuple[int, ...], dtype: np.dtype[Any], weights: WeightsFile, key: str) -> OutputTensor:
+    """``key`` of ``weights`` as ``name`` in ``dtype``; ``shape`` is the stored one without its
+    dimensions of 1, which leaves the bytes in the same order, so rows are converted block by block."""
+
+    def blocks() -> Iterator[np.ndarray[Any, Any]]:
+        for block in row_blocks(weights, key):
+            yield np.asarray(block, dtype=dtype)
+
+    nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    return OutputTensor(name, tuple(reversed(shape)), GGML_TYPE_OF_DTYPE[dtype], BlocksSource(blocks, nbytes))

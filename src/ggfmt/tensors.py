@@ -72,7 +72,8 @@ class ArraySource:
         array = np.ascontiguousarray(self.produce())
         if array.nbytes != self.nbytes:
             raise ValueError(f"a transform produced {array.nbytes} bytes where {self.nbytes} were expected")
-        out.write(array.data.cast("B"))  # C-contiguous: written without a copy
+        if array.nbytes:  # (a view with a zero in its shape cannot be cast)
+            out.write(array.data.cast("B"))  # C-contiguous: written without a copy
         if progress is not None:
             progress(self.nbytes)
 
@@ -94,7 +95,8 @@ class BlocksSource:
             written += array.nbytes
             if written > self.nbytes:
                 break
-            out.write(array.data.cast("B"))
+            if array.nbytes:
+                out.write(array.data.cast("B"))
             if progress is not None:
                 progress(array.nbytes)
         if written != self.nbytes:

@@ -15,7 +15,7 @@ import json
 import math
 import struct
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,13 +38,14 @@ TOKENIZER_HINT = "pip install transformers sentencepiece protobuf"
 class SafetensorsTensor:
     """A tensor of the output: its header entry, and the function that computes its data when written.
 
-    ``data`` returns an array whose bytes are the tensor's (for BF16, the raw 16-bit patterns).
+    ``blocks`` yields arrays whose bytes, one after the other, are the tensor's (for BF16, the raw
+    16-bit patterns): blocks of rows, so that a large tensor is never in memory whole.
     """
 
     name: str
     dtype: str  # "F32", "F16" or "BF16"
     shape: tuple[int, ...]
-    data: Callable[[], np.ndarray[Any, Any]]
+    blocks: Callable[[], Iterable[np.ndarray[Any, Any]]]
 
     @property
     def nbytes(self) -> int:
@@ -74,20 +75,27 @@ def write_safetensors(path: Path, tensors: Sequence[SafetensorsTensor], progress
     path.write_bytes(header)
     with open_sink(path) as out:
         for tensor in tensors:
-            out.write(_tensor_bytes(tensor))
-            if progress is not None:
-                progress(tensor.nbytes)
+            _write_tensor(out, tensor, progress)
         return out.tell()
 
 
-def _tensor_bytes(tensor: SafetensorsTensor) -> memoryview:
-    array = np.ascontiguousarray(tensor.data())
-    if tuple(array.shape) != tensor.shape or array.nbytes != tensor.nbytes:
+def _write_tensor(out: Any, tensor: SafetensorsTensor, progress: Progress | None) -> None:
+    written = 0
+    for block in tensor.blocks():
+        array = np.ascontiguousarray(block)
+        written += array.nbytes
+        if written > tensor.nbytes:
+            break
+        if array.dtype.byteorder == ">" or (array.dtype.byteorder == "=" and sys.byteorder == "big"):
+            array = array.byteswap()
+        if array.nbytes:
+            out.write(array.data.cast("B"))
+        if progress is not None:
+            progress(array.nbytes)
+    if written != tensor.nbytes:
         # The header is already written: data of another size would corrupt every later offset.
-        raise ValueError(f"{tensor.name}: computed {array.shape} {array.dtype}, declared {tensor.shape} {tensor.dtype}")
-    if array.dtype.byteorder == ">" or (array.dtype.byteorder == "=" and sys.byteorder == "big"):
-        array = array.byteswap()
-    return array.data.cast("B")
+        raise ValueError(f"{tensor.name}: computed {written} bytes, declared {tensor.shape} {tensor.dtype} "
+                         f"({tensor.nbytes} bytes)")
 
 
 def write_config(path: Path, config: Mapping[str, Any]) -> None:

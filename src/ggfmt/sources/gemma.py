@@ -5,9 +5,10 @@ projections fused into one ``qkv_proj``, the embedding as ``embedder.weight``, r
 ``freqs_cis``, everything else already under its Hugging Face name.  The names, the split, the
 expected shapes and the configs of the released sizes come from the ``gemma-hf`` mapping table.
 
-The pickle is read only with ``torch.load(weights_only=True)`` (memory-mapped when it can be),
-and torch is imported on this path alone.  No model is instantiated: every output tensor is a
-slice of one input tensor, converted to the output dtype when it is written.
+A zip checkpoint of plain tensors is read without torch, each tensor by offset (see
+``ggfmt.sources.torchzip``); any other pickle only with ``torch.load(weights_only=True)``.  No
+model is instantiated: every output tensor is a slice of one input tensor, read and converted
+to the output dtype a block of rows at a time when it is written.
 """
 
 from __future__ import annotations
@@ -15,10 +16,10 @@ from __future__ import annotations
 import copy
 import itertools
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
@@ -27,10 +28,8 @@ from ..errors import FormatError, SchemaError, UsageError
 from ..mapping import load_mapping
 from ..schema.expr import Expression, ExpressionError
 from ..text import escape
-from .weights import check_tensor, read_json, torch_load
-
-if TYPE_CHECKING:
-    import torch
+from . import weights as weights_module
+from .weights import WeightsFile, check_tensor, load_pickle, pickled_weights, read_json
 
 NAME_TABLE = "gemma-hf"
 DTYPES = tuple(SAFETENSORS_DTYPES)  # what --dtype accepts: float32, float16, bfloat16
@@ -55,7 +54,9 @@ def gemma_to_hf(checkpoint: Path, *, size: str | None, config_file: Path | None,
     config, config_source = read_config(rules, size, config_file)
     state = read_checkpoint(checkpoint, str(rules["state_dict"]))
     check_shapes(state, config, rules, str(checkpoint), config_source)
-    return GemmaConversion(plan_tensors(state, config, rules, dtype, str(checkpoint)),
+    drop = set(rules["drop"])
+    weights = pickled_weights(checkpoint, {k: v for k, v in state.items() if k not in drop})
+    return GemmaConversion(plan_tensors(weights, config, rules, dtype, str(checkpoint)),
                            hf_config(config, rules, dtype), int(config["num_hidden_layers"]))
 
 
@@ -110,28 +111,27 @@ def hf_config(config: Mapping[str, Any], rules: Mapping[str, Any], dtype: str) -
 
 # -- the checkpoint -----------------------------------------------------------------------------
 
-def read_checkpoint(path: Path, key: str) -> dict[str, torch.Tensor]:
-    """The state dict of a native checkpoint, its tensors memory-mapped where the file allows."""
+def read_checkpoint(path: Path, key: str) -> dict[str, Any]:
+    """The state dict of a native checkpoint: its tensors as references to read by offset (or
+    torch tensors, memory-mapped, for a pickle only torch reads)."""
     if not path.is_file():
         raise UsageError(f"{path}: no such file")
-    checkpoint = torch_load(path, "a Gemma checkpoint (a PyTorch pickle)")
-    import torch
-
+    checkpoint = load_pickle(path, "a Gemma checkpoint (a PyTorch pickle)")
     if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get(key), dict):
         raise FormatError(key, None, f"missing: a native Gemma checkpoint is a dict {{{key!r}: {{...}}}}", str(path))
-    state: dict[str, torch.Tensor] = checkpoint[key]
+    state: dict[str, Any] = checkpoint[key]
     for name, tensor in state.items():
         if not isinstance(name, str):
             raise FormatError(key, None, f"has the key {escape(repr(name))[:80]} ({type(name).__name__}); "
                                          "the keys of a state dict are tensor names (str)", str(path))
-        if not isinstance(tensor, torch.Tensor):
+        if not hasattr(tensor, "shape"):
             raise FormatError(f"{key}.{name}", None, f"is a {type(tensor).__name__}, not a tensor", str(path))
     return state
 
 
 # -- shapes -------------------------------------------------------------------------------------
 
-def check_shapes(state: Mapping[str, torch.Tensor], config: Mapping[str, Any], rules: Mapping[str, Any],
+def check_shapes(state: Mapping[str, Any], config: Mapping[str, Any], rules: Mapping[str, Any],
                  file: str, config_source: str) -> None:
     """Every tensor the table lists is there with the shape the config implies; no layer is extra."""
     shapes = rules["shapes"]
@@ -170,7 +170,7 @@ def expected_shape(spec: Any, config: Mapping[str, Any]) -> tuple[int, ...]:
         raise SchemaError(NAME_TABLE, f"shape {spec!r}: {e}") from None
 
 
-def _check_shape(state: Mapping[str, torch.Tensor], name: str, spec: Any, config: Mapping[str, Any], file: str,
+def _check_shape(state: Mapping[str, Any], name: str, spec: Any, config: Mapping[str, Any], file: str,
                  config_source: str, why_expected: str) -> None:
     expected = expected_shape(spec, config)
     if name not in state:
@@ -202,32 +202,39 @@ def split_sizes(parts: list[Mapping[str, Any]], config: Mapping[str, Any]) -> li
     return [int(config[str(part["heads"])]) * int(config["head_dim"]) for part in parts]
 
 
-def to_output(tensor: torch.Tensor, dtype: str) -> np.ndarray[Any, Any]:
-    """``tensor`` in the output dtype as a numpy array holding its bytes (bf16 as raw 16-bit patterns)."""
-    import torch
-
-    converted = tensor.detach().to(getattr(torch, dtype)).contiguous()
+def to_output(array: np.ndarray[Any, Any], dtype: str) -> np.ndarray[Any, Any]:
+    """Rows read as f32 or f16, in the output dtype (bf16 as its raw 16-bit patterns)."""
     if dtype == "bfloat16":
-        # numpy has no bf16; int16 (not uint16, which torch < 2.3 lacks) carries the same bits
-        converted = converted.view(torch.int16)
-    array: np.ndarray[Any, Any] = converted.numpy()
-    return array
+        return to_bf16_bits(np.asarray(array, dtype=np.float32))
+    return np.asarray(array, dtype=np.float32 if dtype == "float32" else np.float16)
 
 
-def plan_tensors(state: Mapping[str, torch.Tensor], config: Mapping[str, Any], rules: Mapping[str, Any], dtype: str,
+def to_bf16_bits(array: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+    """f32 -> bf16 bit patterns as torch 2.x converts them on the CPU: rounded to nearest even,
+    every NaN as 0xFFFF.
+
+    Not gguf-py's BF16 quantizer: it widens to u64 (twice the memory of this) and keeps NaN
+    payloads, where torch, whose conversion the Hugging Face side expects, writes 0xFFFF."""
+    bits = array.view(np.uint32)
+    # No overflow in u32: the largest non-NaN pattern (0xFF800000, -inf) plus 0x8000 still fits.
+    out = ((bits + (0x7FFF + ((bits >> 16) & 1))) >> 16).astype(np.uint16)
+    nan = np.isnan(array)
+    if nan.any():
+        out[nan] = 0xFFFF
+    return out
+
+
+def plan_tensors(weights: WeightsFile, config: Mapping[str, Any], rules: Mapping[str, Any], dtype: str,
                  file: str) -> list[SafetensorsTensor]:
     """The output tensors in the checkpoint's order: split, renamed or unchanged; dropped ones left out."""
     rename: Mapping[str, str] = rules["rename"]
-    drop = set(rules["drop"])
     splits = [(_template_regex(str(s["from"])), s["into"]) for s in rules["split"]]
     out: list[SafetensorsTensor] = []
     names: set[str] = set()
-    for key, tensor in state.items():
-        if key in drop:
-            continue
-        outputs = _split(key, tensor, splits, config, dtype)
+    for key in weights.keys:
+        outputs = _split(weights, key, splits, config, dtype)
         if outputs is None:
-            outputs = [_output(rename.get(key, key), tensor, None, dtype)]
+            outputs = [_output(rename.get(key, key), weights, key, None, dtype)]
         for output in outputs:
             if output.name in names:
                 raise FormatError(key, None, f"becomes {output.name}, which another tensor of the checkpoint "
@@ -237,26 +244,29 @@ def plan_tensors(state: Mapping[str, torch.Tensor], config: Mapping[str, Any], r
     return out
 
 
-def _split(key: str, tensor: torch.Tensor, splits: list[tuple[re.Pattern[str], Any]], config: Mapping[str, Any],
+def _split(weights: WeightsFile, key: str, splits: list[tuple[re.Pattern[str], Any]], config: Mapping[str, Any],
            dtype: str) -> list[SafetensorsTensor] | None:
     """The parts of a fused tensor, or None when ``key`` is not one."""
     for regex, parts in splits:
         match = regex.match(key)
         if match:
-            ranges = split_rows(tensor.shape[0], split_sizes(parts, config))
-            return [_output(str(part["name"]).format(bid=match["bid"]), tensor, rows, dtype)
+            ranges = split_rows(weights.info(key).shape[0], split_sizes(parts, config))
+            return [_output(str(part["name"]).format(bid=match["bid"]), weights, key, rows, dtype)
                     for part, rows in zip(parts, ranges, strict=True)]
     return None
 
 
-def _output(name: str, tensor: torch.Tensor, rows: tuple[int, int] | None, dtype: str) -> SafetensorsTensor:
-    shape = tuple(tensor.shape)
-    if rows is not None:
-        shape = (rows[1] - rows[0], *shape[1:])
+def _output(name: str, weights: WeightsFile, key: str, rows: tuple[int, int] | None,
+            dtype: str) -> SafetensorsTensor:
+    shape = weights.info(key).shape
+    begin, end = rows if rows is not None else (0, shape[0])
+    shape = (end - begin, *shape[1:])
+    row_bytes = max(1, int(np.prod(shape[1:])) * 4)
+    step = max(1, weights_module.ROW_BLOCK_BYTES // row_bytes)
 
-    def data() -> np.ndarray[Any, Any]:
-        # Read (and converted) only now, when the writer gets to it: one tensor in memory at a time.
-        return to_output(tensor if rows is None else tensor[rows[0]:rows[1]], dtype)
+    def blocks() -> Iterator[np.ndarray[Any, Any]]:
+        # Read (and converted) only now, when the writer gets to it, a block of rows at a time.
+        for start in range(begin, end, step):
+            yield to_output(weights.load_rows(key, start, min(start + step, end)), dtype)
 
-    return SafetensorsTensor(name, SAFETENSORS_DTYPES[dtype], shape, data)
-
+    return SafetensorsTensor(name, SAFETENSORS_DTYPES[dtype], shape, blocks)

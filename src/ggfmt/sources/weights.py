@@ -18,7 +18,7 @@ import json
 import math
 import os
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +28,7 @@ import numpy as np
 from ..environment import TORCH_INSTALL
 from ..errors import FormatError, UsageError
 from ..inputs import note_input
+from .torchzip import ITEM_SIZES, TensorRef, UnreadTensor, read_torch_zip
 
 # A safetensors header larger than this is refused (the safetensors library's own limit).
 MAX_SAFETENSORS_HEADER = 100 << 20
@@ -165,17 +166,7 @@ def _safetensors(path: Path) -> WeightsFile:
 
     def load_rows(key: str, start: int, stop: int) -> np.ndarray[Any, Any]:
         entry = index[key]
-        row = math.prod(entry.shape[1:]) * entry.stored.itemsize if entry.shape else entry.stored.itemsize
-        begin = entry.begin + start * row
-        nbytes = (stop - start) * row
-        with path.open("rb") as f:
-            data = os.pread(f.fileno(), nbytes, begin)
-        if len(data) != nbytes:
-            raise FormatError(key, begin, f"{nbytes} bytes expected, the file ended early", str(path))
-        array = np.frombuffer(data, dtype=entry.stored)
-        if entry.stored.kind == "u":  # bf16: its bits are the high half of an f32's
-            array = (array.astype(np.uint32) << 16).view(np.float32)
-        return array.reshape((stop - start, *entry.shape[1:]) if entry.shape else ())
+        return _read_rows(path, key, entry.stored, entry.shape, entry.begin, start, stop)
 
     def load(key: str) -> np.ndarray[Any, Any]:
         entry = index[key]
@@ -223,6 +214,31 @@ def check_torch_magic(path: Path) -> None:
                                  f"pickle (b'\\x80'), this starts with {head!r}", str(path))
 
 
+def load_pickle(path: Path, what: str) -> Any:
+    """What a torch.save file holds. A zip checkpoint of plain tensors is read without torch, its
+    tensors as :class:`~ggfmt.sources.torchzip.TensorRef` (read later by offset); anything else
+    through ``torch.load(weights_only=True)``."""
+    import pickle
+    import zipfile
+
+    note_input(path)
+    check_torch_magic(path)
+    check_zip_records(path)
+    if zipfile.is_zipfile(path):
+        try:
+            with zipfile.ZipFile(path) as archive:
+                found = read_torch_zip(path, archive)
+        except (pickle.UnpicklingError, EOFError, ValueError, KeyError, IndexError, TypeError, AttributeError,
+                struct.error, zipfile.BadZipFile, RecursionError, MemoryError) as e:
+            detail = " ".join(str(e).split())[:200] or type(e).__name__
+            raise FormatError("", None, f"not a PyTorch file torch.save wrote ({detail})", str(path)) from None
+        except OSError as e:
+            raise UsageError(f"{path}: cannot be read: {e.strerror or e}") from None
+        if found is not None:
+            return found
+    return torch_load(path, what)
+
+
 def torch_load(path: Path, what: str) -> Any:
     """``torch.load(path, weights_only=True)``, memory-mapped when the file allows; torch is
     imported here and nowhere else. A pickle that asks for more than tensors is refused."""
@@ -268,10 +284,15 @@ _TORCH_FLOATS = ("float32", "float16", "bfloat16")
 
 def check_tensor(name: str, tensor: Any, file: Path, what: str = "") -> None:
     """Refuse a tensor ggfmt cannot read as plain strided data of the size it claims."""
-    import torch
-
     def bad(why: str) -> FormatError:
         return FormatError(name, None, f"{what}{why}", str(file))
+
+    if isinstance(tensor, UnreadTensor):
+        raise bad(f"is {tensor.why}")
+    if isinstance(tensor, TensorRef):
+        _check_ref(tensor, bad)
+        return
+    import torch
 
     if not isinstance(tensor, torch.Tensor):
         raise bad(f"is a {type(tensor).__name__}, not a tensor")
@@ -293,8 +314,21 @@ def check_tensor(name: str, tensor: Any, file: Path, what: str = "") -> None:
                   "materialise")
 
 
+def _check_ref(ref: TensorRef, bad: Callable[[str], FormatError]) -> None:
+    if not ref.shape:
+        raise bad("is a 0-D tensor (a scalar), not a weight")
+    if ref.dtype not in _TORCH_FLOATS:
+        raise bad(f"dtype {ref.dtype} is not a weight's ({', '.join(_TORCH_FLOATS)})")
+    item = ITEM_SIZES[ref.dtype]
+    needed = ref.numel * item
+    held = max(0, min(ref.storage_numel * item, ref.record_size) - ref.storage_offset * item)
+    if needed > held or not ref.contiguous:
+        raise bad(f"claims {needed} bytes but its storage holds {held}: a view (expand, stride) ggfmt does not "
+                  "materialise")
+
+
 def _pickle(path: Path, what: str) -> WeightsFile:
-    state = torch_load(path, what)
+    state = load_pickle(path, what)
     if not isinstance(state, dict):
         raise FormatError("", None, "expected a dict of tensors (a state dict)", str(path))
     for key, tensor in state.items():
@@ -306,6 +340,8 @@ def _pickle(path: Path, what: str) -> WeightsFile:
 
 def pickled_weights(path: Path, state: dict[str, Any]) -> WeightsFile:
     """A checked state dict as a :class:`WeightsFile` (bf16 widened to f32, as for safetensors)."""
+    if all(isinstance(t, TensorRef) for t in state.values()):
+        return _referenced_weights(path, state)
     import torch
 
     def info(key: str) -> TensorInfo:
@@ -324,3 +360,59 @@ def pickled_weights(path: Path, state: dict[str, Any]) -> WeightsFile:
         return load_rows(key, 0, state[key].shape[0])
 
     return WeightsFile(path, list(state), info, load, load_rows)
+
+
+# stored numpy dtype and the dtype read, by torch's dtype name (bf16 widened to f32)
+_REF_DTYPES: dict[str, tuple[np.dtype[Any], np.dtype[Any]]] = {
+    "float32": SAFETENSORS_FLOATS["F32"], "float16": SAFETENSORS_FLOATS["F16"], "bfloat16": SAFETENSORS_FLOATS["BF16"],
+}
+
+
+def _referenced_weights(path: Path, state: dict[str, TensorRef]) -> WeightsFile:
+    """Tensors of a zip checkpoint read by offset, as a safetensors file's are."""
+
+    def info(key: str) -> TensorInfo:
+        ref = state[key]
+        return TensorInfo(ref.shape, _REF_DTYPES[ref.dtype][1])
+
+    def load_rows(key: str, start: int, stop: int) -> np.ndarray[Any, Any]:
+        ref = state[key]
+        stored = _REF_DTYPES[ref.dtype][0]
+        return _read_rows(path, key, stored, ref.shape, ref.begin, start, stop)
+
+    def load(key: str) -> np.ndarray[Any, Any]:
+        return load_rows(key, 0, state[key].shape[0])
+
+    return WeightsFile(path, list(state), info, load, load_rows)
+
+
+def _read_rows(path: Path, key: str, stored: np.dtype[Any], shape: tuple[int, ...], begin: int, start: int,
+               stop: int) -> np.ndarray[Any, Any]:
+    """Rows [start, stop) of a C-ordered tensor whose data starts at byte ``begin`` of ``path``."""
+    row = math.prod(shape[1:]) * stored.itemsize if shape else stored.itemsize
+    offset = begin + start * row
+    nbytes = (stop - start) * row
+    with path.open("rb") as f:
+        data = os.pread(f.fileno(), nbytes, offset)
+    if len(data) != nbytes:
+        raise FormatError(key, offset, f"{nbytes} bytes expected, the file ended early", str(path))
+    array = np.frombuffer(data, dtype=stored)
+    if stored.kind == "u":  # bf16: its bits are the high half of an f32's
+        array = (array.astype(np.uint32) << 16).view(np.float32)
+    return array.reshape((stop - start, *shape[1:]) if shape else ())
+
+
+ROW_BLOCK_BYTES = 2 << 20  # a block of rows converted at a time: memory stays flat, calls stay few
+
+
+def row_blocks(weights: WeightsFile, key: str, max_bytes: int | None = None) -> Iterator[np.ndarray[Any, Any]]:
+    """A tensor as consecutive blocks of rows of at most about ``max_bytes`` each (read as f32 or f16)."""
+    max_bytes = ROW_BLOCK_BYTES if max_bytes is None else max_bytes
+    info = weights.info(key)
+    if not info.shape:
+        yield weights.load(key)
+        return
+    row = max(1, math.prod(info.shape[1:]) * info.dtype.itemsize)
+    step = max(1, max_bytes // row)
+    for start in range(0, info.shape[0], step):
+        yield weights.load_rows(key, start, min(start + step, info.shape[0]))
