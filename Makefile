@@ -46,7 +46,7 @@ unit: install-test
 
 # Compiled first: start-up is part of what is measured, and with PYTHONDONTWRITEBYTECODE set Python
 # would compile ggfmt's sources again on every run.
-bench: install
+bench: install-test
 	$(BIN)/python -m compileall -q src
 	$(BIN)/python benchmarks/run.py
 

@@ -58,10 +58,47 @@ def row(name: str, value: str, target: str, ok: bool | None) -> tuple[str, str, 
     return name, value, target, verdict
 
 
+def model_rows(work: Path, runs: int, peft_mb: float) -> list[tuple[str, str, str, str]]:
+    """Conversions of adapters and models (PEFT, CLIP, Gemma): wall time and peak RSS against 64 MiB."""
+    # Generated in child processes: a child's peak RSS counts the pages it shared with this
+    # process when it was forked, so this process must stay small (torch.save holds a whole model).
+    maker = str(Path(__file__).resolve().parent / "make_models.py")
+    peft, clip, gemma = work / "peft", work / "clip", work / "gemma.ckpt"
+    for argv in (["peft", str(peft), "--size-mb", str(peft_mb)], ["clip", str(clip)], ["gemma", str(gemma)]):
+        subprocess.run([sys.executable, maker, *argv], check=True)
+    out = work / "model-out"
+    jobs = [
+        ("PEFT -> GGUF adapter", peft, [FMT, "to-gguf", str(peft), "--base", str(work / "peft-base"), "-o", str(out)]),
+        ("PEFT -> ggla", peft / "adapter_model.safetensors", [FMT, "to-ggla", str(peft), "-o", str(out)]),
+        ("CLIP -> GGUF f16", clip / "model.safetensors", [FMT, "to-gguf", str(clip), "-o", str(out)]),
+        ("Gemma -> HF f32", gemma, [FMT, "to-hf", str(gemma), "--config", str(work / "gemma.json"), "-o", str(out)]),
+        ("Gemma -> HF bf16", gemma, [FMT, "to-hf", str(gemma), "--config", str(work / "gemma.json"), "-o", str(out),
+                                     "--outtype", "bf16"]),
+    ]
+    rows = []
+    for name, source, argv in jobs:
+        size = sum(p.stat().st_size for p in source.iterdir()) if source.is_dir() else source.stat().st_size
+        times, peaks = [], []
+        for _ in range(runs):
+            shutil.rmtree(out, ignore_errors=True)
+            drop(out)
+            t, peak = run([*argv, "--quiet"])
+            times.append(t)
+            peaks.append(peak)
+        shutil.rmtree(out, ignore_errors=True)
+        drop(out)
+        label = f"{name}, {size / 1e6:,.0f} MB"
+        peak_mb = max(peaks) / 2**20
+        rows.append(row(f"{label}: wall", spread(times), "", None))
+        rows.append(row(f"{label}: peak RSS", f"{peak_mb:.1f} MiB", "<= 64 MiB", peak_mb <= 64))
+    return rows
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=7, help="runs per figure (median)")
     parser.add_argument("--sizes", type=float, nargs="+", default=[100, 1000], help="checkpoint sizes in MB")
+    parser.add_argument("--peft-mb", type=float, default=770, help="size of the PEFT adapter in MB")
     parser.add_argument("--dir", type=Path, help="where to put the checkpoints (default: a temporary directory)")
     args = parser.parse_args()
 
@@ -118,6 +155,8 @@ def main() -> int:
         helps = [run([FMT, "--help"])[0] for _ in range(args.runs)]
         t = statistics.median(helps)
         rows.append(row("fmt --help wall", f"{t:.3f} s", "<= 0.25 s", t <= 0.25))
+
+        rows.extend(model_rows(work, args.runs, args.peft_mb))
 
         like7b = make_checkpoint(work / "like-7b.bin", n_layer=32, n_embd=64, n_vocab=320, n_mult=32)
         # "After start-up": the clock starts once ggfmt's modules and the libraries they use are
