@@ -151,6 +151,7 @@ def _tensors(value: Any, path: str) -> Iterator[TensorRef]:
         for key, item in value.items():
             if isinstance(key, str) and not key.startswith("_"):
                 yield from _tensors(item, join_path(path, key))
-    elif isinstance(value, list):
+    elif isinstance(value, list) and value and not isinstance(value[0], int | float | str | bytes):
+        # (a list of numbers or strings, often millions of them, holds no tensor record)
         for i, item in enumerate(value):
             yield from _tensors(item, f"{path}[{i}]")

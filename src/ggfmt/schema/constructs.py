@@ -286,8 +286,10 @@ class Field(cs.Construct):  # type: ignore[misc]
         valid: list[Validation] | None = None,
         contents: bytes | None = None,
         rebuild: Expression | None = None,
+        bulk_dtype: str | None = None,
     ) -> None:
         super().__init__()
+        self.bulk_dtype = bulk_dtype  # numpy dtype of a primitive: a repeat of it is read in one call
         self.name = name  # what Struct files the value under (instead of a Renamed wrapper)
         self.field_name = name
         self.subcon = subcon
@@ -312,7 +314,9 @@ class Field(cs.Construct):  # type: ignore[misc]
         if is_probe(stream):
             return self._probe(stream, context, path, offset)
         offsets = context.get("_params", {}).get("_offsets")  # the context parse() began with
-        if offsets is not None:  # where each field starts, for messages about values found later
+        # Where each field outside repeated elements starts, for messages about values found later
+        # (not those inside: a path string per element field would cost more than the file).
+        if offsets is not None and "[" not in path:
             offsets[path] = offset
         value = self._read(stream, context, path, offset)
         if self.contents is not None and value != self.contents:
@@ -349,10 +353,36 @@ class Field(cs.Construct):  # type: ignore[misc]
         if count > remaining:  # every element takes at least a byte: refuse before looping
             raise FormatError(path, offset, f"{count} elements expected, only {remaining} bytes left in the file")
         spend_elements(context, count, path, offset)
+        bulk = self._bulk(context, path, offset)
+        if bulk is not None:
+            return self._read_bulk(stream, bulk, count, path, offset)
         items = cs.ListContainer()
         for i in range(count):
             items.append(self._read_one(stream, context, f"{path}[{i}]", i))
         return items
+
+    def _bulk(self, context: Any, path: str, offset: int) -> str | None:
+        """The numpy dtype when every element is the same primitive: the field's own type, or the
+        one a `switch-on` chooses (once, when its key does not depend on the element's _index)."""
+        if self.bulk_dtype is not None:
+            return self.bulk_dtype
+        if isinstance(self.subcon, SwitchOn) and "_index" not in self.subcon.key.source:
+            key = evaluate(self.subcon.key, context, path, offset)
+            case = self.subcon.cases.get(key, self.subcon.default) if key is not UNKNOWN else None
+            return PRIMITIVE_DTYPES.get(case)
+        return None
+
+    def _read_bulk(self, stream: Any, dtype: str, count: int, path: str, offset: int) -> Any:
+        """``count`` primitives in one read and one conversion instead of one Construct call each;
+        their total size is checked against the bytes left before anything is read."""
+        import numpy as np
+
+        size = np.dtype(dtype).itemsize
+        remaining = stream_size(stream) - offset
+        if count * size > remaining:
+            raise FormatError(path, offset, f"{count} x {size} bytes expected, only {remaining} left in the file")
+        data = stream.read(count * size)
+        return cs.ListContainer(np.frombuffer(data, dtype=dtype).tolist())
 
     def _read_one(self, stream: Any, context: Any, path: str, index: int | None) -> Any:
         offset = stream.tell()
@@ -651,6 +681,13 @@ class WithArgs(cs.Subconstruct):  # type: ignore[misc]
 
     def _build(self, obj: Any, stream: Any, context: Any, path: str) -> Any:
         return self.subcon._build(obj, stream, self._frame(context, path, stream.tell()), path)
+
+
+# numpy's name of each primitive's construct, for repeats read in one call
+PRIMITIVE_DTYPES: dict[Any, str] = {
+    cs.Int8ul: "<u1", cs.Int16ul: "<u2", cs.Int32ul: "<u4", cs.Int64ul: "<u8", cs.Int8sl: "<i1", cs.Int16sl: "<i2",
+    cs.Int32sl: "<i4", cs.Int64sl: "<i8", cs.Float16l: "<f2", cs.Float32l: "<f4", cs.Float64l: "<f8",
+}
 
 
 class SwitchOn(cs.Construct):  # type: ignore[misc]
