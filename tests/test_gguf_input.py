@@ -17,8 +17,6 @@ FILES = [GENUINE / "tiny-llama-f32.gguf", GENUINE / "chk-train.gguf", FIXTURES /
 
 def plain(value: Any) -> Any:
     """A parsed GGUF value as gguf-py's contents() gives it."""
-    if isinstance(value, dict) and "text" in value:
-        return value["text"]
     if isinstance(value, dict) and "items" in value:
         return [plain(v) for v in value["items"]]
     return value
@@ -32,7 +30,7 @@ def test_parse_agrees_with_gguf_py(path: Path, fmt: Fmt) -> None:
     assert doc["schema"] == "gguf"
     reader = gguf.GGUFReader(path)
     expected = {f.name: f.contents() for f in reader.fields.values() if not f.name.startswith("GGUF.")}
-    ours = {kv["key"]["text"]: plain(kv["value"]) for kv in doc["fields"]["metadata"]}
+    ours = {kv["key"]: plain(kv["value"]) for kv in doc["fields"]["metadata"]}
     assert ours.keys() == expected.keys()
     for key, value in expected.items():
         if key in ("general.alignment",):
@@ -51,3 +49,47 @@ def test_parse_agrees_with_gguf_py(path: Path, fmt: Fmt) -> None:
 def test_gguf_is_read_not_converted(tmp_path: Path, fmt: Fmt) -> None:
     line = assert_clean_failure(fmt("to-gguf", GENUINE / "tiny-llama-f32.gguf", "-o", tmp_path / "x.gguf"))
     assert "no GGUF conversion for gguf files" in line
+
+
+def test_arrays_of_every_type_read_in_bulk_agree_with_gguf_py(tmp_path: Path, fmt: Fmt) -> None:
+    """Arrays of each primitive type (read in one call) and of strings (read in one pass), with
+    values at the ends of each type's range, as gguf-py writes and reads them."""
+    import numpy as np
+
+    path = tmp_path / "arrays.gguf"
+    writer = gguf.GGUFWriter(path, "llama")
+    types = gguf.GGUFValueType
+    kinds = {"u8": (np.uint8, types.UINT8), "i8": (np.int8, types.INT8), "u16": (np.uint16, types.UINT16),
+             "i16": (np.int16, types.INT16), "u32": (np.uint32, types.UINT32), "i32": (np.int32, types.INT32),
+             "u64": (np.uint64, types.UINT64), "i64": (np.int64, types.INT64)}
+    for name, (dtype, value_type) in kinds.items():
+        info = np.iinfo(dtype)
+        writer.add_key_value(f"a.{name}", [int(info.min), 0, 1, int(info.max)] * 50, types.ARRAY, sub_type=value_type)
+    writer.add_array("a.f32", [0.5, -1.25, 3.4028234663852886e38] * 50)
+    writer.add_key_value("a.f64", [0.1, -2.5e300] * 50, gguf.GGUFValueType.ARRAY, sub_type=gguf.GGUFValueType.FLOAT64)
+    writer.add_array("a.str", ["", "tok", "\u00e9t\u00e9", "a" * 300] * 50)
+    writer.add_array("a.bool", [True, False] * 50)
+    writer.add_tensor("t", np.arange(32, dtype=np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    result = fmt("parse", path, "--json")
+    assert result.code == 0, result.err
+    ours = {kv["key"]: plain(kv["value"]) for kv in json.loads(result.out)["fields"]["metadata"]}
+    reader = gguf.GGUFReader(path)
+    for field in reader.fields.values():
+        if field.name.startswith("a."):
+            expected = field.contents()
+            assert ours[field.name] == ([int(v) for v in expected] if field.name == "a.bool" else expected), field.name
+
+
+def test_array_larger_than_the_file_is_refused_before_reading(tmp_path: Path, fmt: Fmt) -> None:
+    import struct
+
+    key = struct.pack("<Q", 1) + b"a"
+    header = b"GGUF" + struct.pack("<IQQ", 3, 0, 1) + key + struct.pack("<IIQ", 9, 12, 20)
+    path = tmp_path / "claims.gguf"
+    path.write_bytes(header + bytes(64))
+    line = assert_clean_failure(fmt("parse", path))
+    assert "20 x 8 bytes expected, only 64 left" in line  # 20 f64 items

@@ -363,7 +363,7 @@ def gguf_tensor_infos(infos: list[tuple[bytes, list[int], int, int]]) -> bytes:
 
 
 @pytest.mark.parametrize(("infos", "why"), [
-    ([(b"t", [8], 0, 0), (b"t", [8], 0, 32)], "infos[1].name.text 't' is also infos[0]'s"),
+    ([(b"t", [8], 0, 0), (b"t", [8], 0, 32)], "infos[1].name 't' is also infos[0]'s"),
     ([(b"a", [16], 0, 0), (b"b", [8], 0, 32)], "infos[1]'s bytes [32, 64) overlap infos[0]'s [0, 64)"),
     ([(b"t", [7], 2, 0)], "field infos[0].ggml_type"),  # q4_0 holds blocks of 32
 ])

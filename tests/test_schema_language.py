@@ -280,3 +280,33 @@ def test_a_new_layout_converts_with_yaml_alone(tmp_path: Path, fmt: Fmt, monkeyp
     assert reader.fields["general.architecture"].contents() == "toyw"
     assert reader.tensors[0].name == "weight"
     assert reader.tensors[0].data.tolist() == [1.0, 2.0, 3.0]
+
+
+def test_size_prefixed_values_parse_build_and_are_bounded(tmp_path: Path) -> None:
+    schema = write_schema(tmp_path, """
+        meta: {id: prefixed, trailing: true}
+        seq:
+          - {id: n, type: u8, rebuild: len(names)}
+          - {id: names, type: str, size-prefix: u16, repeat: n}
+          - {id: blob, type: bytes, size-prefix: u8}
+          - {id: kind, type: u8}
+          - {id: value, type: {switch-on: kind, cases: {1: u32, 2: {type: str, size-prefix: u32}}}}
+          - {id: words, type: u16, repeat: 3}
+    """)
+    names = ["", "tok", "\u00e9t\u00e9"]
+    data = bytes([3]) + b"".join(struct.pack("<H", len(s.encode())) + s.encode() for s in names)
+    data += b"\x02ab" + b"\x02" + struct.pack("<I", 5) + b"hello" + struct.pack("<3H", 1, 65535, 7)
+    source = tmp_path / "x.bin"
+    source.write_bytes(data)
+    doc = ggfmt.parse(source, str(schema))
+    assert doc.fields["names"] == names and doc.fields["blob"] == b"ab" and doc.fields["value"] == "hello"
+    assert doc.fields["words"] == [1, 65535, 7]
+    out = tmp_path / "rebuilt.bin"
+    build(out, doc.schema, with_payloads_from(doc))
+    assert out.read_bytes() == data
+    source.write_bytes(bytes([3]) + struct.pack("<H", 0) + struct.pack("<H", 900) + b"abc")
+    with pytest.raises(FormatError, match=r"names\[1\] at byte 3: a size of 900 bytes, only 3 left"):
+        ggfmt.parse(source, str(schema))
+    bad = write_schema(tmp_path, "meta: {id: b}\nseq:\n  - {id: s, type: str, size-prefix: u128}\n", "bad.yaml")
+    with pytest.raises(SchemaError, match="size-prefix"):
+        load_schema(bad)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import signal
 import sys
@@ -265,8 +264,7 @@ def cmd_parse(args: argparse.Namespace) -> int:
 
     doc = parse(args.file, args.schema, _parameters(args))
     if args.json:
-        json.dump(doc.as_json(), sys.stdout, indent=1, allow_nan=False)
-        sys.stdout.write("\n")
+        doc.write_json(sys.stdout)
     else:
         print(render(doc))
     return EXIT_OK

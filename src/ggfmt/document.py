@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TextIO
 
 if TYPE_CHECKING:
     from .schema import Schema
@@ -62,6 +63,24 @@ class Document:
         """(dotted path, value) of every field that is not part of a tensor record."""
         yield from _scalars(self.fields, "")
 
+    def write_json(self, out: TextIO) -> None:
+        """The document as :meth:`as_json` gives it, written piece by piece: a record at a time and a
+        list of numbers or strings in one call, so that a header of millions of items is neither
+        copied whole nor encoded element by element in Python."""
+        out.write(f'{{"file": {_dumps(str(self.source))}, "schema": {_dumps(self.schema.id)}, '
+                  f'"size": {self.size},\n "fields": ')
+        pieces: list[str] = []
+        for piece in _json_pieces(self.fields, "", 1):
+            pieces.append(piece)
+            if len(pieces) >= 4096:  # written in batches: a write call per piece would dominate
+                out.write("".join(pieces))
+                pieces.clear()
+        out.write("".join(pieces))
+        out.write(',\n "tensors": [')
+        for i, tensor in enumerate(self.tensors):
+            out.write(("," if i else "") + "\n  " + _dumps(tensor.as_json()))
+        out.write("\n ]\n}\n")
+
     def as_json(self) -> dict[str, Any]:
         return {
             "file": str(self.source),
@@ -101,6 +120,38 @@ def _scalars(value: Any, path: str) -> Iterator[tuple[str, Any]]:
         yield path, value
 
 
+def _dumps(value: Any) -> str:
+    return json.dumps(value, allow_nan=False)  # non-ASCII escaped: no bidi control reaches a terminal
+
+
+def _json_pieces(value: Any, path: str, depth: int) -> Iterator[str]:
+    """JSON text of ``value`` as :func:`to_plain` makes it, in pieces; mappings and lists of records
+    one member per line, other lists on one line."""
+    from .schema.constructs import TensorContainer
+
+    indent = "\n" + " " * (depth + 1)
+    if isinstance(value, Mapping) and not isinstance(value, TensorContainer):
+        members = [(k, v) for k, v in value.items() if isinstance(k, str) and not k.startswith("_")]
+        if all(isinstance(v, int | float | str | bytes) or v is None for _, v in members):
+            yield _dumps({k: _plain(v, "") for k, v in members})  # a record of plain values: one line
+            return
+        yield "{"
+        for i, (key, item) in enumerate(members):
+            yield ("," if i else "") + indent + _dumps(key) + ": "
+            yield from _json_pieces(item, f"{path}.{key}" if path else key, depth + 1)
+        yield "\n" + " " * depth + "}" if members else "}"
+    elif isinstance(value, list) and value and isinstance(value[0], Mapping):
+        yield "["
+        for i, item in enumerate(value):
+            yield ("," if i else "") + indent
+            yield from _json_pieces(item, f"{path}[{i}]", depth + 1)
+        yield "\n" + " " * depth + "]"
+    elif isinstance(value, list) and all(isinstance(v, int | str) for v in value):
+        yield _dumps(value)  # numbers or strings, millions of them perhaps: one C call
+    else:
+        yield _dumps(_plain(value, path))
+
+
 def to_plain(value: Any) -> Any:
     """JSON-ready copy of parsed fields; a tensor record becomes ``{"tensor": its path}``."""
     return _plain(value, "")
@@ -115,11 +166,18 @@ def _plain(value: Any, path: str) -> Any:
         return {k: _plain(v, f"{path}.{k}" if path else k)
                 for k, v in value.items() if isinstance(k, str) and not k.startswith("_")}
     if isinstance(value, list):
+        if all(isinstance(v, int | float | str) for v in value):  # no paths to make for leaves
+            return [_finite(v) if isinstance(v, float) else v for v in value]
         return [_plain(v, f"{path}[{i}]") for i, v in enumerate(value)]
     if isinstance(value, PayloadRef):
         return {"offset": value.offset, "nbytes": value.nbytes}
     if isinstance(value, bytes):
         return value.hex()
-    if isinstance(value, float) and not math.isfinite(value):  # JSON has no NaN or infinities
-        return NON_FINITE[str(value)]
+    if isinstance(value, float):
+        return _finite(value)
     return value
+
+
+def _finite(value: float) -> float | str:
+    # JSON has no NaN or infinities
+    return value if math.isfinite(value) else NON_FINITE[str(value)]

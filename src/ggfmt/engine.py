@@ -64,7 +64,11 @@ def parse(path: str | os.PathLike[str], schema: Schema | str | None = None,
     if end != size and not loaded.trailing:
         raise FormatError("", end, f"the {loaded.id} layout ends here but the file has {size - end} "
                                    f"more bytes (file size {size})", str(path))
-    return Document(source=path, schema=loaded, fields=fields, tensors=list(_tensors(fields, "")), size=size)
+    # The records the parse met (a walk of the fields would visit millions of header items); a
+    # Python schema's construct registers none, and is walked.
+    records = fields.pop("_tensors", None) if isinstance(fields, cs.Container) else None
+    tensors = [tensor_ref(r, p) for p, r in records] if records else list(_tensors(fields, ""))
+    return Document(source=path, schema=loaded, fields=fields, tensors=tensors, size=size)
 
 
 def build(path: str | os.PathLike[str], schema: Schema | str, fields: Mapping[str, Any],
@@ -117,6 +121,7 @@ def _parse_root(construct: cs.Construct, stream: FileView, params: dict[str, Any
     # What Construct's parse_stream() does, with an empty path so that field paths start at the root.
     context = cs.Container(**params)
     context._offsets = {}  # field path -> byte offset, filled in by the fields as they are parsed
+    context._tensors = []  # (path, record) of each tensor record, as they are parsed
     context._budget = element_budget(stream.size)
     context._parsing = True
     context._building = False
@@ -125,6 +130,7 @@ def _parse_root(construct: cs.Construct, stream: FileView, params: dict[str, Any
     fields = construct._parsereport(stream, context, "")
     if isinstance(fields, cs.Container):
         fields["_offsets"] = context._offsets
+        fields["_tensors"] = context._tensors
     return fields
 
 

@@ -21,6 +21,7 @@ from .constructs import (
     Field,
     Payload,
     Position,
+    PrefixedBytes,
     SizedBytes,
     SwitchOn,
     TensorRecord,
@@ -39,7 +40,10 @@ PRIMITIVES: dict[str, tuple[cs.Construct, int]] = {
 }
 SIZED_TYPES = {"bytes", "str", "payload"}
 
-FIELD_KEYS = {"id", "type", "doc", "contents", "valid", "repeat", "size", "encoding", "if", "rebuild", "at"}
+FIELD_KEYS = {"id", "type", "doc", "contents", "valid", "repeat", "size", "size-prefix", "encoding", "if", "rebuild",
+              "at"}
+# `size-prefix`: the integer types a size may be stored as, and their struct formats
+SIZE_PREFIXES = {"u8": "<B", "u16": "<H", "u32": "<I", "u64": "<Q"}
 ONE_OF_KEYS = {"id", "doc", "one-of", "by", "choice", "select"}
 TYPE_KEYS = {"doc", "params", "seq", "instances", "tensor", "meta", "types"}
 VALID_KEYS = {"eq", "any-of", "min", "max", "expr", "if", "unique", "disjoint"}
@@ -216,9 +220,13 @@ class Namespace:
             subcon = self._compile_switch(type_spec, where)
         elif type_spec in PRIMITIVES:
             subcon, fixed_size = PRIMITIVES[type_spec]
+        elif type_spec in ("str", "bytes") and "size-prefix" in spec:
+            if "size" in spec:
+                raise SchemaError(where, "give `size` or `size-prefix`, not both")
+            subcon = _prefixed({k: spec[k] for k in ("type", "size-prefix", "encoding") if k in spec}, where)
         elif type_spec in SIZED_TYPES:
             if "size" not in spec:
-                raise SchemaError(where, f"type {type_spec} needs a `size` expression")
+                raise SchemaError(where, f"type {type_spec} needs a `size` expression (or a `size-prefix`)")
             size = _expr(spec["size"], where)
             subcon = Payload(size, _expr(spec["at"], f"{where}, at") if "at" in spec else None) \
                 if type_spec == "payload" else \
@@ -263,9 +271,12 @@ class Namespace:
         cases: dict[Any, cs.Construct] = {}
         default = None
         for key, type_name in spec["cases"].items():
-            if not isinstance(type_name, str) or not isinstance(key, str | int | bool):
+            if isinstance(type_name, Mapping) and isinstance(key, str | int | bool):
+                sub = _prefixed(type_name, f"{where}, case {key!r}")  # {type: str, size-prefix: u64}
+            elif not isinstance(type_name, str) or not isinstance(key, str | int | bool):
                 raise SchemaError(where, f"switch case {key!r}: a case is `VALUE: TYPE_NAME`, not {type_name!r}")
-            sub = PRIMITIVES[type_name][0] if type_name in PRIMITIVES else self.construct(str(type_name))
+            else:
+                sub = PRIMITIVES[type_name][0] if type_name in PRIMITIVES else self.construct(str(type_name))
             if key == "_":
                 default = sub
             else:
@@ -289,6 +300,16 @@ class Namespace:
         chooser = ChooseBySize(constructs, select, name)
         chooser.name = choice
         return [chooser, Field(name, SwitchOn(Expression(choice), constructs, None))]
+
+
+def _prefixed(spec: Mapping[str, Any], where: str) -> PrefixedBytes:
+    """``{type: str|bytes, size-prefix: u8|u16|u32|u64, encoding: ...}``"""
+    if spec.get("type") not in ("str", "bytes") or spec.get("size-prefix") not in SIZE_PREFIXES \
+            or set(spec) - {"type", "size-prefix", "encoding"}:
+        raise SchemaError(where, "a size-prefixed value is {type: str or bytes, size-prefix: "
+                                 f"{' or '.join(SIZE_PREFIXES)}, encoding: ...}}")
+    encoding = _encoding(spec.get("encoding", "utf-8"), where) if spec["type"] == "str" else None
+    return PrefixedBytes(SIZE_PREFIXES[spec["size-prefix"]], encoding)
 
 
 def _encoding(name: Any, where: str) -> str:
@@ -341,7 +362,7 @@ def _clause(spec: Any, where: str) -> Validation:
         raise SchemaError(where, "`any-of` is a list")
     unique = spec.get("unique")
     if unique is not None and not _field_path(unique):
-        raise SchemaError(where, "`unique` is a dotted field path of the list's items, such as name.text")
+        raise SchemaError(where, "`unique` is a dotted field path of the list's items, such as name")
     disjoint = spec.get("disjoint")
     if disjoint is not None and not (isinstance(disjoint, list) and len(disjoint) == 2
                                      and all(_field_path(p) for p in disjoint)):
@@ -359,6 +380,6 @@ def _clause(spec: Any, where: str) -> Validation:
 
 
 def _field_path(text: Any) -> bool:
-    """A dotted path of field names (``name.text``); no private or empty parts."""
+    """A dotted path of field names (``key.name``); no private or empty parts."""
     return isinstance(text, str) and all(part.isidentifier() and not part.startswith("_")
                                          for part in text.split("."))

@@ -28,6 +28,7 @@ from __future__ import annotations
 import io
 import itertools
 import os
+import struct
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -353,6 +354,9 @@ class Field(cs.Construct):  # type: ignore[misc]
         if count > remaining:  # every element takes at least a byte: refuse before looping
             raise FormatError(path, offset, f"{count} elements expected, only {remaining} bytes left in the file")
         spend_elements(context, count, path, offset)
+        element = self._element(context, path, offset)
+        if isinstance(element, PrefixedBytes):
+            return cs.ListContainer(element.read_many(stream, count, path, offset))
         bulk = self._bulk(context, path, offset)
         if bulk is not None:
             return self._read_bulk(stream, bulk, count, path, offset)
@@ -361,16 +365,21 @@ class Field(cs.Construct):  # type: ignore[misc]
             items.append(self._read_one(stream, context, f"{path}[{i}]", i))
         return items
 
+    def _element(self, context: Any, path: str, offset: int) -> Any:
+        """The construct of every element: the field's own, or the one a `switch-on` chooses (once,
+        when its key does not depend on the element's _index); None when elements may differ."""
+        if not isinstance(self.subcon, SwitchOn):
+            return self.subcon
+        if "_index" in self.subcon.key.source:
+            return None
+        key = evaluate(self.subcon.key, context, path, offset)
+        return self.subcon.cases.get(key, self.subcon.default) if key is not UNKNOWN else None
+
     def _bulk(self, context: Any, path: str, offset: int) -> str | None:
-        """The numpy dtype when every element is the same primitive: the field's own type, or the
-        one a `switch-on` chooses (once, when its key does not depend on the element's _index)."""
+        """The numpy dtype when every element is the same primitive."""
         if self.bulk_dtype is not None:
             return self.bulk_dtype
-        if isinstance(self.subcon, SwitchOn) and "_index" not in self.subcon.key.source:
-            key = evaluate(self.subcon.key, context, path, offset)
-            case = self.subcon.cases.get(key, self.subcon.default) if key is not UNKNOWN else None
-            return PRIMITIVE_DTYPES.get(case)
-        return None
+        return PRIMITIVE_DTYPES.get(self._element(context, path, offset))
 
     def _read_bulk(self, stream: Any, dtype: str, count: int, path: str, offset: int) -> Any:
         """``count`` primitives in one read and one conversion instead of one Construct call each;
@@ -657,6 +666,61 @@ class SizedBytes(cs.Construct):  # type: ignore[misc]
         return obj
 
 
+class PrefixedBytes(cs.Construct):  # type: ignore[misc]
+    """``bytes`` / ``str`` preceded by its size in bytes (``size-prefix: u64``): the value is the
+    text or bytes alone, the prefix is implied (and written again when built)."""
+
+    def __init__(self, prefix: str, encoding: str | None) -> None:
+        super().__init__()
+        self.prefix = struct.Struct(prefix)  # "<Q" for u64 ...
+        self.encoding = encoding
+
+    def _parse(self, stream: Any, context: Any, path: str) -> Any:
+        offset = stream.tell()
+        head = stream.read(self.prefix.size)
+        if len(head) < self.prefix.size:
+            raise FormatError(path, offset, f"unexpected end of file: a {self.prefix.size}-byte size expected, "
+                                            f"{len(head)} left")
+        (nbytes,) = self.prefix.unpack(head)
+        if is_probe(stream):
+            stream.seek(nbytes, os.SEEK_CUR)
+            return UNKNOWN
+        remaining = stream_size(stream) - offset - self.prefix.size
+        if nbytes > remaining:
+            raise FormatError(path, offset, f"a size of {nbytes} bytes, only {remaining} left in the file")
+        return self.decode(stream.read(nbytes), path, offset + self.prefix.size)
+
+    def decode(self, data: bytes, path: str, offset: int) -> Any:
+        if self.encoding is None:
+            return data
+        try:
+            return data.decode(self.encoding)
+        except UnicodeDecodeError as e:
+            raise FormatError(path, offset + e.start, f"not valid {self.encoding}: {e.reason}") from None
+
+    def read_many(self, stream: Any, count: int, path: str, offset: int) -> list[Any]:
+        """``count`` of them one after the other, in one pass without a Construct call each."""
+        end = stream_size(stream)
+        size, unpack = self.prefix.size, self.prefix.unpack
+        items = []
+        for i in range(count):
+            at = stream.tell()
+            head = stream.read(size)
+            if len(head) < size:
+                raise FormatError(f"{path}[{i}]", at, f"unexpected end of file: a {size}-byte size expected")
+            (nbytes,) = unpack(head)
+            if nbytes > end - at - size:
+                raise FormatError(f"{path}[{i}]", at, f"a size of {nbytes} bytes, only {end - at - size} left "
+                                                      "in the file")
+            items.append(self.decode(stream.read(nbytes), f"{path}[{i}]", at + size))
+        return items
+
+    def _build(self, obj: Any, stream: Any, context: Any, path: str) -> Any:
+        data = obj.encode(self.encoding) if self.encoding is not None else bytes(obj)
+        stream.write(self.prefix.pack(len(data)) + data)
+        return obj
+
+
 # -- parameterised types, choices ----------------------------------------------------------
 
 
@@ -801,9 +865,14 @@ class TensorRecord(cs.Adapter):  # type: ignore[misc]
 
     def _parse(self, stream: Any, context: Any, path: str) -> TensorContainer:
         obj = self.subcon._parsereport(stream, context, path)
-        if not is_probe(stream):
-            self._check_roles(obj)
-        return self._decode(obj, context, path)
+        if is_probe(stream):
+            return self._decode(obj, context, path)
+        self._check_roles(obj)
+        record = self._decode(obj, context, path)
+        found = context.get("_params", {}).get("_tensors")  # the parse's list of tensor records, in order
+        if found is not None:
+            found.append((path, record))
+        return record
 
     def _decode(self, obj: Any, context: Any, path: str) -> TensorContainer:
         record = TensorContainer(obj)

@@ -94,7 +94,7 @@ def _sum(values: Sequence[Any], start: Any = 0) -> Any:
 
 def _find(items: Sequence[Any], path: str, wanted: Any) -> Any:
     """The first item of ``items`` whose field at the dotted ``path`` equals ``wanted``, else None:
-    ``find(metadata, 'key.text', 'general.alignment')``."""
+    ``find(metadata, 'key', 'general.alignment')``."""
     if not isinstance(items, list | tuple) or not isinstance(path, str):
         raise TypeError("find(items, 'field.path', value) takes a list and a dotted field path")
     names = path.split(".")
