@@ -266,7 +266,9 @@ def cmd_parse(args: argparse.Namespace) -> int:
     if args.json:
         doc.write_json(sys.stdout)
     else:
-        print(render(doc))
+        write = sys.stdout.write
+        for line in render(doc):
+            write(line + "\n")
     return EXIT_OK
 
 

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
-from .document import Document
+from .document import Document, TensorRef
 from .text import escape
 
 
@@ -19,24 +20,36 @@ def _value(value: Any) -> str:
     return escape(str(value))  # names and strings from the file: never raw control characters
 
 
-def render(doc: Document) -> str:
+def render(doc: Document) -> Iterator[str]:
+    """The lines of ``fmt parse``'s report. They are made one at a time (column widths come from
+    a first pass that keeps no text), so that a header of many items is not held twice."""
     schema = doc.schema
     count = f"{len(doc.tensors)} tensor{'' if len(doc.tensors) == 1 else 's'}"
-    lines = [escape(f"{doc.source}: {schema.id} - {schema.title}"), f"  {doc.size:,} bytes, {count}", ""]
-    fields = [(escape(path), value) for path, value in doc.scalar_fields()]
-    width = max((len(path) for path, _ in fields), default=0)
-    lines.append("fields:")
-    for path, value in fields:
-        lines.append(f"  {path:<{width}}  {_value(value)}")
-    lines.append("")
-    lines.append("tensors:")
+    yield escape(f"{doc.source}: {schema.id} - {schema.title}")
+    yield f"  {doc.size:,} bytes, {count}"
+    yield ""
+    width = max((len(escape(path)) for path, _ in doc.scalar_fields()), default=0)
+    yield "fields:"
+    for path, value in doc.scalar_fields():
+        yield f"  {escape(path):<{width}}  {_value(value)}"
+    yield ""
+    yield "tensors:"
     header = ("path", "name", "type", "ne", "offset", "bytes")
-    rows = [(escape(t.path), escape(t.name) or "-", t.type_name if not t.is_null else "-",
-             " x ".join(map(str, t.ne)) if t.ne else "(null)", f"{t.offset:,}", f"{t.nbytes:,}")
-            for t in doc.tensors]
-    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+
+    def row(t: TensorRef) -> tuple[str, ...]:
+        return (escape(t.path), escape(t.name) or "-", t.type_name if not t.is_null else "-",
+                " x ".join(map(str, t.ne)) if t.ne else "(null)", f"{t.offset:,}", f"{t.nbytes:,}")
+
+    widths = [len(h) for h in header]
+    for t in doc.tensors:
+        widths = [max(w, len(c)) for w, c in zip(widths, row(t), strict=True)]
     right = {4, 5}
-    for row in [header, *rows]:
-        cells = [f"{c:>{w}}" if i in right else f"{c:<{w}}" for i, (c, w) in enumerate(zip(row, widths, strict=True))]
-        lines.append("  " + "  ".join(cells).rstrip())
-    return "\n".join(lines)
+
+    def line(cells: tuple[str, ...]) -> str:
+        padded = [f"{c:>{w}}" if i in right else f"{c:<{w}}"
+                  for i, (c, w) in enumerate(zip(cells, widths, strict=True))]
+        return "  " + "  ".join(padded).rstrip()
+
+    yield line(header)
+    for t in doc.tensors:
+        yield line(row(t))
