@@ -89,3 +89,39 @@ def test_partial_output_of_a_running_conversion_is_left_alone(tmp_path: Path) ->
         proc.send_signal(signal.SIGTERM)
         proc.communicate(timeout=60)
     assert [p.name for p in tmp_path.iterdir()] == ["out.gguf"]
+
+
+# to-hf --force over an existing directory, with a SIGTERM sent while the new directory takes the
+# old one's place. The signal goes to the process from another thread while the main thread has
+# it blocked, so the kernel delivers it to that thread (as it may to a writer thread).
+SWAP_SIGNALLED = """
+import os, signal, threading
+import ggfmt.output
+swap = ggfmt.output._swap_in
+def signalled_swap(temporary, target):
+    sender = threading.Thread(target=os.kill, args=(os.getpid(), signal.SIGTERM))
+    sender.start()
+    sender.join()
+    for _ in range(1000):
+        pass  # bytecodes at which Python would run a pending handler
+    swap(temporary, target)
+ggfmt.output._swap_in = signalled_swap
+from ggfmt.cli import run
+run()
+"""
+
+
+def test_signal_while_replacing_a_directory_reports_what_happened(tmp_path: Path) -> None:
+    from conftest import FIXTURES
+
+    gemma = FIXTURES / "gemma"
+    out = tmp_path / "hf"
+    out.mkdir()
+    (out / "old.txt").write_text("the previous output")
+    proc = subprocess.run([sys.executable, "-c", SWAP_SIGNALLED, "to-hf", str(gemma / "gemma-mqa.ckpt"), "--config",
+                           str(gemma / "gemma-mqa-config.json"), "-o", str(out), "--force", "-q"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM
+    assert proc.stderr.strip() == f"fmt: terminated; {out} had already been written in full"
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "model.safetensors"]
+    assert [p.name for p in tmp_path.iterdir()] == ["hf"]  # the old directory is gone, nothing left aside

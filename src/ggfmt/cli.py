@@ -442,6 +442,10 @@ _received: list[int] = []  # the stop signal taken, in case the Stopped raised f
 
 
 def _stop(signum: int, frame: FrameType | None) -> None:
+    from .output import defer_stop
+
+    if defer_stop(signum):  # an output is taking its name: answered once it has it
+        return
     # Further signals are ignored from here on: a second Ctrl-C must not cut the cleanup short.
     _ignore_stop_signals()
     _received.append(signum)

@@ -59,6 +59,7 @@ def committed_outputs() -> list[Path]:
 
 def forget_committed() -> None:
     _committed.clear()
+    _deferred.clear()
 
 
 # -- checks ------------------------------------------------------------------------------------
@@ -192,14 +193,36 @@ def atomic_output(target: Path, *, force: bool, inputs: Sequence[Path] = (),
                 temporary.unlink()
 
 
+_naming: list[bool] = [False]  # an output is being given its name: stop signals wait
+_deferred: list[int] = []  # the stop signals that arrived meanwhile
+
+
+def defer_stop(signum: int) -> bool:
+    """Called by the stop-signal handler: True (and the signal kept for later) while an output
+    is being given its name, which must happen whole or not at all."""
+    if _naming[0]:
+        _deferred.append(signum)
+        return True
+    return False
+
+
 def _give_name(target: Path, parent: Path, check: Callable[[], None], name_it: Callable[[], None]) -> bool:
     """Check the target once more and give the output its name, with stop signals held back until
-    it is done and recorded (a signal then finds the output complete, see committed_outputs)."""
+    it is done and recorded (a signal then finds the output complete, see committed_outputs).
+
+    Held back twice: blocked for this thread, and deferred by the Python handler, which runs in
+    this thread whichever thread the kernel delivered the signal to (a writer thread, say)."""
     with _signals_blocked():
-        check()
-        name_it()
-        _committed.append(target)
-        _fsync_directory(parent)
+        _naming[0] = True
+        try:
+            check()
+            name_it()
+            _committed.append(target)
+            _fsync_directory(parent)
+        finally:
+            _naming[0] = False
+    if _deferred:
+        signal.raise_signal(_deferred.pop(0))  # answered now, the output complete and recorded
     return True
 
 
