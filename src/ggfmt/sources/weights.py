@@ -1,5 +1,6 @@
-"""Tensor files: safetensors (read by offset with numpy alone) and PyTorch pickles (read only
-with ``torch.load(..., weights_only=True)``; torch is imported on that path alone).
+"""Tensor files: safetensors (read by offset with numpy alone) and PyTorch pickles (torch's zip
+checkpoints read the same way, see :mod:`ggfmt.sources.torchzip`; any other pickle only with
+``torch.load(..., weights_only=True)``, and torch is imported on that path alone).
 
 A safetensors file is its own index: a JSON header gives every tensor's dtype, shape and byte
 range, so each tensor (or a block of its rows) is read with one ``pread`` when it is needed and
