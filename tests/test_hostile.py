@@ -425,3 +425,30 @@ def test_huge_integers_in_configs(tmp_path: Path, fmt: Fmt) -> None:
     (adapter / "adapter_config.json").write_text('{"r": ' + "9" * 5000 + "}")
     line = assert_clean_failure(fmt("to-ggla", adapter, "-o", tmp_path / "o.bin"))
     assert "more than 4300 digits" in line and "set_int_max_str_digits" not in line
+
+
+def test_zip_pickle_asking_for_code_is_refused_without_torch(tmp_path: Path) -> None:
+    """torch.save's zip layout whose data.pkl calls builtins.open: refused by ggfmt's own
+    unpickler, with torch not even importable, and nothing is opened."""
+    import pickle
+    import zipfile
+
+    marker = tmp_path / "pwned"
+
+    class Exploit:
+        def __reduce__(self) -> tuple[object, ...]:
+            return (open, (str(marker), "w"))
+
+    adapter = shutil.copytree(PEFT / "adapter-bin", tmp_path / "adapter")
+    source = adapter / "adapter_model.bin"
+    with zipfile.ZipFile(source) as zin:
+        records = [(i.filename, zin.read(i.filename)) for i in zin.infolist()]
+    with zipfile.ZipFile(source, "w") as zout:
+        for name, data in records:
+            zout.writestr(name, pickle.dumps({"x": Exploit()}, protocol=2) if name.endswith("data.pkl") else data)
+    code = "import sys; sys.modules['torch'] = None\nfrom ggfmt.cli import run\nrun()"
+    proc = subprocess.run([sys.executable, "-c", code, "to-ggla", str(adapter), "-o", str(tmp_path / "o.bin")],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and len(proc.stderr.splitlines()) == 1, proc.stderr
+    assert "would run code" in proc.stderr and "GLOBAL io.open" in proc.stderr  # open, as pickle names it
+    assert not marker.exists() and not (tmp_path / "o.bin").exists()

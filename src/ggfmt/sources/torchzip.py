@@ -8,9 +8,11 @@ the absolute byte range of its data in the file. The data is then read by offset
 rows at a time, so memory does not grow with the file, and torch (whose import alone takes
 about 200 MB) is not needed.
 
-Anything else a pickle asks for (another global, a tensor subclass, big-endian data) makes
-:func:`read_torch_zip` return None, and the caller falls back to ``torch.load(weights_only=True)``,
-which reads what torch can read safely and refuses the rest.
+A global outside torch (``os.system``, ``builtins.eval``: code a pickle would run) is refused
+at once (:class:`RefusedGlobal`). Anything else this reader does not know (another torch name, a
+tensor subclass, big-endian data) makes :func:`read_torch_zip` return None, and the caller falls
+back to ``torch.load(weights_only=True)``, which reads what torch can read safely and refuses
+the rest.
 """
 
 from __future__ import annotations
@@ -45,6 +47,10 @@ LOCAL_HEADER = struct.Struct("<4s22xHH")  # a zip local file header: signature .
 
 class _Fallback(Exception):
     """The pickle needs more than this reader knows: torch.load is asked instead."""
+
+
+class RefusedGlobal(Exception):
+    """The pickle asks for a global outside torch: code, not a state dict."""
 
 
 @dataclass(frozen=True)
@@ -114,7 +120,9 @@ class _Unpickler(pickle.Unpickler):
         if module == "torch" and name in ("Size", "device", "strided", "sparse_coo", "sparse_csr", "meta",
                                           "per_tensor_affine", "float32", "qint8", "quint8"):
             return lambda *args: None  # arguments of the kinds of tensor refused above
-        raise _Fallback(f"{module}.{name}")
+        if module == "torch" or module.startswith("torch."):
+            raise _Fallback(f"{module}.{name}")  # torch's own reader may know it (and refuse it safely)
+        raise RefusedGlobal(f"{module}.{name}")
 
     def persistent_load(self, pid: Any) -> Any:
         if not (isinstance(pid, tuple) and len(pid) == 5 and pid[0] == "storage" and isinstance(pid[1], str)

@@ -29,7 +29,7 @@ import numpy as np
 from ..environment import TORCH_INSTALL
 from ..errors import FormatError, UsageError
 from ..inputs import note_input
-from .torchzip import ITEM_SIZES, TensorRef, UnreadTensor, read_torch_zip
+from .torchzip import ITEM_SIZES, RefusedGlobal, TensorRef, UnreadTensor, read_torch_zip
 
 # A safetensors header larger than this is refused (the safetensors library's own limit).
 MAX_SAFETENSORS_HEADER = 100 << 20
@@ -235,6 +235,10 @@ def load_pickle(path: Path, what: str) -> Any:
             raise FormatError("", None, f"not a PyTorch file torch.save wrote ({detail})", str(path)) from None
         except OSError as e:
             raise UsageError(f"{path}: cannot be read: {e.strerror or e}") from None
+        except RefusedGlobal as e:
+            raise FormatError("", None, f"refused: this pickle holds more than tensors and would run code if "
+                                        f"loaded unsafely (GLOBAL {e}); ggfmt reads only tensors and dicts of "
+                                        "them from a pickle", str(path)) from None
         if found is not None:
             return found
     return torch_load(path, what)
