@@ -9,6 +9,7 @@ Memory use never grows with the size of the whole file.
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -95,6 +96,8 @@ class BlocksSource:
             written += array.nbytes
             if written > self.nbytes:
                 break
+            if array.dtype.byteorder == ">" or (array.dtype.byteorder == "=" and sys.byteorder == "big"):
+                array = array.byteswap()  # every format ggfmt writes is little-endian
             if array.nbytes:
                 out.write(array.data.cast("B"))
             if progress is not None:

@@ -14,7 +14,6 @@ import importlib
 import json
 import math
 import struct
-import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +23,7 @@ import numpy as np
 
 from ..errors import FormatError, UsageError
 from ..sink import Progress, open_sink
+from ..tensors import BlocksSource
 
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
@@ -80,22 +80,11 @@ def write_safetensors(path: Path, tensors: Sequence[SafetensorsTensor], progress
 
 
 def _write_tensor(out: Any, tensor: SafetensorsTensor, progress: Progress | None) -> None:
-    written = 0
-    for block in tensor.blocks():
-        array = np.ascontiguousarray(block)
-        written += array.nbytes
-        if written > tensor.nbytes:
-            break
-        if array.dtype.byteorder == ">" or (array.dtype.byteorder == "=" and sys.byteorder == "big"):
-            array = array.byteswap()
-        if array.nbytes:
-            out.write(array.data.cast("B"))
-        if progress is not None:
-            progress(array.nbytes)
-    if written != tensor.nbytes:
+    try:
+        BlocksSource(tensor.blocks, tensor.nbytes).write_to(out, progress)
+    except ValueError as e:
         # The header is already written: data of another size would corrupt every later offset.
-        raise ValueError(f"{tensor.name}: computed {written} bytes, declared {tensor.shape} {tensor.dtype} "
-                         f"({tensor.nbytes} bytes)")
+        raise ValueError(f"{tensor.name} ({tensor.shape} {tensor.dtype}): {e}") from None
 
 
 def write_config(path: Path, config: Mapping[str, Any]) -> None:

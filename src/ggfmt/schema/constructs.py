@@ -649,13 +649,7 @@ class SizedBytes(cs.Construct):  # type: ignore[misc]
         remaining = stream_size(stream) - offset
         if nbytes > remaining:
             raise FormatError(path, offset, f"{nbytes} bytes expected, only {remaining} left in the file")
-        data = stream.read(nbytes)
-        if self.encoding is None:
-            return data
-        try:
-            return data.decode(self.encoding)
-        except UnicodeDecodeError as e:
-            raise FormatError(path, offset + e.start, f"not valid {self.encoding}: {e.reason}") from None
+        return _decoded(stream.read(nbytes), self.encoding, path, offset)
 
     def _build(self, obj: Any, stream: Any, context: Any, path: str) -> Any:
         data = obj.encode(self.encoding) if self.encoding is not None else bytes(obj)
@@ -664,6 +658,16 @@ class SizedBytes(cs.Construct):  # type: ignore[misc]
             raise FormatError(path, stream.tell(), f"{nbytes} bytes expected, {len(data)} given")
         stream.write(data)
         return obj
+
+
+def _decoded(data: bytes, encoding: str | None, path: str, offset: int) -> Any:
+    """``data`` as text in ``encoding`` (bytes when None); ``offset`` is where ``data`` starts."""
+    if encoding is None:
+        return data
+    try:
+        return data.decode(encoding)
+    except UnicodeDecodeError as e:
+        raise FormatError(path, offset + e.start, f"not valid {encoding}: {e.reason}") from None
 
 
 class PrefixedBytes(cs.Construct):  # type: ignore[misc]
@@ -688,15 +692,7 @@ class PrefixedBytes(cs.Construct):  # type: ignore[misc]
         remaining = stream_size(stream) - offset - self.prefix.size
         if nbytes > remaining:
             raise FormatError(path, offset, f"a size of {nbytes} bytes, only {remaining} left in the file")
-        return self.decode(stream.read(nbytes), path, offset + self.prefix.size)
-
-    def decode(self, data: bytes, path: str, offset: int) -> Any:
-        if self.encoding is None:
-            return data
-        try:
-            return data.decode(self.encoding)
-        except UnicodeDecodeError as e:
-            raise FormatError(path, offset + e.start, f"not valid {self.encoding}: {e.reason}") from None
+        return _decoded(stream.read(nbytes), self.encoding, path, offset + self.prefix.size)
 
     def read_many(self, stream: Any, count: int, path: str, offset: int) -> list[Any]:
         """``count`` of them one after the other, in one pass without a Construct call each."""
@@ -712,7 +708,7 @@ class PrefixedBytes(cs.Construct):  # type: ignore[misc]
             if nbytes > end - at - size:
                 raise FormatError(f"{path}[{i}]", at, f"a size of {nbytes} bytes, only {end - at - size} left "
                                                       "in the file")
-            items.append(self.decode(stream.read(nbytes), f"{path}[{i}]", at + size))
+            items.append(_decoded(stream.read(nbytes), self.encoding, f"{path}[{i}]", at + size))
         return items
 
     def _build(self, obj: Any, stream: Any, context: Any, path: str) -> Any:

@@ -238,7 +238,7 @@ def load_pickle(path: Path, what: str) -> Any:
         except RefusedGlobal as e:
             raise FormatError("", None, f"refused: this pickle holds more than tensors and would run code if "
                                         f"loaded unsafely (GLOBAL {e}); ggfmt reads only tensors and dicts of "
-                                        "them from a pickle", str(path)) from None
+                                        "them, as torch.load(weights_only=True) does", str(path)) from None
         if found is not None:
             return found
     return torch_load(path, what)
