@@ -40,7 +40,12 @@ def run_with_stand_ins(code: str, tmp_path: Path) -> list[str]:
     f"assert c.main(['to-ggla', {str(FIXTURES / 'peft/adapter-safetensors')!r}, '-o', os.path.join(d, 'x.bin')]) == 0",
     # so does a CLIP model: its weights are read from model.safetensors, no model is instantiated
     CONVERT + f"assert c.main(['to-gguf', {str(FIXTURES / 'clip/tiny-clip')!r}, '-o', os.path.join(d, 'c.gguf')]) == 0",
-], ids=["import", "help", "parse", "peft", "clip"])
+    # pickles in torch.save's zip format are read by offset: a PEFT adapter_model.bin, a Gemma checkpoint
+    CONVERT + f"assert c.main(['to-gguf', {str(FIXTURES / 'peft/adapter-bin')!r}, '--base', "
+    f"{str(FIXTURES / 'peft/tiny-llama')!r}, '-o', os.path.join(d, 'x.gguf')]) == 0",
+    CONVERT + f"assert c.main(['to-hf', {str(FIXTURES / 'gemma/gemma-mqa.ckpt')!r}, '--config', "
+    f"{str(FIXTURES / 'gemma/gemma-mqa-config.json')!r}, '-o', os.path.join(d, 'hf')]) == 0",
+], ids=["import", "help", "parse", "peft", "clip", "peft-bin", "gemma"])
 def test_heavy_modules_are_not_imported(code: str, tmp_path: Path) -> None:
     assert run_with_stand_ins(code, tmp_path) == []
 
@@ -50,3 +55,11 @@ def test_stand_ins_would_be_noticed(tmp_path: Path) -> None:
     with pytest.raises(subprocess.CalledProcessError):
         run_with_stand_ins("import torch", tmp_path)
     assert (tmp_path / "markers" / "torch").exists()
+
+
+@pytest.mark.parametrize("source", [GENUINE / "ggcp-v0-adam.bin", GENUINE / "tiny-llama-f32.gguf"])
+def test_a_parse_does_not_import_numpy(source: Path) -> None:
+    """numpy's import alone takes about 50 ms, more than a header's parse."""
+    code = (f"import sys, ggfmt.cli as c\nassert c.main(['parse', {str(source)!r}]) == 0\n"
+            "assert 'numpy' not in sys.modules, 'numpy imported'")
+    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, timeout=120)
