@@ -310,3 +310,19 @@ def test_size_prefixed_values_parse_build_and_are_bounded(tmp_path: Path) -> Non
     bad = write_schema(tmp_path, "meta: {id: b}\nseq:\n  - {id: s, type: str, size-prefix: u128}\n", "bad.yaml")
     with pytest.raises(SchemaError, match="size-prefix"):
         load_schema(bad)
+
+
+def test_ggml_types_come_from_gguf_py() -> None:
+    """The registry agrees with gguf-py on every type it knows; expressions reach it."""
+    from ggfmt import ggml_types
+
+    for quant, (block, size) in gguf.GGML_QUANT_SIZES.items():
+        assert ggml_types.type_name(int(quant)) == quant.name.lower()
+        assert (ggml_types.block_size(int(quant)), ggml_types.type_size(int(quant))) == (block, size)
+        assert ggml_types.type_id(quant.name) == int(quant)
+    fields = {"t": int(gguf.GGMLQuantizationType.Q4_K), "ne": [512, 3]}
+    assert Expression("ggml_nbytes(t, ne)")(fields.__getitem__) == 2 * 3 * 144
+    assert Expression("ggml_type_name(t) + ':' + ggml_type_name(999)")(fields.__getitem__) == "q4_k:999"
+    assert Expression("ggml_type_size(999)")(fields.__getitem__) == 0
+    with pytest.raises(ExpressionError, match="whole number of q4_k blocks"):
+        Expression("ggml_nbytes(t, [100])")(fields.__getitem__)

@@ -13,7 +13,6 @@ if TYPE_CHECKING:
     from .schema import Schema
 
 # ggml type ids the legacy layouts hold, by name (gguf.GGMLQuantizationType has them all).
-GGML_TYPE_NAMES = {0: "f32", 1: "f16", 2: "q4_0", 3: "q4_1", 6: "q5_0", 7: "q5_1", 8: "q8_0", 30: "bf16"}
 
 
 @dataclass(frozen=True)
@@ -37,7 +36,9 @@ class TensorRef:
 
     @property
     def type_name(self) -> str:
-        return GGML_TYPE_NAMES.get(self.ggml_type, str(self.ggml_type))
+        from .ggml_types import type_name
+
+        return type_name(self.ggml_type)
 
     def as_json(self) -> dict[str, Any]:
         return {"path": self.path, "name": self.name, "type": self.type_name, "ggml_type": self.ggml_type,

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .document import GGML_TYPE_NAMES
+from .ggml_types import type_name
 from .text import escape
 
 SHOWN_ITEMS = 8  # of a long list value (a vocabulary), the first ones are shown
@@ -41,7 +41,7 @@ def describe_gguf_plan(plan: Any, target: Path, description: str) -> str:
     width = max((len(m.key) for m in plan.metadata), default=0)
     lines += [f"  {m.key:<{max(width, 20)}}  {m.value_type:<7} {_value(m.value)}" for m in plan.metadata]
     lines += ["", "tensors:"]
-    rows = [(t.name, GGML_TYPE_NAMES.get(t.ggml_type, str(t.ggml_type)), " x ".join(map(str, t.ne)), f"{t.nbytes:,}")
+    rows = [(t.name, type_name(t.ggml_type), " x ".join(map(str, t.ne)), f"{t.nbytes:,}")
             for t in plan.tensors]
     lines += _table(("name", "type", "ne", "bytes"), rows, {3})
     return escape_lines(lines)
@@ -52,7 +52,7 @@ def describe_ggla_fields(fields: dict[str, Any], target: Path) -> str:
     total = sum(r["data"].nbytes for r in records)
     lines = [f"would write {target} (PEFT adapter -> ggla): {len(records)} tensors, r {fields['r']}, "
              f"alpha {fields['lora_alpha']}, {total:,} bytes of tensor data", "", "tensors:"]
-    rows = [(r["name"], GGML_TYPE_NAMES.get(r["ftype"], str(r["ftype"])), " x ".join(map(str, r["ne"])),
+    rows = [(r["name"], type_name(r["ftype"]), " x ".join(map(str, r["ne"])),
              f"{r['data'].nbytes:,}") for r in records]
     lines += _table(("name", "type", "ne", "bytes"), rows, {3})
     return escape_lines(lines)

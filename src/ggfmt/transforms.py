@@ -9,7 +9,11 @@ from typing import Any
 
 import numpy as np
 
-GGML_TYPE_OF_DTYPE: dict[np.dtype[Any], int] = {np.dtype(np.float32): 0, np.dtype(np.float16): 1}
+from . import ggml_types
+
+# the ggml types numpy arrays are written as (ids from gguf-py's table)
+GGML_TYPE_OF_DTYPE: dict[np.dtype[Any], int] = {np.dtype(np.float32): ggml_types.type_id("f32"),
+                                                np.dtype(np.float16): ggml_types.type_id("f16")}
 DTYPE_OF_GGML_TYPE: dict[int, np.dtype[Any]] = {v: k for k, v in GGML_TYPE_OF_DTYPE.items()}
 
 

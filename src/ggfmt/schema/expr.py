@@ -27,6 +27,8 @@ import operator
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from .. import ggml_types
+
 
 class _Unknown:
     """A value the engine has not read (see :func:`ggfmt.schema.constructs.probe_size`)."""
@@ -109,8 +111,37 @@ def _find(items: Sequence[Any], path: str, wanted: Any) -> Any:
     return None
 
 
+def _ggml_int(value: Any) -> int:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError(f"a ggml type id is an integer, not {type(value).__name__}")
+    return value
+
+
+def _ggml_type_name(t: Any) -> str:
+    return ggml_types.type_name(_ggml_int(t))
+
+
+def _ggml_block_size(t: Any) -> int:
+    return ggml_types.block_size(_ggml_int(t))
+
+
+def _ggml_type_size(t: Any) -> int:
+    return ggml_types.type_size(_ggml_int(t))
+
+
+def _ggml_nbytes(t: Any, ne: Any) -> int:
+    if not isinstance(ne, list | tuple) or not all(isinstance(n, int) and n >= 0 for n in ne):
+        raise TypeError("ggml_nbytes(type, ne) takes a list of dimensions")
+    return ggml_types.nbytes(_ggml_int(t), ne)
+
+
 FUNCTIONS: dict[str, Callable[..., Any]] = {
     "find": _find,
+    # the ggml type registry (gguf-py's table): names, elements and bytes per block, tensor bytes
+    "ggml_type_name": _ggml_type_name,
+    "ggml_block_size": _ggml_block_size,
+    "ggml_type_size": _ggml_type_size,
+    "ggml_nbytes": _ggml_nbytes,
     "len": len,
     "prod": _product,
     "sum": _sum,
