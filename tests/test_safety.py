@@ -17,7 +17,7 @@ HOSTILE = {
     "call": "seq: [{id: a, type: bytes, size: \"open('PWNED', 'w') or 4\"}]",
     "import": "seq: [{id: a, type: bytes, size: \"__import__('os').system('touch PWNED')\"}]",
     "lambda": "seq: [{id: a, type: u32, repeat: \"(lambda: 1)()\"}]",
-    "comprehension": "seq: [{id: a, type: u32, repeat: \"sum([1 for x in [1]])\"}]",
+    "nested comprehension": "seq: [{id: a, type: u32, repeat: \"sum([1 for x in [1] for y in [1]])\"}]",
     "dunder name": "seq: [{id: a, type: u32, repeat: \"__builtins__\"}]",
 }
 

@@ -135,8 +135,33 @@ def _ggml_nbytes(t: Any, ne: Any) -> int:
     return ggml_types.nbytes(_ggml_int(t), ne)
 
 
+def _str(value: Any) -> str:
+    if isinstance(value, list | tuple | Mapping):
+        raise TypeError("str() takes a number or a string")
+    return str(value)
+
+
+def _affix(text: Any, affix: Any, what: str) -> tuple[str, str]:
+    if not isinstance(text, str) or not isinstance(affix, str):
+        raise TypeError(f"{what}(text, {what[:-4]}) takes two strings")
+    return text, affix
+
+
+def _startswith(text: Any, prefix: Any) -> bool:
+    checked, start = _affix(text, prefix, "startswith")
+    return checked.startswith(start)
+
+
+def _endswith(text: Any, suffix: Any) -> bool:
+    checked, end = _affix(text, suffix, "endswith")
+    return checked.endswith(end)
+
+
 FUNCTIONS: dict[str, Callable[..., Any]] = {
     "find": _find,
+    "str": _str,
+    "startswith": _startswith,
+    "endswith": _endswith,
     # the ggml type registry (gguf-py's table): names, elements and bytes per block, tensor bytes
     "ggml_type_name": _ggml_type_name,
     "ggml_block_size": _ggml_block_size,
@@ -189,7 +214,7 @@ _ALLOWED_UNDERSCORE_NAMES = {"_", "_root", "_index"}  # _index: the element's po
 class Expression:
     """A compiled expression: ``Expression("n_embd * 4")(lookup)``."""
 
-    __slots__ = ("_fn", "names", "source")
+    __slots__ = ("_fn", "_locals", "names", "source")
 
     def __init__(self, source: str | int | float | bool | list[Any] | None) -> None:
         if isinstance(source, list):
@@ -203,6 +228,7 @@ class Expression:
         try:
             tree = ast.parse(text.strip(), mode="eval")
             self.names: set[str] = set()
+            self._locals: list[str] = []  # the variables of the comprehensions being compiled
             self._fn = self._compile(tree.body)
         except SyntaxError as e:
             raise ExpressionError(f"expression {text!r} is not valid: {e.msg}") from None
@@ -223,6 +249,24 @@ class Expression:
         return f"Expression({self.source!r})"
 
     # -- compilation -------------------------------------------------------------------
+    def _compile_comprehension(self, node: ast.ListComp) -> Evaluator:
+        """``[f(x) for x in items if c(x)]``: one ``for`` (so the result is never longer than a
+        list that exists already), a plain variable, and a budget on what the items add up to."""
+        if len(node.generators) != 1:
+            raise self._refuse(node, "a comprehension with more than one `for`")
+        generator = node.generators[0]
+        target = generator.target
+        if generator.is_async or not isinstance(target, ast.Name) or target.id.startswith("_"):
+            raise self._refuse(node, "a comprehension variable that is not a plain name")
+        items = self._compile(generator.iter)
+        self._locals.append(target.id)
+        try:
+            element = self._compile(node.elt)
+            conditions = [self._compile(c) for c in generator.ifs]
+        finally:
+            self._locals.pop()
+        return lambda lookup: _comprehension(items(lookup), target.id, element, conditions, lookup)
+
     def _refuse(self, node: ast.AST, what: str) -> ExpressionError:
         return ExpressionError(f"expression {self.source!r}: {what} is not allowed")
 
@@ -239,7 +283,8 @@ class Expression:
             if name in ("True", "False", "None"):
                 constant = {"True": True, "False": False, "None": None}[name]
                 return lambda lookup: constant
-            self.names.add(name)
+            if name not in self._locals:
+                self.names.add(name)
             return lambda lookup: lookup(name)
         if isinstance(node, ast.Attribute):
             attr = node.attr
@@ -253,6 +298,8 @@ class Expression:
             base = self._compile(node.value)
             index = self._compile(node.slice)
             return lambda lookup: _index(base(lookup), index(lookup))
+        if isinstance(node, ast.ListComp):
+            return self._compile_comprehension(node)
         if isinstance(node, ast.List | ast.Tuple):
             items = [self._compile(e) for e in node.elts]
             return lambda lookup: [item(lookup) for item in items]
@@ -288,6 +335,32 @@ class Expression:
             args = [self._compile(a) for a in node.args]
             return lambda lookup: _call(fn, [a(lookup) for a in args])
         raise self._refuse(node, f"the construct {type(node).__name__}")
+
+
+MAX_COMPREHENSION = 1 << 24  # items plus the lengths of the sequences a comprehension makes
+
+
+def _comprehension(items: Any, name: str, element: Evaluator, conditions: list[Evaluator], lookup: Lookup) -> Any:
+    if items is UNKNOWN:
+        return UNKNOWN
+    if not isinstance(items, list | tuple | str):
+        raise TypeError(f"a comprehension goes over a list, not {type(items).__name__}")
+    result = []
+    spent = 0
+    for item in items:
+        def inner(n: str, item: Any = item) -> Any:
+            return item if n == name else lookup(n)
+
+        if not all(c(inner) for c in conditions):
+            continue
+        value = element(inner)
+        if value is UNKNOWN:
+            return UNKNOWN
+        spent += 1 + (len(value) if isinstance(value, list | tuple | str | bytes) else 0)
+        if spent > MAX_COMPREHENSION:
+            raise ValueError(f"a comprehension making more than {MAX_COMPREHENSION} items and characters")
+        result.append(value)
+    return result
 
 
 def _member(value: Any, attr: str, source: str) -> Any:
