@@ -395,3 +395,41 @@ def test_comprehensions_are_bounded_and_local() -> None:
     big = {"items": list(range(300))}
     with pytest.raises(ExpressionError, match="comprehension making more than"):
         Expression("[[0] * 65536 for i in items]")(big.__getitem__)
+
+
+def test_repeat_until_and_size_to_the_end(tmp_path: Path) -> None:
+    schema = write_schema(tmp_path, """
+        meta: {id: chunks}
+        seq:
+          - {id: chunks, type: chunk, repeat: {until: _.kind == 0}}
+          - {id: rest, type: bytes, size: eos}
+        types:
+          chunk:
+            seq:
+              - {id: kind, type: u8}
+              - {id: length, type: u8, rebuild: len(body)}
+              - {id: body, type: bytes, size: length}
+    """)
+    data = b"\x01\x02ab" + b"\x02\x00" + b"\x00\x01z" + b"trailing bytes"
+    source = tmp_path / "c.bin"
+    source.write_bytes(data)
+    doc = ggfmt.parse(source, str(schema))
+    assert [c["kind"] for c in doc.fields["chunks"]] == [1, 2, 0]
+    assert doc.fields["chunks"][2]["body"] == b"z" and doc.fields["rest"] == b"trailing bytes"
+    out = tmp_path / "rebuilt.bin"
+    build(out, doc.schema, with_payloads_from(doc))
+    assert out.read_bytes() == data
+    source.write_bytes(b"\x01\x02ab\x02\x00")  # no chunk of kind 0
+    with pytest.raises(FormatError, match=r"field chunks at byte 6: the file ends before `repeat: until _.kind == 0`"):
+        ggfmt.parse(source, str(schema))
+    payload = write_schema(tmp_path, """
+        meta: {id: tail}
+        seq:
+          - {id: n, type: u8}
+          - {id: data, type: payload, size: eos}
+    """, "tail.yaml")
+    source.write_bytes(b"\x05" + bytes(1000))
+    assert ggfmt.parse(source, str(payload)).fields["data"].nbytes == 1000
+    bad = write_schema(tmp_path, "meta: {id: b}\nseq:\n  - {id: a, type: u8, repeat: {while: 1}}\n", "bad.yaml")
+    with pytest.raises(SchemaError, match="until"):
+        load_schema(bad)

@@ -22,6 +22,7 @@ from .constructs import (
     Payload,
     Position,
     PrefixedBytes,
+    RepeatUntil,
     SizedBytes,
     SwitchOn,
     TensorRecord,
@@ -227,7 +228,9 @@ class Namespace:
         elif type_spec in SIZED_TYPES:
             if "size" not in spec:
                 raise SchemaError(where, f"type {type_spec} needs a `size` expression (or a `size-prefix`)")
-            size = _expr(spec["size"], where)
+            size = None if spec["size"] == "eos" else _expr(spec["size"], where)  # eos: to the end
+            if size is None and "at" in spec:
+                raise SchemaError(where, "`size: eos` cannot be combined with `at`")
             subcon = Payload(size, _expr(spec["at"], f"{where}, at") if "at" in spec else None) \
                 if type_spec == "payload" else \
                 SizedBytes(size, _encoding(spec.get("encoding", "utf-8"), where) if type_spec == "str" else None)
@@ -249,9 +252,13 @@ class Namespace:
             raise SchemaError(where, "`at` only applies to payload")
 
         repeat_spec = spec.get("repeat")
-        repeat: Expression | str | None = None
+        repeat: Expression | RepeatUntil | str | None = None
         if repeat_spec == "eos":
             repeat = "eos"
+        elif isinstance(repeat_spec, Mapping):
+            if set(repeat_spec) != {"until"}:
+                raise SchemaError(f"{where}, repeat", "a mapping under `repeat` is `{until: EXPR}`")
+            repeat = RepeatUntil(_expr(repeat_spec["until"], f"{where}, repeat until"))
         elif repeat_spec is not None:
             repeat = _expr(repeat_spec, f"{where}, repeat")
         return [Field(

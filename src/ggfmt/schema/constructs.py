@@ -275,6 +275,13 @@ def _show(value: Any, limit: int = 120) -> str:
 # -- the field -----------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class RepeatUntil:
+    """``repeat: {until: EXPR}``: elements are read until EXPR holds for the last one (``_``)."""
+
+    condition: Expression
+
+
 class Field(cs.Construct):  # type: ignore[misc]
     """One field of a schema ``seq``; see the module doc."""
 
@@ -284,7 +291,7 @@ class Field(cs.Construct):  # type: ignore[misc]
         subcon: cs.Construct,
         *,
         fixed_size: int | None = None,
-        repeat: Expression | str | None = None,
+        repeat: Expression | RepeatUntil | str | None = None,
         condition: Expression | None = None,
         valid: list[Validation] | None = None,
         contents: bytes | None = None,
@@ -329,7 +336,7 @@ class Field(cs.Construct):  # type: ignore[misc]
         return value
 
     def _count(self, stream: Any, context: Any, path: str, offset: int) -> int | None:
-        if self.repeat is None or self.repeat == "eos":
+        if self.repeat is None or self.repeat == "eos" or isinstance(self.repeat, RepeatUntil):
             return None
         assert isinstance(self.repeat, Expression)
         count = evaluate(self.repeat, context, path, offset)
@@ -341,6 +348,8 @@ class Field(cs.Construct):  # type: ignore[misc]
     def _read(self, stream: Any, context: Any, path: str, offset: int) -> Any:
         count = self._count(stream, context, path, offset)
         remaining = stream_size(stream) - offset
+        if isinstance(self.repeat, RepeatUntil):
+            return self._read_until(stream, context, path, self.repeat.condition)
         if self.repeat == "eos":
             items = cs.ListContainer()
             while (before := stream.tell()) < stream_size(stream):
@@ -366,6 +375,23 @@ class Field(cs.Construct):  # type: ignore[misc]
         for i in range(count):
             items.append(self._read_one(stream, context, f"{path}[{i}]", i))
         return items
+
+    def _read_until(self, stream: Any, context: Any, path: str, condition: Expression) -> Any:
+        """Elements up to and including the first for which ``condition`` holds (``_`` is the
+        element just read); every element must take bytes, and the file must not end first."""
+        items = cs.ListContainer()
+        while True:
+            before = stream.tell()
+            if before >= stream_size(stream):
+                raise FormatError(path, before, f"the file ends before `repeat: until {condition.source}` holds "
+                                                f"({len(items)} elements read)")
+            spend_elements(context, 1, path, before)
+            item = self._read_one(stream, context, f"{path}[{len(items)}]", len(items))
+            items.append(item)
+            if stream.tell() == before:
+                raise FormatError(path, before, "an element of `repeat: until` took no bytes; it would never end")
+            if evaluate(condition, context, f"{path}[{len(items) - 1}]", before, {"_": item}):
+                return items
 
     def _element(self, context: Any, path: str, offset: int) -> Any:
         """The construct of every element: the field's own, or the one a `switch-on` chooses (once,
@@ -434,6 +460,8 @@ class Field(cs.Construct):  # type: ignore[misc]
         count = self._count(stream, context, path, offset)
         if self.repeat == "eos":
             raise SizeUnknown(f"{path}: repeats to the end of the file")
+        if isinstance(self.repeat, RepeatUntil):
+            raise SizeUnknown(f"{path}: repeats until {self.repeat.condition.source}")
         if self.fixed_size is not None:
             nbytes = self.fixed_size * (1 if count is None else count)
             if declared is not UNKNOWN:
@@ -523,6 +551,13 @@ def _construct_message(e: Exception) -> str:
 # -- payloads, alignment -------------------------------------------------------------------
 
 
+def _size(size: Expression | None, stream: Any, context: Any, path: str, offset: int) -> Any:
+    """A field's size in bytes: its expression's value, or for `size: eos` the bytes left."""
+    if size is None:
+        return max(stream_size(stream) - offset, 0)
+    return evaluate(size, context, path, offset)
+
+
 @dataclass(frozen=True)
 class PayloadRef:
     """A byte range of the input that the parse recorded without reading it."""
@@ -541,14 +576,14 @@ class Payload(cs.Construct):  # type: ignore[misc]
     ``write_to(stream)`` method (so that large payloads can be streamed, never held whole).
     """
 
-    def __init__(self, size: Expression, at: Expression | None = None) -> None:
+    def __init__(self, size: Expression | None, at: Expression | None = None) -> None:
         super().__init__()
-        self.size = size
+        self.size = size  # None: `size: eos`, to the end of the stream
         self.at = at
 
     def _parse(self, stream: Any, context: Any, path: str) -> Any:
         offset = stream.tell()
-        nbytes = evaluate(self.size, context, path, offset)
+        nbytes = _size(self.size, stream, context, path, offset)
         if is_probe(stream):
             nbytes = require_known(nbytes, "its size", path)
             if self.at is None:
@@ -574,7 +609,7 @@ class Payload(cs.Construct):  # type: ignore[misc]
         offset = stream.tell()
         if self.at is not None:
             raise FormatError(path, offset, "a payload placed with `at` cannot be built (yet)")
-        nbytes = evaluate(self.size, context, path, offset)
+        nbytes = None if self.size is None else evaluate(self.size, context, path, offset)
         if hasattr(obj, "write_to"):
             obj.write_to(stream)
         elif hasattr(obj, "tobytes"):
@@ -582,9 +617,9 @@ class Payload(cs.Construct):  # type: ignore[misc]
         else:
             stream.write(bytes(obj))
         written = stream.tell() - offset
-        if written != nbytes:
+        if nbytes is not None and written != nbytes:
             raise FormatError(path, offset, f"payload of {nbytes} bytes expected, {written} given")
-        return PayloadRef(offset, nbytes)
+        return PayloadRef(offset, written)
 
     def _sizeof(self, context: Any, path: str) -> int:
         raise cs.SizeofError("payload size depends on the data", path=path)
@@ -640,14 +675,14 @@ class AlignTo(cs.Construct):  # type: ignore[misc]
 class SizedBytes(cs.Construct):  # type: ignore[misc]
     """``bytes`` / ``str`` of an expression-given size, checked against the bytes left."""
 
-    def __init__(self, size: Expression, encoding: str | None) -> None:
+    def __init__(self, size: Expression | None, encoding: str | None) -> None:
         super().__init__()
-        self.size = size
+        self.size = size  # None: `size: eos`, to the end of the stream
         self.encoding = encoding
 
     def _parse(self, stream: Any, context: Any, path: str) -> Any:
         offset = stream.tell()
-        nbytes = evaluate(self.size, context, path, offset)
+        nbytes = _size(self.size, stream, context, path, offset)
         if is_probe(stream):
             stream.seek(require_known(nbytes, "its size", path), os.SEEK_CUR)
             return UNKNOWN
@@ -660,7 +695,7 @@ class SizedBytes(cs.Construct):  # type: ignore[misc]
 
     def _build(self, obj: Any, stream: Any, context: Any, path: str) -> Any:
         data = obj.encode(self.encoding) if self.encoding is not None else bytes(obj)
-        nbytes = evaluate(self.size, context, path, stream.tell())
+        nbytes = len(data) if self.size is None else evaluate(self.size, context, path, stream.tell())
         if len(data) != nbytes:
             raise FormatError(path, stream.tell(), f"{nbytes} bytes expected, {len(data)} given")
         stream.write(data)
