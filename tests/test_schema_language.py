@@ -433,3 +433,46 @@ def test_repeat_until_and_size_to_the_end(tmp_path: Path) -> None:
     bad = write_schema(tmp_path, "meta: {id: b}\nseq:\n  - {id: a, type: u8, repeat: {while: 1}}\n", "bad.yaml")
     with pytest.raises(SchemaError, match="until"):
         load_schema(bad)
+
+
+def test_parameters_are_typed_and_visible_to_tables(tmp_path: Path, fmt: Fmt, monkeypatch: pytest.MonkeyPatch) -> None:
+    schemas, mappings = tmp_path / "schemas", tmp_path / "mappings"
+    schemas.mkdir()
+    mappings.mkdir()
+    write_schema(schemas, """
+        meta: {id: toyp, imports: [tensor]}
+        params:
+          eps: {type: float, default: 0.00001, doc: Norm epsilon.}
+          ctx: {type: int, default: 2048, doc: Context length.}
+          name: {type: str, default: toy, doc: Model name.}
+          tied: {type: bool, default: false, doc: Tied embeddings.}
+        seq:
+          - {id: magic, contents: TOYP, doc: Magic.}
+          - {id: weight, type: tensor, shape: [4], doc: A tensor.}
+    """, "toyp.yaml")
+    (mappings / "toyp-gguf.yaml").write_text(textwrap.dedent("""
+        architecture: llama
+        metadata:
+          - {key: llama.attention.layer_norm_rms_epsilon, type: f32, value: eps}
+          - {key: llama.context_length, type: u32, value: ctx}
+          - {key: general.name, type: string, value: name}
+          - {key: toyp.tied, type: bool, value: tied}
+        tensors:
+          - {from: weight, name: token_embd.weight}
+    """))
+    monkeypatch.setenv("GGFMT_SCHEMA_PATH", str(schemas))
+    monkeypatch.setenv("GGFMT_MAPPING_PATH", str(mappings))
+    data = bytearray(b"TOYP" + struct.pack("<4I", 1, 1, 0, 4) + b"w")
+    data += b"\0" * (-len(data) % 32) + struct.pack("<4f", 1.0, 2.0, 3.0, 4.0)
+    source = tmp_path / "p.bin"
+    source.write_bytes(bytes(data))
+    result = fmt("to-gguf", source, "-o", tmp_path / "p.gguf", "--set", "eps=1e-6", "--set", "ctx=0x1000",
+                 "--set", "name=12", "--set", "tied=yes")
+    assert result.code == 0, result.err
+    fields = gguf.GGUFReader(tmp_path / "p.gguf").fields
+    assert fields["llama.attention.layer_norm_rms_epsilon"].contents() == pytest.approx(1e-6)
+    assert fields["llama.context_length"].contents() == 4096
+    assert fields["general.name"].contents() == "12"  # a str parameter stays text
+    assert fields["toyp.tied"].contents() is True
+    line = assert_clean_failure(fmt("to-gguf", source, "-o", tmp_path / "q.gguf", "--set", "ctx=many"))
+    assert "--set ctx=many: ctx takes a value of type int, not 'many'" in line

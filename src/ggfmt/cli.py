@@ -243,12 +243,14 @@ def output_path(given: str | None, default: Path) -> Path:
 
 
 def _parameters(args: argparse.Namespace) -> dict[str, Any]:
+    from .engine import TextValue
+
     params: dict[str, Any] = {}
     for item in args.set:
         name, sep, text = item.partition("=")
         if not sep or not name.isidentifier():
             raise UsageError(f"--set {item!r}: expected NAME=VALUE")
-        params[name] = int(text) if text.lstrip("-").isdigit() else text
+        params[name] = TextValue(text)  # read by the parameter's declared type once the schema is known
     if args.ff is not None:
         if args.ff <= 0:
             raise UsageError(f"--ff {args.ff}: must be a positive integer")

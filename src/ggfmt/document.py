@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -54,6 +54,7 @@ class Document:
     fields: Any
     tensors: list[TensorRef]
     size: int
+    params: dict[str, Any] = field(default_factory=dict)  # the schema's parameters, as the parse used them
 
     def offset_of(self, path: str) -> int | None:
         """The byte offset where the field at ``path`` (``opt.ctx.iter``) starts, when known."""

@@ -68,7 +68,7 @@ def parse(path: str | os.PathLike[str], schema: Schema | str | None = None,
     # Python schema's construct registers none, and is walked.
     records = fields.pop("_tensors", None) if isinstance(fields, cs.Container) else None
     tensors = [tensor_ref(r, p) for p, r in records] if records else list(_tensors(fields, ""))
-    return Document(source=path, schema=loaded, fields=fields, tensors=tensors, size=size)
+    return Document(source=path, schema=loaded, fields=fields, tensors=tensors, size=size, params=values)
 
 
 def build(path: str | os.PathLike[str], schema: Schema | str, fields: Mapping[str, Any],
@@ -113,8 +113,18 @@ def _parameters(schema: Schema, given: Mapping[str, Any]) -> dict[str, Any]:
         known = ", ".join(sorted(schema.params)) or "none"
         raise UsageError(f"schema {schema.id} has no parameter {', '.join(sorted(unknown))} (its parameters: {known})")
     values = {name: p.default for name, p in schema.params.items()}
-    values.update(given)
+    for name, value in given.items():
+        if isinstance(value, TextValue):  # given as text (--set NAME=VALUE): read as the declared type
+            try:
+                value = schema.params[name].parse(str(value))
+            except ValueError as e:
+                raise UsageError(f"--set {name}={value}: {e}") from None
+        values[name] = value
     return values
+
+
+class TextValue(str):
+    """A parameter value as the user typed it, to be read by the parameter's declared type."""
 
 
 def _parse_root(construct: cs.Construct, stream: FileView, params: dict[str, Any]) -> Any:

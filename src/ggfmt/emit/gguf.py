@@ -83,7 +83,7 @@ def plan_gguf(doc: Document, table: MappingTable) -> GGUFPlan:
     if table.architecture is None:
         raise SchemaError(table.name, "a GGUF mapping needs `architecture`")
     architecture = str(table.architecture)
-    scopes = [doc.fields]
+    scopes = [doc.params, doc.fields]  # a field shadows a parameter of the same name
     metadata = resolve_metadata(table, scopes, architecture, str(doc.source), doc)
     tensors = []
     names: set[str] = set()

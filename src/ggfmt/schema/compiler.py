@@ -55,6 +55,25 @@ class Param:
     name: str
     default: Any = None
     doc: str = ""
+    type: str | None = None  # int, float, str or bool: how a value given as text (--set) is read
+
+    def parse(self, text: str) -> Any:
+        """A value given on the command line, read as the declared type (undeclared: an integer
+        when it looks like one, else the text)."""
+        kind = self.type or ("int" if text.lstrip("-").isdigit() else "str")
+        try:
+            if kind == "int":
+                return int(text, 0)
+            if kind == "float":
+                return float(text)
+            if kind == "bool":
+                return {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}[text.lower()]
+        except (ValueError, KeyError):
+            raise ValueError(f"{self.name} takes a value of type {kind}, not {text!r}") from None
+        return text
+
+
+PARAM_TYPES = ("int", "float", "str", "bool")
 
 
 @dataclass
@@ -101,8 +120,11 @@ def _params(spec: Any, where: str) -> dict[str, Param]:
     for name, p in spec.items():
         p = p or {}
         if not isinstance(p, Mapping):
-            raise SchemaError(where, f"parameter {name!r} must be a mapping (default, doc)")
-        out[str(name)] = Param(str(name), p.get("default"), str(p.get("doc", "")))
+            raise SchemaError(where, f"parameter {name!r} must be a mapping (default, doc, type)")
+        kind = p.get("type")
+        if kind is not None and kind not in PARAM_TYPES:
+            raise SchemaError(where, f"parameter {name!r}: type {kind!r} is not one of {', '.join(PARAM_TYPES)}")
+        out[str(name)] = Param(str(name), p.get("default"), str(p.get("doc", "")), kind)
     return out
 
 
