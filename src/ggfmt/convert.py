@@ -118,7 +118,8 @@ def _plan_to_gguf(source: Path, *, schema: str | None, params: Mapping[str, Any]
         raise SchemaError(name, f"`converter: {table.converter}` is not a converter ggfmt has (it has lora-adapter)")
     if arch is not None:
         raise UsageError("--arch applies to ggla adapters only")
-    return _retyped(GGUFConversion(plan_gguf(doc, table), f"{doc.schema.id} -> GGUF via {name}"), outtype, name)
+    plan = plan_gguf(doc, table)
+    return _retyped(GGUFConversion(plan, f"{doc.schema.id} -> GGUF via {name}", list(plan.warnings)), outtype, name)
 
 
 def _peft_to_gguf(directory: Path, base: Path | None) -> GGUFConversion:

@@ -13,6 +13,7 @@ See ``docs/schema-language.md``.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import cache
@@ -27,10 +28,12 @@ from .schema.expr import Expression, ExpressionError
 SCALAR_TYPES = {"u8", "i8", "u16", "i16", "u32", "i32", "u64", "i64", "f32", "f64", "bool", "string"}
 VALUE_TYPES = SCALAR_TYPES | {f"{t}[]" for t in SCALAR_TYPES}  # "f32[]": a GGUF array of f32
 METADATA_KEYS = {"key", "gguf", "type", "value", "when", "doc"}
-TENSOR_KEYS = {"from", "gguf", "name", "suffix", "when", "doc"}
+TENSOR_KEYS = {"from", "match", "gguf", "name", "suffix", "transforms", "when", "doc"}
 GROUP_KEYS = {"items", "when", "for", "as", "doc"}
 BLOCK_ID = "bid"  # the index inside a `for` group: gguf-py's tensor name templates call it bid
-TOP_KEYS = {"doc", "source", "target", "architecture", "metadata", "tensors", "rules", "converter", "outtypes"}
+TOP_KEYS = {"doc", "source", "target", "architecture", "metadata", "tensors", "rules", "converter", "outtypes",
+            "unmatched"}
+UNMATCHED = ("error", "warn")  # what becomes of an input tensor no `match:` entry selects
 
 
 @dataclass(frozen=True)
@@ -46,6 +49,28 @@ class MetadataEntry:
 class TensorEntry:
     source: Expression
     name_template: str  # may hold "{bid}"
+    when: Expression | None
+    where: str
+
+
+@dataclass(frozen=True)
+class TransformCall:
+    """A named transform with its arguments (expressions): ``rope_permute(n_head)``."""
+
+    name: str
+    args: list[Expression]
+    source: str
+
+
+@dataclass(frozen=True)
+class MatchEntry:
+    """Input tensors selected by name: ``match: "layers.{bid}.attention.wq.weight"``; each
+    ``{capture}`` is one dot-free part of the name (``{bid}`` a block number) and is a name in
+    the entry's ``name``, ``when`` and transform arguments."""
+
+    pattern: re.Pattern[str]
+    name_template: str
+    transforms: list[TransformCall]
     when: Expression | None
     where: str
 
@@ -69,6 +94,7 @@ class MappingTable:
     converter: str | None = None  # a converter of ggfmt's own that applies the table, instead of its entries
     # the values --outtype may take for this conversion; absent: only the source's own types
     outtypes: list[str] = field(default_factory=list)
+    unmatched: str = "error"  # an input tensor no `match:` entry selects: an error, or a warning
 
 
 def mapping_dirs() -> list[Path]:
@@ -111,7 +137,14 @@ def _load(path: Path, including: tuple[str, ...]) -> MappingTable:
         rules=dict(data.get("rules") or {}),
         converter=str(data["converter"]) if data.get("converter") else None,
         outtypes=_outtypes(data.get("outtypes"), source),
+        unmatched=_unmatched(data.get("unmatched", "error"), source),
     )
+
+
+def _unmatched(value: Any, where: str) -> str:
+    if value not in UNMATCHED:
+        raise SchemaError(where, f"`unmatched` is one of {', '.join(UNMATCHED)}, not {value!r}")
+    return str(value)
 
 
 def _outtypes(value: Any, where: str) -> list[str]:
@@ -181,10 +214,14 @@ def _metadata_entry(spec: Mapping[str, Any], where: str) -> MetadataEntry:
                          _opt_expr(spec, "when", where), where)
 
 
-def _tensor_entry(spec: Mapping[str, Any], where: str) -> TensorEntry:
+def _tensor_entry(spec: Mapping[str, Any], where: str) -> TensorEntry | MatchEntry:
     _check_keys(spec, TENSOR_KEYS, where)
-    if "from" not in spec:
-        raise SchemaError(where, "needs `from`, the parsed tensor it maps")
+    if ("from" in spec) == ("match" in spec):
+        raise SchemaError(where, "needs one of `from` (a parsed tensor record) and `match` (tensor names)")
+    if "match" in spec:
+        return _match_entry(spec, where)
+    if "transforms" in spec:
+        raise SchemaError(where, "`transforms` apply to `match` entries")
     if ("name" in spec) == ("gguf" in spec):
         raise SchemaError(where, "give exactly one of `name` (literal) and `gguf` (a gguf.MODEL_TENSOR name)")
     if "gguf" in spec:
@@ -193,6 +230,60 @@ def _tensor_entry(spec: Mapping[str, Any], where: str) -> TensorEntry:
         template = str(spec["name"]) + str(spec.get("suffix", ""))
     check_template(template, {"bid"}, where)
     return TensorEntry(_expr(spec["from"], f"{where}, from"), template, _opt_expr(spec, "when", where), where)
+
+
+def _match_entry(spec: Mapping[str, Any], where: str) -> MatchEntry:
+    import string
+
+    pattern = str(spec["match"])
+    regex, captures = "", []
+    try:
+        parts = list(string.Formatter().parse(pattern))
+    except ValueError as e:
+        raise SchemaError(where, f"match {pattern!r}: {e}") from None
+    for text, capture, spec_, conversion in parts:
+        regex += re.escape(text)
+        if capture is None:
+            continue
+        if not capture.isidentifier() or capture.startswith("_") or spec_ or conversion or capture in captures:
+            raise SchemaError(where, f"match {pattern!r}: {{{capture}}} is not a capture (a name, once each)")
+        captures.append(capture)
+        # a block number has no leading zero, so that layers.01 and layers.1 are not the same block
+        regex += f"(?P<{capture}>0|[1-9][0-9]{{0,8}})" if capture == BLOCK_ID else f"(?P<{capture}>[^.]+)"
+    if ("name" in spec) == ("gguf" in spec):
+        raise SchemaError(where, "give exactly one of `name` (literal) and `gguf` (a gguf.MODEL_TENSOR name)")
+    if "gguf" in spec:
+        template = gguf_tensor_name(str(spec["gguf"]), where) + str(spec.get("suffix", ".weight"))
+    else:
+        template = str(spec["name"]) + str(spec.get("suffix", ""))
+    check_template(template, set(captures), where)
+    transforms = spec.get("transforms") or []
+    if not isinstance(transforms, list):
+        raise SchemaError(where, "`transforms` is a list such as [transpose, 'rope_permute(n_head)']")
+    return MatchEntry(re.compile(regex), template, [_transform_call(t, f"{where}, transforms[{i}]")
+                                                    for i, t in enumerate(transforms)],
+                      _opt_expr(spec, "when", where), where)
+
+
+def _transform_call(text: Any, where: str) -> TransformCall:
+    """``transpose`` or ``scale(alpha / r)``: a registered transform and its argument expressions."""
+    import ast
+
+    from .transforms import TRANSFORMS
+
+    source = str(text)
+    try:
+        node = ast.parse(source, mode="eval").body
+    except SyntaxError:
+        raise SchemaError(where, f"{source!r} is not a transform call such as scale(2)") from None
+    call = node if isinstance(node, ast.Call) else None
+    name_node = call.func if call is not None else node
+    if not isinstance(name_node, ast.Name) or (call is not None and call.keywords):
+        raise SchemaError(where, f"{source!r} is not a transform call such as scale(2)")
+    if name_node.id not in TRANSFORMS:
+        raise SchemaError(where, f"{name_node.id!r} is not a transform (there are {', '.join(sorted(TRANSFORMS))})")
+    args = [_expr(ast.unparse(a), where) for a in (call.args if call is not None else [])]
+    return TransformCall(name_node.id, args, source)
 
 
 def check_template(template: str, allowed: set[str], where: str) -> str:
@@ -287,7 +378,9 @@ def walk(items: list[Any], scopes: list[Scope], budget: list[int] | None = None)
         if budget[0] < 0:
             raise SchemaError(getattr(item, "where", "group"), f"the table visits more than {MAX_WALK_STEPS} "
                                                                "entries once its `for` groups are expanded")
-        if item.when is not None and not _eval(item.when, scopes, getattr(item, "where", "group")):
+        # (a `match:` entry's `when` sees its captures: it is evaluated for each tensor it selects)
+        if item.when is not None and not isinstance(item, MatchEntry) \
+                and not _eval(item.when, scopes, getattr(item, "where", "group")):
             continue
         if isinstance(item, Group):
             if item.each is None:

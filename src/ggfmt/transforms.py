@@ -5,6 +5,8 @@ Arrays are in numpy order: a tensor with ggml ne [n0, n1] is the array of shape 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -49,3 +51,57 @@ def from_bytes(data: bytes, ggml_type: int, ne: tuple[int, ...]) -> np.ndarray[A
         raise ValueError(f"ggml type {ggml_type} cannot be transformed (only f32 and f16)")
     array: np.ndarray[Any, Any] = np.frombuffer(data, dtype=dtype)
     return array.reshape(tuple(reversed(ne)))
+
+
+# -- the registry tables name transforms by ---------------------------------------------------------
+
+@dataclass(frozen=True)
+class Transform:
+    """A named transform: ``apply(array, *args)``, and what it makes of a shape and a dtype
+    (numpy order), known before any data is read."""
+
+    apply: Callable[..., np.ndarray[Any, Any]]
+    shape: Callable[..., tuple[int, ...]]
+    dtype: Callable[..., np.dtype[Any]] | None = None  # None: the dtype is kept
+    doc: str = ""
+
+
+def _transpose_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
+    if len(shape) != 2:
+        raise ValueError(f"transpose takes a matrix, not a tensor of shape {list(shape)}")
+    return shape[1], shape[0]
+
+
+def _rope_shape(shape: tuple[int, ...], n_head: Any) -> tuple[int, ...]:
+    if not isinstance(n_head, int) or n_head <= 0 or not shape or shape[0] % (2 * n_head):
+        raise ValueError(f"{shape[0] if shape else 0} rows cannot be split into {n_head} heads of two halves")
+    return shape
+
+
+def _scale_shape(shape: tuple[int, ...], factor: Any) -> tuple[int, ...]:
+    if isinstance(factor, bool) or not isinstance(factor, int | float) or not np.isfinite(factor):
+        raise ValueError(f"scale takes a finite number, not {factor!r}")
+    return shape
+
+
+CAST_TYPES: dict[str, np.dtype[Any]] = {"f32": np.dtype(np.float32), "f16": np.dtype(np.float16)}
+
+
+def cast(array: Any, to: str) -> np.ndarray[Any, Any]:
+    converted: np.ndarray[Any, Any] = np.asarray(array).astype(CAST_TYPES[to])
+    return converted
+
+
+def _cast_dtype(dtype: np.dtype[Any], to: Any) -> np.dtype[Any]:
+    if to not in CAST_TYPES:
+        raise ValueError(f"cast takes one of {', '.join(CAST_TYPES)}, not {to!r}")
+    return CAST_TYPES[to]
+
+
+TRANSFORMS: dict[str, Transform] = {
+    "transpose": Transform(lambda a: transpose(a), _transpose_shape, doc="swap the two axes of a matrix"),
+    "rope_permute": Transform(lambda a, n: rope_permute(a, n), _rope_shape,
+                              doc="reorder the rows of n_head heads for rope, as llama.cpp's converter does"),
+    "scale": Transform(lambda a, f: scale(a, f), _scale_shape, doc="multiply by a number, in float32"),
+    "cast": Transform(lambda a, to: cast(a, to), lambda s, to: s, _cast_dtype, doc="convert to f32 or f16"),
+}

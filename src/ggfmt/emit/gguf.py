@@ -9,14 +9,24 @@ parsed document; the adapter converters build plans of their own.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..document import Document
+from ..document import Document, TensorRef
 from ..engine import tensor_ref
 from ..errors import FormatError, SchemaError
-from ..mapping import BLOCK_ID, MappingTable, MetadataEntry, Scope, TensorEntry, evaluate_entry, fill_template, walk
+from ..mapping import (
+    BLOCK_ID,
+    MappingTable,
+    MatchEntry,
+    MetadataEntry,
+    Scope,
+    TensorEntry,
+    evaluate_entry,
+    fill_template,
+    walk,
+)
 from ..schema.constructs import TensorContainer
 from ..sink import Progress, Sink, open_sink
 from ..tensors import FileSlice, PayloadSource
@@ -53,6 +63,7 @@ class GGUFPlan:
     architecture: str
     metadata: list[MetadataValue]
     tensors: list[OutputTensor]
+    warnings: list[str] = field(default_factory=list)  # input tensors a table leaves out on purpose
 
     @property
     def payload_bytes(self) -> int:
@@ -87,7 +98,12 @@ def plan_gguf(doc: Document, table: MappingTable) -> GGUFPlan:
     metadata = resolve_metadata(table, scopes, architecture, str(doc.source), doc)
     tensors = []
     names: set[str] = set()
+    matchers: list[tuple[MatchEntry, list[Scope]]] = []
+    used: set[str] = set()  # paths of the input tensors a `from:` entry took
     for entry, entry_scopes in walk(table.tensors, scopes):
+        if isinstance(entry, MatchEntry):
+            matchers.append((entry, entry_scopes))
+            continue
         assert isinstance(entry, TensorEntry)
         record = evaluate_entry(entry.source, entry_scopes, entry.where)
         if not isinstance(record, TensorContainer):
@@ -100,8 +116,77 @@ def plan_gguf(doc: Document, table: MappingTable) -> GGUFPlan:
         if name in names:
             raise SchemaError(entry.where, f"tensor {name} is mapped twice")
         names.add(name)
+        used.add(ref.path)
         tensors.append(OutputTensor(name, ref.ne, ref.ggml_type, FileSlice(doc.source, ref.offset, ref.nbytes)))
-    return GGUFPlan(architecture, metadata, tensors)
+    warnings: list[str] = []
+    if matchers:
+        for ref in doc.tensors:  # in the input's order
+            if ref.path in used:
+                continue
+            planned = _matched(ref, matchers, doc)
+            if planned is None:
+                why = f"{ref.name or ref.path} is selected by no entry of {table.name}"
+                if table.unmatched == "warn":
+                    warnings.append(f"{why}; not converted")
+                    continue
+                raise FormatError(ref.path, ref.offset, f"{why} (a table says `unmatched: warn` to leave such "
+                                                        "tensors out)", str(doc.source))
+            if planned.name in names:
+                raise FormatError(ref.path, ref.offset, f"becomes {planned.name}, which another tensor already "
+                                                        "became", str(doc.source))
+            names.add(planned.name)
+            tensors.append(planned)
+    return GGUFPlan(architecture, metadata, tensors, warnings)
+
+
+def _matched(ref: TensorRef, matchers: list[tuple[MatchEntry, list[Scope]]], doc: Document) -> OutputTensor | None:
+    """The output tensor the first `match:` entry that selects ``ref`` makes of it, or None."""
+    for entry, entry_scopes in matchers:
+        found = entry.pattern.fullmatch(ref.name)
+        if found is None:
+            continue
+        captures: dict[str, Any] = {k: int(v) if k == BLOCK_ID else v for k, v in found.groupdict().items()}
+        scopes = [*entry_scopes, captures]
+        if entry.when is not None and not evaluate_entry(entry.when, scopes, entry.where):
+            continue
+        name = fill_template(entry.name_template, entry.where, **captures)
+        return _transformed(ref, name, entry, scopes, doc)
+    return None
+
+
+def _transformed(ref: TensorRef, name: str, entry: MatchEntry, scopes: list[Scope], doc: Document) -> OutputTensor:
+    """``ref`` as ``name``, through the entry's transforms (applied when it is written)."""
+    import numpy as np
+
+    from ..tensors import ArraySource
+    from ..transforms import GGML_TYPE_OF_DTYPE, TRANSFORMS, from_bytes
+
+    source = FileSlice(doc.source, ref.offset, ref.nbytes)
+    if not entry.transforms:
+        return OutputTensor(name, ref.ne, ref.ggml_type, source)
+    dtype = np.dtype(np.float32) if ref.ggml_type == 0 else np.dtype(np.float16) if ref.ggml_type == 1 else None
+    if dtype is None:
+        raise FormatError(ref.path, ref.offset, f"{ref.name} is {ref.type_name}; transforms apply to f32 and f16 "
+                                                "tensors", str(doc.source))
+    shape = tuple(reversed(ref.ne))
+    steps = []
+    for call in entry.transforms:
+        transform = TRANSFORMS[call.name]
+        args = [evaluate_entry(a, scopes, f"{entry.where}, {call.source}") for a in call.args]
+        try:
+            shape = transform.shape(shape, *args)
+            dtype = transform.dtype(dtype, *args) if transform.dtype is not None else dtype
+        except (TypeError, ValueError) as e:
+            raise FormatError(ref.path, ref.offset, f"{ref.name}: {call.source}: {e}", str(doc.source)) from None
+        steps.append((transform, args))
+
+    def produce() -> Any:
+        array = from_bytes(source.read(), ref.ggml_type, ref.ne)
+        for transform, args in steps:
+            array = transform.apply(array, *args)
+        return array
+
+    return OutputTensor(name, tuple(reversed(shape)), GGML_TYPE_OF_DTYPE[dtype], ArraySource.of(produce, shape, dtype))
 
 
 def resolve_metadata(table: MappingTable, scopes: list[Scope], architecture: str, source: str,
