@@ -24,13 +24,13 @@ import numpy as np
 from ..errors import FormatError, UsageError
 from ..sink import Progress, open_sink
 from ..tensors import BlocksSource
+from ..weight_dtypes import BY_SAFETENSORS, WEIGHT_DTYPES
 
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
 HEADER_ALIGNMENT = 8  # the safetensors reader requires the data to start at a multiple of 8
-# dtype names (as torch and config.json spell them) -> safetensors' names and item sizes
-SAFETENSORS_DTYPES = {"float32": "F32", "float16": "F16", "bfloat16": "BF16"}
-ITEM_SIZES = {"F32": 4, "F16": 2, "BF16": 2}
+# dtype names (as torch and config.json spell them) -> safetensors' names
+SAFETENSORS_DTYPES = {d.torch: d.safetensors for d in WEIGHT_DTYPES}
 TOKENIZER_HINT = "pip install transformers sentencepiece protobuf"
 
 
@@ -49,7 +49,7 @@ class SafetensorsTensor:
 
     @property
     def nbytes(self) -> int:
-        return math.prod(self.shape) * ITEM_SIZES[self.dtype]
+        return math.prod(self.shape) * BY_SAFETENSORS[self.dtype].itemsize
 
 
 def safetensors_header(tensors: Sequence[SafetensorsTensor], metadata: Mapping[str, str]) -> bytes:

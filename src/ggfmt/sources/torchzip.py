@@ -26,6 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 # torch's legacy storage classes, as a pickle names them, and the dtype each holds (torch's name)
 STORAGE_DTYPES = {
     "FloatStorage": "float32", "HalfStorage": "float16", "BFloat16Storage": "bfloat16",
@@ -33,8 +35,8 @@ STORAGE_DTYPES = {
     "CharStorage": "int8", "ByteStorage": "uint8", "BoolStorage": "bool",
     "ComplexFloatStorage": "complex64", "ComplexDoubleStorage": "complex128",
 }
-ITEM_SIZES = {"float32": 4, "float16": 2, "bfloat16": 2, "float64": 8, "int64": 8, "int32": 4, "int16": 2,
-              "int8": 1, "uint8": 1, "bool": 1, "complex64": 8, "complex128": 16}
+# bytes per element of each (bf16 has no numpy type of its own)
+ITEM_SIZES = {name: 2 if name == "bfloat16" else np.dtype(name).itemsize for name in STORAGE_DTYPES.values()}
 # torch's rebuild functions for tensors ggfmt does not read: what to call them in a message
 UNREAD_TENSORS = {
     "_rebuild_sparse_tensor": "a sparse_coo tensor; only dense tensors are read",

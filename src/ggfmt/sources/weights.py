@@ -29,18 +29,13 @@ import numpy as np
 from ..environment import TORCH_INSTALL
 from ..errors import FormatError, UsageError
 from ..inputs import note_input
-from .torchzip import ITEM_SIZES, RefusedGlobal, TensorRef, UnreadTensor, read_torch_zip
+from ..weight_dtypes import BY_SAFETENSORS, BY_TORCH
+from .torchzip import RefusedGlobal, TensorRef, UnreadTensor, read_torch_zip
 
 # A safetensors header larger than this is refused (the safetensors library's own limit).
 MAX_SAFETENSORS_HEADER = 100 << 20
 # A JSON config or vocabulary larger than this is not one (the largest tokenizer files are a few MB).
 MAX_JSON_BYTES = 64 << 20
-# dtypes a weight may have, as safetensors names them: (numpy dtype of the stored bytes, dtype read)
-SAFETENSORS_FLOATS: dict[str, tuple[np.dtype[Any], np.dtype[Any]]] = {
-    "F32": (np.dtype("<f4"), np.dtype(np.float32)),
-    "F16": (np.dtype("<f2"), np.dtype(np.float16)),
-    "BF16": (np.dtype("<u2"), np.dtype(np.float32)),  # widened to f32 when read
-}
 
 
 @dataclass(frozen=True)
@@ -142,8 +137,8 @@ def _entry(key: str, entry: Any, data_start: int, data_size: int, file: str) -> 
     if not isinstance(entry, dict):
         raise bad("expected an object with dtype, shape and data_offsets")
     dtype, shape, offsets = entry.get("dtype"), entry.get("shape"), entry.get("data_offsets")
-    if dtype not in SAFETENSORS_FLOATS:
-        raise bad(f"dtype {dtype!r} is not a weight's ({', '.join(SAFETENSORS_FLOATS)})")
+    if dtype not in BY_SAFETENSORS:
+        raise bad(f"dtype {dtype!r} is not a weight's ({', '.join(BY_SAFETENSORS)})")
     if not isinstance(shape, list) or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0
                                               for n in shape):
         raise bad(f"shape {shape!r}: expected a list of non-negative integers")
@@ -151,7 +146,7 @@ def _entry(key: str, entry: Any, data_start: int, data_size: int, file: str) -> 
             or not all(isinstance(n, int) and not isinstance(n, bool) for n in offsets)
             or not 0 <= offsets[0] <= offsets[1] <= data_size):
         raise bad(f"data_offsets {offsets!r}: expected [begin, end] within the {data_size} bytes of data")
-    stored, read_as = SAFETENSORS_FLOATS[dtype]
+    stored, read_as = BY_SAFETENSORS[dtype].stored, BY_SAFETENSORS[dtype].read_as
     nbytes = math.prod(shape) * stored.itemsize
     if offsets[1] - offsets[0] != nbytes:
         raise bad(f"shape {shape} in {dtype} is {nbytes} bytes, data_offsets {offsets} hold {offsets[1] - offsets[0]}")
@@ -283,8 +278,6 @@ def torch_load(path: Path, what: str) -> Any:
         raise FormatError("", None, f"not a readable PyTorch file: {detail}", str(path)) from None
 
 
-# torch dtypes a weight may have, and what they are read as
-_TORCH_FLOATS = ("float32", "float16", "bfloat16")
 
 
 def check_tensor(name: str, tensor: Any, file: Path, what: str = "") -> None:
@@ -310,8 +303,8 @@ def check_tensor(name: str, tensor: Any, file: Path, what: str = "") -> None:
     if tensor.dim() == 0:
         raise bad("is a 0-D tensor (a scalar), not a weight")
     dtype = str(tensor.dtype).removeprefix("torch.")
-    if dtype not in _TORCH_FLOATS:
-        raise bad(f"dtype {dtype} is not a weight's ({', '.join(_TORCH_FLOATS)})")
+    if dtype not in BY_TORCH:
+        raise bad(f"dtype {dtype} is not a weight's ({', '.join(BY_TORCH)})")
     needed = tensor.numel() * tensor.element_size()
     held = tensor.untyped_storage().nbytes() - tensor.storage_offset() * tensor.element_size()
     if needed > held or not tensor.is_contiguous():
@@ -322,9 +315,9 @@ def check_tensor(name: str, tensor: Any, file: Path, what: str = "") -> None:
 def _check_ref(ref: TensorRef, bad: Callable[[str], FormatError]) -> None:
     if not ref.shape:
         raise bad("is a 0-D tensor (a scalar), not a weight")
-    if ref.dtype not in _TORCH_FLOATS:
-        raise bad(f"dtype {ref.dtype} is not a weight's ({', '.join(_TORCH_FLOATS)})")
-    item = ITEM_SIZES[ref.dtype]
+    if ref.dtype not in BY_TORCH:
+        raise bad(f"dtype {ref.dtype} is not a weight's ({', '.join(BY_TORCH)})")
+    item = BY_TORCH[ref.dtype].itemsize
     needed = ref.numel * item
     held = max(0, min(ref.storage_numel * item, ref.record_size) - ref.storage_offset * item)
     if needed > held or not ref.contiguous:
@@ -367,10 +360,6 @@ def pickled_weights(path: Path, state: dict[str, Any]) -> WeightsFile:
     return WeightsFile(path, list(state), info, load, load_rows)
 
 
-# stored numpy dtype and the dtype read, by torch's dtype name (bf16 widened to f32)
-_REF_DTYPES: dict[str, tuple[np.dtype[Any], np.dtype[Any]]] = {
-    "float32": SAFETENSORS_FLOATS["F32"], "float16": SAFETENSORS_FLOATS["F16"], "bfloat16": SAFETENSORS_FLOATS["BF16"],
-}
 
 
 def _referenced_weights(path: Path, state: dict[str, TensorRef]) -> WeightsFile:
@@ -378,11 +367,11 @@ def _referenced_weights(path: Path, state: dict[str, TensorRef]) -> WeightsFile:
 
     def info(key: str) -> TensorInfo:
         ref = state[key]
-        return TensorInfo(ref.shape, _REF_DTYPES[ref.dtype][1])
+        return TensorInfo(ref.shape, BY_TORCH[ref.dtype].read_as)
 
     def load_rows(key: str, start: int, stop: int) -> np.ndarray[Any, Any]:
         ref = state[key]
-        stored = _REF_DTYPES[ref.dtype][0]
+        stored = BY_TORCH[ref.dtype].stored
         return _read_rows(path, key, stored, ref.shape, ref.begin, start, stop)
 
     def load(key: str) -> np.ndarray[Any, Any]:
