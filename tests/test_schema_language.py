@@ -554,3 +554,27 @@ def test_match_entries_are_checked_when_loaded(entry: str, why: str, tmp_path: P
     line = assert_clean_failure(fmt("to-gguf", GENUINE / "tiny-llama-f32.gguf", "--mapping", name,
                                     "-o", tmp_path / "o.gguf"))
     assert why in line
+
+
+def test_a_type_inside_itself_in_every_case_is_refused_when_loaded(tmp_path: Path, fmt: Fmt) -> None:
+    endless = write_schema(tmp_path, """
+        meta: {id: endless}
+        seq:
+          - {id: head, type: node}
+        types:
+          node: {seq: [{id: value, type: u8}, {id: next, type: other}]}
+          other: {seq: [{id: back, type: node}]}
+    """, "endless.yaml")
+    line = assert_clean_failure(fmt("parse", GENUINE / "ggla-finetune.bin", "--schema", endless))
+    assert "type 'node' contains itself in every case (node -> other -> node)" in line
+    chain = write_schema(tmp_path, """
+        meta: {id: chain, trailing: true}
+        seq:
+          - {id: head, type: node}
+        types:
+          node: {seq: [{id: more, type: u8}, {id: next, type: node, if: more != 0}]}
+    """, "chain.yaml")
+    source = tmp_path / "chain.bin"
+    source.write_bytes(b"\x01\x01\x01\x00")
+    fields = ggfmt.parse(source, str(chain)).fields
+    assert fields["head"]["next"]["next"]["next"]["more"] == 0

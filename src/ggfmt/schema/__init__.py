@@ -189,6 +189,11 @@ def load_yaml_schema(path: Path) -> Schema:
         raise SchemaError(str(path), f"malformed: {type(e).__name__}: {e}") from None
 
 
+def _checked_root(ns: Namespace, schema_id: str) -> Any:
+    ns.check_endless(schema_id)
+    return ns.construct(schema_id)
+
+
 def _load_yaml_schema(path: Path) -> Schema:
     ns, data = _Loader().namespace(path)
     meta = data.get("meta") or {}
@@ -198,7 +203,7 @@ def _load_yaml_schema(path: Path) -> Schema:
         title=str(meta.get("title", schema_id)),
         doc=" ".join(str(data.get("doc", "")).split()),
         source=str(path),
-        construct=ns.construct(schema_id),
+        construct=_checked_root(ns, schema_id),
         params=_params(data.get("params"), path.name),
         trailing=bool(meta.get("trailing", False)),
     )

@@ -136,6 +136,34 @@ class Namespace:
         self.types: dict[str, TypeDef] = {}
         self._load_import = load_import
 
+    def check_endless(self, root: str) -> None:
+        """Refuse a type that contains itself whatever the file holds (through fields with no `if`,
+        no `repeat` and no switch): parsing it could never end. A type inside itself only under a
+        condition (a GGUF array of arrays) is read as deep as the file nests it, up to a
+        limit that is reported in one line."""
+        def always(spec: Mapping[str, Any]) -> list[str]:
+            out = []
+            for field_spec in spec.get("seq") or []:
+                if isinstance(field_spec, Mapping) and isinstance(field_spec.get("type"), str) \
+                        and "if" not in field_spec and "repeat" not in field_spec:
+                    out.append(str(field_spec["type"]))
+            return out
+
+        def visit(name: str, trail: list[str]) -> None:
+            if name in trail:
+                cycle = " -> ".join([*trail[trail.index(name):], name])
+                raise SchemaError(self.source, f"type {name!r} contains itself in every case ({cycle}): "
+                                               "reading it could never end; give the field an `if` or a `repeat`")
+            typedef = self.types.get(name)
+            if typedef is None or name in done:
+                return
+            for sub in always(typedef.spec):
+                visit(sub, [*trail, name])
+            done.add(name)
+
+        done: set[str] = set()
+        visit(root, [])
+
     def add(self, name: str, spec: Mapping[str, Any], source: str) -> None:
         if name in self.types and self.types[name].spec is not spec:
             raise SchemaError(source, f"type {name!r} is defined twice (also in {self.types[name].source})")
