@@ -43,6 +43,7 @@ examples:
   fmt to-gguf lora-ckpt.bin --ff 8640          finetune of a model whose n_ff is not derived
   fmt to-gguf adapter.bin                      2023 ggla adapter -> GGUF adapter current llama.cpp loads
   fmt to-gguf peft-dir --base llama-hf-dir     PEFT adapter -> GGUF adapter (base: config.json only)
+  fmt to-gguf mlx-adapter --base llama-hf-dir  mlx-lm LoRA adapter -> GGUF adapter
   fmt to-ggla peft-dir -o adapter.bin          PEFT adapter -> ggla, as convert-lora-to-ggml.py wrote it
   fmt to-gguf clip-dir --llava-projector llava.projector   image encoder for LLaVA (mmproj-model-f16.gguf)
   fmt to-hf gemma-2b.ckpt --size 2B -o gemma-2b-hf         native Gemma checkpoint -> Hugging Face
@@ -119,7 +120,8 @@ def build_parser() -> argparse.ArgumentParser:
                             description=_wrap("Convert INPUT to GGUF. A ggcp file becomes a GGUF training checkpoint "
                                         "and a ggcl file a GGUF finetune checkpoint, which llama.cpp's trainers "
                                         "resume from (through the mapping table mappings/<schema>-gguf.yaml). "
-                                        "A ggla adapter or a PEFT adapter directory becomes a GGUF LoRA adapter "
+                                        "A ggla adapter, a PEFT adapter directory or an mlx-lm adapter directory "
+                                        "becomes a GGUF LoRA adapter "
                                         "that current llama.cpp loads and that means the same. A CLIP model "
                                         "directory becomes the GGUF of llama.cpp's clip/llava code. Payloads are "
                                         "copied, or transformed one tensor at a time; never all held in memory. "
@@ -127,7 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
                                         "once it is on disk."),
                             formatter_class=_Formatter)
     p.add_argument("file", type=Path, metavar="INPUT",
-                   help="a ggcp, ggcl or ggla file, a PEFT adapter directory or a CLIP model directory")
+                   help="a ggcp, ggcl or ggla file, a PEFT or mlx-lm adapter directory or a CLIP model directory")
     _output_options(p, "OUT.gguf", "output file, or a directory (ending in /) to write the default name into "
                                    "(default: INPUT with the suffix .gguf; for a PEFT directory "
                                    "DIR/ggml-adapter-model.gguf; for a CLIP directory "

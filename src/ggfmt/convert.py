@@ -49,6 +49,11 @@ def is_peft_directory(path: Path) -> bool:
 
 def default_gguf_output(source: Path, clip: ClipOptions | None = None) -> Path:
     if source.is_dir():
+        from .bundles import recognise
+
+        bundle = recognise(source)
+        if bundle is not None and bundle.output:
+            return source / bundle.output
         if is_peft_directory(source):
             return source / f"{PEFT_OUTPUT}.gguf"
         from .clip import ClipOptions, default_output
@@ -73,6 +78,14 @@ def _plan_to_gguf(source: Path, *, schema: str | None, params: Mapping[str, Any]
                   base: Path | None, arch: str | None, clip: ClipOptions | None,
                   outtype: str | None) -> GGUFConversion:
     if source.is_dir():
+        from .bundles import recognise
+
+        bundle = recognise(source)  # a directory layout declared in bundles/ (told apart by data)
+        if bundle is not None:
+            if schema or params or arch or clip is not None:
+                raise UsageError(f"{source}: a {bundle.title} takes --base, --mapping and --outtype, not "
+                                 "--schema, --arch, schema parameters or the CLIP options")
+            return _bundle_to_gguf(bundle, source, base, mapping, outtype)
         if schema or params or mapping or arch:
             raise UsageError("--schema, --mapping, --arch and schema parameters apply to files, not to a "
                              "model or adapter directory")
@@ -120,6 +133,20 @@ def _plan_to_gguf(source: Path, *, schema: str | None, params: Mapping[str, Any]
         raise UsageError("--arch applies to ggla adapters only")
     plan = plan_gguf(doc, table)
     return _retyped(GGUFConversion(plan, f"{doc.schema.id} -> GGUF via {name}", list(plan.warnings)), outtype, name)
+
+
+def _bundle_to_gguf(bundle: Any, directory: Path, base: Path | None, mapping: str | None,
+                    outtype: str | None) -> GGUFConversion:
+    """A declared directory layout through its table (``<bundle id>-gguf``, or ``--mapping``)."""
+    from .bundles import read_bundle
+    from .emit.gguf import plan_gguf
+    from .mapping import load_mapping
+
+    doc = read_bundle(bundle, directory, base)
+    name = mapping or f"{bundle.id}-gguf"
+    table = load_mapping(name)
+    plan = plan_gguf(doc, table)
+    return _retyped(GGUFConversion(plan, f"{bundle.title} -> GGUF via {name}", list(plan.warnings)), outtype, name)
 
 
 def _peft_to_gguf(directory: Path, base: Path | None) -> GGUFConversion:

@@ -32,7 +32,7 @@ TENSOR_KEYS = {"from", "match", "gguf", "name", "suffix", "transforms", "when", 
 GROUP_KEYS = {"items", "when", "for", "as", "doc"}
 BLOCK_ID = "bid"  # the index inside a `for` group: gguf-py's tensor name templates call it bid
 TOP_KEYS = {"doc", "source", "target", "architecture", "metadata", "tensors", "rules", "converter", "outtypes",
-            "unmatched"}
+            "unmatched", "values"}
 UNMATCHED = ("error", "warn")  # what becomes of an input tensor no `match:` entry selects
 
 
@@ -95,6 +95,7 @@ class MappingTable:
     # the values --outtype may take for this conversion; absent: only the source's own types
     outtypes: list[str] = field(default_factory=list)
     unmatched: str = "error"  # an input tensor no `match:` entry selects: an error, or a warning
+    values: list[tuple[str, Expression]] = field(default_factory=list)  # names the entries may use
 
 
 def mapping_dirs() -> list[Path]:
@@ -138,7 +139,31 @@ def _load(path: Path, including: tuple[str, ...]) -> MappingTable:
         converter=str(data["converter"]) if data.get("converter") else None,
         outtypes=_outtypes(data.get("outtypes"), source),
         unmatched=_unmatched(data.get("unmatched", "error"), source),
+        values=_values(data.get("values"), source),
     )
+
+
+def _values(spec: Any, where: str) -> list[tuple[str, Expression]]:
+    """``values: {first_layer: "base.num_hidden_layers - config.num_layers"}``: names computed once,
+    in order (each may use the ones before), that every entry of the table can use."""
+    if spec is None:
+        return []
+    if not isinstance(spec, Mapping):
+        raise SchemaError(where, "`values` is a mapping of names to expressions")
+    out = []
+    for name, text in spec.items():
+        if not isinstance(name, str) or not name.isidentifier() or name.startswith("_"):
+            raise SchemaError(where, f"values: {name!r} is not a name")
+        out.append((name, _expr(text, f"{where}: values.{name}")))
+    return out
+
+
+def table_scope(table: MappingTable, scopes: list[Scope]) -> list[Scope]:
+    """``scopes`` with the table's `values` added, each evaluated in what comes before it."""
+    computed: dict[str, Any] = {}
+    for name, expr in table.values:
+        computed[name] = _eval(expr, [*scopes, computed], f"{table.name}: values.{name}")
+    return [*scopes, computed] if computed else scopes
 
 
 def _unmatched(value: Any, where: str) -> str:

@@ -25,6 +25,7 @@ from ..mapping import (
     TensorEntry,
     evaluate_entry,
     fill_template,
+    table_scope,
     walk,
 )
 from ..schema.constructs import TensorContainer
@@ -94,7 +95,7 @@ def plan_gguf(doc: Document, table: MappingTable) -> GGUFPlan:
     if table.architecture is None:
         raise SchemaError(table.name, "a GGUF mapping needs `architecture`")
     architecture = str(table.architecture)
-    scopes = [doc.params, doc.fields]  # a field shadows a parameter of the same name
+    scopes = table_scope(table, [doc.params, doc.fields])  # a field shadows a parameter of the same name
     metadata = resolve_metadata(table, scopes, architecture, str(doc.source), doc)
     tensors = []
     names: set[str] = set()

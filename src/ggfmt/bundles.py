@@ -1,0 +1,173 @@
+"""Directory inputs declared as data: which files a bundle holds, how it is recognised, which
+reader reads each file, and what it must satisfy (``bundles/*.yaml``).
+
+A bundle becomes a :class:`~ggfmt.document.Document` like any binary layout: JSON files become
+fields (``config``, ``base``), and a safetensors file gives the named tensor references (read by
+offset later, never loaded here). A mapping table ``<bundle id>-gguf`` then converts it, with
+``match:`` entries and named transforms: no Python per format.
+
+    id: mlx-lora
+    recognise: {files: [adapter_config.json, adapters.safetensors],
+                keys: {adapter_config.json: [lora_parameters]}}
+    fields: {config: {json: adapter_config.json}, base: {json: config.json, from: base}}
+    tensors: {safetensors: adapters.safetensors}
+    checks: [{file: adapter_config.json, field: fine_tune_type, expr: "config.fine_tune_type == 'lora'",
+              message: "..."}]
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import FormatError, SchemaError, UsageError
+from .resources import data_dirs
+
+BUNDLE_KEYS = {"id", "title", "doc", "recognise", "fields", "tensors", "checks", "output"}
+# the ggml type each safetensors dtype is written as when its bytes are copied unchanged
+GGML_OF_SAFETENSORS = {"F32": "f32", "F16": "f16", "BF16": "bf16"}
+
+
+@dataclass(frozen=True)
+class Check:
+    file: str
+    field: str
+    expr: Any  # Expression
+    message: str
+
+
+@dataclass(frozen=True)
+class Bundle:
+    id: str
+    title: str
+    source: str
+    files: list[str]
+    keys: dict[str, list[str]]
+    fields: dict[str, tuple[str, str]]  # field -> (JSON file, "input" or "base")
+    tensors: str  # the safetensors file
+    checks: list[Check] = field(default_factory=list)
+    output: str | None = None  # the default output's name, in the directory
+
+    def recognises(self, directory: Path) -> bool:
+        """All its files are there, and its JSON files hold the keys that tell it apart."""
+        from .sources.weights import read_json
+
+        if not all((directory / name).is_file() for name in self.files):
+            return False
+        for name, keys in self.keys.items():
+            try:
+                data = read_json(directory / name)
+            except (FormatError, UsageError):
+                return False
+            if not all(key in data for key in keys):
+                return False
+        return True
+
+
+def bundle_dirs() -> list[Path]:
+    extra = [Path(p) for p in os.environ.get("GGFMT_BUNDLE_PATH", "").split(os.pathsep) if p]
+    return [*extra, *data_dirs("bundles")]
+
+
+def bundles() -> list[Bundle]:
+    found: dict[str, Bundle] = {}
+    for folder in bundle_dirs():
+        for path in sorted(folder.glob("*.yaml")):
+            bundle = load_bundle(path)
+            found.setdefault(bundle.id, bundle)
+    return list(found.values())
+
+
+def recognise(directory: Path) -> Bundle | None:
+    """The first declared bundle ``directory`` is, or None."""
+    return next((b for b in bundles() if b.recognises(directory)), None)
+
+
+def load_bundle(path: Path) -> Bundle:
+    from .schema import read_yaml
+    from .schema.expr import Expression, ExpressionError
+
+    where = path.name
+    data = read_yaml(path)
+    unknown = set(data) - BUNDLE_KEYS
+    if unknown:
+        raise SchemaError(where, f"unknown keys {sorted(unknown)} (allowed: {sorted(BUNDLE_KEYS)})")
+    try:
+        recognise = data["recognise"]
+        files = [str(f) for f in recognise["files"]]
+        keys = {str(k): [str(x) for x in v] for k, v in (recognise.get("keys") or {}).items()}
+        fields = {str(name): (str(spec["json"]), str(spec.get("from", "input")))
+                  for name, spec in (data.get("fields") or {}).items()}
+        tensors = str(data["tensors"]["safetensors"])
+        checks = [Check(str(c["file"]), str(c["field"]), Expression(c["expr"]), str(c["message"]))
+                  for c in data.get("checks") or []]
+    except (KeyError, TypeError, AttributeError) as e:
+        raise SchemaError(where, f"malformed bundle declaration ({type(e).__name__}: {e}); see "
+                                 "docs/adding-a-conversion.md") from None
+    except ExpressionError as e:
+        raise SchemaError(where, str(e)) from None
+    if any(origin not in ("input", "base") for _, origin in fields.values()):
+        raise SchemaError(where, "a field's `from` is `input` (the directory) or `base` (--base DIR)")
+    return Bundle(str(data.get("id", path.stem)), str(data.get("title", path.stem)), str(path), files, keys,
+                  fields, tensors, checks, str(data["output"]) if data.get("output") else None)
+
+
+def read_bundle(bundle: Bundle, directory: Path, base: Path | None) -> Any:
+    """The Document of ``directory``: its JSON files as fields, its safetensors tensors as references."""
+    from .document import Document, TensorRef
+    from .ggml_types import type_id
+    from .schema import Schema
+    from .schema.expr import ExpressionError
+    from .sources.weights import read_json, safetensors_index
+
+    fields: dict[str, Any] = {}
+    for name, (file, origin) in bundle.fields.items():
+        if origin == "base":
+            if base is None:
+                raise UsageError(f"{directory}: a {bundle.title} needs its base model's {file}: pass --base DIR")
+            fields[name] = read_json(base / file)
+        else:
+            fields[name] = read_json(directory / file)
+    for check in bundle.checks:
+        try:
+            holds = check.expr(lambda n: fields[n] if n in fields else _unknown(n))
+        except ExpressionError as e:
+            raise SchemaError(bundle.source, str(e)) from None
+        if not holds:
+            shown = _field(fields, check)
+            raise FormatError(check.field, None, f"{shown!r}: {check.message}", str(directory / check.file))
+    weights = directory / bundle.tensors
+    index = safetensors_index(weights)
+    tensors = []
+    for key, entry in index.items():
+        ne = tuple(reversed(entry.shape))
+        ggml = type_id(GGML_OF_SAFETENSORS[_safetensors_name(entry.stored, entry.read_as)])
+        tensors.append(TensorRef(key, key, ggml, ne, entry.begin, entry.end - entry.begin))
+    import construct as cs
+
+    schema = Schema(bundle.id, bundle.title, "", bundle.source, cs.Pass)
+    return Document(source=weights, schema=schema, fields=fields, tensors=tensors,
+                    size=weights.stat().st_size)
+
+
+def _unknown(name: str) -> Any:
+    from .schema.expr import ExpressionError
+
+    raise ExpressionError(f"unknown name {name!r}")
+
+
+def _field(fields: Mapping[str, Any], check: Check) -> Any:
+    """The value a failed check is about (for the message), searched for in the JSON fields."""
+    for value in fields.values():
+        if isinstance(value, Mapping) and check.field in value:
+            return value[check.field]
+    return None
+
+
+def _safetensors_name(stored: Any, read_as: Any) -> str:
+    from .weight_dtypes import WEIGHT_DTYPES
+
+    return next(d.safetensors for d in WEIGHT_DTYPES if d.stored == stored and d.read_as == read_as)
