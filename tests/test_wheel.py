@@ -9,7 +9,7 @@ import sys
 import zipfile
 from pathlib import Path
 
-from conftest import ROOT, SYNTH, gguf_content
+from conftest import FIXTURES, ROOT, SYNTH, gguf_content
 
 
 def run(*args: str | Path, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
@@ -24,6 +24,7 @@ def test_wheel_installs_and_converts_from_elsewhere(tmp_path: Path) -> None:
     [wheel] = dist.glob("ggfmt-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     assert "ggfmt/data/schemas/ggcp.yaml" in names and "ggfmt/data/mappings/ggcp-gguf.yaml" in names
+    assert "ggfmt/data/bundles/mlx-lora.yaml" in names
     assert "ggfmt/py.typed" in names
     assert any(n.endswith("licenses/LICENSE") for n in names)
 
@@ -40,3 +41,7 @@ def test_wheel_installs_and_converts_from_elsewhere(tmp_path: Path) -> None:
                 cwd=elsewhere).stdout
     assert str(venv) in where and str(ROOT) not in where
     assert gguf_content(elsewhere / "ckpt.gguf") == gguf_content(SYNTH / "ggcp-v1-adam-past3.ref.gguf")
+    # a declared directory layout, found through the wheel's own bundles/
+    run(venv / "bin" / "ggfmt", "to-gguf", FIXTURES / "mlx" / "adapter", "--base", FIXTURES / "peft" / "tiny-llama",
+        "-o", "mlx.gguf", cwd=elsewhere)
+    assert gguf_content(elsewhere / "mlx.gguf")[1] == gguf_content(FIXTURES / "peft" / "lora.ref.gguf")[1]
