@@ -15,6 +15,7 @@ from __future__ import annotations
 import importlib.util
 import math
 import os
+import sys
 from collections.abc import Sequence
 from functools import cache
 from types import ModuleType
@@ -22,6 +23,9 @@ from types import ModuleType
 
 @cache
 def _constants() -> ModuleType:
+    imported = sys.modules.get("gguf.constants")
+    if imported is not None:  # a conversion that imported gguf already: its table, not a second copy
+        return imported
     spec = importlib.util.find_spec("gguf")
     if spec is None or spec.origin is None:
         raise ModuleNotFoundError("gguf-py is not installed", name="gguf")
