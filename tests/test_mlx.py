@@ -63,3 +63,17 @@ def test_mlx_is_told_apart_from_peft_and_needs_the_base(tmp_path: Path, fmt: Fmt
     assert "mlx-lm LoRA adapter needs its base model's config.json: pass --base DIR" in line
     result = fmt("to-gguf", FIXTURES / "peft" / "adapter-safetensors", "--base", BASE, "-o", tmp_path / "p.gguf")
     assert result.code == 0 and "PEFT adapter" in result.out, result
+
+
+def test_parse_shows_a_declared_directory(tmp_path: Path, fmt: Fmt) -> None:
+    result = fmt("parse", MLX)
+    assert result.code == 0, result.err
+    assert "mlx-lora - mlx-lm LoRA adapter" in result.out and "28 tensors" in result.out
+    assert "config.lora_parameters.rank     4" in result.out
+    assert "model.layers.1.self_attn.v_proj.lora_b" in result.out
+    doc = json.loads(fmt("parse", MLX, "--base", BASE, "--json").out)
+    assert doc["fields"]["base"]["num_attention_heads"] == 4 and len(doc["tensors"]) == 28
+    dora = mlx_copy(tmp_path, fine_tune_type="dora")  # shown as it is; only a conversion refuses it
+    assert fmt("parse", dora).code == 0
+    line = assert_clean_failure(fmt("parse", FIXTURES / "peft" / "tiny-llama"))
+    assert "not one of the layouts declared in bundles/" in line

@@ -115,8 +115,10 @@ def load_bundle(path: Path) -> Bundle:
                   fields, tensors, checks, str(data["output"]) if data.get("output") else None)
 
 
-def read_bundle(bundle: Bundle, directory: Path, base: Path | None) -> Any:
-    """The Document of ``directory``: its JSON files as fields, its safetensors tensors as references."""
+def read_bundle(bundle: Bundle, directory: Path, base: Path | None, *, converting: bool = True) -> Any:
+    """The Document of ``directory``: its JSON files as fields, its safetensors tensors as references.
+    Not ``converting`` (``fmt parse``): fields from an absent base are left out, and the checks
+    (what a conversion cannot take) are not applied: the directory is shown as it is."""
     from .document import Document, TensorRef
     from .ggml_types import type_id
     from .schema import Schema
@@ -126,12 +128,14 @@ def read_bundle(bundle: Bundle, directory: Path, base: Path | None) -> Any:
     fields: dict[str, Any] = {}
     for name, (file, origin) in bundle.fields.items():
         if origin == "base":
+            if base is None and not converting:
+                continue
             if base is None:
                 raise UsageError(f"{directory}: a {bundle.title} needs its base model's {file}: pass --base DIR")
             fields[name] = read_json(base / file)
         else:
             fields[name] = read_json(directory / file)
-    for check in bundle.checks:
+    for check in bundle.checks if converting else []:
         try:
             holds = check.expr(lambda n: fields[n] if n in fields else _unknown(n))
         except ExpressionError as e:

@@ -109,10 +109,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = commands.add_parser("parse", parents=[common],
                             help="show a file's fields and tensors (header only, payloads not read)",
                             description=_wrap("Parse FILE against its schema and show every field and every tensor "
-                                        "(name, type, ne, absolute offset, bytes). Tensor payloads are not read."),
+                                        "(name, type, ne, absolute offset, bytes). Tensor payloads are not read. "
+                                        "FILE may also be a directory of a layout declared in bundles/ (an mlx-lm "
+                                        "adapter): its JSON files are shown as fields, its tensors as references."),
                             formatter_class=_Formatter)
     p.add_argument("file", type=Path, metavar="FILE")
     p.add_argument("--json", action="store_true", help="print one JSON document (fields and tensors) for scripts")
+    p.add_argument("--base", type=Path, metavar="DIR",
+                   help="a directory layout's base model (its config.json), for the fields that come from it")
     _parameter_options(p)
     p.set_defaults(run=cmd_parse)
 
@@ -266,7 +270,12 @@ def cmd_parse(args: argparse.Namespace) -> int:
     from .engine import parse
     from .report import render
 
-    doc = parse(args.file, args.schema, _parameters(args))
+    if args.file.is_dir():
+        doc = _parse_directory(args)
+    else:
+        if args.base is not None:
+            raise UsageError("--base applies to a directory layout (see bundles/), not to a file")
+        doc = parse(args.file, args.schema, _parameters(args))
     if args.json:
         doc.write_json(sys.stdout)
     else:
@@ -274,6 +283,19 @@ def cmd_parse(args: argparse.Namespace) -> int:
         for line in render(doc):
             write(line + "\n")
     return EXIT_OK
+
+
+def _parse_directory(args: argparse.Namespace) -> Any:
+    from .bundles import read_bundle, recognise
+
+    bundle = recognise(args.file)
+    if bundle is None:
+        raise UsageError(f"{args.file}: a directory, and not one of the layouts declared in bundles/ (fmt parse reads "
+                         "files; fmt to-gguf converts PEFT and CLIP directories)")
+    if args.schema is not None or _parameters(args):
+        raise UsageError(f"{args.file}: a {bundle.title} is read by its bundle declaration, not by a schema")
+    # Shown as it is: fields that come from the base model only when --base names it, no checks.
+    return read_bundle(bundle, args.file, args.base, converting=False)
 
 
 def _begin_command() -> None:
