@@ -247,14 +247,17 @@ def _tensor_entry(spec: Mapping[str, Any], where: str) -> TensorEntry | MatchEnt
         return _match_entry(spec, where)
     if "transforms" in spec:
         raise SchemaError(where, "`transforms` apply to `match` entries")
+    template = check_template(_output_name(spec, where), {"bid"}, where)
+    return TensorEntry(_expr(spec["from"], f"{where}, from"), template, _opt_expr(spec, "when", where), where)
+
+
+def _output_name(spec: Mapping[str, Any], where: str) -> str:
+    """A tensor entry's output name template: gguf-py's name (``gguf: ATTN_Q``) or a literal one."""
     if ("name" in spec) == ("gguf" in spec):
         raise SchemaError(where, "give exactly one of `name` (literal) and `gguf` (a gguf.MODEL_TENSOR name)")
     if "gguf" in spec:
-        template = gguf_tensor_name(str(spec["gguf"]), where) + str(spec.get("suffix", ".weight"))
-    else:
-        template = str(spec["name"]) + str(spec.get("suffix", ""))
-    check_template(template, {"bid"}, where)
-    return TensorEntry(_expr(spec["from"], f"{where}, from"), template, _opt_expr(spec, "when", where), where)
+        return gguf_tensor_name(str(spec["gguf"]), where) + str(spec.get("suffix", ".weight"))
+    return str(spec["name"]) + str(spec.get("suffix", ""))
 
 
 def _match_entry(spec: Mapping[str, Any], where: str) -> MatchEntry:
@@ -275,13 +278,7 @@ def _match_entry(spec: Mapping[str, Any], where: str) -> MatchEntry:
         captures.append(capture)
         # a block number has no leading zero, so that layers.01 and layers.1 are not the same block
         regex += f"(?P<{capture}>0|[1-9][0-9]{{0,8}})" if capture == BLOCK_ID else f"(?P<{capture}>[^.]+)"
-    if ("name" in spec) == ("gguf" in spec):
-        raise SchemaError(where, "give exactly one of `name` (literal) and `gguf` (a gguf.MODEL_TENSOR name)")
-    if "gguf" in spec:
-        template = gguf_tensor_name(str(spec["gguf"]), where) + str(spec.get("suffix", ".weight"))
-    else:
-        template = str(spec["name"]) + str(spec.get("suffix", ""))
-    check_template(template, set(captures), where)
+    template = check_template(_output_name(spec, where), set(captures), where)
     transforms = spec.get("transforms") or []
     if not isinstance(transforms, list):
         raise SchemaError(where, "`transforms` is a list such as [transpose, 'rope_permute(n_head)']")
