@@ -77,3 +77,56 @@ def test_parse_shows_a_declared_directory(tmp_path: Path, fmt: Fmt) -> None:
     assert fmt("parse", dora).code == 0
     line = assert_clean_failure(fmt("parse", FIXTURES / "peft" / "tiny-llama"))
     assert "not one of the layouts declared in bundles/" in line
+
+
+PEFT_BUNDLE = """
+id: peft-pickle-test
+title: PEFT adapter (pickled), as a declared bundle
+recognise:
+  files: [adapter_config.json, adapter_model.bin]
+fields:
+  config: {json: adapter_config.json}
+  base: {json: config.json, from: base}
+tensors: {pickle: adapter_model.bin}
+"""
+PEFT_TABLE = """
+architecture: llama
+metadata:
+  - {key: adapter.lora.alpha, type: f32, value: config.lora_alpha}
+tensors:
+  - {match: "base_model.model.model.layers.{bid}.self_attn.q_proj.lora_B.weight", gguf: ATTN_Q,
+     suffix: .weight.lora_b, transforms: ["rope_permute(base.num_attention_heads)"]}
+  - {match: "base_model.model.model.layers.{bid}.self_attn.k_proj.lora_B.weight", gguf: ATTN_K,
+     suffix: .weight.lora_b, transforms: ["rope_permute(base.num_key_value_heads)"]}
+  - {match: "base_model.model.model.layers.{bid}.self_attn.{proj}.lora_{AB}.weight", name: "blk.{bid}.{proj}",
+     suffix: ".weight.lora_{AB}"}
+  - {match: "base_model.model.model.layers.{bid}.mlp.{proj}.lora_{AB}.weight", name: "blk.{bid}.{proj}",
+     suffix: ".weight.lora_{AB}"}
+"""
+
+
+def test_a_pickled_adapter_converts_through_a_declared_bundle_and_a_table(tmp_path: Path, fmt: Fmt,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """torch.save's zip pickles are Documents too: tensors as references read by offset. A test-only
+    bundle and table (written here) turn the pickled PEFT adapter into the reference tensors' data,
+    q and k permuted for rope; names are compared after the table's own naming."""
+    bundles, tables = tmp_path / "bundles", tmp_path / "tables"
+    bundles.mkdir()
+    tables.mkdir()
+    (bundles / "peft-pickle-test.yaml").write_text(PEFT_BUNDLE)
+    (tables / "peft-pickle-test-gguf.yaml").write_text(PEFT_TABLE)
+    monkeypatch.setenv("GGFMT_BUNDLE_PATH", str(bundles))
+    monkeypatch.setenv("GGFMT_MAPPING_PATH", str(tables))
+    result = fmt("to-gguf", FIXTURES / "peft" / "adapter-bin", "--base", BASE, "-o", tmp_path / "x.gguf")
+    assert result.code == 0, result.err
+    assert "via peft-pickle-test-gguf" in result.out
+    renamed = {"q_proj": "attn_q", "k_proj": "attn_k", "v_proj": "attn_v", "o_proj": "attn_output",
+               "gate_proj": "ffn_gate", "up_proj": "ffn_up", "down_proj": "ffn_down", "A": "a", "B": "b"}
+    ours = {}
+    for name, kind, ne, data in gguf_content(tmp_path / "x.gguf")[1]:
+        for old, new in renamed.items():
+            name = name.replace(f".{old}.", f".{new}.").replace(f"lora_{old}", f"lora_{new}")
+        ours[name] = (kind, ne, data)
+    _, tensors = gguf_content(FIXTURES / "peft" / "lora.ref.gguf")
+    reference = {name: (kind, ne, data) for name, kind, ne, data in tensors}
+    assert ours == reference

@@ -3,7 +3,8 @@ reader reads each file, and what it must satisfy (``bundles/*.yaml``).
 
 A bundle becomes a :class:`~ggfmt.document.Document` like any binary layout: JSON files become
 fields (``config``, ``base``), and a safetensors file gives the named tensor references (read by
-offset later, never loaded here). A mapping table ``<bundle id>-gguf`` then converts it, with
+offset later, never loaded here), and so does a pickle in torch.save's zip format
+(``tensors: {pickle: adapter_model.bin}``). A mapping table ``<bundle id>-gguf`` then converts it, with
 ``match:`` entries and named transforms: no Python per format.
 
     id: mlx-lora
@@ -47,7 +48,8 @@ class Bundle:
     files: list[str]
     keys: dict[str, list[str]]
     fields: dict[str, tuple[str, str]]  # field -> (JSON file, "input" or "base")
-    tensors: str  # the safetensors file
+    tensors: str  # the weights file
+    tensors_kind: str = "safetensors"  # or "pickle": a torch.save zip of plain tensors
     checks: list[Check] = field(default_factory=list)
     output: str | None = None  # the default output's name, in the directory
 
@@ -101,7 +103,11 @@ def load_bundle(path: Path) -> Bundle:
         keys = {str(k): [str(x) for x in v] for k, v in (recognise.get("keys") or {}).items()}
         fields = {str(name): (str(spec["json"]), str(spec.get("from", "input")))
                   for name, spec in (data.get("fields") or {}).items()}
-        tensors = str(data["tensors"]["safetensors"])
+        kinds = [k for k in ("safetensors", "pickle") if k in data["tensors"]]
+        if len(kinds) != 1 or set(data["tensors"]) != set(kinds):
+            raise SchemaError(where, "`tensors` is {safetensors: FILE} or {pickle: FILE}")
+        tensors_kind = kinds[0]
+        tensors = str(data["tensors"][tensors_kind])
         checks = [Check(str(c["file"]), str(c["field"]), Expression(c["expr"]), str(c["message"]))
                   for c in data.get("checks") or []]
     except (KeyError, TypeError, AttributeError) as e:
@@ -112,18 +118,17 @@ def load_bundle(path: Path) -> Bundle:
     if any(origin not in ("input", "base") for _, origin in fields.values()):
         raise SchemaError(where, "a field's `from` is `input` (the directory) or `base` (--base DIR)")
     return Bundle(str(data.get("id", path.stem)), str(data.get("title", path.stem)), str(path), files, keys,
-                  fields, tensors, checks, str(data["output"]) if data.get("output") else None)
+                  fields, tensors, tensors_kind, checks, str(data["output"]) if data.get("output") else None)
 
 
 def read_bundle(bundle: Bundle, directory: Path, base: Path | None, *, converting: bool = True) -> Any:
     """The Document of ``directory``: its JSON files as fields, its safetensors tensors as references.
     Not ``converting`` (``fmt parse``): fields from an absent base are left out, and the checks
     (what a conversion cannot take) are not applied: the directory is shown as it is."""
-    from .document import Document, TensorRef
-    from .ggml_types import type_id
+    from .document import Document
     from .schema import Schema
     from .schema.expr import ExpressionError
-    from .sources.weights import read_json, safetensors_index
+    from .sources.weights import read_json
 
     fields: dict[str, Any] = {}
     for name, (file, origin) in bundle.fields.items():
@@ -144,17 +149,48 @@ def read_bundle(bundle: Bundle, directory: Path, base: Path | None, *, convertin
             shown = _field(fields, check)
             raise FormatError(check.field, None, f"{shown!r}: {check.message}", str(directory / check.file))
     weights = directory / bundle.tensors
-    index = safetensors_index(weights)
-    tensors = []
-    for key, entry in index.items():
-        ne = tuple(reversed(entry.shape))
-        ggml = type_id(GGML_OF_SAFETENSORS[_safetensors_name(entry.stored, entry.read_as)])
-        tensors.append(TensorRef(key, key, ggml, ne, entry.begin, entry.end - entry.begin))
+    tensors = _pickled_refs(weights) if bundle.tensors_kind == "pickle" else _safetensors_refs(weights)
     import construct as cs
 
     schema = Schema(bundle.id, bundle.title, "", bundle.source, cs.Pass)
     return Document(source=weights, schema=schema, fields=fields, tensors=tensors,
                     size=weights.stat().st_size)
+
+
+def _safetensors_refs(weights: Path) -> list[Any]:
+    from .document import TensorRef
+    from .ggml_types import type_id
+    from .sources.weights import safetensors_index
+
+    tensors = []
+    for key, entry in safetensors_index(weights).items():
+        ggml = type_id(GGML_OF_SAFETENSORS[_safetensors_name(entry.stored, entry.read_as)])
+        tensors.append(TensorRef(key, key, ggml, tuple(reversed(entry.shape)), entry.begin, entry.end - entry.begin))
+    return tensors
+
+
+def _pickled_refs(weights: Path) -> list[Any]:
+    """The tensors of a torch.save zip of plain tensors, as references (read later by offset)."""
+    from .document import TensorRef
+    from .ggml_types import type_id
+    from .sources import torchzip
+    from .sources.weights import check_tensor, load_pickle
+
+    state = load_pickle(weights, "a pickled state dict")
+    if not isinstance(state, dict):
+        raise FormatError("", None, "expected a dict of tensors (a state dict)", str(weights))
+    tensors = []
+    for key, tensor in state.items():
+        if not isinstance(key, str):
+            raise FormatError("", None, f"a state dict's keys are names; this one has {key!r}", str(weights))
+        check_tensor(key, tensor, weights)
+        if not isinstance(tensor, torchzip.TensorRef):
+            raise FormatError(key, None, "is a tensor only torch reads (a legacy pickle); save it with a current "
+                                         "torch.save to convert it through a table", str(weights))
+        ggml = type_id({"float32": "f32", "float16": "f16", "bfloat16": "bf16"}[tensor.dtype])
+        tensors.append(TensorRef(key, key, ggml, tuple(reversed(tensor.shape)), tensor.begin,
+                                 tensor.numel * torchzip.ITEM_SIZES[tensor.dtype]))
+    return tensors
 
 
 def _unknown(name: str) -> Any:
