@@ -578,3 +578,35 @@ def test_a_type_inside_itself_in_every_case_is_refused_when_loaded(tmp_path: Pat
     source.write_bytes(b"\x01\x01\x01\x00")
     fields = ggfmt.parse(source, str(chain)).fields
     assert fields["head"]["next"]["next"]["next"]["more"] == 0
+
+
+def test_the_table_is_found_by_its_source_and_target(tmp_path: Path, fmt: Fmt, monkeypatch: pytest.MonkeyPatch) -> None:
+    schemas, mappings = tmp_path / "schemas", tmp_path / "mappings"
+    schemas.mkdir()
+    mappings.mkdir()
+    write_schema(schemas, """
+        meta: {id: toys, imports: [tensor]}
+        seq:
+          - {id: magic, contents: TOYS, doc: Magic.}
+          - {id: weight, type: tensor, shape: [3], doc: The weights.}
+    """, "toys.yaml")
+    (mappings / "any-name-at-all.yaml").write_text(textwrap.dedent("""
+        source: toys
+        target: gguf
+        architecture: llama
+        metadata: []
+        tensors:
+          - {from: weight, gguf: TOKEN_EMBD}
+    """))
+    monkeypatch.setenv("GGFMT_SCHEMA_PATH", str(schemas))
+    monkeypatch.setenv("GGFMT_MAPPING_PATH", str(mappings))
+    data = bytearray(b"TOYS" + struct.pack("<4I", 1, 1, 0, 3) + b"w")
+    data += b"\0" * (-len(data) % 32) + struct.pack("<3f", 1.0, 2.0, 3.0)
+    source = tmp_path / "toy.bin"
+    source.write_bytes(bytes(data))
+    result = fmt("to-gguf", source, "-o", tmp_path / "toy.gguf")
+    assert result.code == 0, result.err
+    assert "via any-name-at-all" in result.out
+    (mappings / "any-name-at-all.yaml").unlink()
+    line = assert_clean_failure(fmt("to-gguf", source, "-o", tmp_path / "toy2.gguf"))
+    assert "no mapping table with source: toys and target: gguf" in line

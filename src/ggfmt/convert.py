@@ -114,12 +114,13 @@ def _plan_to_gguf(source: Path, *, schema: str | None, params: Mapping[str, Any]
 
     doc = parse(source, schema, params)
     from .emit.gguf import plan_gguf
-    from .mapping import load_mapping, mapping_exists
+    from .mapping import load_mapping, table_for
 
-    name = mapping or f"{doc.schema.id}-gguf"
-    if mapping is None and not mapping_exists(name):
-        raise UsageError(f"{source}: ggfmt has no GGUF conversion for {doc.schema.id} files "
-                         f"(no mapping table {name}); `fmt parse` still shows what is inside")
+    found = mapping or table_for(doc.schema.id, "gguf")  # the table whose source/target say it converts these
+    if found is None:
+        raise UsageError(f"{source}: ggfmt has no GGUF conversion for {doc.schema.id} files (no mapping table with "
+                         f"source: {doc.schema.id} and target: gguf); `fmt parse` still shows what is inside")
+    name = found
     table = load_mapping(name)
     if table.converter == "lora-adapter":
         from .adapters import check_architecture, ggla_to_gguf
@@ -140,10 +141,12 @@ def _bundle_to_gguf(bundle: Any, directory: Path, base: Path | None, mapping: st
     """A declared directory layout through its table (``<bundle id>-gguf``, or ``--mapping``)."""
     from .bundles import read_bundle
     from .emit.gguf import plan_gguf
-    from .mapping import load_mapping
+    from .mapping import load_mapping, table_for
 
     doc = read_bundle(bundle, directory, base)
-    name = mapping or f"{bundle.id}-gguf"
+    name = mapping or table_for(bundle.id, "gguf")
+    if name is None:
+        raise UsageError(f"{directory}: no mapping table has source: {bundle.id} and target: gguf")
     table = load_mapping(name)
     plan = plan_gguf(doc, table)
     return _retyped(GGUFConversion(plan, f"{bundle.title} -> GGUF via {name}", list(plan.warnings)), outtype, name)

@@ -115,6 +115,22 @@ def mapping_exists(name: str) -> bool:
     return any((d / f"{name}.yaml").is_file() for d in mapping_dirs())
 
 
+def table_for(source: str, target: str) -> str | None:
+    """The name of the table that converts ``source`` (a schema or bundle id) to ``target``
+    (``gguf``): the first, in search order, whose ``source:`` and ``target:`` say so; else the
+    table named ``<source>-<target>`` if there is one. None when no table converts it."""
+    for directory in mapping_dirs():
+        for path in sorted(directory.glob("*.yaml")):
+            try:
+                data = read_yaml(path, shared=True)
+            except SchemaError:
+                continue  # a broken table is reported when it is named, not when others are looked for
+            if data.get("source") == source and data.get("target") == target:
+                return path.stem
+    conventional = f"{source}-{target}"
+    return conventional if mapping_exists(conventional) else None
+
+
 @cache
 def load_mapping(name: str) -> MappingTable:
     return _load(_find(name), ())
