@@ -485,7 +485,8 @@ MATCH_TABLE = """
     tensors:
       - {match: "layers.{bid}.{kind}.weight", gguf: ATTN_Q, when: "kind == 'wq'",
          transforms: [transpose, "scale(bid + 1)", "rope_permute(2)"]}
-      - {match: "layers.{bid}.wk.weight", name: "blk.{bid}.attn_k.weight"}
+      - {match: "layers.{bid}.wk.weight", name: "blk.{bid}.attn_k.weight",
+         when: "tensor.ne == [8, 4] and tensor.type == 'f32'", transforms: ["scale(tensor.ne[1] / 2)"]}
       - {match: norm, gguf: OUTPUT_NORM, transforms: ["cast('f32')"]}
 """
 
@@ -532,7 +533,7 @@ def test_tables_select_tensors_by_name_and_transform_them(tmp_path: Path, fmt: F
     for bid in range(2):
         expected = permuted(wq[bid].T * np.float32(bid + 1))
         assert np.array_equal(np.asarray(out[f"blk.{bid}.attn_q.weight"].data), expected)
-    assert np.array_equal(np.asarray(out["blk.1.attn_k.weight"].data), wk)
+    assert np.array_equal(np.asarray(out["blk.1.attn_k.weight"].data), wk * np.float32(2))  # ne[1] / 2 = 2
     assert out["output_norm.weight"].tensor_type == gguf.GGMLQuantizationType.F32
     assert np.array_equal(np.asarray(out["output_norm.weight"].data), norm.astype(np.float32))
 

@@ -147,7 +147,9 @@ def _matched(ref: TensorRef, matchers: list[tuple[MatchEntry, list[Scope]]], doc
         if found is None:
             continue
         captures: dict[str, Any] = {k: int(v) if k == BLOCK_ID else v for k, v in found.groupdict().items()}
-        scopes = [*entry_scopes, captures]
+        # the selected tensor itself: its name, ne (ggml order) and type name, beside the captures
+        tensor = {"tensor": {"name": ref.name, "ne": list(ref.ne), "type": ref.type_name}}
+        scopes = [*entry_scopes, tensor, captures]
         if entry.when is not None and not evaluate_entry(entry.when, scopes, entry.where):
             continue
         name = fill_template(entry.name_template, entry.where, **captures)
