@@ -26,6 +26,16 @@ def write_schema(tmp_path: Path, text: str, name: str = "mine.yaml") -> Path:
     return path
 
 
+def search_paths(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Path]:
+    """Empty folders for a test's own schemas and tables, searched before ggfmt's."""
+    schemas, mappings = tmp_path / "schemas", tmp_path / "mappings"
+    schemas.mkdir()
+    mappings.mkdir()
+    monkeypatch.setenv("GGFMT_SCHEMA_PATH", str(schemas))
+    monkeypatch.setenv("GGFMT_MAPPING_PATH", str(mappings))
+    return schemas, mappings
+
+
 def test_expressions_compute_over_fields() -> None:
     fields = {"n_embd": 32, "n_mult": 16, "past": 3, "ne": [4, 5], "model": {"n": 2}}
     assert Expression("((2*(4*n_embd)//3 + n_mult - 1)//n_mult)*n_mult")(fields.__getitem__) == 96
@@ -248,9 +258,7 @@ def test_expected_tensor_name_is_checked_not_only_its_length(tmp_path: Path) -> 
 
 
 def test_a_new_layout_converts_with_yaml_alone(tmp_path: Path, fmt: Fmt, monkeypatch: pytest.MonkeyPatch) -> None:
-    schemas, mappings = tmp_path / "schemas", tmp_path / "mappings"
-    schemas.mkdir()
-    mappings.mkdir()
+    schemas, mappings = search_paths(tmp_path, monkeypatch)
     write_schema(schemas, """
         meta: {id: toyw, imports: [tensor]}
         doc: A magic, a width, one tensor.
@@ -267,8 +275,6 @@ def test_a_new_layout_converts_with_yaml_alone(tmp_path: Path, fmt: Fmt, monkeyp
         tensors:
           - {from: weight, name: weight}
     """))
-    monkeypatch.setenv("GGFMT_SCHEMA_PATH", str(schemas))
-    monkeypatch.setenv("GGFMT_MAPPING_PATH", str(mappings))
     data = bytearray(b"TOYW" + struct.pack("<I", 3) + struct.pack("<4I", 1, 1, 0, 3) + b"w")
     data += b"\0" * (-len(data) % 32) + struct.pack("<3f", 1.0, 2.0, 3.0)
     source = tmp_path / "toy.bin"
@@ -332,9 +338,7 @@ def test_a_legacy_vocabulary_becomes_tokenizer_keys_in_a_table(tmp_path: Path, f
                                                                monkeypatch: pytest.MonkeyPatch) -> None:
     """A GGJT-style vocabulary (u32 length, text, f32 score per token) becomes tokenizer.ggml.tokens,
     scores and token_type through list comprehensions in a table: no Python, 3,000 tokens."""
-    schemas, mappings = tmp_path / "schemas", tmp_path / "mappings"
-    schemas.mkdir()
-    mappings.mkdir()
+    schemas, mappings = search_paths(tmp_path, monkeypatch)
     write_schema(schemas, """
         meta: {id: vocj, imports: [tensor]}
         doc: A GGJT-like file - magic, version, vocabulary, one tensor.
@@ -365,8 +369,6 @@ def test_a_legacy_vocabulary_becomes_tokenizer_keys_in_a_table(tmp_path: Path, f
         tensors:
           - {from: weight, name: token_embd.weight}
     """))
-    monkeypatch.setenv("GGFMT_SCHEMA_PATH", str(schemas))
-    monkeypatch.setenv("GGFMT_MAPPING_PATH", str(mappings))
     tokens = ["<unk>", "<s>", "</s>", ""] + [f"tok{i}\u00e9" for i in range(2996)]
     scores = [float(-i) / 4 for i in range(len(tokens))]
     data = bytearray(b"tjgg" + struct.pack("<II", 3, len(tokens)))
@@ -436,9 +438,7 @@ def test_repeat_until_and_size_to_the_end(tmp_path: Path) -> None:
 
 
 def test_parameters_are_typed_and_visible_to_tables(tmp_path: Path, fmt: Fmt, monkeypatch: pytest.MonkeyPatch) -> None:
-    schemas, mappings = tmp_path / "schemas", tmp_path / "mappings"
-    schemas.mkdir()
-    mappings.mkdir()
+    schemas, mappings = search_paths(tmp_path, monkeypatch)
     write_schema(schemas, """
         meta: {id: toyp, imports: [tensor]}
         params:
@@ -460,8 +460,6 @@ def test_parameters_are_typed_and_visible_to_tables(tmp_path: Path, fmt: Fmt, mo
         tensors:
           - {from: weight, name: token_embd.weight}
     """))
-    monkeypatch.setenv("GGFMT_SCHEMA_PATH", str(schemas))
-    monkeypatch.setenv("GGFMT_MAPPING_PATH", str(mappings))
     data = bytearray(b"TOYP" + struct.pack("<4I", 1, 1, 0, 4) + b"w")
     data += b"\0" * (-len(data) % 32) + struct.pack("<4f", 1.0, 2.0, 3.0, 4.0)
     source = tmp_path / "p.bin"
@@ -582,9 +580,7 @@ def test_a_type_inside_itself_in_every_case_is_refused_when_loaded(tmp_path: Pat
 
 
 def test_the_table_is_found_by_its_source_and_target(tmp_path: Path, fmt: Fmt, monkeypatch: pytest.MonkeyPatch) -> None:
-    schemas, mappings = tmp_path / "schemas", tmp_path / "mappings"
-    schemas.mkdir()
-    mappings.mkdir()
+    schemas, mappings = search_paths(tmp_path, monkeypatch)
     write_schema(schemas, """
         meta: {id: toys, imports: [tensor]}
         seq:
@@ -599,8 +595,6 @@ def test_the_table_is_found_by_its_source_and_target(tmp_path: Path, fmt: Fmt, m
         tensors:
           - {from: weight, gguf: TOKEN_EMBD}
     """))
-    monkeypatch.setenv("GGFMT_SCHEMA_PATH", str(schemas))
-    monkeypatch.setenv("GGFMT_MAPPING_PATH", str(mappings))
     data = bytearray(b"TOYS" + struct.pack("<4I", 1, 1, 0, 3) + b"w")
     data += b"\0" * (-len(data) % 32) + struct.pack("<3f", 1.0, 2.0, 3.0)
     source = tmp_path / "toy.bin"

@@ -28,8 +28,6 @@ from .errors import FormatError, SchemaError, UsageError
 from .resources import data_dirs
 
 BUNDLE_KEYS = {"id", "title", "doc", "recognise", "fields", "tensors", "checks", "output"}
-# the ggml type each safetensors dtype is written as when its bytes are copied unchanged
-GGML_OF_SAFETENSORS = {"F32": "f32", "F16": "f16", "BF16": "bf16"}
 
 
 @dataclass(frozen=True)
@@ -146,7 +144,7 @@ def read_bundle(bundle: Bundle, directory: Path, base: Path | None, *, convertin
         except ExpressionError as e:
             raise SchemaError(bundle.source, str(e)) from None
         if not holds:
-            shown = _field(fields, check)
+            shown = _checked_value(bundle, fields, check)
             raise FormatError(check.field, None, f"{shown!r}: {check.message}", str(directory / check.file))
     weights = directory / bundle.tensors
     tensors = _pickled_refs(weights) if bundle.tensors_kind == "pickle" else _safetensors_refs(weights)
@@ -162,11 +160,9 @@ def _safetensors_refs(weights: Path) -> list[Any]:
     from .ggml_types import type_id
     from .sources.weights import safetensors_index
 
-    tensors = []
-    for key, entry in safetensors_index(weights).items():
-        ggml = type_id(GGML_OF_SAFETENSORS[_safetensors_name(entry.stored, entry.read_as)])
-        tensors.append(TensorRef(key, key, ggml, tuple(reversed(entry.shape)), entry.begin, entry.end - entry.begin))
-    return tensors
+    return [TensorRef(key, key, type_id(entry.dtype.ggml), tuple(reversed(entry.shape)), entry.begin,
+                      entry.end - entry.begin)
+            for key, entry in safetensors_index(weights).items()]
 
 
 def _pickled_refs(weights: Path) -> list[Any]:
@@ -174,22 +170,16 @@ def _pickled_refs(weights: Path) -> list[Any]:
     from .document import TensorRef
     from .ggml_types import type_id
     from .sources import torchzip
-    from .sources.weights import check_tensor, load_pickle
+    from .sources.weights import checked_state_dict
+    from .weight_dtypes import BY_TORCH
 
-    state = load_pickle(weights, "a pickled state dict")
-    if not isinstance(state, dict):
-        raise FormatError("", None, "expected a dict of tensors (a state dict)", str(weights))
     tensors = []
-    for key, tensor in state.items():
-        if not isinstance(key, str):
-            raise FormatError("", None, f"a state dict's keys are names; this one has {key!r}", str(weights))
-        check_tensor(key, tensor, weights)
+    for key, tensor in checked_state_dict(weights, "a pickled state dict").items():
         if not isinstance(tensor, torchzip.TensorRef):
             raise FormatError(key, None, "is a tensor only torch reads (a legacy pickle); save it with a current "
                                          "torch.save to convert it through a table", str(weights))
-        ggml = type_id({"float32": "f32", "float16": "f16", "bfloat16": "bf16"}[tensor.dtype])
-        tensors.append(TensorRef(key, key, ggml, tuple(reversed(tensor.shape)), tensor.begin,
-                                 tensor.numel * torchzip.ITEM_SIZES[tensor.dtype]))
+        tensors.append(TensorRef(key, key, type_id(BY_TORCH[tensor.dtype].ggml), tuple(reversed(tensor.shape)),
+                                 tensor.begin, tensor.nbytes))
     return tensors
 
 
@@ -199,15 +189,8 @@ def _unknown(name: str) -> Any:
     raise ExpressionError(f"unknown name {name!r}")
 
 
-def _field(fields: Mapping[str, Any], check: Check) -> Any:
-    """The value a failed check is about (for the message), searched for in the JSON fields."""
-    for value in fields.values():
-        if isinstance(value, Mapping) and check.field in value:
-            return value[check.field]
-    return None
-
-
-def _safetensors_name(stored: Any, read_as: Any) -> str:
-    from .weight_dtypes import WEIGHT_DTYPES
-
-    return next(d.safetensors for d in WEIGHT_DTYPES if d.stored == stored and d.read_as == read_as)
+def _checked_value(bundle: Bundle, fields: Mapping[str, Any], check: Check) -> Any:
+    """The value a failed check is about (for the message): its field in the check's file."""
+    name = next((n for n, (file, origin) in bundle.fields.items() if file == check.file and origin == "input"), None)
+    value = fields.get(name) if name is not None else None
+    return value.get(check.field) if isinstance(value, Mapping) else None

@@ -99,9 +99,9 @@ def _cast_dtype(dtype: np.dtype[Any], to: Any) -> np.dtype[Any]:
 
 
 TRANSFORMS: dict[str, Transform] = {
-    "transpose": Transform(lambda a: transpose(a), _transpose_shape, doc="swap the two axes of a matrix"),
-    "rope_permute": Transform(lambda a, n: rope_permute(a, n), _rope_shape,
+    "transpose": Transform(transpose, _transpose_shape, doc="swap the two axes of a matrix"),
+    "rope_permute": Transform(rope_permute, _rope_shape,
                               doc="reorder the rows of n_head heads for rope, as llama.cpp's converter does"),
-    "scale": Transform(lambda a, f: scale(a, f), _scale_shape, doc="multiply by a number, in float32"),
-    "cast": Transform(lambda a, to: cast(a, to), lambda s, to: s, _cast_dtype, doc="convert to f32 or f16"),
+    "scale": Transform(scale, _scale_shape, doc="multiply by a number, in float32"),
+    "cast": Transform(cast, lambda s, to: s, _cast_dtype, doc="convert to f32 or f16"),
 }

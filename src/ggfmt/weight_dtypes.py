@@ -19,6 +19,7 @@ class WeightDtype:
     safetensors: str  # F32
     stored: np.dtype[Any]  # the bytes, as numpy reads them (little-endian)
     read_as: np.dtype[Any]  # what a reader gives
+    ggml: str  # the ggml type its bytes are, copied unchanged
 
     @property
     def itemsize(self) -> int:
@@ -26,9 +27,9 @@ class WeightDtype:
 
 
 WEIGHT_DTYPES = (
-    WeightDtype("float32", "F32", np.dtype("<f4"), np.dtype(np.float32)),
-    WeightDtype("float16", "F16", np.dtype("<f2"), np.dtype(np.float16)),
-    WeightDtype("bfloat16", "BF16", np.dtype("<u2"), np.dtype(np.float32)),
+    WeightDtype("float32", "F32", np.dtype("<f4"), np.dtype(np.float32), "f32"),
+    WeightDtype("float16", "F16", np.dtype("<f2"), np.dtype(np.float16), "f16"),
+    WeightDtype("bfloat16", "BF16", np.dtype("<u2"), np.dtype(np.float32), "bf16"),
 )
 BY_TORCH = {d.torch: d for d in WEIGHT_DTYPES}
 BY_SAFETENSORS = {d.safetensors: d for d in WEIGHT_DTYPES}

@@ -159,15 +159,14 @@ def _matched(ref: TensorRef, matchers: list[tuple[MatchEntry, list[Scope]]], doc
 
 def _transformed(ref: TensorRef, name: str, entry: MatchEntry, scopes: list[Scope], doc: Document) -> OutputTensor:
     """``ref`` as ``name``, through the entry's transforms (applied when it is written)."""
-    import numpy as np
 
     from ..tensors import ArraySource
-    from ..transforms import GGML_TYPE_OF_DTYPE, TRANSFORMS, from_bytes
+    from ..transforms import DTYPE_OF_GGML_TYPE, GGML_TYPE_OF_DTYPE, TRANSFORMS, from_bytes
 
     source = FileSlice(doc.source, ref.offset, ref.nbytes)
     if not entry.transforms:
         return OutputTensor(name, ref.ne, ref.ggml_type, source)
-    dtype = np.dtype(np.float32) if ref.ggml_type == 0 else np.dtype(np.float16) if ref.ggml_type == 1 else None
+    dtype = DTYPE_OF_GGML_TYPE.get(ref.ggml_type)
     if dtype is None:
         raise FormatError(ref.path, ref.offset, f"{ref.name} is {ref.type_name}; transforms apply to f32 and f16 "
                                                 "tensors", str(doc.source))

@@ -15,7 +15,7 @@ import construct as cs
 
 from ..errors import SchemaError
 from .constructs import (
-    PRIMITIVE_DTYPES,
+    PRIMITIVE_CODES,
     AlignTo,
     ChooseBySize,
     Field,
@@ -319,7 +319,7 @@ class Namespace:
             valid=_validation(spec.get("valid"), where) if "valid" in spec else None,
             contents=contents,
             rebuild=_expr(spec["rebuild"], f"{where}, rebuild") if "rebuild" in spec else None,
-            bulk_dtype=PRIMITIVE_DTYPES.get(subcon) if isinstance(type_spec, str) and type_spec in PRIMITIVES else None,
+            bulk_code=PRIMITIVE_CODES.get(subcon) if isinstance(type_spec, str) and type_spec in PRIMITIVES else None,
         )]
 
     def _compile_switch(self, spec: Mapping[str, Any], where: str) -> cs.Construct:

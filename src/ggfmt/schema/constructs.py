@@ -296,10 +296,10 @@ class Field(cs.Construct):  # type: ignore[misc]
         valid: list[Validation] | None = None,
         contents: bytes | None = None,
         rebuild: Expression | None = None,
-        bulk_dtype: str | None = None,
+        bulk_code: str | None = None,
     ) -> None:
         super().__init__()
-        self.bulk_dtype = bulk_dtype  # code of a primitive (PRIMITIVE_DTYPES): a repeat is read in one call
+        self.bulk_code = bulk_code  # code of a primitive (PRIMITIVE_CODES): a repeat is read in one call
         self.name = name  # what Struct files the value under (instead of a Renamed wrapper)
         self.field_name = name
         self.subcon = subcon
@@ -404,10 +404,10 @@ class Field(cs.Construct):  # type: ignore[misc]
         return self.subcon.cases.get(key, self.subcon.default) if key is not UNKNOWN else None
 
     def _bulk(self, context: Any, path: str, offset: int) -> str | None:
-        """The primitive's code (PRIMITIVE_DTYPES) when every element is the same primitive."""
-        if self.bulk_dtype is not None:
-            return self.bulk_dtype
-        return PRIMITIVE_DTYPES.get(self._element(context, path, offset))
+        """The primitive's code (PRIMITIVE_CODES) when every element is the same primitive."""
+        if self.bulk_code is not None:
+            return self.bulk_code
+        return PRIMITIVE_CODES.get(self._element(context, path, offset))
 
     def _read_bulk(self, stream: Any, code: str, count: int, path: str, offset: int) -> Any:
         """``count`` primitives in one read and one conversion instead of one Construct call each;
@@ -787,11 +787,11 @@ class WithArgs(cs.Subconstruct):  # type: ignore[misc]
 
 # each primitive's construct and its code (the array module's, struct's for f16), for repeats
 # read in one call
-PRIMITIVE_DTYPES: dict[Any, str] = {
+PRIMITIVE_CODES: dict[Any, str] = {
     cs.Int8ul: "B", cs.Int16ul: "H", cs.Int32ul: "I", cs.Int64ul: "Q", cs.Int8sl: "b", cs.Int16sl: "h",
     cs.Int32sl: "i", cs.Int64sl: "q", cs.Float16l: "e", cs.Float32l: "f", cs.Float64l: "d",
 }
-assert all(array.array(c).itemsize == struct.calcsize("<" + c) for c in PRIMITIVE_DTYPES.values() if c != "e")
+assert all(array.array(c).itemsize == struct.calcsize("<" + c) for c in PRIMITIVE_CODES.values() if c != "e")
 
 
 class SwitchOn(cs.Construct):  # type: ignore[misc]

@@ -28,8 +28,7 @@ from ..errors import FormatError, SchemaError, UsageError
 from ..mapping import load_mapping
 from ..schema.expr import Expression, ExpressionError
 from ..text import escape
-from . import weights as weights_module
-from .weights import WeightsFile, check_tensor, load_pickle, pickled_weights, read_json
+from .weights import WeightsFile, check_tensor, load_pickle, pickled_weights, read_json, row_blocks
 
 NAME_TABLE = "gemma-hf"
 DTYPES = tuple(SAFETENSORS_DTYPES)  # what --dtype accepts: float32, float16, bfloat16
@@ -261,12 +260,10 @@ def _output(name: str, weights: WeightsFile, key: str, rows: tuple[int, int] | N
     shape = weights.info(key).shape
     begin, end = rows if rows is not None else (0, shape[0])
     shape = (end - begin, *shape[1:])
-    row_bytes = max(1, int(np.prod(shape[1:])) * 4)
-    step = max(1, weights_module.ROW_BLOCK_BYTES // row_bytes)
 
     def blocks() -> Iterator[np.ndarray[Any, Any]]:
         # Read (and converted) only now, when the writer gets to it, a block of rows at a time.
-        for start in range(begin, end, step):
-            yield to_output(weights.load_rows(key, start, min(start + step, end)), dtype)
+        for block in row_blocks(weights, key, (begin, end)):
+            yield to_output(block, dtype)
 
     return SafetensorsTensor(name, SAFETENSORS_DTYPES[dtype], shape, blocks)

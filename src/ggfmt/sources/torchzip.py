@@ -90,6 +90,10 @@ class TensorRef:
         return True
 
     @property
+    def nbytes(self) -> int:
+        return self.numel * ITEM_SIZES[self.dtype]
+
+    @property
     def begin(self) -> int:
         """Absolute offset of the tensor's first byte."""
         return self.record_begin + self.storage_offset * ITEM_SIZES[self.dtype]

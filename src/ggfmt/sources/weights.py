@@ -29,7 +29,7 @@ import numpy as np
 from ..environment import TORCH_INSTALL
 from ..errors import FormatError, UsageError
 from ..inputs import note_input
-from ..weight_dtypes import BY_SAFETENSORS, BY_TORCH
+from ..weight_dtypes import BY_SAFETENSORS, BY_TORCH, WeightDtype
 from .torchzip import RefusedGlobal, TensorRef, UnreadTensor, read_torch_zip
 
 # A safetensors header larger than this is refused (the safetensors library's own limit).
@@ -92,8 +92,7 @@ def read_json(path: Path) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class _Entry:
-    stored: np.dtype[Any]
-    read_as: np.dtype[Any]
+    dtype: WeightDtype
     shape: tuple[int, ...]
     begin: int  # absolute offsets in the file
     end: int
@@ -146,11 +145,11 @@ def _entry(key: str, entry: Any, data_start: int, data_size: int, file: str) -> 
             or not all(isinstance(n, int) and not isinstance(n, bool) for n in offsets)
             or not 0 <= offsets[0] <= offsets[1] <= data_size):
         raise bad(f"data_offsets {offsets!r}: expected [begin, end] within the {data_size} bytes of data")
-    stored, read_as = BY_SAFETENSORS[dtype].stored, BY_SAFETENSORS[dtype].read_as
-    nbytes = math.prod(shape) * stored.itemsize
+    weight_dtype = BY_SAFETENSORS[dtype]
+    nbytes = math.prod(shape) * weight_dtype.itemsize
     if offsets[1] - offsets[0] != nbytes:
         raise bad(f"shape {shape} in {dtype} is {nbytes} bytes, data_offsets {offsets} hold {offsets[1] - offsets[0]}")
-    return _Entry(stored, read_as, tuple(shape), data_start + offsets[0], data_start + offsets[1])
+    return _Entry(weight_dtype, tuple(shape), data_start + offsets[0], data_start + offsets[1])
 
 
 def _safetensors(path: Path) -> WeightsFile:
@@ -158,11 +157,11 @@ def _safetensors(path: Path) -> WeightsFile:
 
     def info(key: str) -> TensorInfo:
         entry = index[key]
-        return TensorInfo(entry.shape, entry.read_as)
+        return TensorInfo(entry.shape, entry.dtype.read_as)
 
     def load_rows(key: str, start: int, stop: int) -> np.ndarray[Any, Any]:
         entry = index[key]
-        return _read_rows(path, key, entry.stored, entry.shape, entry.begin, start, stop)
+        return _read_rows(path, key, entry.dtype.stored, entry.shape, entry.begin, start, stop)
 
     def load(key: str) -> np.ndarray[Any, Any]:
         entry = index[key]
@@ -326,6 +325,11 @@ def _check_ref(ref: TensorRef, bad: Callable[[str], FormatError]) -> None:
 
 
 def _pickle(path: Path, what: str) -> WeightsFile:
+    return pickled_weights(path, checked_state_dict(path, what))
+
+
+def checked_state_dict(path: Path, what: str) -> dict[str, Any]:
+    """A pickled state dict whose keys are names and whose tensors are all readable."""
     state = load_pickle(path, what)
     if not isinstance(state, dict):
         raise FormatError("", None, "expected a dict of tensors (a state dict)", str(path))
@@ -333,7 +337,7 @@ def _pickle(path: Path, what: str) -> WeightsFile:
         if not isinstance(key, str):
             raise FormatError("", None, f"a state dict's keys are names; this one has {key!r}", str(path))
         check_tensor(key, tensor, path)
-    return pickled_weights(path, state)
+    return state
 
 
 def pickled_weights(path: Path, state: dict[str, Any]) -> WeightsFile:
@@ -399,14 +403,15 @@ def _read_rows(path: Path, key: str, stored: np.dtype[Any], shape: tuple[int, ..
 ROW_BLOCK_BYTES = 2 << 20  # a block of rows converted at a time: memory stays flat, calls stay few
 
 
-def row_blocks(weights: WeightsFile, key: str, max_bytes: int | None = None) -> Iterator[np.ndarray[Any, Any]]:
-    """A tensor as consecutive blocks of rows of at most about ``max_bytes`` each (read as f32 or f16)."""
-    max_bytes = ROW_BLOCK_BYTES if max_bytes is None else max_bytes
+def row_blocks(weights: WeightsFile, key: str, rows: tuple[int, int] | None = None) -> Iterator[np.ndarray[Any, Any]]:
+    """A tensor (or its rows [begin, end)) as consecutive blocks of rows of at most about
+    ROW_BLOCK_BYTES each, read as f32 or f16."""
     info = weights.info(key)
     if not info.shape:
         yield weights.load(key)
         return
+    begin, end = rows if rows is not None else (0, info.shape[0])
     row = max(1, math.prod(info.shape[1:]) * info.dtype.itemsize)
-    step = max(1, max_bytes // row)
-    for start in range(0, info.shape[0], step):
-        yield weights.load_rows(key, start, min(start + step, info.shape[0]))
+    step = max(1, ROW_BLOCK_BYTES // row)
+    for start in range(begin, end, step):
+        yield weights.load_rows(key, start, min(start + step, end))
