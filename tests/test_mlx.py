@@ -130,3 +130,17 @@ def test_a_pickled_adapter_converts_through_a_declared_bundle_and_a_table(tmp_pa
     _, tensors = gguf_content(FIXTURES / "peft" / "lora.ref.gguf")
     reference = {name: (kind, ne, data) for name, kind, ne, data in tensors}
     assert ours == reference
+
+
+def test_dry_run_lists_what_would_be_written_and_writes_nothing(tmp_path: Path, fmt: Fmt) -> None:
+    adapter = mlx_copy(tmp_path)
+    result = fmt("to-gguf", adapter, "--base", BASE, "--dry-run")
+    assert result.code == 0, result.err
+    lines = result.out.splitlines()
+    assert lines[0].startswith(f"would write {adapter / 'ggml-adapter-model.gguf'}")
+    assert "28 tensors, 5 keys" in lines[0]
+    keys = lines[lines.index("keys:") + 1:lines.index("tensors:") - 1]
+    assert [line.split()[0] for line in keys][:2] == ["general.architecture", "general.type"]
+    assert len({line.index(line.split()[1]) for line in keys}) == 1  # the type column lines up
+    assert "blk.0.attn_q.weight.lora_b" in result.out
+    assert sorted(p.name for p in adapter.iterdir()) == ["adapter_config.json", "adapters.safetensors"]

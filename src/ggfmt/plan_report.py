@@ -36,10 +36,11 @@ def _table(header: tuple[str, ...], rows: Sequence[tuple[Any, ...]], right: set[
 def describe_gguf_plan(plan: Any, target: Path, description: str) -> str:
     """Keys with their types and values, then every tensor: name, type, ne, bytes."""
     lines = [f"would write {target} ({description}): {len(plan.tensors)} tensors, {len(plan.metadata) + 1} keys, "
-             f"{plan.payload_bytes:,} bytes of tensor data", "", "keys:",
-             f"  general.architecture  string  {plan.architecture!r}"]
-    width = max((len(m.key) for m in plan.metadata), default=0)
-    lines += [f"  {m.key:<{max(width, 20)}}  {m.value_type:<7} {_value(m.value)}" for m in plan.metadata]
+             f"{plan.payload_bytes:,} bytes of tensor data", "", "keys:"]
+    keys = [("general.architecture", "string", repr(plan.architecture)),  # written by the GGUF writer itself
+            *((m.key, m.value_type, _value(m.value)) for m in plan.metadata)]
+    widths = [max(len(row[i]) for row in keys) for i in (0, 1)]
+    lines += [f"  {key:<{widths[0]}}  {kind:<{widths[1]}}  {value}" for key, kind, value in keys]
     lines += ["", "tensors:"]
     rows = [(t.name, type_name(t.ggml_type), " x ".join(map(str, t.ne)), f"{t.nbytes:,}")
             for t in plan.tensors]
