@@ -134,7 +134,7 @@ def read_bundle(bundle: Bundle, directory: Path, base: Path | None, *, convertin
             if base is None and not converting:
                 continue
             if base is None:
-                raise UsageError(f"{directory}: a {bundle.title} needs its base model's {file}: pass --base DIR")
+                raise UsageError(f"{directory}: this {bundle.title} needs its base model's {file}: pass --base DIR")
             fields[name] = read_json(base / file)
         else:
             fields[name] = read_json(directory / file)

@@ -293,7 +293,7 @@ def _parse_directory(args: argparse.Namespace) -> Any:
         raise UsageError(f"{args.file}: a directory, and not one of the layouts declared in bundles/ (fmt parse reads "
                          "files; fmt to-gguf converts PEFT and CLIP directories)")
     if args.schema is not None or _parameters(args):
-        raise UsageError(f"{args.file}: a {bundle.title} is read by its bundle declaration, not by a schema")
+        raise UsageError(f"{args.file}: this {bundle.title} is read by its bundle declaration, not by a schema")
     # Shown as it is: fields that come from the base model only when --base names it, no checks.
     return read_bundle(bundle, args.file, args.base, converting=False)
 

@@ -83,7 +83,7 @@ def _plan_to_gguf(source: Path, *, schema: str | None, params: Mapping[str, Any]
         bundle = recognise(source)  # a directory layout declared in bundles/ (told apart by data)
         if bundle is not None:
             if schema or params or arch or clip is not None:
-                raise UsageError(f"{source}: a {bundle.title} takes --base, --mapping and --outtype, not "
+                raise UsageError(f"{source}: this {bundle.title} takes --base, --mapping and --outtype, not "
                                  "--schema, --arch, schema parameters or the CLIP options")
             return _bundle_to_gguf(bundle, source, base, mapping, outtype)
         if schema or params or mapping or arch:
