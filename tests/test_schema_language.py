@@ -12,7 +12,7 @@ import gguf
 import pytest
 
 import ggfmt
-from conftest import GENUINE, SYNTH, Fmt, assert_clean_failure
+from conftest import GENUINE, SYNTH, Fmt, Result, assert_clean_failure
 from ggfmt.engine import build, with_payloads_from
 from ggfmt.errors import FormatError, SchemaError
 from ggfmt.schema import load_schema
@@ -45,9 +45,23 @@ def test_expressions_compute_over_fields() -> None:
     assert Expression(["model.n", 7])(fields.__getitem__) == [2, 7]
 
 
+def test_strings_are_sliced_joined_and_named_tensors_recognised() -> None:
+    fields = {"name": "blk.3.attn_q.weight.loraA", "names": ["a", "b", "c", "d"], "n": 2}
+    assert Expression("name[:-6]")(fields.__getitem__) == "blk.3.attn_q.weight"
+    assert Expression("join(', ', names[:n]) + (', ...' if len(names) > n else '')")(fields.__getitem__) == "a, b, ..."
+    assert Expression("names[::-1][0]")(fields.__getitem__) == "d"
+    assert Expression("model_tensor(name[:-6], 'llama')")(fields.__getitem__) is True
+    assert Expression("model_tensor('blk.03.attn_q.weight', 'llama')")(fields.__getitem__) is False
+    assert Expression("model_tensor('v.blk.0.attn_q.weight', 'llama')")(fields.__getitem__) is False
+    for failing in ("name['a':]", "n[1:]", "join(', ', [1, 2])", "join(',', [name] * 60000)",
+                    "model_tensor('x', 'no-such-architecture')"):
+        with pytest.raises(ExpressionError):
+            Expression(failing)(fields.__getitem__)
+
+
 @pytest.mark.parametrize("hostile", [
     "__import__('os').system('touch pwned')", "open('/etc/passwd')", "(lambda: 1)()", "n.__class__",
-    "_secret", "getattr(n, 'x')", "[x for x in n for y in n]", "n[0:2]", "2 ** 1000000", "f'{n}'",
+    "_secret", "getattr(n, 'x')", "[x for x in n for y in n]", "n[0:2:x.__len__]", "2 ** 1000000", "f'{n}'",
 ])
 def test_hostile_expressions_are_refused(hostile: str) -> None:
     with pytest.raises(ExpressionError):
@@ -605,3 +619,56 @@ def test_the_table_is_found_by_its_source_and_target(tmp_path: Path, fmt: Fmt, m
     (mappings / "any-name-at-all.yaml").unlink()
     line = assert_clean_failure(fmt("to-gguf", source, "-o", tmp_path / "toy2.gguf"))
     assert "no mapping table with source: toys and target: gguf" in line
+
+
+def test_tables_check_pair_order_and_warn(tmp_path: Path, fmt: Fmt, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`require`, `checks`, `warnings`, `order`, `tensor_values`, `{name:any}` and `arch_option`, in a
+    table written here over the genuine ggla adapter (loraA/loraB pairs, header r 4)."""
+    _, mappings = search_paths(tmp_path, monkeypatch)
+    table = """
+        architecture: llama
+        arch_option: ARCH_OPTION
+        values: {n_pairs: "len(input_tensors) // 2"}
+        tensor_values: {base: "tensor.name[:-6]"}
+        require:
+          - {expr: "REQUIRE", message: "{base} fails the requirement"}
+        checks:
+          - {expr: "r == R", field: r, message: "r is {r}"}
+        warnings:
+          - {when: "n_pairs > 20", message: "{n_pairs} pairs"}
+        order: "[0 - tensor.index]"
+        metadata: []
+        tensors:
+          - {match: "blk.{bid}.{module}.weight.lora{ab:any}", name: "b{bid}.{module}.{ab}"}
+          - {match: "{other:any}", name: "{other}"}
+    """
+
+    written: list[str] = []
+
+    def write(**values: object) -> None:
+        text = textwrap.dedent(table)
+        for key, value in values.items():
+            text = text.replace(key, str(value))
+        written.append(f"pairs{len(written)}")  # a new name each time: tables are read once per process
+        (mappings / f"{written[-1]}.yaml").write_text(text)
+
+    def run(*extra: object) -> Result:
+        return fmt("to-gguf", GENUINE / "ggla-finetune.bin", "--mapping", written[-1], "-o", tmp_path / "o.gguf",
+                   "--force", *extra)
+
+    write(ARCH_OPTION="false", REQUIRE="True", R=4)
+    result = run()
+    assert result.code == 0, result.err
+    assert result.err == "fmt: warning: 21 pairs\n"
+    names = [t.name for t in gguf.GGUFReader(tmp_path / "o.gguf").tensors]
+    assert names[0] == "b1.ffn_up.B" and names[-1] == "token_embd.weight.loraA" and len(names) == 42
+    assert "applies to conversions whose table allows it" in assert_clean_failure(run("--arch", "gemma"))
+    assert "b1.ffn_up.B" in {t.name for t in gguf.GGUFReader(tmp_path / "o.gguf").tensors}  # kept as it was
+    write(ARCH_OPTION="true", REQUIRE="True", R=4)
+    assert run("--arch", "gemma").code == 0
+    assert "not an architecture gguf-py knows" in assert_clean_failure(run("--arch", "nonesuch"))
+    write(ARCH_OPTION="false", REQUIRE="tensor.index != 24", R=4)
+    line = assert_clean_failure(run())
+    assert "tensors[24]" in line and "blk.1.attn_norm.weight fails the requirement" in line
+    write(ARCH_OPTION="false", REQUIRE="True", R=5)
+    assert "field r at byte 8: r is 4" in assert_clean_failure(run())

@@ -9,26 +9,21 @@ architectures, which rows are rope-permuted), ``lora-gguf`` (the adapter keys) a
 
 from __future__ import annotations
 
-import re
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from . import transforms
-from .document import Document
-from .emit.gguf import MAX_TENSOR_NAME, GGUFPlan, MetadataValue, OutputTensor, resolve_metadata
-from .errors import FormatError, SchemaError, UsageError
+from .errors import FormatError
 from .inputs import note_input
-from .mapping import MappingTable, gguf_tensor_name, load_mapping
+from .mapping import load_mapping
+from .plan import GGUFPlan, MetadataValue, OutputTensor, resolve_metadata
 from .sources.hf_config import BaseModel
 from .sources.peft import PeftAdapter, check_convertible
-from .tensors import ArraySource, FileSlice, PayloadSource
+from .tensors import ArraySource
 
 LORA_KEYS = "lora-gguf"
-GGLA_RULES = "ggla-gguf"
 
 
 def _ggml_type(dtype: np.dtype[Any]) -> int:
@@ -138,133 +133,3 @@ def model_card_metadata(directory: Path) -> list[MetadataValue]:
     if isinstance(card.languages, list):
         add(keys.LANGUAGES, "string[]", [str(t) for t in card.languages])
     return out
-
-
-# -- ggla -> GGUF ------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class GglaConversion:
-    plan: GGUFPlan
-    warnings: list[str]
-
-
-def _matcher(symbols: list[str]) -> re.Pattern[str]:
-    names = [re.escape(gguf_tensor_name(s, GGLA_RULES)).replace(r"\{bid\}", r"\d+") for s in symbols]
-    return re.compile(r"(?:" + "|".join(names) + r")\.weight")
-
-
-def ggla_to_gguf(doc: Document, architecture: str, table: MappingTable | None = None) -> GglaConversion:
-    """A GGUF adapter that means in current llama.cpp what the ggla meant in 2023's
-    (``table``: the ``ggla-gguf`` rules unless another table is given)."""
-    table = table if table is not None else load_mapping(GGLA_RULES)
-    rules = table.rules
-    for needed in ("suffixes", "flipped", "one_dimensional"):
-        if not isinstance(rules.get(needed), dict | list):
-            raise SchemaError(table.name, f"`rules` needs `{needed}` (see mappings/ggla-gguf.yaml)")
-    suffixes: dict[str, str] = dict(rules["suffixes"])
-    flipped = _matcher(list(rules["flipped"]))
-    one_dimensional = _matcher(list(rules["one_dimensional"]))
-    header_r = int(doc.fields["r"])
-    source = str(doc.source)
-
-    pairs: dict[str, dict[str, Any]] = {}
-    for ref in doc.tensors:
-        base, _, suffix = ref.name.rpartition(".")
-        if suffix not in suffixes:
-            raise FormatError(f"{ref.path}.name", None, f"{ref.name!r} does not end in "
-                                                        f"{' or '.join('.' + s for s in suffixes)}", source)
-        if suffix in pairs.setdefault(base, {}):
-            raise FormatError(f"{ref.path}.name", None, f"{ref.name!r} appears twice", source)
-        pairs[base][suffix] = ref
-    _check_ggla_names(pairs, architecture, source)
-    for pair in pairs.values():
-        for ref in pair.values():
-            if 0 in ref.ne:
-                raise FormatError(ref.path, ref.offset, f"{ref.name} has a zero dimension (ne {list(ref.ne)}): "
-                                                        "a factor without elements", source)
-    ranks = [ref.ne[0] for pair in pairs.values() for ref in pair.values() if len(ref.ne) == 2]
-    if ranks and header_r > max(ranks):
-        raise FormatError("r", doc.offset_of("r"), f"{header_r} is larger than every tensor's rank (at most "
-                                                   f"{max(ranks)}): 2023's llama.cpp scaled each factor by "
-                                                   "alpha / r, which would make this adapter a no-op", source)
-    tensors: list[OutputTensor] = []
-    norms = []
-    for base, pair in pairs.items():
-        missing = [s for s in suffixes if s not in pair]
-        if missing:
-            present = next(iter(pair.values()))
-            raise FormatError(f"{present.path}.name", present.offset, f"{present.name} has no {base}.{missing[0]} "
-                                                                      "to pair with", source)
-        a, b = pair["loraA"], pair["loraB"]
-        if len(a.ne) != 2 or len(b.ne) != 2 or a.ne[0] != b.ne[0]:
-            raise FormatError(b.path, b.offset, f"{base}: loraA ne {list(a.ne)} and loraB ne {list(b.ne)} do not "
-                                                "share a rank ne[0]", source)
-        rank = a.ne[0]
-        factor = rank / header_r  # 2023 scaled by alpha / header r, current llama.cpp by alpha / own rank
-        if one_dimensional.fullmatch(base):
-            norms.append(base)
-        lora_a: PayloadSource
-        if flipped.fullmatch(base):
-            # Current llama.cpp reads token_embd's A and B the other way round: swap, no transpose.
-            lora_a, lora_b = _slice(doc, b), _rescaled(doc, a, factor)
-            a_ne, b_ne, a_type, b_type = b.ne, a.ne, b.ggml_type, a.ggml_type
-        else:
-            lora_a = ArraySource(_transposed(doc, a), a.nbytes)
-            lora_b = _rescaled(doc, b, factor)
-            a_ne, b_ne, a_type, b_type = (a.ne[1], a.ne[0]), b.ne, a.ggml_type, b.ggml_type
-        tensors.append(OutputTensor(f"{base}.{suffixes['loraA']}", tuple(a_ne), a_type, lora_a))
-        tensors.append(OutputTensor(f"{base}.{suffixes['loraB']}", tuple(b_ne), b_type, lora_b))
-    if not tensors:
-        raise FormatError("tensors", doc.offset_of("tensors"), "the adapter holds no tensors", source)
-    metadata = resolve_metadata(table, [{"lora_alpha": doc.fields["lora_alpha"]}], architecture, source)
-    warnings = []
-    if norms:
-        warnings.append(f"{len(norms)} adapters of 1-D tensors kept ({', '.join(norms[:3])}"
-                        f"{', ...' if len(norms) > 3 else ''}): current llama.cpp applies them when merging "
-                        "(llama-export-lora) but not at inference")
-    return GglaConversion(GGUFPlan(architecture, metadata, tensors), warnings)
-
-
-def _transposed(doc: Document, ref: Any) -> Callable[[], np.ndarray[Any, Any]]:
-    return lambda: transforms.transpose(_array(doc, ref))
-
-
-def _slice(doc: Document, ref: Any) -> FileSlice:
-    return FileSlice(doc.source, ref.offset, ref.nbytes)
-
-
-def _array(doc: Document, ref: Any) -> np.ndarray[Any, Any]:
-    return transforms.from_bytes(_slice(doc, ref).read(), ref.ggml_type, ref.ne)
-
-
-def _rescaled(doc: Document, ref: Any, factor: float) -> PayloadSource:
-    if factor == 1:
-        return _slice(doc, ref)
-    return ArraySource(lambda: transforms.scale(_array(doc, ref), factor), ref.nbytes)
-
-
-def _check_ggla_names(pairs: dict[str, dict[str, Any]], architecture: str, source: str) -> None:
-    """Every adapted tensor is one of the architecture's (gguf-py's names), as current llama.cpp
-    requires of an adapter; its name fits ggml's 63 bytes."""
-    import gguf
-
-    arch = next(a for a, n in gguf.MODEL_ARCH_NAMES.items() if n == architecture)
-    known = re.compile("(?:" + "|".join(re.escape(gguf.TENSOR_NAMES[t]).replace(r"\{bid\}", "(?:0|[1-9][0-9]{0,5})")
-                                for t in gguf.MODEL_TENSORS[arch]) + r")\.weight")
-    for base, pair in pairs.items():
-        ref = next(iter(pair.values()))
-        if len(ref.name.encode()) > MAX_TENSOR_NAME:
-            raise FormatError(f"{ref.path}.name", ref.offset, f"{ref.name[:40]!r}... is longer than the 63 bytes "
-                                                              "a ggml tensor name can have", source)
-        if not known.fullmatch(base):
-            raise FormatError(f"{ref.path}.name", ref.offset, f"{base!r} is not a tensor of a {architecture} "
-                                                              "model (gguf-py's names), so no model can take "
-                                                              "this adapter (choose another with --arch)", source)
-
-
-def check_architecture(name: str) -> str:
-    import gguf
-
-    if name not in {str(n) for n in gguf.MODEL_ARCH_NAMES.values()}:
-        raise UsageError(f"--arch {name}: not an architecture gguf-py knows (for example llama)")
-    return name

@@ -145,7 +145,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--base", type=Path, metavar="HF_MODEL_DIR",
                    help="PEFT adapters: the base model's directory; only its config.json is read "
                         "(default: base_model_name_or_path when it is a local directory)")
-    p.add_argument("--arch", metavar="NAME", help="ggla adapters: architecture of the base model (default: llama)")
+    p.add_argument("--arch", metavar="NAME", help="the base model's architecture, where the conversion lets it "
+                                                  "be chosen (ggla adapters; default: llama)")
     clip = p.add_argument_group("CLIP models (a directory with config.json, vocab.json, model.safetensors)")
     towers = clip.add_mutually_exclusive_group()
     towers.add_argument("--text-only", action="store_true", help="the text encoder only (text-model-*.gguf)")

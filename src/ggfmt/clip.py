@@ -15,9 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from .emit.gguf import GGUFPlan, OutputTensor, resolve_metadata
 from .errors import FormatError, UsageError
 from .mapping import load_mapping
+from .plan import GGUFPlan, OutputTensor, resolve_metadata
 from .sources.weights import WeightsFile, read_json, read_weights, row_blocks
 from .tensors import BlocksSource
 from .transforms import GGML_TYPE_OF_DTYPE

@@ -2,8 +2,7 @@
 
 A directory holding ``adapter_config.json`` is a PEFT adapter, one whose config.json says
 CLIP is a CLIP model; a file is parsed through its schema and converted through its mapping
-table ``<schema>-gguf``: by the table's entries, or by the converter the table names (the
-ggla table names ``lora-adapter``, whose rules are more than a list of entries).
+table (the one whose ``source:`` and ``target:`` say so).
 """
 
 from __future__ import annotations
@@ -13,11 +12,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import SchemaError, UsageError
+from .errors import UsageError
 
 if TYPE_CHECKING:  # not at run time: the CLIP converter imports numpy, which a checkpoint's plan does not need
     from .clip import ClipOptions
-    from .emit.gguf import GGUFPlan
+    from .mapping import MappingTable
+    from .plan import GGUFPlan
 
 PEFT_OUTPUT = "ggml-adapter-model"  # the file name convert-lora-to-ggml.py chose, in the adapter directory
 
@@ -66,7 +66,7 @@ def to_gguf(source: Path, *, schema: str | None = None, params: Mapping[str, Any
             mapping: str | None = None, base: Path | None = None, arch: str | None = None,
             clip: ClipOptions | None = None, outtype: str | None = None) -> GGUFConversion:
     """The GGUF that ``source`` (a file or a model or adapter directory) becomes, planned, not written."""
-    from .emit.gguf import check_plan
+    from .plan import check_plan
 
     conversion = _plan_to_gguf(source, schema=schema, params=params, mapping=mapping, base=base, arch=arch,
                                clip=clip, outtype=outtype)
@@ -113,35 +113,38 @@ def _plan_to_gguf(source: Path, *, schema: str | None, params: Mapping[str, Any]
     from .engine import parse
 
     doc = parse(source, schema, params)
-    from .emit.gguf import plan_gguf
     from .mapping import load_mapping, table_for
+    from .plan import plan_gguf
 
     found = mapping or table_for(doc.schema.id, "gguf")  # the table whose source/target say it converts these
     if found is None:
         raise UsageError(f"{source}: ggfmt has no GGUF conversion for {doc.schema.id} files (no mapping table with "
                          f"source: {doc.schema.id} and target: gguf); `fmt parse` still shows what is inside")
-    name = found
-    table = load_mapping(name)
-    if table.converter == "lora-adapter":
-        from .adapters import check_architecture, ggla_to_gguf
+    table = load_mapping(found)
+    plan = plan_gguf(doc, table, _architecture(arch, table))
+    return _retyped(GGUFConversion(plan, f"{doc.schema.id} -> GGUF via {found}", list(plan.warnings)), outtype, found)
 
-        converted = ggla_to_gguf(doc, check_architecture(arch or "llama"), table)
-        return _retyped(GGUFConversion(converted.plan, f"{doc.schema.id} -> GGUF LoRA adapter", converted.warnings),
-                        outtype, name)
-    if table.converter is not None:
-        raise SchemaError(name, f"`converter: {table.converter}` is not a converter ggfmt has (it has lora-adapter)")
-    if arch is not None:
-        raise UsageError("--arch applies to ggla adapters only")
-    plan = plan_gguf(doc, table)
-    return _retyped(GGUFConversion(plan, f"{doc.schema.id} -> GGUF via {name}", list(plan.warnings)), outtype, name)
+
+def _architecture(arch: str | None, table: MappingTable) -> str | None:
+    """``--arch``, for the conversions whose table lets it name the architecture."""
+    from .ggml_types import architectures
+
+    if arch is None:
+        return None
+    if not table.arch_option:
+        raise UsageError(f"--arch applies to conversions whose table allows it (such as ggla adapters), not to "
+                         f"{table.name}")
+    if arch not in architectures():
+        raise UsageError(f"--arch {arch}: not an architecture gguf-py knows (for example llama)")
+    return arch
 
 
 def _bundle_to_gguf(bundle: Any, directory: Path, base: Path | None, mapping: str | None,
                     outtype: str | None) -> GGUFConversion:
     """A declared directory layout through its table (``<bundle id>-gguf``, or ``--mapping``)."""
     from .bundles import read_bundle
-    from .emit.gguf import plan_gguf
     from .mapping import load_mapping, table_for
+    from .plan import plan_gguf
 
     doc = read_bundle(bundle, directory, base)
     name = mapping or table_for(bundle.id, "gguf")

@@ -15,6 +15,7 @@ from __future__ import annotations
 import importlib.util
 import math
 import os
+import re
 import sys
 from collections.abc import Sequence
 from functools import cache
@@ -82,3 +83,26 @@ def nbytes(type_id: int, ne: Sequence[int]) -> int:
     if ne and ne[0] % block:
         raise ValueError(f"ne[0] {ne[0]} is not a whole number of {entry[0]} blocks of {block}")
     return math.prod(ne) // block * size
+
+
+def architectures() -> list[str]:
+    """The architecture names gguf-py knows (``llama``, ``gemma``, ...)."""
+    return [str(name) for name in _constants().MODEL_ARCH_NAMES.values()]
+
+
+@cache
+def _model_tensor_names(arch: str) -> re.Pattern[str]:
+    constants = _constants()
+    found = [a for a, n in constants.MODEL_ARCH_NAMES.items() if n == arch]
+    if not found:
+        raise ValueError(f"{arch!r} is not an architecture gguf-py knows (for example llama)")
+    # a block number as GGUF writes it: no leading zero
+    names = [re.escape(constants.TENSOR_NAMES[t]).replace(r"\{bid\}", "(?:0|[1-9][0-9]{0,5})")
+             for t in constants.MODEL_TENSORS[found[0]]]
+    return re.compile("(?:" + "|".join(names) + r")(?:\.weight|\.bias)?")
+
+
+def is_model_tensor(name: str, arch: str) -> bool:
+    """Whether ``name`` is one of the tensors of an ``arch`` model by gguf-py's names
+    (``blk.3.attn_q.weight``; the ``.weight`` or ``.bias`` may be left off)."""
+    return _model_tensor_names(arch).fullmatch(name) is not None

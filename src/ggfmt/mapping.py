@@ -31,8 +31,12 @@ METADATA_KEYS = {"key", "gguf", "type", "value", "when", "doc"}
 TENSOR_KEYS = {"from", "match", "gguf", "name", "suffix", "transforms", "when", "doc"}
 GROUP_KEYS = {"items", "when", "for", "as", "doc"}
 BLOCK_ID = "bid"  # the index inside a `for` group: gguf-py's tensor name templates call it bid
-TOP_KEYS = {"doc", "source", "target", "architecture", "metadata", "tensors", "rules", "converter", "outtypes",
-            "unmatched", "values"}
+TOP_KEYS = {"doc", "source", "target", "architecture", "arch_option", "metadata", "tensors", "outtypes", "rules",
+            "unmatched", "values", "tensor_values", "require", "checks", "warnings", "order"}
+CHECK_KEYS = {"expr", "field", "message", "doc"}
+WARNING_KEYS = {"when", "message", "doc"}
+# what a capture may match: `{bid}` a block number, `{name}` one dot-free part, `{name:any}` any text
+CAPTURE_KINDS = {"": "[^.]+", "any": ".+"}
 UNMATCHED = ("error", "warn")  # what becomes of an input tensor no `match:` entry selects
 
 
@@ -76,6 +80,17 @@ class MatchEntry:
 
 
 @dataclass(frozen=True)
+class Check:
+    """A condition with the one-line message that says what is wrong when it does not hold;
+    ``{name}`` in the message is the value of ``name`` where the condition was evaluated."""
+
+    expr: Expression
+    message: str
+    field: str  # the input field the message is about (its offset is reported); may be empty
+    where: str
+
+
+@dataclass(frozen=True)
 class Group:
     items: list[Any]
     when: Expression | None
@@ -90,12 +105,20 @@ class MappingTable:
     architecture: str | None
     metadata: list[Any]
     tensors: list[Any]
-    rules: dict[str, Any]  # facts for the converter that uses the table (see the table's doc)
-    converter: str | None = None  # a converter of ggfmt's own that applies the table, instead of its entries
+    rules: dict[str, Any]  # facts for the Python that reads the input (see the table's doc)
     # the values --outtype may take for this conversion; absent: only the source's own types
     outtypes: list[str] = field(default_factory=list)
     unmatched: str = "error"  # an input tensor no `match:` entry selects: an error, or a warning
     values: list[tuple[str, Expression]] = field(default_factory=list)  # names the entries may use
+    # names computed for each tensor a `match:` entry selects, before `require` and the transforms
+    tensor_values: list[tuple[str, Expression]] = field(default_factory=list)
+    require: list[Check] = field(default_factory=list)  # what every selected input tensor must satisfy
+    checks: list[Check] = field(default_factory=list)  # what the input as a whole must satisfy
+    warnings: list[Check] = field(default_factory=list)  # `expr` is when the warning is given
+    arch_option: bool = False  # --arch may name another architecture gguf-py knows
+    # the sort key of the tensors `match:` entries make (default: the input's order); it sees
+    # what `require` sees and `output`, the output name
+    order: Expression | None = None
 
 
 def mapping_dirs() -> list[Path]:
@@ -152,33 +175,98 @@ def _load(path: Path, including: tuple[str, ...]) -> MappingTable:
         metadata=_items(data.get("metadata") or [], "metadata", f"{source}: metadata", chain),
         tensors=_items(data.get("tensors") or [], "tensors", f"{source}: tensors", chain),
         rules=dict(data.get("rules") or {}),
-        converter=str(data["converter"]) if data.get("converter") else None,
         outtypes=_outtypes(data.get("outtypes"), source),
         unmatched=_unmatched(data.get("unmatched", "error"), source),
-        values=_values(data.get("values"), source),
+        values=_values(data.get("values"), source, "values"),
+        tensor_values=_values(data.get("tensor_values"), source, "tensor_values"),
+        require=_checks(data.get("require"), f"{source}: require", CHECK_KEYS, "expr"),
+        checks=_checks(data.get("checks"), f"{source}: checks", CHECK_KEYS, "expr"),
+        warnings=_checks(data.get("warnings"), f"{source}: warnings", WARNING_KEYS, "when"),
+        arch_option=_flag(data.get("arch_option", False), f"{source}: arch_option"),
+        order=_opt_expr(data, "order", source),
     )
 
 
-def _values(spec: Any, where: str) -> list[tuple[str, Expression]]:
+def _flag(value: Any, where: str) -> bool:
+    if not isinstance(value, bool):
+        raise SchemaError(where, f"expected true or false, got {value!r}")
+    return value
+
+
+def _checks(specs: Any, where: str, allowed: set[str], condition: str) -> list[Check]:
+    """``[{expr: "r > 0", field: r, message: "..."}]`` (``when`` instead of ``expr`` for warnings)."""
+    if specs is None:
+        return []
+    if not isinstance(specs, list):
+        raise SchemaError(where, "must be a list")
+    out = []
+    for i, spec in enumerate(specs):
+        at = f"{where}[{i}]"
+        if not isinstance(spec, Mapping):
+            raise SchemaError(at, "must be a mapping")
+        _check_keys(spec, allowed, at)
+        if condition not in spec or not isinstance(spec.get("message"), str):
+            raise SchemaError(at, f"needs `{condition}` (an expression) and `message` (text)")
+        out.append(Check(_expr(spec[condition], f"{at}, {condition}"), check_message(spec["message"], at),
+                         str(spec.get("field", "")), at))
+    return out
+
+
+def check_message(template: str, where: str) -> str:
+    """A message template: text with bare ``{name}`` fields (checked now, filled when it is given)."""
+    import string
+
+    try:
+        parts = list(string.Formatter().parse(template))
+    except ValueError as e:
+        raise SchemaError(where, f"message {template!r}: {e}") from None
+    for _text, name, spec, conversion in parts:
+        if name is not None and (not name.isidentifier() or name.startswith("_") or spec or conversion):
+            raise SchemaError(where, f"message {template!r}: {{{name}}} is not a bare name")
+    return template
+
+
+MAX_MESSAGE_VALUE = 80  # characters of one value shown in a message
+
+
+def fill_message(template: str, scopes: list[Scope], where: str) -> str:
+    """The message with each ``{name}`` replaced by its value in ``scopes`` (shortened)."""
+    import string
+
+    lookup = _lookup(scopes)
+    out = []
+    for text, name, _spec, _conversion in string.Formatter().parse(template):
+        out.append(text)
+        if name is not None:
+            try:
+                value = str(lookup(name))
+            except ExpressionError:
+                raise SchemaError(where, f"the message uses {{{name}}}, which has no value here") from None
+            out.append(value if len(value) <= MAX_MESSAGE_VALUE else value[:MAX_MESSAGE_VALUE - 3] + "...")
+    return "".join(out)
+
+
+def _values(spec: Any, where: str, section: str) -> list[tuple[str, Expression]]:
     """``values: {first_layer: "base.num_hidden_layers - config.num_layers"}``: names computed once,
     in order (each may use the ones before), that every entry of the table can use."""
     if spec is None:
         return []
     if not isinstance(spec, Mapping):
-        raise SchemaError(where, "`values` is a mapping of names to expressions")
+        raise SchemaError(where, f"`{section}` is a mapping of names to expressions")
     out = []
     for name, text in spec.items():
         if not isinstance(name, str) or not name.isidentifier() or name.startswith("_"):
-            raise SchemaError(where, f"values: {name!r} is not a name")
-        out.append((name, _expr(text, f"{where}: values.{name}")))
+            raise SchemaError(where, f"{section}: {name!r} is not a name")
+        out.append((name, _expr(text, f"{where}: {section}.{name}")))
     return out
 
 
-def table_scope(table: MappingTable, scopes: list[Scope]) -> list[Scope]:
-    """``scopes`` with the table's `values` added, each evaluated in what comes before it."""
+def table_scope(table: MappingTable, scopes: list[Scope], section: str = "values") -> list[Scope]:
+    """``scopes`` with the table's `values` (or `tensor_values`) added, each evaluated in what
+    comes before it."""
     computed: dict[str, Any] = {}
-    for name, expr in table.values:
-        computed[name] = _eval(expr, [*scopes, computed], f"{table.name}: values.{name}")
+    for name, expr in getattr(table, section):
+        computed[name] = _eval(expr, [*scopes, computed], f"{table.name}: {section}.{name}")
     return [*scopes, computed] if computed else scopes
 
 
@@ -289,11 +377,14 @@ def _match_entry(spec: Mapping[str, Any], where: str) -> MatchEntry:
         regex += re.escape(text)
         if capture is None:
             continue
-        if not capture.isidentifier() or capture.startswith("_") or spec_ or conversion or capture in captures:
-            raise SchemaError(where, f"match {pattern!r}: {{{capture}}} is not a capture (a name, once each)")
+        if not capture.isidentifier() or capture.startswith("_") or conversion or capture in captures \
+                or spec_ not in CAPTURE_KINDS or (capture == BLOCK_ID and spec_):
+            raise SchemaError(where, f"match {pattern!r}: {{{capture}{':' + spec_ if spec_ else ''}}} is not a "
+                                     "capture ({name}, {name:any} or {bid}, each name once)")
         captures.append(capture)
         # a block number has no leading zero, so that layers.01 and layers.1 are not the same block
-        regex += f"(?P<{capture}>0|[1-9][0-9]{{0,8}})" if capture == BLOCK_ID else f"(?P<{capture}>[^.]+)"
+        kind = "0|[1-9][0-9]{0,8}" if capture == BLOCK_ID else CAPTURE_KINDS[spec_]
+        regex += f"(?P<{capture}>{kind})"
     template = check_template(_output_name(spec, where), set(captures), where)
     transforms = spec.get("transforms") or []
     if not isinstance(transforms, list):

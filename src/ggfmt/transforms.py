@@ -64,6 +64,7 @@ class Transform:
     shape: Callable[..., tuple[int, ...]]
     dtype: Callable[..., np.dtype[Any]] | None = None  # None: the dtype is kept
     doc: str = ""
+    identity: Callable[..., bool] | None = None  # whether these arguments change nothing
 
 
 def _transpose_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
@@ -102,6 +103,7 @@ TRANSFORMS: dict[str, Transform] = {
     "transpose": Transform(transpose, _transpose_shape, doc="swap the two axes of a matrix"),
     "rope_permute": Transform(rope_permute, _rope_shape,
                               doc="reorder the rows of n_head heads for rope, as llama.cpp's converter does"),
-    "scale": Transform(scale, _scale_shape, doc="multiply by a number, in float32"),
+    "scale": Transform(scale, _scale_shape, doc="multiply by a number, in float32",
+                       identity=lambda factor: bool(factor == 1)),
     "cast": Transform(cast, lambda s, to: s, _cast_dtype, doc="convert to f32 or f16"),
 }

@@ -157,9 +157,28 @@ def _endswith(text: Any, suffix: Any) -> bool:
     return checked.endswith(end)
 
 
+def _join(separator: Any, items: Any) -> str:
+    if not isinstance(separator, str) or not isinstance(items, list | tuple) \
+            or not all(isinstance(i, str) for i in items):
+        raise TypeError("join(separator, items) takes a string and a list of strings")
+    if len(separator) * max(len(items) - 1, 0) + sum(len(i) for i in items) > MAX_SEQUENCE:
+        raise ValueError(f"a string of more than {MAX_SEQUENCE} characters")
+    return separator.join(items)
+
+
+def _model_tensor(name: Any, arch: Any) -> bool:
+    """Whether ``name`` (``blk.3.attn_q.weight``; ``.weight`` or ``.bias`` may end it) is a tensor
+    of the architecture ``arch`` by gguf-py's names."""
+    if not isinstance(name, str) or not isinstance(arch, str):
+        raise TypeError("model_tensor(name, arch) takes two strings")
+    return ggml_types.is_model_tensor(name, arch)
+
+
 FUNCTIONS: dict[str, Callable[..., Any]] = {
     "find": _find,
     "str": _str,
+    "join": _join,
+    "model_tensor": _model_tensor,
     "startswith": _startswith,
     "endswith": _endswith,
     # the ggml type registry (gguf-py's table): names, elements and bytes per block, tensor bytes
@@ -249,6 +268,14 @@ class Expression:
         return f"Expression({self.source!r})"
 
     # -- compilation -------------------------------------------------------------------
+    def _compile_slice(self, value: ast.expr, part: ast.Slice) -> Evaluator:
+        """``name[:-6]``, ``items[1:3]``, ``text[::-1]``: a slice of a string or a list (never
+        longer than what is sliced)."""
+        base = self._compile(value)
+        bounds = [self._compile(b) if b is not None else (lambda lookup: None)
+                  for b in (part.lower, part.upper, part.step)]
+        return lambda lookup: _slice(base(lookup), [b(lookup) for b in bounds])
+
     def _compile_comprehension(self, node: ast.ListComp) -> Evaluator:
         """``[f(x) for x in items if c(x)]``: one ``for`` (so the result is never longer than a
         list that exists already), a plain variable, and a budget on what the items add up to."""
@@ -294,7 +321,7 @@ class Expression:
             return lambda lookup: _member(base(lookup), attr, self.source)
         if isinstance(node, ast.Subscript):
             if isinstance(node.slice, ast.Slice):
-                raise self._refuse(node, "slicing")
+                return self._compile_slice(node.value, node.slice)
             base = self._compile(node.value)
             index = self._compile(node.slice)
             return lambda lookup: _index(base(lookup), index(lookup))
@@ -385,6 +412,16 @@ def _index(base: Any, index: Any) -> Any:
     if isinstance(base, Mapping | list | tuple | str | bytes):
         return base[index]
     raise TypeError(f"{type(base).__name__} cannot be indexed")
+
+
+def _slice(base: Any, bounds: list[Any]) -> Any:
+    if base is UNKNOWN or UNKNOWN in bounds:
+        return UNKNOWN
+    if not all(b is None or (isinstance(b, int) and not isinstance(b, bool)) for b in bounds):
+        raise TypeError("slice bounds are integers")
+    if not isinstance(base, list | tuple | str | bytes):
+        raise TypeError(f"{type(base).__name__} cannot be sliced")
+    return base[slice(*bounds)]
 
 
 def _binop(fn: Callable[[Any, Any], Any], left: Any, right: Any) -> Any:

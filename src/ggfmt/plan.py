@@ -1,0 +1,272 @@
+"""A conversion's plan: every output key with its value and every output tensor with its source
+and transforms, resolved from a mapping table against a Document before anything is written.
+
+The emitters (:mod:`ggfmt.emit`) write a plan; nothing here writes a file.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from .document import Document, TensorRef
+from .engine import tensor_ref
+from .errors import FormatError, SchemaError
+from .mapping import (
+    BLOCK_ID,
+    MappingTable,
+    MatchEntry,
+    MetadataEntry,
+    Scope,
+    TensorEntry,
+    evaluate_entry,
+    fill_message,
+    fill_template,
+    table_scope,
+    walk,
+)
+from .schema.constructs import TensorContainer
+from .tensors import FileSlice, PayloadSource
+
+_INT_RANGES = {
+    "u8": (0, 2**8 - 1), "i8": (-(2**7), 2**7 - 1), "u16": (0, 2**16 - 1), "i16": (-(2**15), 2**15 - 1),
+    "u32": (0, 2**32 - 1), "i32": (-(2**31), 2**31 - 1), "u64": (0, 2**64 - 1), "i64": (-(2**63), 2**63 - 1),
+}
+
+
+@dataclass(frozen=True)
+class MetadataValue:
+    key: str
+    value_type: str
+    value: Any
+
+
+@dataclass(frozen=True)
+class OutputTensor:
+    """A tensor of the output and where its bytes come from."""
+
+    name: str
+    ne: tuple[int, ...]
+    ggml_type: int
+    source: PayloadSource
+
+    @property
+    def nbytes(self) -> int:
+        return self.source.nbytes
+
+
+@dataclass
+class GGUFPlan:
+    architecture: str
+    metadata: list[MetadataValue]
+    tensors: list[OutputTensor]
+    warnings: list[str] = field(default_factory=list)  # input tensors a table leaves out on purpose
+
+    @property
+    def payload_bytes(self) -> int:
+        return sum(t.nbytes for t in self.tensors)
+
+
+MAX_TENSOR_NAME = 63  # ggml's GGML_MAX_NAME (64) less the terminating NUL; gguf-py does not export it
+
+
+def check_plan(plan: GGUFPlan, source: str) -> None:
+    """What current llama.cpp requires of every tensor, whichever conversion planned it:
+    a unique name of at most 63 bytes and at least one element."""
+    seen: set[str] = set()
+    for tensor in plan.tensors:
+        if len(tensor.name.encode()) > MAX_TENSOR_NAME:
+            raise FormatError("", None, f"the output tensor name {tensor.name[:40]!r}... is longer than the "
+                                        f"{MAX_TENSOR_NAME} bytes a ggml tensor name can have", source)
+        if tensor.name in seen:
+            raise FormatError("", None, f"the output would hold two tensors named {tensor.name}", source)
+        seen.add(tensor.name)
+        if 0 in tensor.ne:
+            raise FormatError("", None, f"the output tensor {tensor.name} would have a zero dimension "
+                                        f"(ne {list(tensor.ne)}); llama.cpp reads no empty tensor", source)
+
+
+def plan_gguf(doc: Document, table: MappingTable, arch: str | None = None) -> GGUFPlan:
+    """Resolve ``table`` against ``doc``: every key with its value, every tensor with its source.
+    ``arch`` replaces the table's architecture where the table allows it (``arch_option``)."""
+    if table.architecture is None:
+        raise SchemaError(table.name, "a GGUF mapping needs `architecture`")
+    architecture = str(arch or table.architecture)
+    # what every entry may use: the schema's parameters, the parsed fields (which shadow a
+    # parameter of the same name), the input's tensors, the architecture, then the table's values
+    inputs = [_described(ref, i) for i, ref in enumerate(doc.tensors)]
+    given = {"input_tensors": inputs, "input_by_name": {t["name"]: t for t in inputs}, "arch": architecture}
+    scopes = table_scope(table, [doc.params, doc.fields, given])
+    metadata = resolve_metadata(table, scopes, architecture, str(doc.source), doc)
+    tensors = []
+    names: set[str] = set()
+    matchers: list[tuple[MatchEntry, list[Scope]]] = []
+    used: set[str] = set()  # paths of the input tensors a `from:` entry took
+    for entry, entry_scopes in walk(table.tensors, scopes):
+        if isinstance(entry, MatchEntry):
+            matchers.append((entry, entry_scopes))
+            continue
+        assert isinstance(entry, TensorEntry)
+        record = evaluate_entry(entry.source, entry_scopes, entry.where)
+        if not isinstance(record, TensorContainer):
+            raise SchemaError(entry.where, f"`from: {entry.source.source}` is not a tensor record")
+        ref = tensor_ref(record, entry.source.source)
+        bid = next((s[BLOCK_ID] for s in reversed(entry_scopes) if BLOCK_ID in s), None)
+        name = fill_template(entry.name_template, entry.where, bid=bid)
+        if ref.is_null:
+            raise FormatError(ref.path, ref.offset, f"is a null tensor but {table.name} maps it to {name}")
+        if name in names:
+            raise SchemaError(entry.where, f"tensor {name} is mapped twice")
+        names.add(name)
+        used.add(ref.path)
+        tensors.append(OutputTensor(name, ref.ne, ref.ggml_type, FileSlice(doc.source, ref.offset, ref.nbytes)))
+    warnings: list[str] = []
+    if matchers:
+        matched: list[tuple[Any, OutputTensor]] = []
+        for index, ref in enumerate(doc.tensors):  # in the input's order
+            if ref.path in used:
+                continue
+            planned = _matched(ref, index, matchers, doc, table)
+            if planned is None:
+                why = f"{ref.name or ref.path} is selected by no entry of {table.name}"
+                if table.unmatched == "warn":
+                    warnings.append(f"{why}; not converted")
+                    continue
+                raise FormatError(ref.path, ref.offset, f"{why} (a table says `unmatched: warn` to leave such "
+                                                        "tensors out)", str(doc.source))
+            if planned[1].name in names:
+                raise FormatError(ref.path, ref.offset, f"becomes {planned[1].name}, which another tensor already "
+                                                        "became", str(doc.source))
+            names.add(planned[1].name)
+            matched.append(planned)
+        if table.order is not None:
+            try:
+                matched.sort(key=lambda m: m[0])
+            except TypeError:
+                raise SchemaError(f"{table.name}: order", "its values cannot be compared with each other") from None
+        tensors += [t for _, t in matched]
+    for check in table.checks:
+        if not evaluate_entry(check.expr, scopes, check.where):
+            raise FormatError(check.field, doc.offset_of(check.field) if check.field else None,
+                              fill_message(check.message, scopes, check.where), str(doc.source))
+    warnings += [fill_message(w.message, scopes, w.where) for w in table.warnings
+                 if evaluate_entry(w.expr, scopes, w.where)]
+    return GGUFPlan(architecture, metadata, tensors, warnings)
+
+
+def _described(ref: TensorRef, index: int) -> dict[str, Any]:
+    """An input tensor as entries see it: its name, ne (ggml order), type name and position."""
+    return {"name": ref.name, "ne": list(ref.ne), "type": ref.type_name, "index": index}
+
+
+def _matched(ref: TensorRef, index: int, matchers: list[tuple[MatchEntry, list[Scope]]], doc: Document,
+             table: MappingTable) -> tuple[Any, OutputTensor] | None:
+    """The output tensor the first `match:` entry that selects ``ref`` makes of it, with its
+    sort key (the table's `order`, else None), or None."""
+    for entry, entry_scopes in matchers:
+        found = entry.pattern.fullmatch(ref.name)
+        if found is None:
+            continue
+        captures: dict[str, Any] = {k: int(v) if k == BLOCK_ID else v for k, v in found.groupdict().items()}
+        # the selected tensor itself: its name, ne (ggml order) and type name, beside the captures
+        tensor = {"tensor": _described(ref, index)}
+        scopes = [*entry_scopes, tensor, captures]
+        if entry.when is not None and not evaluate_entry(entry.when, scopes, entry.where):
+            continue
+        scopes = table_scope(table, scopes, "tensor_values")
+        for check in table.require:
+            if not evaluate_entry(check.expr, scopes, check.where):
+                raise FormatError(ref.path, ref.offset, fill_message(check.message, scopes, check.where),
+                                  str(doc.source))
+        name = fill_template(entry.name_template, entry.where, **captures)
+        key = None if table.order is None else evaluate_entry(table.order, [*scopes, {"output": name}],
+                                                              f"{table.name}: order")
+        return key, _transformed(ref, name, entry, scopes, doc)
+    return None
+
+
+def _transformed(ref: TensorRef, name: str, entry: MatchEntry, scopes: list[Scope], doc: Document) -> OutputTensor:
+    """``ref`` as ``name``, through the entry's transforms (applied when it is written)."""
+
+    from .tensors import ArraySource
+    from .transforms import DTYPE_OF_GGML_TYPE, GGML_TYPE_OF_DTYPE, TRANSFORMS, from_bytes
+
+    source = FileSlice(doc.source, ref.offset, ref.nbytes)
+    if not entry.transforms:
+        return OutputTensor(name, ref.ne, ref.ggml_type, source)
+    dtype = DTYPE_OF_GGML_TYPE.get(ref.ggml_type)
+    if dtype is None:
+        raise FormatError(ref.path, ref.offset, f"{ref.name} is {ref.type_name}; transforms apply to f32 and f16 "
+                                                "tensors", str(doc.source))
+    shape = tuple(reversed(ref.ne))
+    steps = []
+    for call in entry.transforms:
+        transform = TRANSFORMS[call.name]
+        args = [evaluate_entry(a, scopes, f"{entry.where}, {call.source}") for a in call.args]
+        try:
+            shape = transform.shape(shape, *args)
+            dtype = transform.dtype(dtype, *args) if transform.dtype is not None else dtype
+        except (TypeError, ValueError) as e:
+            raise FormatError(ref.path, ref.offset, f"{ref.name}: {call.source}: {e}", str(doc.source)) from None
+        if transform.identity is None or not transform.identity(*args):
+            steps.append((transform, args))  # scale(1) changes nothing: the bytes are copied as they are
+    if not steps:
+        return OutputTensor(name, ref.ne, ref.ggml_type, source)
+
+    def produce() -> Any:
+        array = from_bytes(source.read(), ref.ggml_type, ref.ne)
+        for transform, args in steps:
+            array = transform.apply(array, *args)
+        return array
+
+    return OutputTensor(name, tuple(reversed(shape)), GGML_TYPE_OF_DTYPE[dtype], ArraySource.of(produce, shape, dtype))
+
+
+def resolve_metadata(table: MappingTable, scopes: list[Scope], architecture: str, source: str,
+                     doc: Document | None = None) -> list[MetadataValue]:
+    """Every metadata entry of ``table`` that applies, evaluated in ``scopes`` and type-checked.
+
+    A value that does not fit its GGUF type is reported at the field it came from when the
+    value is a plain field path of ``doc`` (``opt.ctx.iter``)."""
+    metadata = []
+    keys: set[str] = {"general.architecture"}  # written by the GGUF writer itself
+    for entry, entry_scopes in walk(table.metadata, scopes):
+        assert isinstance(entry, MetadataEntry)
+        value = evaluate_entry(entry.value, entry_scopes, entry.where)
+        key = fill_template(entry.key, entry.where, arch=architecture)
+        if key in keys:
+            raise SchemaError(entry.where, f"the key {key} is written twice")
+        keys.add(key)
+        field = entry.value.source if doc is not None and doc.offset_of(entry.value.source) is not None else ""
+        where = (field, doc.offset_of(field) if doc is not None and field else None)
+        metadata.append(MetadataValue(key, entry.value_type, _checked(value, entry.value_type, key, source, where)))
+    return metadata
+
+
+def _checked(value: Any, value_type: str, key: str, source: str, where: tuple[str, int | None] = ("", None)) -> Any:
+    def bad(why: str) -> FormatError:
+        return FormatError(where[0], where[1], f"{why} for the GGUF key {key}", source)
+
+    if value_type.endswith("[]"):
+        if not isinstance(value, list | tuple):
+            raise bad(f"expected a list, got {value!r}")
+        return [_checked(item, value_type[:-2], key, source, where) for item in value]
+
+    if value_type in _INT_RANGES:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise bad(f"expected an integer, got {value!r}")
+        lo, hi = _INT_RANGES[value_type]
+        if not lo <= value <= hi:
+            raise bad(f"{value} does not fit in {value_type}")
+        return value
+    if value_type in ("f32", "f64"):
+        if not isinstance(value, int | float) or isinstance(value, bool):
+            raise bad(f"expected a number, got {value!r}")
+        return float(value)
+    if value_type == "bool":
+        return bool(value)
+    if not isinstance(value, str):
+        raise bad(f"expected a string, got {value!r}")
+    return value
+
+
