@@ -223,3 +223,29 @@ def test_ggla_converts_to_an_adapter_with_the_same_meaning(tmp_path: Path, fmt: 
     assert reader.fields["general.type"].contents() == "adapter"
     assert reader.fields["adapter.type"].contents() == "lora"
     assert reader.fields["general.architecture"].contents() == "llama"
+
+
+def test_older_key_spelling_and_a_minigpt_projection(tmp_path: Path, fmt: Fmt) -> None:
+    """Keys as older PEFT wrote them (lora_A.default.weight) convert to the same tensors; a
+    llama_proj projection beside them is left out, as the table says; a factor without its
+    partner, or of a layer the base lacks, is refused at that key."""
+    from safetensors.numpy import load_file, save_file
+
+    directory = adapter_copy(tmp_path)
+    weights = directory / "adapter_model.safetensors"
+    tensors = load_file(weights)
+    older = {k.replace(".weight", ".default.weight"): v for k, v in tensors.items()}
+    older["base_model.model.llama_proj.weight"] = np.zeros((2, 2), np.float32)
+    save_file(older, weights)
+    out = tmp_path / "x.gguf"
+    result = fmt("to-gguf", directory, "--base", PEFT / "tiny-llama", "-o", out)
+    assert result.code == 0, result.err
+    assert gguf_tensors(out) == gguf_tensors(PEFT / "lora.ref.gguf")
+    lonely = "base_model.model.model.layers.1.mlp.up_proj.lora_B.default.weight"
+    save_file({k: v for k, v in older.items() if k != lonely}, weights)
+    line = assert_clean_failure(fmt("to-gguf", directory, "--base", PEFT / "tiny-llama", "-o", tmp_path / "y.gguf"))
+    assert "lora_A.default.weight at byte " in line and "layers.1.mlp.up_proj.lora_B.weight to pair with" in line
+    save_file({**older, "base_model.model.model.layers.7.mlp.up_proj.lora_A.weight": np.zeros((4, 32), np.float32),
+               "base_model.model.model.layers.7.mlp.up_proj.lora_B.weight": np.zeros((96, 4), np.float32)}, weights)
+    line = assert_clean_failure(fmt("to-gguf", directory, "--base", PEFT / "tiny-llama", "-o", tmp_path / "y.gguf"))
+    assert "is in layer 7, but the base model has 2 layers" in line

@@ -62,7 +62,7 @@ def test_mlx_is_told_apart_from_peft_and_needs_the_base(tmp_path: Path, fmt: Fmt
     line = assert_clean_failure(fmt("to-gguf", MLX, "-o", tmp_path / "x.gguf"))
     assert "mlx-lm LoRA adapter needs its base model's config.json: pass --base DIR" in line
     result = fmt("to-gguf", FIXTURES / "peft" / "adapter-safetensors", "--base", BASE, "-o", tmp_path / "p.gguf")
-    assert result.code == 0 and "PEFT adapter" in result.out, result
+    assert result.code == 0 and "(PEFT LoRA adapter -> GGUF via peft-lora-gguf)" in result.out, result
 
 
 def test_parse_shows_a_declared_directory(tmp_path: Path, fmt: Fmt) -> None:

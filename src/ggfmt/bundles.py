@@ -27,7 +27,9 @@ from typing import Any
 from .errors import FormatError, SchemaError, UsageError
 from .resources import data_dirs
 
-BUNDLE_KEYS = {"id", "title", "doc", "recognise", "fields", "tensors", "checks", "output"}
+BUNDLE_KEYS = {"id", "title", "doc", "recognise", "fields", "tensors", "checks", "output", "base"}
+READERS = ("json", "model_card")  # what a field is read with: a JSON file, or a folder's model card
+WEIGHTS = ("safetensors", "pickle")
 
 
 @dataclass(frozen=True)
@@ -45,11 +47,18 @@ class Bundle:
     source: str
     files: list[str]
     keys: dict[str, list[str]]
-    fields: dict[str, tuple[str, str]]  # field -> (JSON file, "input" or "base")
-    tensors: str  # the weights file
-    tensors_kind: str = "safetensors"  # or "pickle": a torch.save zip of plain tensors
+    fields: dict[str, tuple[str, str, str]]  # field -> (reader, file, "input" or "base")
+    # the weights file: the first of these that is there, (kind, file) with kind "safetensors"
+    # or "pickle" (a torch.save zip of plain tensors)
+    weights: list[tuple[str, str]]
     checks: list[Check] = field(default_factory=list)
-    output: str | None = None  # the default output's name, in the directory
+    outputs: dict[str, str] = field(default_factory=dict)  # target -> the default output's name, in the directory
+    base_default: Any = None  # Expression: the base directory when --base is not given
+
+    @property
+    def specificity(self) -> int:
+        """How much it takes to recognise: the most specific declaration that fits a folder wins."""
+        return len(self.files) + sum(len(k) for k in self.keys.values())
 
     def recognises(self, directory: Path) -> bool:
         """All its files are there, and its JSON files hold the keys that tell it apart."""
@@ -82,8 +91,11 @@ def bundles() -> list[Bundle]:
 
 
 def recognise(directory: Path) -> Bundle | None:
-    """The first declared bundle ``directory`` is, or None."""
-    return next((b for b in bundles() if b.recognises(directory)), None)
+    """The declared bundle ``directory`` is, or None: of those that fit, the one that takes the most
+    files and keys to recognise (an mlx-lm folder fits the PEFT declaration too, by its
+    adapter_config.json, but the mlx-lm one asks for more), the first found among equals."""
+    fitting = [b for b in bundles() if b.recognises(directory)]
+    return max(fitting, key=lambda b: b.specificity) if fitting else None
 
 
 def load_bundle(path: Path) -> Bundle:
@@ -99,60 +111,123 @@ def load_bundle(path: Path) -> Bundle:
         recognise = data["recognise"]
         files = [str(f) for f in recognise["files"]]
         keys = {str(k): [str(x) for x in v] for k, v in (recognise.get("keys") or {}).items()}
-        fields = {str(name): (str(spec["json"]), str(spec.get("from", "input")))
-                  for name, spec in (data.get("fields") or {}).items()}
-        kinds = [k for k in ("safetensors", "pickle") if k in data["tensors"]]
-        if len(kinds) != 1 or set(data["tensors"]) != set(kinds):
-            raise SchemaError(where, "`tensors` is {safetensors: FILE} or {pickle: FILE}")
-        tensors_kind = kinds[0]
-        tensors = str(data["tensors"][tensors_kind])
+        fields = {str(name): _field(spec, where) for name, spec in (data.get("fields") or {}).items()}
+        weights = [_weights(spec, where) for spec in
+                   (data["tensors"] if isinstance(data["tensors"], list) else [data["tensors"]])]
         checks = [Check(str(c["file"]), str(c["field"]), Expression(c["expr"]), str(c["message"]))
                   for c in data.get("checks") or []]
+        output = data.get("output")
+        outputs = {str(k): str(v) for k, v in output.items()} if isinstance(output, Mapping) \
+            else {"gguf": str(output)} if output else {}
+        base_default = Expression(data["base"]["default"]) if data.get("base") else None
     except (KeyError, TypeError, AttributeError) as e:
         raise SchemaError(where, f"malformed bundle declaration ({type(e).__name__}: {e}); see "
                                  "docs/adding-a-conversion.md") from None
     except ExpressionError as e:
         raise SchemaError(where, str(e)) from None
-    if any(origin not in ("input", "base") for _, origin in fields.values()):
-        raise SchemaError(where, "a field's `from` is `input` (the directory) or `base` (--base DIR)")
+    if not weights:
+        raise SchemaError(where, "`tensors` names at least one weights file")
     return Bundle(str(data.get("id", path.stem)), str(data.get("title", path.stem)), str(path), files, keys,
-                  fields, tensors, tensors_kind, checks, str(data["output"]) if data.get("output") else None)
+                  fields, weights, checks, outputs, base_default)
 
 
-def read_bundle(bundle: Bundle, directory: Path, base: Path | None, *, converting: bool = True) -> Any:
+def _field(spec: Any, where: str) -> tuple[str, str, str]:
+    """``{json: config.json, from: base}`` -> ("json", "config.json", "base")."""
+    readers = [r for r in READERS if r in spec]
+    if len(readers) != 1 or set(spec) - {readers[0], "from"}:
+        raise SchemaError(where, f"a field is read by one of {', '.join(READERS)}, and may say `from: base`")
+    origin = str(spec.get("from", "input"))
+    if origin not in ("input", "base"):
+        raise SchemaError(where, "a field's `from` is `input` (the directory) or `base` (--base DIR)")
+    return readers[0], str(spec[readers[0]]), origin
+
+
+def _weights(spec: Any, where: str) -> tuple[str, str]:
+    kinds = [k for k in WEIGHTS if k in spec]
+    if len(kinds) != 1 or set(spec) != set(kinds):
+        raise SchemaError(where, "`tensors` is {safetensors: FILE} or {pickle: FILE}, or a list of them "
+                                 "(the first that is there is read)")
+    return kinds[0], str(spec[kinds[0]])
+
+
+def base_directory(bundle: Bundle, directory: Path, base: Path | None) -> Path | None:
+    """--base, or where the bundle's `base: {default: EXPR}` says the base model is (when that
+    names a local directory); None when the bundle reads nothing from a base."""
+    from .schema.expr import ExpressionError
+
+    if base is not None or not any(origin == "base" for _, _, origin in bundle.fields.values()):
+        return base
+    named = None
+    if bundle.base_default is not None:
+        inputs = {name: _read_field(reader, directory / file, directory)
+                  for name, (reader, file, origin) in bundle.fields.items() if origin == "input" and reader == "json"}
+        try:
+            named = bundle.base_default(lambda n: inputs[n] if n in inputs else _unknown(n))
+        except ExpressionError:  # a config without the key: no default, as if it named none
+            named = None
+        if isinstance(named, str) and named and Path(named).is_dir():
+            return Path(named)
+    file = next(file for _, file, origin in bundle.fields.values() if origin == "base")
+    said = f" ({bundle.base_default.source} is {named!r}, not a local directory)" if bundle.base_default else ""
+    raise UsageError(f"{directory}: this {bundle.title} needs its base model's {file}: pass --base DIR{said}")
+
+
+def _read_field(reader: str, path: Path, directory: Path) -> Any:
+    from .sources.weights import read_json
+
+    if reader == "model_card":
+        from .sources.model_card import read_model_card
+
+        return read_model_card(path)
+    return read_json(path)
+
+
+def read_bundle(bundle: Bundle, directory: Path, base: Path | None, *, converting: bool = True,
+                with_base: bool = True) -> Any:
     """The Document of ``directory``: its JSON files as fields, its safetensors tensors as references.
     Not ``converting`` (``fmt parse``): fields from an absent base are left out, and the checks
     (what a conversion cannot take) are not applied: the directory is shown as it is."""
     from .document import Document
     from .schema import Schema
-    from .schema.expr import ExpressionError
-    from .sources.weights import read_json
+    from .schema.expr import ExpressionError, shown
 
     fields: dict[str, Any] = {}
-    for name, (file, origin) in bundle.fields.items():
-        if origin == "base":
-            if base is None and not converting:
-                continue
-            if base is None:
-                raise UsageError(f"{directory}: this {bundle.title} needs its base model's {file}: pass --base DIR")
-            fields[name] = read_json(base / file)
-        else:
-            fields[name] = read_json(directory / file)
+    field_files: dict[str, Path] = {}
+    present = [(kind, directory / file) for kind, file in bundle.weights if (directory / file).is_file()]
+    if not present:
+        names = [file for _, file in bundle.weights]
+        raise UsageError(f"{directory}: " + (f"no {names[0]}" if len(names) == 1 else
+                                             f"neither {' nor '.join(names)} is there"))
+    if converting and with_base:
+        base = base_directory(bundle, directory, base)
+    elif not with_base:
+        base = None  # the conversion reads nothing from a base model
+    for name, (reader, file, origin) in bundle.fields.items():
+        folder = base if origin == "base" else directory
+        if folder is None:
+            continue  # fmt parse without --base: the directory as it is
+        field_files[name] = folder / file
+        fields[name] = _read_field(reader, folder / file, folder)
     for check in bundle.checks if converting else []:
+        if check.expr.names - set(fields):
+            continue  # about a file not read (the base model's, when the conversion needs none)
         try:
             holds = check.expr(lambda n: fields[n] if n in fields else _unknown(n))
         except ExpressionError as e:
             raise SchemaError(bundle.source, str(e)) from None
         if not holds:
-            shown = _checked_value(bundle, fields, check)
-            raise FormatError(check.field, None, f"{shown!r}: {check.message}", str(directory / check.file))
-    weights = directory / bundle.tensors
-    tensors = _pickled_refs(weights) if bundle.tensors_kind == "pickle" else _safetensors_refs(weights)
+            about = next((n for n, f in field_files.items() if f.name == check.file), None)
+            value = fields.get(about) if about is not None else None
+            shown_value = shown(value.get(check.field)) if isinstance(value, Mapping) else "None"
+            raise FormatError(check.field, None, f"{shown_value}: {check.message}",
+                              str(field_files[about] if about is not None else directory / check.file))
+    kind, weights = present[0]
+    tensors = _pickled_refs(weights) if kind == "pickle" else _safetensors_refs(weights)
     import construct as cs
 
     schema = Schema(bundle.id, bundle.title, "", bundle.source, cs.Pass)
     return Document(source=weights, schema=schema, fields=fields, tensors=tensors,
-                    size=weights.stat().st_size)
+                    size=weights.stat().st_size, field_files=field_files)
 
 
 def _safetensors_refs(weights: Path) -> list[Any]:
@@ -187,10 +262,3 @@ def _unknown(name: str) -> Any:
     from .schema.expr import ExpressionError
 
     raise ExpressionError(f"unknown name {name!r}")
-
-
-def _checked_value(bundle: Bundle, fields: Mapping[str, Any], check: Check) -> Any:
-    """The value a failed check is about (for the message): its field in the check's file."""
-    name = next((n for n, (file, origin) in bundle.fields.items() if file == check.file and origin == "input"), None)
-    value = fields.get(name) if name is not None else None
-    return value.get(check.field) if isinstance(value, Mapping) else None

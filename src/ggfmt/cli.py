@@ -253,6 +253,8 @@ def _parameters(args: argparse.Namespace) -> dict[str, Any]:
     from .engine import TextValue
 
     params: dict[str, Any] = {}
+    if not hasattr(args, "set"):
+        return params  # a command without schema parameters (to-ggla)
     for item in args.set:
         name, sep, text = item.partition("=")
         if not sep or not name.isidentifier():
@@ -309,38 +311,53 @@ def _begin_command() -> None:
 
 
 def cmd_to_gguf(args: argparse.Namespace) -> int:
-    from .convert import default_gguf_output, to_gguf
-    from .emit.gguf import write_gguf
+    return _convert_command(args, "gguf")
+
+
+def _convert_command(args: argparse.Namespace, target: str) -> int:
+    """``to-gguf`` (target ``gguf``) and ``to-ggla`` (a schema as the target): plan the conversion
+    the registry finds, then write it to a temporary file that is renamed when complete."""
+    from .convert import convert, default_output
     from .output import atomic_output, check_target
-    from .plan_report import describe_gguf_plan
+    from .plan_report import describe_plan
 
     _begin_command()
     source: Path = args.file
     if not source.exists():
         raise UsageError(f"{source}: no such file or directory")
-    clip = _clip_options(args)
-    target = output_path(args.output, default_gguf_output(source, clip))
+    clip = _clip_options(args) if target == "gguf" else None
+    out = output_path(args.output, default_output(source, target, clip))
     if not args.dry_run:
-        check_target(target, force=args.force, inputs=[source])  # before the work, not only after it
-    conversion = to_gguf(source, schema=args.schema, params=_parameters(args), mapping=args.mapping,
-                         base=args.base, arch=args.arch, clip=clip, outtype=args.outtype)
+        check_target(out, force=args.force, inputs=[source])  # before the work, not only after it
+    conversion = convert(source, target, schema=getattr(args, "schema", None), params=_parameters(args),
+                         mapping=getattr(args, "mapping", None), base=getattr(args, "base", None),
+                         arch=getattr(args, "arch", None), clip=clip, outtype=args.outtype)
     for warning in conversion.warnings:
         print(f"fmt: warning: {escape(warning)}", file=sys.stderr)
     plan = conversion.plan
     if args.dry_run:
-        print(describe_gguf_plan(plan, target, conversion.description))
+        print(describe_plan(plan, out, conversion.description, target))
         return EXIT_OK
-    bar = _progress_bar(plan.payload_bytes, args.quiet)
+    bar = _progress_bar(plan.payload_bytes, args.quiet) if target == "gguf" else None
     try:
-        with atomic_output(target, force=args.force, inputs=[source]) as temporary:
-            write_gguf(plan, temporary, bar.update if bar is not None else None)
+        with atomic_output(out, force=args.force, inputs=[source]) as temporary:
+            if target == "gguf":
+                from .emit.gguf import write_gguf
+
+                write_gguf(plan, temporary, bar.update if bar is not None else None)
+            else:
+                from .emit.schema import write_schema_file
+
+                write_schema_file(plan, target, temporary)
     finally:
         if bar is not None:
             bar.close()
     if not args.quiet:
-        size = target.stat().st_size
-        print(f"{escape(str(target))}: {_count(len(plan.tensors), 'tensor')}, "
-              f"{_count(len(plan.metadata) + 1, 'key')}, {size:,} bytes ({conversion.description})")
+        size = out.stat().st_size
+        keys = len(plan.metadata) + 1 if target == "gguf" else len(plan.metadata)
+        noun = "key" if target == "gguf" else "header field"
+        print(f"{escape(str(out))}: {_count(len(plan.tensors), 'tensor')}, {_count(keys, noun)}, {size:,} bytes "
+              f"({conversion.description})")
         for note in conversion.notes:
             print(f"  note: {escape(note)}")
     return EXIT_OK
@@ -358,26 +375,7 @@ def _clip_options(args: argparse.Namespace) -> Any:
 
 
 def cmd_to_ggla(args: argparse.Namespace) -> int:
-    from .convert import PEFT_OUTPUT, ggla_fields
-    from .engine import build
-    from .output import atomic_output, check_target
-    from .plan_report import describe_ggla_fields
-
-    _begin_command()
-    source: Path = args.file
-    target = output_path(args.output, source / f"{PEFT_OUTPUT}.bin")
-    if not args.dry_run:
-        check_target(target, force=args.force, inputs=[source])
-    fields = ggla_fields(source, args.outtype)
-    if args.dry_run:
-        print(describe_ggla_fields(fields, target))
-        return EXIT_OK
-    with atomic_output(target, force=args.force, inputs=[source]) as temporary:
-        build(temporary, "ggla", fields)
-    if not args.quiet:
-        print(f"{escape(str(target))}: {_count(len(fields['tensors']), 'tensor')}, r {fields['r']}, "
-              f"alpha {fields['lora_alpha']}, {target.stat().st_size:,} bytes (PEFT adapter -> ggla)")
-    return EXIT_OK
+    return _convert_command(args, "ggla")
 
 
 HF_DTYPES = {"f32": "float32", "f16": "float16", "bf16": "bfloat16"}

@@ -1,8 +1,10 @@
-"""Which conversion an input needs, and where its output goes by default.
+"""Which conversion an input needs, found as data, and where its output goes by default.
 
-A directory holding ``adapter_config.json`` is a PEFT adapter, one whose config.json says
-CLIP is a CLIP model; a file is parsed through its schema and converted through its mapping
-table (the one whose ``source:`` and ``target:`` say so).
+An input is a file (parsed through its schema) or a directory (read through the bundle
+declaration that recognises it, ``bundles/*.yaml``). Either is a Document with an id; the
+conversion to a target (``gguf``, or a schema id such as ``ggla``) is the mapping table whose
+``source:`` and ``target:`` say so (:func:`ggfmt.mapping.table_for`), or the one ``--mapping``
+names. Nothing here names a format.
 """
 
 from __future__ import annotations
@@ -16,113 +18,123 @@ from .errors import UsageError
 
 if TYPE_CHECKING:  # not at run time: the CLIP converter imports numpy, which a checkpoint's plan does not need
     from .clip import ClipOptions
+    from .document import Document
     from .mapping import MappingTable
     from .plan import GGUFPlan
 
-PEFT_OUTPUT = "ggml-adapter-model"  # the file name convert-lora-to-ggml.py chose, in the adapter directory
-
 
 @dataclass
-class GGUFConversion:
+class Conversion:
     plan: GGUFPlan
     description: str
+    target: str = "gguf"  # "gguf", or the id of the schema that writes the output
     warnings: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # what the summary tells (tensors --outtype could not take)
 
 
-def _retyped(conversion: GGUFConversion, outtype: str | None, table: str) -> GGUFConversion:
+GGUFConversion = Conversion  # the name callers of ggfmt.convert used before other targets existed
+
+
+def _retyped(conversion: Conversion, outtype: str | None, table: MappingTable) -> Conversion:
     """The conversion with its tensors in ``outtype``, which the table's ``outtypes`` must allow."""
-    from .mapping import load_mapping
     from .outtype import check_outtype, retype
 
-    allowed = load_mapping(table).outtypes
-    check_outtype(outtype, allowed, f"this conversion ({table})")
+    check_outtype(outtype, table.outtypes, f"this conversion ({table.name})")
     retyped = retype(conversion.plan.tensors, outtype)
     conversion.plan.tensors = retyped.tensors
     conversion.notes.extend(retyped.notes)
     return conversion
 
 
-def is_peft_directory(path: Path) -> bool:
-    return path.is_dir() and (path / "adapter_config.json").is_file()
-
-
-def default_gguf_output(source: Path, clip: ClipOptions | None = None) -> Path:
+def default_output(source: Path, target: str = "gguf", clip: ClipOptions | None = None) -> Path:
+    """Beside a file, its name with the target's extension; in a directory, the name its bundle
+    declares for the target."""
+    extension = ".gguf" if target == "gguf" else ".bin"
     if source.is_dir():
         from .bundles import recognise
 
         bundle = recognise(source)
-        if bundle is not None and bundle.output:
-            return source / bundle.output
-        if is_peft_directory(source):
-            return source / f"{PEFT_OUTPUT}.gguf"
-        from .clip import ClipOptions, default_output
+        if bundle is not None:
+            return source / bundle.outputs.get(target, f"{bundle.id}{extension}")
+        if target == "gguf":
+            from .clip import ClipOptions
+            from .clip import default_output as clip_output
 
-        return default_output(source, clip or ClipOptions())
-    return source.with_suffix(".gguf")
+            return clip_output(source, clip or ClipOptions())
+    return source.with_suffix(extension)
 
 
-def to_gguf(source: Path, *, schema: str | None = None, params: Mapping[str, Any] | None = None,
-            mapping: str | None = None, base: Path | None = None, arch: str | None = None,
-            clip: ClipOptions | None = None, outtype: str | None = None) -> GGUFConversion:
-    """The GGUF that ``source`` (a file or a model or adapter directory) becomes, planned, not written."""
+def default_gguf_output(source: Path, clip: ClipOptions | None = None) -> Path:
+    return default_output(source, "gguf", clip)
+
+
+def convert(source: Path, target: str = "gguf", *, schema: str | None = None,
+            params: Mapping[str, Any] | None = None, mapping: str | None = None, base: Path | None = None,
+            arch: str | None = None, clip: ClipOptions | None = None, outtype: str | None = None) -> Conversion:
+    """What ``source`` (a file or a declared directory) becomes in ``target``, planned, not written."""
     from .plan import check_plan
 
-    conversion = _plan_to_gguf(source, schema=schema, params=params, mapping=mapping, base=base, arch=arch,
-                               clip=clip, outtype=outtype)
+    if source.is_dir() and _bundle_of(source) is None:
+        conversion = _clip(source, target, schema, params, mapping, base, arch, outtype, clip)
+    else:
+        if clip is not None:
+            raise UsageError("the CLIP options apply to a CLIP model directory")
+        doc, table = _document_and_table(source, target, schema, params, mapping, base)
+        from .plan import plan_gguf
+
+        plan = plan_gguf(doc, table, _architecture(arch, table))
+        what = doc.schema.title if source.is_dir() else doc.schema.id
+        conversion = _retyped(Conversion(plan, f"{what} -> {_shown(target)} via {table.name}",
+                                         target, list(plan.warnings)), outtype, table)
     check_plan(conversion.plan, str(source))
     return conversion
 
 
-def _plan_to_gguf(source: Path, *, schema: str | None, params: Mapping[str, Any] | None, mapping: str | None,
-                  base: Path | None, arch: str | None, clip: ClipOptions | None,
-                  outtype: str | None) -> GGUFConversion:
+def to_gguf(source: Path, **options: Any) -> Conversion:
+    return convert(source, "gguf", **options)
+
+
+def _shown(target: str) -> str:
+    return "GGUF" if target == "gguf" else target
+
+
+def _bundle_of(directory: Path) -> Any:
+    from .bundles import recognise
+
+    return recognise(directory)
+
+
+def _document_and_table(source: Path, target: str, schema: str | None, params: Mapping[str, Any] | None,
+                        mapping: str | None, base: Path | None) -> tuple[Document, MappingTable]:
+    """The input as a Document, and the table that converts it to ``target``."""
+    from .mapping import load_mapping, table_for, table_uses
+
     if source.is_dir():
-        from .bundles import recognise
+        from .bundles import read_bundle
 
-        bundle = recognise(source)  # a directory layout declared in bundles/ (told apart by data)
-        if bundle is not None:
-            if schema or params or arch or clip is not None:
-                raise UsageError(f"{source}: this {bundle.title} takes --base, --mapping and --outtype, not "
-                                 "--schema, --arch, schema parameters or the CLIP options")
-            return _bundle_to_gguf(bundle, source, base, mapping, outtype)
-        if schema or params or mapping or arch:
-            raise UsageError("--schema, --mapping, --arch and schema parameters apply to files, not to a "
-                             "model or adapter directory")
-        if is_peft_directory(source):
-            if clip is not None:
-                raise UsageError("the CLIP options apply to a CLIP model directory, not to a PEFT adapter")
-            return _retyped(_peft_to_gguf(source, base), outtype, "lora-gguf")
-        from .clip import ClipOptions, clip_to_gguf, is_clip_directory
-
-        if not is_clip_directory(source):
-            raise UsageError(f"{source}: a directory to convert is a PEFT adapter (adapter_config.json) "
-                             "or a CLIP model (config.json with model_type clip)")
-        if base is not None:
-            raise UsageError("--base applies to a PEFT adapter directory")
-        from .mapping import load_mapping
-        from .outtype import check_outtype
-
-        # The CLIP table's dtype policy takes the output type (clip.use_f32), tensor by tensor.
-        check_outtype(outtype, load_mapping("clip-gguf").outtypes, "a CLIP model")
-        return GGUFConversion(clip_to_gguf(source, clip or ClipOptions()), "CLIP -> GGUF")
-    if clip is not None:
-        raise UsageError("the CLIP options apply to a CLIP model directory")
+        bundle = _bundle_of(source)  # a directory layout declared in bundles/ (told apart by data)
+        if schema or params:
+            raise UsageError(f"{source}: this {bundle.title} is read by its bundle declaration; --schema and schema "
+                             "parameters apply to files")
+        name = mapping or table_for(bundle.id, target)
+        if name is None:
+            raise UsageError(f"{source}: ggfmt has no {_shown(target)} conversion for a {bundle.title} (no "
+                             f"mapping table with source: {bundle.id} and target: {target})")
+        table = load_mapping(name)
+        if base is not None and not table_uses(table, "base"):
+            raise UsageError(f"--base: this conversion ({table.name}) reads nothing from a base model")
+        return read_bundle(bundle, source, base, with_base=table_uses(table, "base")), table
     if base is not None:
-        raise UsageError("--base applies to a PEFT adapter directory, not to a file")
+        raise UsageError("--base applies to a directory layout (an adapter and its base model), not to a file")
     from .engine import parse
 
     doc = parse(source, schema, params)
-    from .mapping import load_mapping, table_for
-    from .plan import plan_gguf
-
-    found = mapping or table_for(doc.schema.id, "gguf")  # the table whose source/target say it converts these
-    if found is None:
-        raise UsageError(f"{source}: ggfmt has no GGUF conversion for {doc.schema.id} files (no mapping table with "
-                         f"source: {doc.schema.id} and target: gguf); `fmt parse` still shows what is inside")
-    table = load_mapping(found)
-    plan = plan_gguf(doc, table, _architecture(arch, table))
-    return _retyped(GGUFConversion(plan, f"{doc.schema.id} -> GGUF via {found}", list(plan.warnings)), outtype, found)
+    name = mapping or table_for(doc.schema.id, target)  # the table whose source/target say it converts these
+    if name is None:
+        raise UsageError(f"{source}: ggfmt has no {_shown(target)} conversion for {doc.schema.id} files (no mapping "
+                         f"table with source: {doc.schema.id} and target: {target}); `fmt parse` still shows what "
+                         "is inside")
+    return doc, load_mapping(name)
 
 
 def _architecture(arch: str | None, table: MappingTable) -> str | None:
@@ -139,43 +151,20 @@ def _architecture(arch: str | None, table: MappingTable) -> str | None:
     return arch
 
 
-def _bundle_to_gguf(bundle: Any, directory: Path, base: Path | None, mapping: str | None,
-                    outtype: str | None) -> GGUFConversion:
-    """A declared directory layout through its table (``<bundle id>-gguf``, or ``--mapping``)."""
-    from .bundles import read_bundle
-    from .mapping import load_mapping, table_for
-    from .plan import plan_gguf
+def _clip(source: Path, target: str, schema: str | None, params: Mapping[str, Any] | None, mapping: str | None,
+          base: Path | None, arch: str | None, outtype: str | None, clip: ClipOptions | None) -> Conversion:
+    from .clip import ClipOptions, clip_to_gguf, is_clip_directory
 
-    doc = read_bundle(bundle, directory, base)
-    name = mapping or table_for(bundle.id, "gguf")
-    if name is None:
-        raise UsageError(f"{directory}: no mapping table has source: {bundle.id} and target: gguf")
-    table = load_mapping(name)
-    plan = plan_gguf(doc, table)
-    return _retyped(GGUFConversion(plan, f"{bundle.title} -> GGUF via {name}", list(plan.warnings)), outtype, name)
+    if not is_clip_directory(source) or target != "gguf":
+        raise UsageError(f"{source}: a directory, and not one ggfmt converts to {target} (the layouts declared in "
+                         "bundles/, such as PEFT and mlx-lm adapters, or a CLIP model: config.json with model_type "
+                         "clip)")
+    if schema or params or mapping or arch or base is not None:
+        raise UsageError("--schema, --mapping, --arch, --base and schema parameters do not apply to a CLIP model "
+                         "directory")
+    from .mapping import load_mapping
+    from .outtype import check_outtype
 
-
-def _peft_to_gguf(directory: Path, base: Path | None) -> GGUFConversion:
-    from .adapters import peft_to_gguf
-    from .sources.hf_config import read_base_config
-    from .sources.peft import read_peft
-
-    if not is_peft_directory(directory):
-        raise UsageError(f"{directory}: a directory to convert must be a PEFT adapter (with adapter_config.json)")
-    adapter = read_peft(directory)
-    if base is None:
-        named = adapter.config.get("base_model_name_or_path")
-        if isinstance(named, str) and named and Path(named).is_dir():
-            base = Path(named)
-        else:
-            raise UsageError(f"{directory}: the base model's config.json is needed: pass --base DIR "
-                             f"(base_model_name_or_path is {named!r}, not a local directory)")
-    model = read_base_config(base)
-    return GGUFConversion(peft_to_gguf(adapter, model), f"PEFT adapter -> GGUF LoRA adapter ({model.architecture})")
-
-
-def ggla_fields(directory: Path, outtype: str | None = None) -> dict[str, Any]:
-    from .adapters import peft_to_ggla_fields
-    from .sources.peft import read_peft
-
-    return peft_to_ggla_fields(read_peft(directory), outtype)
+    # The CLIP table's dtype policy takes the output type (clip.use_f32), tensor by tensor.
+    check_outtype(outtype, load_mapping("clip-gguf").outtypes, "a CLIP model")
+    return Conversion(clip_to_gguf(source, clip or ClipOptions()), "CLIP -> GGUF")

@@ -55,6 +55,16 @@ class Document:
     tensors: list[TensorRef]
     size: int
     params: dict[str, Any] = field(default_factory=dict)  # the schema's parameters, as the parse used them
+    # a directory's Document: the file each top-level field was read from (``config`` ->
+    # adapter_config.json), so that a message about ``config.r`` names that file
+    field_files: dict[str, Path] = field(default_factory=dict)
+
+    def locate(self, path: str) -> tuple[str, str, int | None]:
+        """(file, field path in it, byte offset when known) of the field at ``path``."""
+        top, _, rest = path.partition(".")
+        if top in self.field_files:
+            return str(self.field_files[top]), rest, None
+        return str(self.source), path, self.offset_of(path) if path else None
 
     def offset_of(self, path: str) -> int | None:
         """The byte offset where the field at ``path`` (``opt.ctx.iter``) starts, when known."""

@@ -28,11 +28,11 @@ from .schema.expr import Expression, ExpressionError
 SCALAR_TYPES = {"u8", "i8", "u16", "i16", "u32", "i32", "u64", "i64", "f32", "f64", "bool", "string"}
 VALUE_TYPES = SCALAR_TYPES | {f"{t}[]" for t in SCALAR_TYPES}  # "f32[]": a GGUF array of f32
 METADATA_KEYS = {"key", "gguf", "type", "value", "when", "doc"}
-TENSOR_KEYS = {"from", "match", "gguf", "name", "suffix", "transforms", "when", "doc"}
+TENSOR_KEYS = {"from", "match", "gguf", "name", "suffix", "transforms", "when", "require", "drop", "doc"}
 GROUP_KEYS = {"items", "when", "for", "as", "doc"}
 BLOCK_ID = "bid"  # the index inside a `for` group: gguf-py's tensor name templates call it bid
 TOP_KEYS = {"doc", "source", "target", "architecture", "arch_option", "metadata", "tensors", "outtypes", "rules",
-            "unmatched", "values", "tensor_values", "require", "checks", "warnings", "order"}
+            "unmatched", "values", "tensor_values", "require", "checks", "warnings", "order", "rename_inputs"}
 CHECK_KEYS = {"expr", "field", "message", "doc"}
 WARNING_KEYS = {"when", "message", "doc"}
 # what a capture may match: `{bid}` a block number, `{name}` one dot-free part, `{name:any}` any text
@@ -58,6 +58,17 @@ class TensorEntry:
 
 
 @dataclass(frozen=True)
+class Check:
+    """A condition with the one-line message that says what is wrong when it does not hold;
+    ``{name}`` in the message is the value of ``name`` where the condition was evaluated."""
+
+    expr: Expression
+    message: str
+    field: str  # the input field the message is about (its offset is reported); may be empty
+    where: str
+
+
+@dataclass(frozen=True)
 class TransformCall:
     """A named transform with its arguments (expressions): ``rope_permute(n_head)``."""
 
@@ -77,17 +88,8 @@ class MatchEntry:
     transforms: list[TransformCall]
     when: Expression | None
     where: str
-
-
-@dataclass(frozen=True)
-class Check:
-    """A condition with the one-line message that says what is wrong when it does not hold;
-    ``{name}`` in the message is the value of ``name`` where the condition was evaluated."""
-
-    expr: Expression
-    message: str
-    field: str  # the input field the message is about (its offset is reported); may be empty
-    where: str
+    require: list[Check] = field(default_factory=list)  # after the table's own `require`
+    drop: bool = False  # the selected tensors are left out, as the table says
 
 
 @dataclass(frozen=True)
@@ -119,6 +121,9 @@ class MappingTable:
     # the sort key of the tensors `match:` entries make (default: the input's order); it sees
     # what `require` sees and `output`, the output name
     order: Expression | None = None
+    # text replaced in every input tensor's name before `match:` patterns are tried
+    # (``{".default.weight": ".weight"}``); `tensor.name` stays the name as stored
+    rename_inputs: dict[str, str] = field(default_factory=dict)
 
 
 def mapping_dirs() -> list[Path]:
@@ -184,7 +189,17 @@ def _load(path: Path, including: tuple[str, ...]) -> MappingTable:
         warnings=_checks(data.get("warnings"), f"{source}: warnings", WARNING_KEYS, "when"),
         arch_option=_flag(data.get("arch_option", False), f"{source}: arch_option"),
         order=_opt_expr(data, "order", source),
+        rename_inputs=_renames(data.get("rename_inputs"), f"{source}: rename_inputs"),
     )
+
+
+def _renames(spec: Any, where: str) -> dict[str, str]:
+    if spec is None:
+        return {}
+    if not isinstance(spec, Mapping) or not all(isinstance(k, str) and k and isinstance(v, str)
+                                                for k, v in spec.items()):
+        raise SchemaError(where, "is a mapping of text to the text that replaces it")
+    return dict(spec)
 
 
 def _flag(value: Any, where: str) -> bool:
@@ -333,7 +348,8 @@ def _metadata_entry(spec: Mapping[str, Any], where: str) -> MetadataEntry:
     _check_keys(spec, METADATA_KEYS, where)
     if ("key" in spec) == ("gguf" in spec):
         raise SchemaError(where, "give exactly one of `key` (a literal name) and `gguf` (a gguf.Keys name)")
-    key = check_template(str(spec["key"]) if "key" in spec else gguf_key(str(spec["gguf"]), where), {"arch"}, where)
+    key = check_template(str(spec["key"]) if "key" in spec else gguf_key(str(spec["gguf"]), where),
+                         {"arch", BLOCK_ID, "id"}, where)  # gguf-py spells a group's index {id} in its keys
     value_type = spec.get("type")
     if value_type not in VALUE_TYPES:
         raise SchemaError(where, f"`type` must be one of {', '.join(sorted(VALUE_TYPES))}")
@@ -385,13 +401,18 @@ def _match_entry(spec: Mapping[str, Any], where: str) -> MatchEntry:
         # a block number has no leading zero, so that layers.01 and layers.1 are not the same block
         kind = "0|[1-9][0-9]{0,8}" if capture == BLOCK_ID else CAPTURE_KINDS[spec_]
         regex += f"(?P<{capture}>{kind})"
+    if spec.get("drop") is True:
+        if set(spec) - {"match", "when", "drop", "doc"}:
+            raise SchemaError(where, "a `drop: true` entry has only `match` and `when`")
+        return MatchEntry(re.compile(regex), "", [], _opt_expr(spec, "when", where), where, drop=True)
     template = check_template(_output_name(spec, where), set(captures), where)
     transforms = spec.get("transforms") or []
     if not isinstance(transforms, list):
         raise SchemaError(where, "`transforms` is a list such as [transpose, 'rope_permute(n_head)']")
     return MatchEntry(re.compile(regex), template, [_transform_call(t, f"{where}, transforms[{i}]")
                                                     for i, t in enumerate(transforms)],
-                      _opt_expr(spec, "when", where), where)
+                      _opt_expr(spec, "when", where), where,
+                      _checks(spec.get("require"), f"{where}, require", CHECK_KEYS, "expr"))
 
 
 def _transform_call(text: Any, where: str) -> TransformCall:
@@ -526,3 +547,33 @@ def walk(items: list[Any], scopes: list[Scope], budget: list[int] | None = None)
 
 def evaluate_entry(expr: Expression, scopes: list[Scope], where: str) -> Any:
     return _eval(expr, scopes, where)
+
+
+def table_uses(table: MappingTable, name: str) -> bool:
+    """Whether any expression of ``table`` looks up ``name`` (``base``: whether the conversion needs
+    the base model's files)."""
+    return name in _names(table)
+
+
+def _names(table: MappingTable) -> set[str]:
+    exprs: list[Expression | None] = [e for _, e in [*table.values, *table.tensor_values]]
+    exprs += [c.expr for c in [*table.require, *table.checks, *table.warnings]]
+    exprs.append(table.order)
+
+    def items(entries: list[Any]) -> None:
+        for entry in entries:
+            if isinstance(entry, Group):
+                exprs.extend([entry.when, entry.each])
+                items(entry.items)
+            elif isinstance(entry, MetadataEntry):
+                exprs.extend([entry.value, entry.when])
+            elif isinstance(entry, TensorEntry):
+                exprs.extend([entry.source, entry.when])
+            elif isinstance(entry, MatchEntry):
+                exprs.append(entry.when)
+                exprs.extend(c.expr for c in entry.require)
+                exprs.extend(a for call in entry.transforms for a in call.args)
+
+    items(table.metadata)
+    items(table.tensors)
+    return {n for e in exprs if e is not None for n in e.names}

@@ -94,9 +94,10 @@ def plan_gguf(doc: Document, table: MappingTable, arch: str | None = None) -> GG
     architecture = str(arch or table.architecture)
     # what every entry may use: the schema's parameters, the parsed fields (which shadow a
     # parameter of the same name), the input's tensors, the architecture, then the table's values
-    inputs = [_described(ref, i) for i, ref in enumerate(doc.tensors)]
+    inputs = [_described(ref, i, table) for i, ref in enumerate(doc.tensors)]
     given = {"input_tensors": inputs, "input_by_name": {t["name"]: t for t in inputs}, "arch": architecture}
     scopes = table_scope(table, [doc.params, doc.fields, given])
+    check_input(doc, table, scopes)
     metadata = resolve_metadata(table, scopes, architecture, str(doc.source), doc)
     tensors = []
     names: set[str] = set()
@@ -127,6 +128,8 @@ def plan_gguf(doc: Document, table: MappingTable, arch: str | None = None) -> GG
             if ref.path in used:
                 continue
             planned = _matched(ref, index, matchers, doc, table)
+            if isinstance(planned, _Dropped):
+                continue
             if planned is None:
                 why = f"{ref.name or ref.path} is selected by no entry of {table.name}"
                 if table.unmatched == "warn":
@@ -145,43 +148,60 @@ def plan_gguf(doc: Document, table: MappingTable, arch: str | None = None) -> GG
             except TypeError:
                 raise SchemaError(f"{table.name}: order", "its values cannot be compared with each other") from None
         tensors += [t for _, t in matched]
-    for check in table.checks:
-        if not evaluate_entry(check.expr, scopes, check.where):
-            raise FormatError(check.field, doc.offset_of(check.field) if check.field else None,
-                              fill_message(check.message, scopes, check.where), str(doc.source))
     warnings += [fill_message(w.message, scopes, w.where) for w in table.warnings
                  if evaluate_entry(w.expr, scopes, w.where)]
     return GGUFPlan(architecture, metadata, tensors, warnings)
 
 
-def _described(ref: TensorRef, index: int) -> dict[str, Any]:
-    """An input tensor as entries see it: its name, ne (ggml order), type name and position."""
-    return {"name": ref.name, "ne": list(ref.ne), "type": ref.type_name, "index": index}
+def check_input(doc: Document, table: MappingTable, scopes: list[Scope]) -> None:
+    """The table's `checks`: the first that fails is reported at its field (file, path, offset)."""
+    for check in table.checks:
+        if not evaluate_entry(check.expr, scopes, check.where):
+            file, path, offset = doc.locate(check.field)
+            raise FormatError(path, offset, fill_message(check.message, scopes, check.where), file)
+
+
+def _described(ref: TensorRef, index: int, table: MappingTable) -> dict[str, Any]:
+    """An input tensor as entries see it: its name (after the table's `rename_inputs`), ne (ggml
+    order), type name and position."""
+    name = ref.name
+    for old, new in table.rename_inputs.items():
+        name = name.replace(old, new)
+    return {"name": name, "ne": list(ref.ne), "type": ref.type_name, "index": index}
+
+
+class _Dropped:
+    """What a `drop: true` entry makes of a tensor."""
+
+
+DROPPED = _Dropped()
 
 
 def _matched(ref: TensorRef, index: int, matchers: list[tuple[MatchEntry, list[Scope]]], doc: Document,
-             table: MappingTable) -> tuple[Any, OutputTensor] | None:
+             table: MappingTable) -> tuple[Any, OutputTensor] | _Dropped | None:
     """The output tensor the first `match:` entry that selects ``ref`` makes of it, with its
     sort key (the table's `order`, else None), or None."""
-    for entry, entry_scopes in matchers:
-        found = entry.pattern.fullmatch(ref.name)
+    described = _described(ref, index, table)
+    for position, (entry, entry_scopes) in enumerate(matchers):
+        found = entry.pattern.fullmatch(described["name"])
         if found is None:
             continue
         captures: dict[str, Any] = {k: int(v) if k == BLOCK_ID else v for k, v in found.groupdict().items()}
         # the selected tensor itself: its name, ne (ggml order) and type name, beside the captures
-        tensor = {"tensor": _described(ref, index)}
-        scopes = [*entry_scopes, tensor, captures]
+        scopes = [*entry_scopes, {"tensor": described}, captures]
         if entry.when is not None and not evaluate_entry(entry.when, scopes, entry.where):
             continue
+        if entry.drop:
+            return DROPPED
         scopes = table_scope(table, scopes, "tensor_values")
-        for check in table.require:
+        for check in [*table.require, *entry.require]:
             if not evaluate_entry(check.expr, scopes, check.where):
                 raise FormatError(ref.path, ref.offset, fill_message(check.message, scopes, check.where),
                                   str(doc.source))
-        name = fill_template(entry.name_template, entry.where, **captures)
-        key = None if table.order is None else evaluate_entry(table.order, [*scopes, {"output": name}],
-                                                              f"{table.name}: order")
-        return key, _transformed(ref, name, entry, scopes, doc)
+        output = fill_template(entry.name_template, entry.where, **captures)
+        key = None if table.order is None else evaluate_entry(
+            table.order, [*scopes, {"output": output, "entry": position}], f"{table.name}: order")
+        return key, _transformed(ref, output, entry, scopes, doc)
     return None
 
 
@@ -189,15 +209,15 @@ def _transformed(ref: TensorRef, name: str, entry: MatchEntry, scopes: list[Scop
     """``ref`` as ``name``, through the entry's transforms (applied when it is written)."""
 
     from .tensors import ArraySource
-    from .transforms import DTYPE_OF_GGML_TYPE, GGML_TYPE_OF_DTYPE, TRANSFORMS, from_bytes
+    from .transforms import BF16, GGML_TYPE_OF_DTYPE, TRANSFORMS, from_bytes, read_dtype
 
     source = FileSlice(doc.source, ref.offset, ref.nbytes)
     if not entry.transforms:
         return OutputTensor(name, ref.ne, ref.ggml_type, source)
-    dtype = DTYPE_OF_GGML_TYPE.get(ref.ggml_type)
+    dtype = read_dtype(ref.ggml_type)
     if dtype is None:
-        raise FormatError(ref.path, ref.offset, f"{ref.name} is {ref.type_name}; transforms apply to f32 and f16 "
-                                                "tensors", str(doc.source))
+        raise FormatError(ref.path, ref.offset, f"{ref.name} is {ref.type_name}; transforms apply to f32, f16 "
+                                                "and bf16 tensors", str(doc.source))
     shape = tuple(reversed(ref.ne))
     steps = []
     for call in entry.transforms:
@@ -210,7 +230,7 @@ def _transformed(ref: TensorRef, name: str, entry: MatchEntry, scopes: list[Scop
             raise FormatError(ref.path, ref.offset, f"{ref.name}: {call.source}: {e}", str(doc.source)) from None
         if transform.identity is None or not transform.identity(*args):
             steps.append((transform, args))  # scale(1) changes nothing: the bytes are copied as they are
-    if not steps:
+    if not steps and dtype == read_dtype(ref.ggml_type) and ref.ggml_type != BF16:
         return OutputTensor(name, ref.ne, ref.ggml_type, source)
 
     def produce() -> Any:
@@ -233,7 +253,8 @@ def resolve_metadata(table: MappingTable, scopes: list[Scope], architecture: str
     for entry, entry_scopes in walk(table.metadata, scopes):
         assert isinstance(entry, MetadataEntry)
         value = evaluate_entry(entry.value, entry_scopes, entry.where)
-        key = fill_template(entry.key, entry.where, arch=architecture)
+        bid = next((s[BLOCK_ID] for s in reversed(entry_scopes) if BLOCK_ID in s), None)
+        key = fill_template(entry.key, entry.where, arch=architecture, bid=bid, id=bid)
         if key in keys:
             raise SchemaError(entry.where, f"the key {key} is written twice")
         keys.add(key)

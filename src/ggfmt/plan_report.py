@@ -33,28 +33,21 @@ def _table(header: tuple[str, ...], rows: Sequence[tuple[Any, ...]], right: set[
     return lines
 
 
-def describe_gguf_plan(plan: Any, target: Path, description: str) -> str:
-    """Keys with their types and values, then every tensor: name, type, ne, bytes."""
-    lines = [f"would write {target} ({description}): {len(plan.tensors)} tensors, {len(plan.metadata) + 1} keys, "
-             f"{plan.payload_bytes:,} bytes of tensor data", "", "keys:"]
-    keys = [("general.architecture", "string", repr(plan.architecture)),  # written by the GGUF writer itself
-            *((m.key, m.value_type, _value(m.value)) for m in plan.metadata)]
+def describe_plan(plan: Any, target: Path, description: str, kind: str = "gguf") -> str:
+    """Keys (or a schema's header fields) with their types and values, then every tensor: name,
+    type, ne, bytes."""
+    gguf = kind == "gguf"
+    lines = [f"would write {target} ({description}): {len(plan.tensors)} tensors, "
+             f"{len(plan.metadata) + 1 if gguf else len(plan.metadata)} {'keys' if gguf else 'header fields'}, "
+             f"{plan.payload_bytes:,} bytes of tensor data", "", "keys:" if gguf else "header:"]
+    # general.architecture is written by the GGUF writer itself
+    first = [("general.architecture", "string", repr(plan.architecture))] if gguf else []
+    keys = [*first, *((m.key, m.value_type, _value(m.value)) for m in plan.metadata)]
     widths = [max(len(row[i]) for row in keys) for i in (0, 1)]
     lines += [f"  {key:<{widths[0]}}  {kind:<{widths[1]}}  {value}" for key, kind, value in keys]
     lines += ["", "tensors:"]
     rows = [(t.name, type_name(t.ggml_type), " x ".join(map(str, t.ne)), f"{t.nbytes:,}")
             for t in plan.tensors]
-    lines += _table(("name", "type", "ne", "bytes"), rows, {3})
-    return escape_lines(lines)
-
-
-def describe_ggla_fields(fields: dict[str, Any], target: Path) -> str:
-    records = fields["tensors"]
-    total = sum(r["data"].nbytes for r in records)
-    lines = [f"would write {target} (PEFT adapter -> ggla): {len(records)} tensors, r {fields['r']}, "
-             f"alpha {fields['lora_alpha']}, {total:,} bytes of tensor data", "", "tensors:"]
-    rows = [(r["name"], type_name(r["ftype"]), " x ".join(map(str, r["ne"])),
-             f"{r['data'].nbytes:,}") for r in records]
     lines += _table(("name", "type", "ne", "bytes"), rows, {3})
     return escape_lines(lines)
 

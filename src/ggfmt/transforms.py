@@ -44,13 +44,25 @@ def scale(array: Any, factor: float) -> np.ndarray[Any, Any]:
     return scaled
 
 
+BF16 = ggml_types.type_id("bf16")
+
+
+def read_dtype(ggml_type: int) -> np.dtype[Any] | None:
+    """What a tensor of ``ggml_type`` is transformed as: f32 and f16 as they are, bf16 widened to
+    f32 (numpy has no bf16); None for the types transforms do not take."""
+    return np.dtype(np.float32) if ggml_type == BF16 else DTYPE_OF_GGML_TYPE.get(ggml_type)
+
+
 def from_bytes(data: bytes, ggml_type: int, ne: tuple[int, ...]) -> np.ndarray[Any, Any]:
-    """The array a tensor's bytes hold (f32 or f16)."""
+    """The array a tensor's bytes hold (f32, f16, or bf16 widened to f32)."""
+    shape = tuple(reversed(ne))
+    if ggml_type == BF16:  # the high half of an f32's bits
+        return (np.frombuffer(data, dtype="<u2").astype(np.uint32) << 16).view(np.float32).reshape(shape)
     dtype: np.dtype[Any] | None = DTYPE_OF_GGML_TYPE.get(ggml_type)
     if dtype is None:
-        raise ValueError(f"ggml type {ggml_type} cannot be transformed (only f32 and f16)")
+        raise ValueError(f"ggml type {ggml_type} cannot be transformed (only f32, f16 and bf16)")
     array: np.ndarray[Any, Any] = np.frombuffer(data, dtype=dtype)
-    return array.reshape(tuple(reversed(ne)))
+    return array.reshape(shape)
 
 
 # -- the registry tables name transforms by ---------------------------------------------------------

@@ -174,8 +174,36 @@ def _model_tensor(name: Any, arch: Any) -> bool:
     return ggml_types.is_model_tensor(name, arch)
 
 
+def _get(mapping: Any, key: Any, default: Any = None) -> Any:
+    """``mapping[key]`` if the mapping has it, else ``default``: a config key that may be absent."""
+    if not isinstance(mapping, Mapping) or not isinstance(key, str) or key.startswith("_"):
+        raise TypeError("get(mapping, 'key', default) takes a mapping and a key")
+    return mapping.get(key, default)
+
+
+def _type_of(value: Any) -> str:
+    """``'int'``, ``'float'``, ``'str'``, ``'bool'``, ``'list'``, ``'dict'`` or ``'none'``: what a
+    value from a JSON config is, so that a check can say a number must be an integer."""
+    for kind, types in (("bool", bool), ("int", int), ("float", float), ("str", str), ("list", list | tuple),
+                        ("dict", Mapping)):
+        if isinstance(value, types):
+            return kind
+    return "none" if value is None else type(value).__name__
+
+
+def shown(value: Any, limit: int = 120) -> str:
+    """A short rendering of a value for a one-line message: huge integers by their size, long
+    text and lists cut at ``limit`` characters."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > MAX_INT_BITS:
+        return f"an integer of {value.bit_length()} bits"
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
 FUNCTIONS: dict[str, Callable[..., Any]] = {
     "find": _find,
+    "type_of": _type_of,
+    "get": _get,
     "str": _str,
     "join": _join,
     "model_tensor": _model_tensor,
@@ -195,6 +223,8 @@ FUNCTIONS: dict[str, Callable[..., Any]] = {
     "int": int,
     "ceil": math.ceil,
 }
+
+_LOOKUPS = (_get, _find)
 
 _BINOPS: dict[type[ast.operator], Callable[[Any, Any], Any]] = {
     ast.Add: operator.add,
@@ -360,6 +390,8 @@ class Expression:
                 raise self._refuse(node, "keyword or star arguments")
             fn = FUNCTIONS[node.func.id]
             args = [self._compile(a) for a in node.args]
+            if fn in _LOOKUPS:  # what they return was read, not computed: the file's, like a[i]
+                return lambda lookup: _call_lookup(fn, [a(lookup) for a in args])
             return lambda lookup: _call(fn, [a(lookup) for a in args])
         raise self._refuse(node, f"the construct {type(node).__name__}")
 
@@ -475,6 +507,12 @@ def _ifexp(test: Any, body: Evaluator, orelse: Evaluator, lookup: Lookup) -> Any
     if test is UNKNOWN:
         return UNKNOWN
     return body(lookup) if test else orelse(lookup)
+
+
+def _call_lookup(fn: Callable[..., Any], args: list[Any]) -> Any:
+    if any(a is UNKNOWN for a in args):
+        return UNKNOWN
+    return fn(*args)
 
 
 def _call(fn: Callable[..., Any], args: list[Any]) -> Any:

@@ -100,6 +100,7 @@ class _Entry:
 
 def safetensors_index(path: Path) -> dict[str, _Entry]:
     """Every tensor of a safetensors file, with its absolute byte range, checked against the file."""
+    note_input(path)
     try:
         with path.open("rb") as f:
             size = os.fstat(f.fileno()).st_size
