@@ -9,6 +9,7 @@ import textwrap
 from pathlib import Path
 
 import gguf
+import numpy as np
 import pytest
 
 import ggfmt
@@ -672,3 +673,29 @@ def test_tables_check_pair_order_and_warn(tmp_path: Path, fmt: Fmt, monkeypatch:
     assert "tensors[24]" in line and "blk.1.attn_norm.weight fails the requirement" in line
     write(ARCH_OPTION="false", REQUIRE="True", R=5)
     assert "field r at byte 8: r is 4" in assert_clean_failure(run())
+
+
+def test_row_wise_transforms_stream_in_blocks(tmp_path: Path, fmt: Fmt, monkeypatch: pytest.MonkeyPatch) -> None:
+    """scale and cast go a block of rows at a time; with blocks of one row the output is the same,
+    and it is what numpy makes of the genuine adapter's values."""
+    import ggfmt.plan
+    from legacy_reader import read_ggla
+
+    _, mappings = search_paths(tmp_path, monkeypatch)
+    (mappings / "halved.yaml").write_text(textwrap.dedent("""
+        architecture: llama
+        metadata: []
+        tensors:
+          - {match: "{name:any}", name: "{name}", transforms: ["scale(0.5)", "cast('f16')"]}
+    """))
+    whole, rows = tmp_path / "whole.gguf", tmp_path / "rows.gguf"
+    assert fmt("to-gguf", GENUINE / "ggla-finetune.bin", "--mapping", "halved", "-o", whole).code == 0
+    monkeypatch.setattr(ggfmt.plan, "ROW_BLOCK_BYTES", 1)
+    assert fmt("to-gguf", GENUINE / "ggla-finetune.bin", "--mapping", "halved", "-o", rows).code == 0
+    assert rows.read_bytes() == whole.read_bytes()
+    data = (GENUINE / "ggla-finetune.bin").read_bytes()
+    written = {t.name: np.array(t.data) for t in gguf.GGUFReader(rows).tensors}
+    for record in read_ggla(GENUINE / "ggla-finetune.bin")[1]:
+        values = np.frombuffer(data[record.data_offset:record.data_offset + record.nbytes], np.float32)
+        expected = (values * np.float32(0.5)).astype(np.float16).reshape(tuple(reversed(record.ne)))
+        assert written[record.name].dtype == np.float16 and np.array_equal(written[record.name], expected)

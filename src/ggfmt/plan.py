@@ -6,6 +6,8 @@ The emitters (:mod:`ggfmt.emit`) write a plan; nothing here writes a file.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -208,7 +210,7 @@ def _matched(ref: TensorRef, index: int, matchers: list[tuple[MatchEntry, list[S
 def _transformed(ref: TensorRef, name: str, entry: MatchEntry, scopes: list[Scope], doc: Document) -> OutputTensor:
     """``ref`` as ``name``, through the entry's transforms (applied when it is written)."""
 
-    from .tensors import ArraySource
+    from .tensors import ArraySource, BlocksSource
     from .transforms import BF16, GGML_TYPE_OF_DTYPE, TRANSFORMS, from_bytes, read_dtype
 
     source = FileSlice(doc.source, ref.offset, ref.nbytes)
@@ -233,13 +235,38 @@ def _transformed(ref: TensorRef, name: str, entry: MatchEntry, scopes: list[Scop
     if not steps and dtype == read_dtype(ref.ggml_type) and ref.ggml_type != BF16:
         return OutputTensor(name, ref.ne, ref.ggml_type, source)
 
+    out_ne = tuple(reversed(shape))
+    out_type = GGML_TYPE_OF_DTYPE[dtype]
+    nbytes = int(math.prod(shape)) * dtype.itemsize
+    if all(transform.rowwise for transform, _ in steps) and ref.ne:
+        return OutputTensor(name, out_ne, out_type, BlocksSource(lambda: _row_blocks(ref, source, steps), nbytes))
+
     def produce() -> Any:
         array = from_bytes(source.read(), ref.ggml_type, ref.ne)
         for transform, args in steps:
             array = transform.apply(array, *args)
         return array
 
-    return OutputTensor(name, tuple(reversed(shape)), GGML_TYPE_OF_DTYPE[dtype], ArraySource.of(produce, shape, dtype))
+    return OutputTensor(name, out_ne, out_type, ArraySource(produce, nbytes))
+
+
+ROW_BLOCK_BYTES = 2 << 20  # of the input, transformed at a time: memory stays flat, calls stay few
+
+
+def _row_blocks(ref: TensorRef, source: FileSlice, steps: list[tuple[Any, list[Any]]]) -> Iterator[Any]:
+    """The tensor through row-wise transforms, a block of rows (the last ggml dimension) at a time."""
+    from .transforms import from_bytes
+
+    rows = ref.ne[-1]
+    row_bytes = ref.nbytes // rows if rows else 0
+    step = max(1, ROW_BLOCK_BYTES // max(row_bytes, 1))
+    for start in range(0, rows, step):
+        count = min(step, rows - start)
+        block = FileSlice(source.path, source.offset + start * row_bytes, count * row_bytes).read()
+        array = from_bytes(block, ref.ggml_type, (*ref.ne[:-1], count))
+        for transform, args in steps:
+            array = transform.apply(array, *args)
+        yield array
 
 
 def resolve_metadata(table: MappingTable, scopes: list[Scope], architecture: str, source: str,

@@ -77,6 +77,9 @@ class Transform:
     dtype: Callable[..., np.dtype[Any]] | None = None  # None: the dtype is kept
     doc: str = ""
     identity: Callable[..., bool] | None = None  # whether these arguments change nothing
+    # applies to any block of rows (the first numpy axis) on its own, so that a large tensor is
+    # transformed a block at a time (scale, cast) rather than whole (transpose, rope_permute)
+    rowwise: bool = False
 
 
 def _transpose_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
@@ -116,6 +119,6 @@ TRANSFORMS: dict[str, Transform] = {
     "rope_permute": Transform(rope_permute, _rope_shape,
                               doc="reorder the rows of n_head heads for rope, as llama.cpp's converter does"),
     "scale": Transform(scale, _scale_shape, doc="multiply by a number, in float32",
-                       identity=lambda factor: bool(factor == 1)),
-    "cast": Transform(cast, lambda s, to: s, _cast_dtype, doc="convert to f32 or f16"),
+                       identity=lambda factor: bool(factor == 1), rowwise=True),
+    "cast": Transform(cast, lambda s, to: s, _cast_dtype, doc="convert to f32 or f16", rowwise=True),
 }
