@@ -137,8 +137,8 @@ def plan_gguf(doc: Document, table: MappingTable, arch: str | None = None) -> GG
                 if table.unmatched == "warn":
                     warnings.append(f"{why}; not converted")
                     continue
-                raise FormatError(ref.path, ref.offset, f"{why} (a table says `unmatched: warn` to leave such "
-                                                        "tensors out)", str(doc.source))
+                raise FormatError(ref.path, ref.offset, f"{why}, so ggfmt does not know what it becomes",
+                                  str(doc.source))
             if planned[1].name in names:
                 raise FormatError(ref.path, ref.offset, f"becomes {planned[1].name}, which another tensor already "
                                                         "became", str(doc.source))
