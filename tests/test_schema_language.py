@@ -7,6 +7,7 @@ import re
 import struct
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import gguf
 import numpy as np
@@ -699,3 +700,46 @@ def test_row_wise_transforms_stream_in_blocks(tmp_path: Path, fmt: Fmt, monkeypa
         values = np.frombuffer(data[record.data_offset:record.data_offset + record.nbytes], np.float32)
         expected = (values * np.float32(0.5)).astype(np.float16).reshape(tuple(reversed(record.ne)))
         assert written[record.name].dtype == np.float16 and np.array_equal(written[record.name], expected)
+
+
+def test_tensors_named_one_by_one_keep_the_tables_order(tmp_path: Path, fmt: Fmt,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """`tensor:` entries take one input tensor by name, in the table's order (here layer 1 before
+    layer 0); a name the input lacks is refused, and so is an input tensor no entry takes."""
+    _, mappings = search_paths(tmp_path, monkeypatch)
+    table = """
+        architecture: llama
+        metadata: []
+        tensors:
+          - for: "[1, 0]"
+            as: layer
+            items:
+              - {tensor: "blk.{layer}.attn_q.weight.loraA", name: "q{layer}.a", transforms: ["scale(2)"]}
+              - {tensor: "blk.{layer}.attn_q.weight.loraB", name: "q{layer}.b"}
+          - {match: "{other:any}", drop: true, when: "OTHERS"}
+    """
+    (mappings / "named.yaml").write_text(textwrap.dedent(table.replace("OTHERS", "True")))
+    out = tmp_path / "o.gguf"
+    result = fmt("to-gguf", GENUINE / "ggla-finetune.bin", "--mapping", "named", "-o", out)
+    assert result.code == 0, result.err
+    written = gguf.GGUFReader(out).tensors
+    assert [t.name for t in written] == ["q1.a", "q1.b", "q0.a", "q0.b"]
+    records = {r.name: r for r in ggla_records()}
+    data = (GENUINE / "ggla-finetune.bin").read_bytes()
+    a = records["blk.1.attn_q.weight.loraA"]
+    values = np.frombuffer(data[a.data_offset:a.data_offset + a.nbytes], np.float32) * np.float32(2)
+    assert np.array_equal(np.array(written[0].data).ravel(), values)
+    (mappings / "named2.yaml").write_text(textwrap.dedent(table.replace("OTHERS", "False")))
+    line = assert_clean_failure(fmt("to-gguf", GENUINE / "ggla-finetune.bin", "--mapping", "named2", "-o", out,
+                                    "--force"))
+    assert "token_embd.weight.loraA is selected by no entry of named2" in line
+    (mappings / "named3.yaml").write_text(textwrap.dedent(table.replace("OTHERS", "True").replace("[1, 0]", "[1, 9]")))
+    line = assert_clean_failure(fmt("to-gguf", GENUINE / "ggla-finetune.bin", "--mapping", "named3", "-o", out,
+                                    "--force"))
+    assert "field blk.9.attn_q.weight.loraA: is not in the input, but named3 expects it" in line
+
+
+def ggla_records() -> list[Any]:
+    from legacy_reader import read_ggla
+
+    return read_ggla(GENUINE / "ggla-finetune.bin")[1]

@@ -28,7 +28,7 @@ from .schema.expr import Expression, ExpressionError
 SCALAR_TYPES = {"u8", "i8", "u16", "i16", "u32", "i32", "u64", "i64", "f32", "f64", "bool", "string"}
 VALUE_TYPES = SCALAR_TYPES | {f"{t}[]" for t in SCALAR_TYPES}  # "f32[]": a GGUF array of f32
 METADATA_KEYS = {"key", "gguf", "type", "value", "when", "doc"}
-TENSOR_KEYS = {"from", "match", "gguf", "name", "suffix", "transforms", "when", "require", "drop", "doc"}
+TENSOR_KEYS = {"from", "match", "tensor", "gguf", "name", "suffix", "transforms", "when", "require", "drop", "doc"}
 GROUP_KEYS = {"items", "when", "for", "as", "doc"}
 BLOCK_ID = "bid"  # the index inside a `for` group: gguf-py's tensor name templates call it bid
 TOP_KEYS = {"doc", "source", "target", "architecture", "arch_option", "metadata", "tensors", "outtypes", "rules",
@@ -90,6 +90,20 @@ class MatchEntry:
     where: str
     require: list[Check] = field(default_factory=list)  # after the table's own `require`
     drop: bool = False  # the selected tensors are left out, as the table says
+
+
+@dataclass(frozen=True)
+class NamedEntry:
+    """One input tensor by its name, ``tensor: "text_model.encoder.layers.{bid}.mlp.fc1.weight"``
+    (``{name}`` fields are values in scope, such as a `for` group's ``bid``): written where the
+    entry is, so a table gives the output the model's order; a tensor that is not there is an error."""
+
+    input_template: str
+    name_template: str
+    transforms: list[TransformCall]
+    when: Expression | None
+    where: str
+    require: list[Check] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -244,8 +258,9 @@ def check_message(template: str, where: str) -> str:
 MAX_MESSAGE_VALUE = 80  # characters of one value shown in a message
 
 
-def fill_message(template: str, scopes: list[Scope], where: str) -> str:
-    """The message with each ``{name}`` replaced by its value in ``scopes`` (shortened)."""
+def fill_message(template: str, scopes: list[Scope], where: str, shorten: bool = True) -> str:
+    """The message (or, not ``shorten``ed, a tensor name) with each ``{name}`` replaced by its value
+    in ``scopes``."""
     import string
 
     lookup = _lookup(scopes)
@@ -257,7 +272,8 @@ def fill_message(template: str, scopes: list[Scope], where: str) -> str:
                 value = str(lookup(name))
             except ExpressionError:
                 raise SchemaError(where, f"the message uses {{{name}}}, which has no value here") from None
-            out.append(value if len(value) <= MAX_MESSAGE_VALUE else value[:MAX_MESSAGE_VALUE - 3] + "...")
+            out.append(value if not shorten or len(value) <= MAX_MESSAGE_VALUE
+                       else value[:MAX_MESSAGE_VALUE - 3] + "...")
     return "".join(out)
 
 
@@ -359,12 +375,23 @@ def _metadata_entry(spec: Mapping[str, Any], where: str) -> MetadataEntry:
                          _opt_expr(spec, "when", where), where)
 
 
-def _tensor_entry(spec: Mapping[str, Any], where: str) -> TensorEntry | MatchEntry:
+def _tensor_entry(spec: Mapping[str, Any], where: str) -> TensorEntry | MatchEntry | NamedEntry:
     _check_keys(spec, TENSOR_KEYS, where)
-    if ("from" in spec) == ("match" in spec):
-        raise SchemaError(where, "needs one of `from` (a parsed tensor record) and `match` (tensor names)")
+    if len({"from", "match", "tensor"} & set(spec)) != 1:
+        raise SchemaError(where, "needs one of `from` (a parsed tensor record), `match` (a pattern of tensor names) "
+                                 "and `tensor` (one tensor's name)")
     if "match" in spec:
         return _match_entry(spec, where)
+    if "tensor" in spec:
+        if spec.get("drop"):
+            raise SchemaError(where, "`drop` applies to `match` entries")
+        transforms = spec.get("transforms") or []
+        if not isinstance(transforms, list):
+            raise SchemaError(where, "`transforms` is a list such as [transpose, 'rope_permute(n_head)']")
+        return NamedEntry(check_message(str(spec["tensor"]), where), check_message(_output_name(spec, where), where),
+                          [_transform_call(t, f"{where}, transforms[{i}]") for i, t in enumerate(transforms)],
+                          _opt_expr(spec, "when", where), where,
+                          _checks(spec.get("require"), f"{where}, require", CHECK_KEYS, "expr"))
     if "transforms" in spec:
         raise SchemaError(where, "`transforms` apply to `match` entries")
     template = check_template(_output_name(spec, where), {"bid"}, where)
@@ -569,7 +596,7 @@ def _names(table: MappingTable) -> set[str]:
                 exprs.extend([entry.value, entry.when])
             elif isinstance(entry, TensorEntry):
                 exprs.extend([entry.source, entry.when])
-            elif isinstance(entry, MatchEntry):
+            elif isinstance(entry, MatchEntry | NamedEntry):
                 exprs.append(entry.when)
                 exprs.extend(c.expr for c in entry.require)
                 exprs.extend(a for call in entry.transforms for a in call.args)

@@ -19,6 +19,7 @@ from .mapping import (
     MappingTable,
     MatchEntry,
     MetadataEntry,
+    NamedEntry,
     Scope,
     TensorEntry,
     evaluate_entry,
@@ -104,10 +105,22 @@ def plan_gguf(doc: Document, table: MappingTable, arch: str | None = None) -> GG
     tensors = []
     names: set[str] = set()
     matchers: list[tuple[MatchEntry, list[Scope]]] = []
-    used: set[str] = set()  # paths of the input tensors a `from:` entry took
+    used: set[str] = set()  # paths of the input tensors a `from:` or `tensor:` entry took
+    by_name = {described["name"]: (ref, described) for ref, described in
+               ((ref, _described(ref, i, table)) for i, ref in enumerate(doc.tensors))}
+    named = False
     for entry, entry_scopes in walk(table.tensors, scopes):
         if isinstance(entry, MatchEntry):
             matchers.append((entry, entry_scopes))
+            continue
+        if isinstance(entry, NamedEntry):
+            named = True
+            output, taken = _named(entry, entry_scopes, by_name, doc, table)
+            if output.name in names:
+                raise SchemaError(entry.where, f"tensor {output.name} is mapped twice")
+            names.add(output.name)
+            used.add(taken.path)
+            tensors.append(output)
             continue
         assert isinstance(entry, TensorEntry)
         record = evaluate_entry(entry.source, entry_scopes, entry.where)
@@ -124,7 +137,7 @@ def plan_gguf(doc: Document, table: MappingTable, arch: str | None = None) -> GG
         used.add(ref.path)
         tensors.append(OutputTensor(name, ref.ne, ref.ggml_type, FileSlice(doc.source, ref.offset, ref.nbytes)))
     warnings: list[str] = []
-    if matchers:
+    if matchers or named:
         matched: list[tuple[Any, OutputTensor]] = []
         for index, ref in enumerate(doc.tensors):  # in the input's order
             if ref.path in used:
@@ -161,6 +174,22 @@ def check_input(doc: Document, table: MappingTable, scopes: list[Scope]) -> None
         if not evaluate_entry(check.expr, scopes, check.where):
             file, path, offset = doc.locate(check.field)
             raise FormatError(path, offset, fill_message(check.message, scopes, check.where), file)
+
+
+def _named(entry: NamedEntry, scopes: list[Scope], by_name: dict[str, tuple[TensorRef, dict[str, Any]]],
+           doc: Document, table: MappingTable) -> tuple[OutputTensor, TensorRef]:
+    """The output tensor a `tensor:` entry makes of the input tensor it names, and that tensor."""
+    wanted = fill_message(entry.input_template, scopes, entry.where, shorten=False)
+    if wanted not in by_name:
+        raise FormatError(wanted, None, f"is not in the input, but {table.name} expects it", str(doc.source))
+    ref, described = by_name[wanted]
+    scopes = table_scope(table, [*scopes, {"tensor": described}], "tensor_values")
+    for check in [*table.require, *entry.require]:
+        if not evaluate_entry(check.expr, scopes, check.where):
+            raise FormatError(ref.path, ref.offset, fill_message(check.message, scopes, check.where),
+                              str(doc.source))
+    name = fill_message(entry.name_template, scopes, entry.where, shorten=False)
+    return _transformed(ref, name, entry, scopes, doc), ref
 
 
 def _described(ref: TensorRef, index: int, table: MappingTable) -> dict[str, Any]:
@@ -207,7 +236,8 @@ def _matched(ref: TensorRef, index: int, matchers: list[tuple[MatchEntry, list[S
     return None
 
 
-def _transformed(ref: TensorRef, name: str, entry: MatchEntry, scopes: list[Scope], doc: Document) -> OutputTensor:
+def _transformed(ref: TensorRef, name: str, entry: MatchEntry | NamedEntry, scopes: list[Scope],
+                 doc: Document) -> OutputTensor:
     """``ref`` as ``name``, through the entry's transforms (applied when it is written)."""
 
     from .tensors import ArraySource, BlocksSource
