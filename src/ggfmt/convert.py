@@ -32,9 +32,6 @@ class Conversion:
     notes: list[str] = field(default_factory=list)  # what the summary tells (tensors --outtype could not take)
 
 
-GGUFConversion = Conversion  # the name callers of ggfmt.convert used before other targets existed
-
-
 def _retyped(conversion: Conversion, outtype: str | None, table: MappingTable) -> Conversion:
     """The conversion with its tensors in ``outtype``, which the table's ``outtypes`` must allow."""
     from .outtype import check_outtype, retype
@@ -64,10 +61,6 @@ def default_output(source: Path, target: str = "gguf", clip: ClipOptions | None 
     return source.with_suffix(extension)
 
 
-def default_gguf_output(source: Path, clip: ClipOptions | None = None) -> Path:
-    return default_output(source, "gguf", clip)
-
-
 def convert(source: Path, target: str = "gguf", *, schema: str | None = None,
             params: Mapping[str, Any] | None = None, mapping: str | None = None, base: Path | None = None,
             arch: str | None = None, clip: ClipOptions | None = None, outtype: str | None = None) -> Conversion:
@@ -88,10 +81,6 @@ def convert(source: Path, target: str = "gguf", *, schema: str | None = None,
                                          target, list(plan.warnings)), outtype, table)
     check_plan(conversion.plan, str(source))
     return conversion
-
-
-def to_gguf(source: Path, **options: Any) -> Conversion:
-    return convert(source, "gguf", **options)
 
 
 def _shown(target: str) -> str:

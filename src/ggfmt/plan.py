@@ -106,8 +106,7 @@ def plan_gguf(doc: Document, table: MappingTable, arch: str | None = None) -> GG
     names: set[str] = set()
     matchers: list[tuple[MatchEntry, list[Scope]]] = []
     used: set[str] = set()  # paths of the input tensors a `from:` or `tensor:` entry took
-    by_name = {described["name"]: (ref, described) for ref, described in
-               ((ref, _described(ref, i, table)) for i, ref in enumerate(doc.tensors))}
+    by_name = {described["name"]: (ref, described) for ref, described in zip(doc.tensors, inputs, strict=True)}
     named = False
     for entry, entry_scopes in walk(table.tensors, scopes):
         if isinstance(entry, MatchEntry):
