@@ -81,3 +81,26 @@ def test_contradictory_options(tmp_path: Path, fmt: Fmt) -> None:
     assert result.code == 2 and "not allowed with argument" in result.err
     line = assert_clean_failure(fmt("to-gguf", CLIP / "llava.projector", "--use-f32"))
     assert "CLIP" in line
+
+
+def test_a_projector_holds_projector_tensors_only(tmp_path: Path, fmt: Fmt) -> None:
+    directory = model_copy(tmp_path)
+    save_file({"model.mm_projector.0.weight": np.zeros((2, 2), np.float32),
+               "model.other.weight": np.zeros(2, np.float32)}, tmp_path / "proj.safetensors")
+    line = assert_clean_failure(fmt("to-gguf", directory, "--llava-projector", tmp_path / "proj.safetensors",
+                                    "-o", tmp_path / "x.gguf"))
+    assert "proj.safetensors: field model.other.weight" in line and "selected by no entry of clip-gguf" in line
+    line = assert_clean_failure(fmt("to-gguf", directory, "--llava-projector", tmp_path / "none.bin",
+                                    "-o", tmp_path / "x.gguf"))
+    assert "--llava-projector" in line and "no such file" in line
+
+
+def test_the_vocabulary_is_read_for_the_text_tower_only(tmp_path: Path, fmt: Fmt) -> None:
+    directory = model_copy(tmp_path)
+    (directory / "vocab.json").unlink()
+    line = assert_clean_failure(fmt("to-gguf", directory, "-o", tmp_path / "x.gguf"))
+    assert "vocab.json" in line and "--vision-only" in line
+    assert fmt("to-gguf", directory, "--vision-only", "-o", tmp_path / "v.gguf").code == 0
+    keys, _ = gguf_content(tmp_path / "v.gguf")
+    ref_keys, _ = gguf_content(CLIP / "ref" / "vision-model-f16.gguf")
+    assert keys == ref_keys

@@ -679,7 +679,7 @@ def test_tables_check_pair_order_and_warn(tmp_path: Path, fmt: Fmt, monkeypatch:
 def test_row_wise_transforms_stream_in_blocks(tmp_path: Path, fmt: Fmt, monkeypatch: pytest.MonkeyPatch) -> None:
     """scale and cast go a block of rows at a time; with blocks of one row the output is the same,
     and it is what numpy makes of the genuine adapter's values."""
-    import ggfmt.plan
+    import ggfmt.sources.weights
     from legacy_reader import read_ggla
 
     _, mappings = search_paths(tmp_path, monkeypatch)
@@ -691,7 +691,7 @@ def test_row_wise_transforms_stream_in_blocks(tmp_path: Path, fmt: Fmt, monkeypa
     """))
     whole, rows = tmp_path / "whole.gguf", tmp_path / "rows.gguf"
     assert fmt("to-gguf", GENUINE / "ggla-finetune.bin", "--mapping", "halved", "-o", whole).code == 0
-    monkeypatch.setattr(ggfmt.plan, "ROW_BLOCK_BYTES", 1)
+    monkeypatch.setattr(ggfmt.sources.weights, "ROW_BLOCK_BYTES", 1)
     assert fmt("to-gguf", GENUINE / "ggla-finetune.bin", "--mapping", "halved", "-o", rows).code == 0
     assert rows.read_bytes() == whole.read_bytes()
     data = (GENUINE / "ggla-finetune.bin").read_bytes()
@@ -736,7 +736,7 @@ def test_tensors_named_one_by_one_keep_the_tables_order(tmp_path: Path, fmt: Fmt
     (mappings / "named3.yaml").write_text(textwrap.dedent(table.replace("OTHERS", "True").replace("[1, 0]", "[1, 9]")))
     line = assert_clean_failure(fmt("to-gguf", GENUINE / "ggla-finetune.bin", "--mapping", "named3", "-o", out,
                                     "--force"))
-    assert "field blk.9.attn_q.weight.loraA: is not in the input, but named3 expects it" in line
+    assert "field blk.9.attn_q.weight.loraA: is missing from the input, but named3 expects it" in line
 
 
 def ggla_records() -> list[Any]:

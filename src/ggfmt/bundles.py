@@ -48,32 +48,51 @@ class Bundle:
     files: list[str]
     keys: dict[str, list[str]]
     fields: dict[str, tuple[str, str, str]]  # field -> (reader, file, "input" or "base")
+    optional: frozenset[str]  # fields whose file may be absent (then the field is None)
     # the weights file: the first of these that is there, (kind, file) with kind "safetensors"
     # or "pickle" (a torch.save zip of plain tensors)
     weights: list[tuple[str, str]]
     checks: list[Check] = field(default_factory=list)
-    outputs: dict[str, str] = field(default_factory=dict)  # target -> the default output's name, in the directory
+    # target -> the default output's name in the directory: a name, or an Expression of the
+    # conversion's options and outtype
+    outputs: dict[str, Any] = field(default_factory=dict)
     base_default: Any = None  # Expression: the base directory when --base is not given
+    when: Any = None  # Expression over the JSON files of `recognise.keys`: what else tells it apart
 
     @property
     def specificity(self) -> int:
         """How much it takes to recognise: the most specific declaration that fits a folder wins."""
-        return len(self.files) + sum(len(k) for k in self.keys.values())
+        return len(self.files) + sum(len(k) for k in self.keys.values()) + (self.when is not None)
 
     def recognises(self, directory: Path) -> bool:
         """All its files are there, and its JSON files hold the keys that tell it apart."""
+        from .schema.expr import ExpressionError
         from .sources.weights import read_json
 
         if not all((directory / name).is_file() for name in self.files):
             return False
+        read: dict[str, Any] = {}
         for name, keys in self.keys.items():
             try:
-                data = read_json(directory / name)
+                read[name] = read_json(directory / name)
             except (FormatError, UsageError):
                 return False
-            if not all(key in data for key in keys):
+            if not all(key in read[name] for key in keys):
                 return False
-        return True
+        if self.when is None:
+            return True
+        # `when` sees the JSON fields read from the directory's own files
+        values: dict[str, Any] = {}
+        for field_name, (reader, file, origin) in self.fields.items():
+            if reader == "json" and origin == "input" and (directory / file).is_file():
+                try:
+                    values[field_name] = read[file] if file in read else read_json(directory / file)
+                except (FormatError, UsageError):
+                    return False
+        try:
+            return bool(self.when(lambda n: values[n] if n in values else _unknown(n)))
+        except ExpressionError:
+            return False
 
 
 def bundle_dirs() -> list[Path]:
@@ -111,13 +130,15 @@ def load_bundle(path: Path) -> Bundle:
         recognise = data["recognise"]
         files = [str(f) for f in recognise["files"]]
         keys = {str(k): [str(x) for x in v] for k, v in (recognise.get("keys") or {}).items()}
+        when = Expression(recognise["when"]) if "when" in recognise else None
         fields = {str(name): _field(spec, where) for name, spec in (data.get("fields") or {}).items()}
+        optional = frozenset(str(name) for name, spec in (data.get("fields") or {}).items() if spec.get("optional"))
         weights = [_weights(spec, where) for spec in
                    (data["tensors"] if isinstance(data["tensors"], list) else [data["tensors"]])]
         checks = [Check(str(c["file"]), str(c["field"]), Expression(c["expr"]), str(c["message"]))
                   for c in data.get("checks") or []]
         output = data.get("output")
-        outputs = {str(k): str(v) for k, v in output.items()} if isinstance(output, Mapping) \
+        outputs = {str(k): _output_name(v, where) for k, v in output.items()} if isinstance(output, Mapping) \
             else {"gguf": str(output)} if output else {}
         base_default = Expression(data["base"]["default"]) if data.get("base") else None
     except (KeyError, TypeError, AttributeError) as e:
@@ -128,14 +149,42 @@ def load_bundle(path: Path) -> Bundle:
     if not weights:
         raise SchemaError(where, "`tensors` names at least one weights file")
     return Bundle(str(data.get("id", path.stem)), str(data.get("title", path.stem)), str(path), files, keys,
-                  fields, weights, checks, outputs, base_default)
+                  fields, optional, weights, checks, outputs, base_default, when)
+
+
+def _output_name(spec: Any, where: str) -> Any:
+    """``ggml-adapter-model.gguf``, or ``{expr: EXPR}``: a name computed from the options."""
+    from .schema.expr import Expression
+
+    if isinstance(spec, Mapping):
+        if set(spec) != {"expr"}:
+            raise SchemaError(where, "an output is a file name or {expr: EXPR} (of the conversion's options)")
+        return Expression(spec["expr"])
+    return str(spec)
+
+
+def output_name(bundle: Bundle, target: str, settings: Mapping[str, Any]) -> str | None:
+    """The file name the bundle declares for ``target``'s output, given the conversion's settings."""
+    from .schema.expr import ExpressionError
+
+    spec = bundle.outputs.get(target)
+    if spec is None or isinstance(spec, str):
+        return spec
+    try:
+        name = spec(lambda n: settings[n] if n in settings else _unknown(n))
+    except ExpressionError as e:
+        raise SchemaError(f"{bundle.source}: output.{target}", str(e)) from None
+    if not isinstance(name, str) or not name or "/" in name or name in (".", ".."):
+        raise SchemaError(f"{bundle.source}: output.{target}", f"{name!r} is not a file name")
+    return name
 
 
 def _field(spec: Any, where: str) -> tuple[str, str, str]:
     """``{json: config.json, from: base}`` -> ("json", "config.json", "base")."""
     readers = [r for r in READERS if r in spec]
-    if len(readers) != 1 or set(spec) - {readers[0], "from"}:
-        raise SchemaError(where, f"a field is read by one of {', '.join(READERS)}, and may say `from: base`")
+    if len(readers) != 1 or set(spec) - {readers[0], "from", "optional"}:
+        raise SchemaError(where, f"a field is read by one of {', '.join(READERS)}, and may say `from: base` and "
+                                 "`optional: true`")
     origin = str(spec.get("from", "input"))
     if origin not in ("input", "base"):
         raise SchemaError(where, "a field's `from` is `input` (the directory) or `base` (--base DIR)")
@@ -207,7 +256,8 @@ def read_bundle(bundle: Bundle, directory: Path, base: Path | None, *, convertin
         if folder is None:
             continue  # fmt parse without --base: the directory as it is
         field_files[name] = folder / file
-        fields[name] = _read_field(reader, folder / file, folder)
+        absent = name in bundle.optional and not (folder / file).exists()
+        fields[name] = None if absent else _read_field(reader, folder / file, folder)
     for check in bundle.checks if converting else []:
         if check.expr.names - set(fields):
             continue  # about a file not read (the base model's, when the conversion needs none)
@@ -227,7 +277,20 @@ def read_bundle(bundle: Bundle, directory: Path, base: Path | None, *, convertin
 
     schema = Schema(bundle.id, bundle.title, "", bundle.source, cs.Pass)
     return Document(source=weights, schema=schema, fields=fields, tensors=tensors,
-                    size=weights.stat().st_size, field_files=field_files)
+                    size=weights.stat().st_size, field_files=field_files, directory=directory)
+
+
+def tensor_refs(weights: Path) -> list[Any]:
+    """The tensors of a weights file a conversion option names (``--llava-projector FILE``): a
+    torch.save zip or a safetensors file, told apart by their first bytes; each reference says
+    which file holds it."""
+    import dataclasses
+    import zipfile
+
+    if not weights.is_file():
+        raise UsageError(f"{weights}: no such file")
+    refs = _pickled_refs(weights) if zipfile.is_zipfile(weights) else _safetensors_refs(weights)
+    return [dataclasses.replace(ref, file=weights) for ref in refs]
 
 
 def _safetensors_refs(weights: Path) -> list[Any]:

@@ -159,6 +159,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="instead of preprocessor_config.json's image_mean")
     clip.add_argument("--image-std", type=float, nargs=3, metavar=("R", "G", "B"),
                       help="instead of preprocessor_config.json's image_std")
+    p.add_argument("--option", action="append", default=[], metavar="NAME=VALUE",
+                   help="set an option the conversion's table declares (repeatable; `fmt schema` tables list "
+                        "them under options:); the flags above are such options under their upstream names")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar, no summary")
     _parameter_options(p)
     p.set_defaults(run=cmd_to_gguf)
@@ -325,13 +328,13 @@ def _convert_command(args: argparse.Namespace, target: str) -> int:
     source: Path = args.file
     if not source.exists():
         raise UsageError(f"{source}: no such file or directory")
-    clip = _clip_options(args) if target == "gguf" else None
-    out = output_path(args.output, default_output(source, target, clip))
+    options = _conversion_options(args)
+    out = output_path(args.output, default_output(source, target, options, args.outtype))
     if not args.dry_run:
         check_target(out, force=args.force, inputs=[source])  # before the work, not only after it
     conversion = convert(source, target, schema=getattr(args, "schema", None), params=_parameters(args),
                          mapping=getattr(args, "mapping", None), base=getattr(args, "base", None),
-                         arch=getattr(args, "arch", None), clip=clip, outtype=args.outtype)
+                         arch=getattr(args, "arch", None), options=options, outtype=args.outtype)
     for warning in conversion.warnings:
         print(f"fmt: warning: {escape(warning)}", file=sys.stderr)
     plan = conversion.plan
@@ -363,15 +366,24 @@ def _convert_command(args: argparse.Namespace, target: str) -> int:
     return EXIT_OK
 
 
-def _clip_options(args: argparse.Namespace) -> Any:
-    use_f32 = args.use_f32 or args.outtype == "f32"
-    given = (args.text_only, args.vision_only, args.llava_projector, use_f32, args.image_mean, args.image_std)
-    if not any(given):
-        return None
-    from .clip import ClipOptions
+# the options a conversion's table may declare (`options:`), passed on when given: the tables
+# say which take them and what they mean
+CONVERSION_OPTIONS = ("text_only", "vision_only", "llava_projector", "use_f32", "image_mean", "image_std")
 
-    return ClipOptions(text_only=args.text_only, vision_only=args.vision_only, llava_projector=args.llava_projector,
-                       use_f32=use_f32, image_mean=args.image_mean, image_std=args.image_std)
+
+def _conversion_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The options given: the named flags, and ``--option NAME=VALUE`` for any option a table declares
+    (read by its declared type once the table is known)."""
+    from .engine import TextValue
+
+    options = {name: getattr(args, name) for name in CONVERSION_OPTIONS
+               if getattr(args, name, None) not in (None, False)}
+    for item in getattr(args, "option", None) or []:
+        name, sep, text = item.partition("=")
+        if not sep or not name.isidentifier():
+            raise UsageError(f"--option {item!r}: expected NAME=VALUE")
+        options[name] = TextValue(text)
+    return options
 
 
 def cmd_to_ggla(args: argparse.Namespace) -> int:

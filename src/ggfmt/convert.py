@@ -14,10 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import UsageError
+from .errors import FormatError, SchemaError, UsageError
 
-if TYPE_CHECKING:  # not at run time: the CLIP converter imports numpy, which a checkpoint's plan does not need
-    from .clip import ClipOptions
+if TYPE_CHECKING:
     from .document import Document
     from .mapping import MappingTable
     from .plan import GGUFPlan
@@ -33,52 +32,53 @@ class Conversion:
 
 
 def _retyped(conversion: Conversion, outtype: str | None, table: MappingTable) -> Conversion:
-    """The conversion with its tensors in ``outtype``, which the table's ``outtypes`` must allow."""
+    """The conversion with its tensors in ``outtype``, which the table's ``outtypes`` must allow
+    (a table that `applies_outtype` has done so with its own casts)."""
     from .outtype import check_outtype, retype
 
     check_outtype(outtype, table.outtypes, f"this conversion ({table.name})")
+    if table.applies_outtype:
+        return conversion
     retyped = retype(conversion.plan.tensors, outtype)
     conversion.plan.tensors = retyped.tensors
     conversion.notes.extend(retyped.notes)
     return conversion
 
 
-def default_output(source: Path, target: str = "gguf", clip: ClipOptions | None = None) -> Path:
+def default_output(source: Path, target: str = "gguf", options: Mapping[str, Any] | None = None,
+                   outtype: str | None = None) -> Path:
     """Beside a file, its name with the target's extension; in a directory, the name its bundle
-    declares for the target."""
+    declares for the target (which may depend on the conversion's options)."""
     extension = ".gguf" if target == "gguf" else ".bin"
     if source.is_dir():
-        from .bundles import recognise
+        from .bundles import output_name
 
-        bundle = recognise(source)
+        bundle = _bundle_of(source)
         if bundle is not None:
-            return source / bundle.outputs.get(target, f"{bundle.id}{extension}")
-        if target == "gguf":
-            from .clip import ClipOptions
-            from .clip import default_output as clip_output
-
-            return clip_output(source, clip or ClipOptions())
+            table = _table_or_none(bundle.id, target)
+            settings = _settings(table, options or {}, outtype) if table is not None else {"outtype": outtype}
+            return source / (output_name(bundle, target, settings) or f"{bundle.id}{extension}")
     return source.with_suffix(extension)
 
 
 def convert(source: Path, target: str = "gguf", *, schema: str | None = None,
             params: Mapping[str, Any] | None = None, mapping: str | None = None, base: Path | None = None,
-            arch: str | None = None, clip: ClipOptions | None = None, outtype: str | None = None) -> Conversion:
-    """What ``source`` (a file or a declared directory) becomes in ``target``, planned, not written."""
-    from .plan import check_plan
+            arch: str | None = None, options: Mapping[str, Any] | None = None,
+            outtype: str | None = None) -> Conversion:
+    """What ``source`` (a file or a declared directory) becomes in ``target``, planned, not written.
+    ``options`` are the conversion options given on the command line (``text_only``), which the
+    table must declare."""
+    from .plan import check_plan, plan_gguf
 
-    if source.is_dir() and _bundle_of(source) is None:
-        conversion = _clip(source, target, schema, params, mapping, base, arch, outtype, clip)
-    else:
-        if clip is not None:
-            raise UsageError("the CLIP options apply to a CLIP model directory")
-        doc, table = _document_and_table(source, target, schema, params, mapping, base)
-        from .plan import plan_gguf
-
-        plan = plan_gguf(doc, table, _architecture(arch, table))
-        what = doc.schema.title if source.is_dir() else doc.schema.id
-        conversion = _retyped(Conversion(plan, f"{what} -> {_shown(target)} via {table.name}",
-                                         target, list(plan.warnings)), outtype, table)
+    given = {k: v for k, v in (options or {}).items() if v is not None and v is not False}
+    _check_options_apply(source, given)
+    doc, table = _document_and_table(source, target, schema, params, mapping, base)
+    settings = _settings(table, given, outtype)
+    _add_option_tensors(doc, table, settings)
+    plan = plan_gguf(doc, table, _architecture(arch, table), settings)
+    what = doc.schema.title if source.is_dir() else doc.schema.id
+    conversion = _retyped(Conversion(plan, f"{what} -> {_shown(target)} via {table.name}", target,
+                                     list(plan.warnings)), outtype, table)
     check_plan(conversion.plan, str(source))
     return conversion
 
@@ -93,6 +93,118 @@ def _bundle_of(directory: Path) -> Any:
     return recognise(directory)
 
 
+def _table_or_none(source_id: str, target: str) -> MappingTable | None:
+    from .mapping import load_mapping, table_for
+
+    name = table_for(source_id, target)
+    return load_mapping(name) if name is not None else None
+
+
+def _settings(table: MappingTable, given: Mapping[str, Any], outtype: str | None) -> dict[str, Any]:
+    """The names a table's options give its entries: each option as given (checked against its
+    declared type) or its default, and ``outtype``."""
+    settings: dict[str, Any] = {"outtype": outtype}
+    for name, option in table.options.items():
+        settings[name] = _checked_option(option, given[name]) if name in given else option.default
+    unknown = [name for name in given if name not in table.options]
+    if unknown:
+        flag = "--" + unknown[0].replace("_", "-")
+        raise UsageError(f"{flag} does not apply to this conversion ({table.name}){_applies_to(unknown[0])}")
+    return settings
+
+
+def _checked_option(option: Any, value: Any) -> Any:
+    from .engine import TextValue
+
+    if isinstance(value, TextValue):  # --option NAME=VALUE: read as the declared type
+        value = _option_from_text(option, str(value))
+    kinds = {"bool": bool, "int": int, "float": float | int, "str": str, "weights": Path | str}
+    if option.type == "float[]":
+        if not isinstance(value, list | tuple) or not all(isinstance(v, float | int) for v in value):
+            raise UsageError(f"{option.flag}: expected numbers, got {value!r}")
+        return [float(v) for v in value]
+    if not isinstance(value, kinds[option.type]) or (option.type != "bool" and isinstance(value, bool)):
+        raise UsageError(f"{option.flag}: expected a {option.type}, got {value!r}")
+    return str(value) if option.type == "weights" else value
+
+
+def _option_from_text(option: Any, text: str) -> Any:
+    try:
+        if option.type == "bool":
+            if text.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                raise ValueError("expected true or false")
+            return text.lower() in ("true", "1", "yes")
+        if option.type == "int":
+            return int(text, 0)
+        if option.type == "float":
+            return float(text)
+        if option.type == "float[]":
+            return [float(v) for v in text.split(",")]
+    except ValueError as e:
+        raise UsageError(f"--option {option.name}={text}: {e}") from None
+    return text
+
+
+def _takers(name: str) -> list[tuple[str, bool]]:
+    """The conversions that take an option: (``a Hugging Face CLIP model (clip-gguf)``, whether
+    its input is a directory)."""
+    from .bundles import bundles
+    from .mapping import mapping_dirs
+    from .schema import read_yaml
+
+    titles = {b.id: b.title for b in bundles()}
+    takers = []
+    for directory in mapping_dirs():
+        for path in sorted(directory.glob("*.yaml")):
+            try:
+                data = read_yaml(path, shared=True)
+            except SchemaError:
+                continue  # a broken table is reported when it is used, not here
+            if isinstance(data.get("options"), dict) and name in data["options"]:
+                source_id = str(data.get("source", ""))
+                is_bundle = source_id in titles
+                shown = f"a {titles[source_id]} directory" if is_bundle else f"{source_id} files"
+                takers.append((f"{shown} ({path.stem})", is_bundle))
+    return takers
+
+
+def _applies_to(name: str) -> str:
+    takers = _takers(name)
+    return f"; it applies to {', '.join(t for t, _ in takers)}" if takers else ""
+
+
+def _check_options_apply(source: Path, given: Mapping[str, Any]) -> None:
+    """An option that only directory conversions take, given for a file: said before the file is
+    read, since it may be something no schema knows."""
+    for name in given:
+        flag = "--" + name.replace("_", "-")
+        takers = _takers(name)
+        if not takers:
+            raise UsageError(f"{flag} does not apply to any conversion ggfmt has")
+        if not source.is_dir() and all(is_bundle for _, is_bundle in takers):
+            raise UsageError(f"{flag}: {source} is a file{_applies_to(name)}")
+
+
+def _add_option_tensors(doc: Document, table: MappingTable, settings: Mapping[str, Any]) -> None:
+    """The tensors of the weights files that options name join the input's, after them."""
+    from .bundles import tensor_refs
+    from .inputs import note_input
+
+    for name, option in table.options.items():
+        if option.type == "weights" and settings.get(name) is not None:
+            path = Path(settings[name])
+            if not path.is_file():
+                raise UsageError(f"{option.flag} {path}: no such file")
+            note_input(path)
+            held = {ref.name for ref in doc.tensors}
+            added = tensor_refs(path)
+            for ref in added:
+                if ref.name in held:
+                    raise FormatError(ref.path, ref.offset, f"is in {doc.source.name} too; {option.flag} names a "
+                                                            "file of other tensors", str(path))
+            doc.tensors = [*doc.tensors, *added]
+
+
 def _document_and_table(source: Path, target: str, schema: str | None, params: Mapping[str, Any] | None,
                         mapping: str | None, base: Path | None) -> tuple[Document, MappingTable]:
     """The input as a Document, and the table that converts it to ``target``."""
@@ -102,6 +214,9 @@ def _document_and_table(source: Path, target: str, schema: str | None, params: M
         from .bundles import read_bundle
 
         bundle = _bundle_of(source)  # a directory layout declared in bundles/ (told apart by data)
+        if bundle is None:
+            raise UsageError(f"{source}: a directory, and not one ggfmt knows (the layouts declared in bundles/: "
+                             "PEFT and mlx-lm adapters, Hugging Face CLIP models)")
         if schema or params:
             raise UsageError(f"{source}: this {bundle.title} is read by its bundle declaration; --schema and schema "
                              "parameters apply to files")
@@ -138,22 +253,3 @@ def _architecture(arch: str | None, table: MappingTable) -> str | None:
     if arch not in architectures():
         raise UsageError(f"--arch {arch}: not an architecture gguf-py knows (for example llama)")
     return arch
-
-
-def _clip(source: Path, target: str, schema: str | None, params: Mapping[str, Any] | None, mapping: str | None,
-          base: Path | None, arch: str | None, outtype: str | None, clip: ClipOptions | None) -> Conversion:
-    from .clip import ClipOptions, clip_to_gguf, is_clip_directory
-
-    if not is_clip_directory(source) or target != "gguf":
-        raise UsageError(f"{source}: a directory, and not one ggfmt converts to {target} (the layouts declared in "
-                         "bundles/, such as PEFT and mlx-lm adapters, or a CLIP model: config.json with model_type "
-                         "clip)")
-    if schema or params or mapping or arch or base is not None:
-        raise UsageError("--schema, --mapping, --arch, --base and schema parameters do not apply to a CLIP model "
-                         "directory")
-    from .mapping import load_mapping
-    from .outtype import check_outtype
-
-    # The CLIP table's dtype policy takes the output type (clip.use_f32), tensor by tensor.
-    check_outtype(outtype, load_mapping("clip-gguf").outtypes, "a CLIP model")
-    return Conversion(clip_to_gguf(source, clip or ClipOptions()), "CLIP -> GGUF")

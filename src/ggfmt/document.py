@@ -29,6 +29,9 @@ class TensorRef:
     ne: tuple[int, ...]
     offset: int
     nbytes: int
+    # the file that holds the data when it is not the Document's own ``source`` (a second
+    # weights file a conversion option names, such as a LLaVA projector)
+    file: Path | None = None
 
     @property
     def is_null(self) -> bool:
@@ -58,6 +61,12 @@ class Document:
     # a directory's Document: the file each top-level field was read from (``config`` ->
     # adapter_config.json), so that a message about ``config.r`` names that file
     field_files: dict[str, Path] = field(default_factory=dict)
+    directory: Path | None = None  # a directory input (a bundle): the directory the user named
+
+    @property
+    def origin(self) -> Path:
+        """What the user named: the directory of a bundle, else the file."""
+        return self.directory if self.directory is not None else self.source
 
     def locate(self, path: str) -> tuple[str, str, int | None]:
         """(file, field path in it, byte offset when known) of the field at ``path``."""

@@ -32,11 +32,15 @@ TENSOR_KEYS = {"from", "match", "tensor", "gguf", "name", "suffix", "transforms"
 GROUP_KEYS = {"items", "when", "for", "as", "doc"}
 BLOCK_ID = "bid"  # the index inside a `for` group: gguf-py's tensor name templates call it bid
 TOP_KEYS = {"doc", "source", "target", "architecture", "arch_option", "metadata", "tensors", "outtypes", "rules",
-            "unmatched", "values", "tensor_values", "require", "checks", "warnings", "order", "rename_inputs"}
+            "unmatched", "values", "tensor_values", "require", "checks", "warnings", "order", "rename_inputs",
+            "options", "applies_outtype"}
 CHECK_KEYS = {"expr", "field", "message", "doc"}
 WARNING_KEYS = {"when", "message", "doc"}
 # what a capture may match: `{bid}` a block number, `{name}` one dot-free part, `{name:any}` any text
 CAPTURE_KINDS = {"": "[^.]+", "any": ".+"}
+OPTION_KEYS = {"type", "default", "doc"}
+# what an option holds: a value, or `weights`, a second weights file whose tensors join the input's
+OPTION_TYPES = ("bool", "int", "float", "str", "float[]", "weights")
 UNMATCHED = ("error", "warn")  # what becomes of an input tensor no `match:` entry selects
 
 
@@ -107,6 +111,21 @@ class NamedEntry:
 
 
 @dataclass(frozen=True)
+class Option:
+    """A command-line option a conversion takes (``--text-only`` is ``text_only``), a name its
+    entries can use; None when not given and without a default."""
+
+    name: str
+    type: str
+    default: Any
+    doc: str
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+
+@dataclass(frozen=True)
 class Group:
     items: list[Any]
     when: Expression | None
@@ -138,6 +157,10 @@ class MappingTable:
     # text replaced in every input tensor's name before `match:` patterns are tried
     # (``{".default.weight": ".weight"}``); `tensor.name` stays the name as stored
     rename_inputs: dict[str, str] = field(default_factory=dict)
+    options: dict[str, Option] = field(default_factory=dict)  # what the conversion takes on the command line
+    # the entries apply --outtype themselves (the name `outtype`, with their casts); otherwise every
+    # float tensor is converted to it once planned
+    applies_outtype: bool = False
 
 
 def mapping_dirs() -> list[Path]:
@@ -204,7 +227,29 @@ def _load(path: Path, including: tuple[str, ...]) -> MappingTable:
         arch_option=_flag(data.get("arch_option", False), f"{source}: arch_option"),
         order=_opt_expr(data, "order", source),
         rename_inputs=_renames(data.get("rename_inputs"), f"{source}: rename_inputs"),
+        options=_options(data.get("options"), f"{source}: options"),
+        applies_outtype=_flag(data.get("applies_outtype", False), f"{source}: applies_outtype"),
     )
+
+
+def _options(spec: Any, where: str) -> dict[str, Option]:
+    """``options: {text_only: {type: bool, default: false, doc: ...}}``."""
+    if spec is None:
+        return {}
+    if not isinstance(spec, Mapping):
+        raise SchemaError(where, "is a mapping of option names to {type, default, doc}")
+    out = {}
+    for name, option in spec.items():
+        at = f"{where}.{name}"
+        if not isinstance(name, str) or not name.isidentifier() or name.startswith("_"):
+            raise SchemaError(where, f"{name!r} is not a name")
+        if not isinstance(option, Mapping):
+            raise SchemaError(at, "is a mapping with `type` (and `default`, `doc`)")
+        _check_keys(option, OPTION_KEYS, at)
+        if option.get("type") not in OPTION_TYPES:
+            raise SchemaError(at, f"`type` is one of {', '.join(OPTION_TYPES)}")
+        out[name] = Option(name, str(option["type"]), option.get("default"), str(option.get("doc", "")))
+    return out
 
 
 def _renames(spec: Any, where: str) -> dict[str, str]:
@@ -294,11 +339,62 @@ def _values(spec: Any, where: str, section: str) -> list[tuple[str, Expression]]
 
 def table_scope(table: MappingTable, scopes: list[Scope], section: str = "values") -> list[Scope]:
     """``scopes`` with the table's `values` (or `tensor_values`) added, each evaluated in what
-    comes before it."""
-    computed: dict[str, Any] = {}
-    for name, expr in getattr(table, section):
-        computed[name] = _eval(expr, [*scopes, computed], f"{table.name}: {section}.{name}")
-    return [*scopes, computed] if computed else scopes
+    comes before it, when it is first used: so a value may assume what the table's `checks`
+    (run before any entry) have made sure of."""
+    values = getattr(table, section)
+    return [*scopes, _LazyValues(values, scopes, f"{table.name}: {section}")] if values else scopes
+
+
+class _LazyValues(Mapping[str, Any]):
+    """A table's `values`, each computed once, when first looked up."""
+
+    def __init__(self, values: list[tuple[str, Expression]], scopes: list[Scope], where: str) -> None:
+        self._exprs = dict(values)
+        self._order = [name for name, _ in values]
+        self._scopes = scopes
+        self._where = where
+        self._computed: dict[str, Any] = {}
+
+    def __getitem__(self, name: str) -> Any:
+        if name in self._computed:
+            return self._computed[name]
+        expr = self._exprs[name]  # KeyError: not a value; the lookup goes on to the next scope
+        before = {n: self._exprs[n] for n in self._order[:self._order.index(name)]}
+        earlier = _Earlier(self, before)
+        value = _eval(expr, [*self._scopes, earlier], f"{self._where}.{name}")
+        self._computed[name] = value
+        return value
+
+    def __contains__(self, name: object) -> bool:  # without computing it
+        return name in self._exprs
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._order)
+
+    def __len__(self) -> int:
+        return len(self._order)
+
+
+class _Earlier(Mapping[str, Any]):
+    """The values before one of a table's `values`: the only ones it may use."""
+
+    def __init__(self, values: _LazyValues, names: Mapping[str, Any]) -> None:
+        self._values = values
+        self._names = names
+
+    def __getitem__(self, name: str) -> Any:
+        if name not in self._names:
+            raise KeyError(name)
+        return self._values[name]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._names
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names)
+
+    def __len__(self) -> int:
+        return len(self._names)
 
 
 def _unmatched(value: Any, where: str) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from .document import Document, TensorRef
@@ -89,27 +90,32 @@ def check_plan(plan: GGUFPlan, source: str) -> None:
                                         f"(ne {list(tensor.ne)}); llama.cpp reads no empty tensor", source)
 
 
-def plan_gguf(doc: Document, table: MappingTable, arch: str | None = None) -> GGUFPlan:
+def plan_gguf(doc: Document, table: MappingTable, arch: str | None = None,
+              settings: Scope | None = None) -> GGUFPlan:
     """Resolve ``table`` against ``doc``: every key with its value, every tensor with its source.
-    ``arch`` replaces the table's architecture where the table allows it (``arch_option``)."""
+    ``arch`` replaces the table's architecture where the table allows it (``arch_option``);
+    ``settings`` are the table's options as given or defaulted, and ``outtype``."""
     if table.architecture is None:
         raise SchemaError(table.name, "a GGUF mapping needs `architecture`")
     architecture = str(arch or table.architecture)
     # what every entry may use: the schema's parameters, the parsed fields (which shadow a
     # parameter of the same name), the input's tensors, the architecture, then the table's values
     inputs = [_described(ref, i, table) for i, ref in enumerate(doc.tensors)]
-    given = {"input_tensors": inputs, "input_by_name": {t["name"]: t for t in inputs}, "arch": architecture}
-    scopes = table_scope(table, [doc.params, doc.fields, given])
+    given = {"input_tensors": inputs, "input_by_name": {t["name"]: t for t in inputs}, "arch": architecture,
+             "input_name": doc.origin.resolve().name}
+    scopes = table_scope(table, [doc.params, doc.fields, dict(settings or {}), given])
     check_input(doc, table, scopes)
     metadata = resolve_metadata(table, scopes, architecture, str(doc.source), doc)
-    tensors = []
+    tensors: list[OutputTensor] = []
     names: set[str] = set()
     matchers: list[tuple[MatchEntry, list[Scope]]] = []
     used: set[str] = set()  # paths of the input tensors a `from:` or `tensor:` entry took
     by_name = {described["name"]: (ref, described) for ref, described in zip(doc.tensors, inputs, strict=True)}
     named = False
+    matched_at: int | None = None  # where the tensors `match:` entries select are written: at the first of them
     for entry, entry_scopes in walk(table.tensors, scopes):
         if isinstance(entry, MatchEntry):
+            matched_at = len(tensors) if matched_at is None else matched_at
             matchers.append((entry, entry_scopes))
             continue
         if isinstance(entry, NamedEntry):
@@ -134,7 +140,7 @@ def plan_gguf(doc: Document, table: MappingTable, arch: str | None = None) -> GG
             raise SchemaError(entry.where, f"tensor {name} is mapped twice")
         names.add(name)
         used.add(ref.path)
-        tensors.append(OutputTensor(name, ref.ne, ref.ggml_type, FileSlice(doc.source, ref.offset, ref.nbytes)))
+        tensors.append(OutputTensor(name, ref.ne, ref.ggml_type, FileSlice(_file(ref, doc), ref.offset, ref.nbytes)))
     warnings: list[str] = []
     if matchers or named:
         matched: list[tuple[Any, OutputTensor]] = []
@@ -150,10 +156,10 @@ def plan_gguf(doc: Document, table: MappingTable, arch: str | None = None) -> GG
                     warnings.append(f"{why}; not converted")
                     continue
                 raise FormatError(ref.path, ref.offset, f"{why}, so ggfmt does not know what it becomes",
-                                  str(doc.source))
+                                  str(_file(ref, doc)))
             if planned[1].name in names:
                 raise FormatError(ref.path, ref.offset, f"becomes {planned[1].name}, which another tensor already "
-                                                        "became", str(doc.source))
+                                                        "became", str(_file(ref, doc)))
             names.add(planned[1].name)
             matched.append(planned)
         if table.order is not None:
@@ -161,10 +167,16 @@ def plan_gguf(doc: Document, table: MappingTable, arch: str | None = None) -> GG
                 matched.sort(key=lambda m: m[0])
             except TypeError:
                 raise SchemaError(f"{table.name}: order", "its values cannot be compared with each other") from None
-        tensors += [t for _, t in matched]
+        at = len(tensors) if matched_at is None else matched_at
+        tensors[at:at] = [t for _, t in matched]
     warnings += [fill_message(w.message, scopes, w.where) for w in table.warnings
                  if evaluate_entry(w.expr, scopes, w.where)]
     return GGUFPlan(architecture, metadata, tensors, warnings)
+
+
+def _file(ref: TensorRef, doc: Document) -> Path:
+    """The file that holds ``ref``'s bytes."""
+    return ref.file if ref.file is not None else doc.source
 
 
 def check_input(doc: Document, table: MappingTable, scopes: list[Scope]) -> None:
@@ -180,15 +192,15 @@ def _named(entry: NamedEntry, scopes: list[Scope], by_name: dict[str, tuple[Tens
     """The output tensor a `tensor:` entry makes of the input tensor it names, and that tensor."""
     wanted = fill_message(entry.input_template, scopes, entry.where, shorten=False)
     if wanted not in by_name:
-        raise FormatError(wanted, None, f"is not in the input, but {table.name} expects it", str(doc.source))
+        raise FormatError(wanted, None, f"is missing from the input, but {table.name} expects it", str(doc.source))
     ref, described = by_name[wanted]
     scopes = table_scope(table, [*scopes, {"tensor": described}], "tensor_values")
     for check in [*table.require, *entry.require]:
         if not evaluate_entry(check.expr, scopes, check.where):
             raise FormatError(ref.path, ref.offset, fill_message(check.message, scopes, check.where),
-                              str(doc.source))
+                              str(_file(ref, doc)))
     name = fill_message(entry.name_template, scopes, entry.where, shorten=False)
-    return _transformed(ref, name, entry, scopes, doc), ref
+    return _transformed(ref, name, entry, [*scopes, {"output": name}], doc), ref
 
 
 def _described(ref: TensorRef, index: int, table: MappingTable) -> dict[str, Any]:
@@ -227,11 +239,11 @@ def _matched(ref: TensorRef, index: int, matchers: list[tuple[MatchEntry, list[S
         for check in [*table.require, *entry.require]:
             if not evaluate_entry(check.expr, scopes, check.where):
                 raise FormatError(ref.path, ref.offset, fill_message(check.message, scopes, check.where),
-                                  str(doc.source))
+                                  str(_file(ref, doc)))
         output = fill_template(entry.name_template, entry.where, **captures)
         key = None if table.order is None else evaluate_entry(
             table.order, [*scopes, {"output": output, "entry": position}], f"{table.name}: order")
-        return key, _transformed(ref, output, entry, scopes, doc)
+        return key, _transformed(ref, output, entry, [*scopes, {"output": output}], doc)
     return None
 
 
@@ -242,59 +254,70 @@ def _transformed(ref: TensorRef, name: str, entry: MatchEntry | NamedEntry, scop
     from .tensors import ArraySource, BlocksSource
     from .transforms import BF16, GGML_TYPE_OF_DTYPE, TRANSFORMS, from_bytes, read_dtype
 
-    source = FileSlice(doc.source, ref.offset, ref.nbytes)
+    file = _file(ref, doc)
+    source = FileSlice(file, ref.offset, ref.nbytes)
     if not entry.transforms:
         return OutputTensor(name, ref.ne, ref.ggml_type, source)
     dtype = read_dtype(ref.ggml_type)
     if dtype is None:
         raise FormatError(ref.path, ref.offset, f"{ref.name} is {ref.type_name}; transforms apply to f32, f16 "
-                                                "and bf16 tensors", str(doc.source))
+                                                "and bf16 tensors", str(file))
     shape = tuple(reversed(ref.ne))
-    steps = []
+    steps: list[_Step] = []
     for call in entry.transforms:
         transform = TRANSFORMS[call.name]
         args = [evaluate_entry(a, scopes, f"{entry.where}, {call.source}") for a in call.args]
         try:
-            shape = transform.shape(shape, *args)
+            before, shape = shape, transform.shape(shape, *args)
+            dtype_before = dtype
             dtype = transform.dtype(dtype, *args) if transform.dtype is not None else dtype
         except (TypeError, ValueError) as e:
-            raise FormatError(ref.path, ref.offset, f"{ref.name}: {call.source}: {e}", str(doc.source)) from None
-        if transform.identity is None or not transform.identity(*args):
-            steps.append((transform, args))  # scale(1) changes nothing: the bytes are copied as they are
-    if not steps and dtype == read_dtype(ref.ggml_type) and ref.ggml_type != BF16:
-        return OutputTensor(name, ref.ne, ref.ggml_type, source)
-
+            raise FormatError(ref.path, ref.offset, f"{ref.name}: {call.source}: {e}", str(file)) from None
+        # a step that changes no value (scale(1), a cast to the dtype it has, squeeze: the bytes
+        # stay as they are) is not applied; the shapes say what the array is
+        if transform.identity is None or not transform.identity(dtype_before, *args):
+            steps.append(_Step(transform, args, before))
     out_ne = tuple(reversed(shape))
+    if not steps and dtype == read_dtype(ref.ggml_type) and ref.ggml_type != BF16:
+        return OutputTensor(name, out_ne, ref.ggml_type, source)  # the bytes copied as they are
+
     out_type = GGML_TYPE_OF_DTYPE[dtype]
     nbytes = int(math.prod(shape)) * dtype.itemsize
-    if all(transform.rowwise for transform, _ in steps) and ref.ne:
+    if all(step.transform.rowwise for step in steps) and ref.ne:
         return OutputTensor(name, out_ne, out_type, BlocksSource(lambda: _row_blocks(ref, source, steps), nbytes))
 
     def produce() -> Any:
         array = from_bytes(source.read(), ref.ggml_type, ref.ne)
-        for transform, args in steps:
-            array = transform.apply(array, *args)
+        for step in steps:
+            array = step.transform.apply(array.reshape(step.shape), *step.args)
         return array
 
     return OutputTensor(name, out_ne, out_type, ArraySource(produce, nbytes))
 
 
-ROW_BLOCK_BYTES = 2 << 20  # of the input, transformed at a time: memory stays flat, calls stay few
+@dataclass(frozen=True)
+class _Step:
+    transform: Any  # transforms.Transform
+    args: list[Any]
+    shape: tuple[int, ...]  # of the array it is applied to (numpy order)
 
 
-def _row_blocks(ref: TensorRef, source: FileSlice, steps: list[tuple[Any, list[Any]]]) -> Iterator[Any]:
-    """The tensor through row-wise transforms, a block of rows (the last ggml dimension) at a time."""
+def _row_blocks(ref: TensorRef, source: FileSlice, steps: list[_Step]) -> Iterator[Any]:
+    """The tensor through row-wise transforms, a block of rows (the last ggml dimension) at a time
+    (``sources.weights.ROW_BLOCK_BYTES`` of the input each: memory stays flat, calls stay few).
+    A row-wise transform works element by element, so a block keeps its stored shape."""
+    from .sources import weights
     from .transforms import from_bytes
 
     rows = ref.ne[-1]
     row_bytes = ref.nbytes // rows if rows else 0
-    step = max(1, ROW_BLOCK_BYTES // max(row_bytes, 1))
+    step = max(1, weights.ROW_BLOCK_BYTES // max(row_bytes, 1))
     for start in range(0, rows, step):
         count = min(step, rows - start)
         block = FileSlice(source.path, source.offset + start * row_bytes, count * row_bytes).read()
         array = from_bytes(block, ref.ggml_type, (*ref.ne[:-1], count))
-        for transform, args in steps:
-            array = transform.apply(array, *args)
+        for transform_step in steps:
+            array = transform_step.transform.apply(array, *transform_step.args)
         yield array
 
 

@@ -76,7 +76,9 @@ class Transform:
     shape: Callable[..., tuple[int, ...]]
     dtype: Callable[..., np.dtype[Any]] | None = None  # None: the dtype is kept
     doc: str = ""
-    identity: Callable[..., bool] | None = None  # whether these arguments change nothing
+    # whether these arguments change no value of an array of this dtype: ``identity(dtype, *args)``
+    # (then the step is not applied; its shape still counts)
+    identity: Callable[..., bool] | None = None
     # applies to any block of rows (the first numpy axis) on its own, so that a large tensor is
     # transformed a block at a time (scale, cast) rather than whole (transpose, rope_permute)
     rowwise: bool = False
@@ -100,6 +102,15 @@ def _scale_shape(shape: tuple[int, ...], factor: Any) -> tuple[int, ...]:
     return shape
 
 
+def squeeze(array: Any) -> np.ndarray[Any, Any]:
+    squeezed: np.ndarray[Any, Any] = np.squeeze(np.asarray(array))
+    return squeezed
+
+
+def _squeeze_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
+    return tuple(n for n in shape if n != 1)
+
+
 CAST_TYPES: dict[str, np.dtype[Any]] = {"f32": np.dtype(np.float32), "f16": np.dtype(np.float16)}
 
 
@@ -119,6 +130,10 @@ TRANSFORMS: dict[str, Transform] = {
     "rope_permute": Transform(rope_permute, _rope_shape,
                               doc="reorder the rows of n_head heads for rope, as llama.cpp's converter does"),
     "scale": Transform(scale, _scale_shape, doc="multiply by a number, in float32",
-                       identity=lambda factor: bool(factor == 1), rowwise=True),
-    "cast": Transform(cast, lambda s, to: s, _cast_dtype, doc="convert to f32 or f16", rowwise=True),
+                       identity=lambda dtype, factor: bool(factor == 1), rowwise=True),
+    "cast": Transform(cast, lambda s, to: s, _cast_dtype, doc="convert to f32 or f16",
+                      identity=lambda dtype, to: CAST_TYPES.get(to) == dtype, rowwise=True),
+    # the bytes stay as they are: only the shape the output records changes
+    "squeeze": Transform(squeeze, _squeeze_shape, doc="drop the dimensions of size 1, as torch's squeeze()",
+                         identity=lambda dtype: True, rowwise=True),
 }

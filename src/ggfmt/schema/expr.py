@@ -175,10 +175,30 @@ def _model_tensor(name: Any, arch: Any) -> bool:
 
 
 def _get(mapping: Any, key: Any, default: Any = None) -> Any:
-    """``mapping[key]`` if the mapping has it, else ``default``: a config key that may be absent."""
-    if not isinstance(mapping, Mapping) or not isinstance(key, str) or key.startswith("_"):
+    """``mapping[key]`` if the mapping has it, else ``default``: a config key that may be absent.
+    A key starting with ``_`` is read from a plain JSON object only (``_name_or_path`` of a Hugging
+    Face config), never from a parsed record, whose ``_`` keys are the engine's own."""
+    if not isinstance(mapping, Mapping) or not isinstance(key, str) \
+            or (key.startswith("_") and type(mapping) is not dict):
         raise TypeError("get(mapping, 'key', default) takes a mapping and a key")
     return mapping.get(key, default)
+
+
+def _keys(mapping: Any) -> list[Any]:
+    """The keys of a mapping in their order (a vocab.json's tokens): never longer than the mapping,
+    which exists already, so not bounded as a built sequence is."""
+    if not isinstance(mapping, Mapping):
+        raise TypeError("keys(mapping) takes a mapping")
+    return list(mapping)
+
+
+def _range(count: Any) -> list[int]:
+    """``[0, 1, ..., count - 1]``: the layers of a model, for a `for` group."""
+    if isinstance(count, bool) or not isinstance(count, int):
+        raise TypeError("range(count) takes an integer")
+    if count > MAX_SEQUENCE:
+        raise ValueError(f"a sequence of more than {MAX_SEQUENCE} items")
+    return list(range(max(count, 0)))
 
 
 def _type_of(value: Any) -> str:
@@ -204,6 +224,8 @@ FUNCTIONS: dict[str, Callable[..., Any]] = {
     "find": _find,
     "type_of": _type_of,
     "get": _get,
+    "keys": _keys,
+    "range": _range,
     "str": _str,
     "join": _join,
     "model_tensor": _model_tensor,

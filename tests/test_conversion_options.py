@@ -1,0 +1,149 @@
+"""What a bundle and a table say about a conversion beyond names: how a directory is told apart
+(`recognise.when`), files that may be absent, options (typed, checked, a second weights file),
+output names computed from them, values computed when used, and where `match:` tensors go."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from pathlib import Path
+
+import construct as cs
+import gguf
+import numpy as np
+import pytest
+from safetensors.numpy import save_file
+
+from conftest import Fmt, assert_clean_failure
+from ggfmt.schema.expr import Expression, ExpressionError
+
+BUNDLE = """
+    id: toy
+    title: toy model
+    recognise: {files: [model.json], when: "get(config, 'kind') == 'toy'"}
+    fields:
+      config: {json: model.json}
+      names: {json: names.json, optional: true}
+    tensors: {safetensors: weights.safetensors}
+    output: {gguf: {expr: "('half-' if halve else '') + 'toy.gguf'"}}
+"""
+
+TABLE = """
+    source: toy
+    target: gguf
+    architecture: llama
+    options:
+      halve: {type: bool, default: false}
+      aux: {type: weights}
+    values:
+      layers: config.layers
+      broken: config.no_such_key  # used by no entry, so never computed
+    metadata:
+      - {key: toy.name, type: string, value: "get(config, '_name_or_path') or input_name"}
+      - {key: toy.tokens, type: "string[]", value: "keys(names) if names is not None else ['none']"}
+    tensors:
+      - {match: "proj.{x}", name: "aux.{x}"}
+      - for: range(layers)
+        items:
+          - {tensor: "layer.{bid}.w", name: "blk.{bid}.w", transforms: [squeeze, "scale(0.5 if halve else 1)"]}
+      - {tensor: extra.bias, name: extra.bias}
+"""
+
+RNG = np.random.default_rng(7)
+WEIGHTS = {"layer.0.w": RNG.standard_normal((1, 4)).astype(np.float32),
+           "layer.1.w": RNG.standard_normal((1, 4)).astype(np.float32),
+           "extra.bias": RNG.standard_normal(4).astype(np.float32)}
+
+
+@pytest.fixture
+def toy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    for folder, text in (("bundles", BUNDLE), ("mappings", TABLE)):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "toy.yaml").write_text(textwrap.dedent(text))
+    (tmp_path / "mappings" / "toy.yaml").rename(tmp_path / "mappings" / "toy-gguf.yaml")
+    monkeypatch.setenv("GGFMT_BUNDLE_PATH", str(tmp_path / "bundles"))
+    monkeypatch.setenv("GGFMT_MAPPING_PATH", str(tmp_path / "mappings"))
+    directory = tmp_path / "toy-dir"
+    directory.mkdir()
+    (directory / "model.json").write_text(json.dumps({"kind": "toy", "_name_or_path": "org/toy", "layers": 2}))
+    (directory / "names.json").write_text(json.dumps({"b": 0, "a": 1}))
+    save_file(WEIGHTS, directory / "weights.safetensors")
+    return directory
+
+
+def tensors(path: Path) -> dict[str, np.ndarray]:
+    return {t.name: np.array(t.data) for t in gguf.GGUFReader(path).tensors}
+
+
+def test_a_declared_directory_converts_with_its_defaults(toy: Path, fmt: Fmt) -> None:
+    result = fmt("to-gguf", toy)
+    assert result.code == 0, result.err
+    out = toy / "toy.gguf"  # the bundle's output name, its option off
+    reader = gguf.GGUFReader(out)
+    assert reader.fields["toy.name"].contents() == "org/toy"  # a `_` key of a JSON config
+    assert reader.fields["toy.tokens"].contents() == ["b", "a"]  # keys in the file's order
+    assert [(t.name, list(t.shape)) for t in reader.tensors] == [("blk.0.w", [4]), ("blk.1.w", [4]),
+                                                                ("extra.bias", [4])]  # squeezed
+    written = tensors(out)
+    assert np.array_equal(written["blk.1.w"], WEIGHTS["layer.1.w"].ravel())  # scale(1): copied
+
+
+def test_options_change_the_conversion_and_its_output_name(toy: Path, tmp_path: Path, fmt: Fmt) -> None:
+    aux = {"proj.w": RNG.standard_normal((2, 2)).astype(np.float32)}
+    save_file(aux, tmp_path / "aux.safetensors")
+    (toy / "names.json").unlink()  # optional: the field is None
+    result = fmt("to-gguf", toy, "--option", "halve=yes", "--option", f"aux={tmp_path / 'aux.safetensors'}")
+    assert result.code == 0, result.err
+    out = toy / "half-toy.gguf"
+    reader = gguf.GGUFReader(out)
+    assert reader.fields["toy.tokens"].contents() == ["none"]
+    # the `match:` entry is first in the table, so what it selects comes first
+    assert [t.name for t in reader.tensors] == ["aux.w", "blk.0.w", "blk.1.w", "extra.bias"]
+    written = tensors(out)
+    assert np.array_equal(written["aux.w"], aux["proj.w"])
+    assert np.array_equal(written["blk.0.w"], WEIGHTS["layer.0.w"].ravel() * np.float32(0.5))
+
+
+@pytest.mark.parametrize(("args", "said"), [
+    (["--option", "halve=maybe"], "--option halve=maybe: expected true or false"),
+    (["--option", "nope=1"], "--nope does not apply to this conversion (toy-gguf)"),
+    (["--text-only"], "--text-only does not apply to this conversion (toy-gguf); it applies to a Hugging Face "
+                      "CLIP model directory (clip-gguf)"),
+    (["--option", "aux=/no/such/file"], "--aux /no/such/file: no such file"),
+    (["--option", "halve"], "expected NAME=VALUE"),
+])
+def test_options_are_checked(args: list[str], said: str, toy: Path, tmp_path: Path, fmt: Fmt) -> None:
+    line = assert_clean_failure(fmt("to-gguf", toy, "-o", tmp_path / "x.gguf", *args))
+    assert said in line
+    assert not (tmp_path / "x.gguf").exists()
+
+
+def test_a_second_weights_file_may_not_repeat_a_name(toy: Path, tmp_path: Path, fmt: Fmt) -> None:
+    save_file({"extra.bias": np.zeros(4, np.float32)}, tmp_path / "aux.safetensors")
+    line = assert_clean_failure(fmt("to-gguf", toy, "-o", tmp_path / "x.gguf", "--option",
+                                    f"aux={tmp_path / 'aux.safetensors'}"))
+    assert "aux.safetensors: field extra.bias" in line and "weights.safetensors too" in line
+
+
+def test_recognised_by_what_the_config_says(toy: Path, tmp_path: Path, fmt: Fmt) -> None:
+    (toy / "model.json").write_text(json.dumps({"kind": "other", "layers": 2}))
+    line = assert_clean_failure(fmt("to-gguf", toy, "-o", tmp_path / "x.gguf"))
+    assert "a directory, and not one ggfmt knows" in line
+
+
+def test_a_value_is_computed_when_used_so_checks_come_first(toy: Path, tmp_path: Path, fmt: Fmt) -> None:
+    """`layers` is only read when the tensors are walked; a config without it fails there, at
+    the value, and the unused `broken` value never fails at all."""
+    (toy / "model.json").write_text(json.dumps({"kind": "toy"}))
+    line = assert_clean_failure(fmt("to-gguf", toy, "-o", tmp_path / "x.gguf"))
+    assert "values.layers" in line and "no field 'layers'" in line
+
+
+def test_underscore_keys_only_of_plain_json_objects() -> None:
+    assert Expression("get(c, '_name_or_path')")(lambda n: {"_name_or_path": "x"}) == "x"
+    record = cs.Container(_io=1, n=2)  # a parsed record: its `_` keys are the engine's own
+    with pytest.raises(ExpressionError):
+        Expression("get(r, '_io')")(lambda n: record)
+    assert Expression("range(3)")(lambda n: 0) == [0, 1, 2]
+    with pytest.raises(ExpressionError):
+        Expression("range(10 ** 9)")(lambda n: 0)
