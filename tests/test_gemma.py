@@ -140,7 +140,7 @@ def test_output_dtype(dtype: str, tmp_path: Path, fmt: Fmt) -> None:
 
 
 def test_presets_are_the_upstream_configs() -> None:
-    presets = load_mapping("gemma-hf").rules["presets"]
+    presets = load_mapping("gemma-hf").constants["presets"]
     upstream = {
         "7B": GemmaConfig(),
         "2B": GemmaConfig(num_hidden_layers=18, num_attention_heads=8, num_key_value_heads=1, hidden_size=2048,
@@ -358,7 +358,7 @@ def test_safetensors_writer_streams_a_file_the_reference_reader_reads(tmp_path: 
 
 
 def test_bf16_rounding_is_torchs() -> None:
-    from ggfmt.sources.gemma import to_bf16_bits
+    from ggfmt.transforms import to_bf16_bits
 
     values = torch.randn(100_000) * torch.logspace(-40, 38, 100_000)
     edge = torch.tensor([float("nan"), -float("nan"), float("inf"), -float("inf"), 0.0, -0.0, 3.4028235e38,

@@ -28,6 +28,8 @@ from .errors import FormatError, SchemaError, UsageError
 from .resources import data_dirs
 
 BUNDLE_KEYS = {"id", "title", "doc", "recognise", "fields", "tensors", "checks", "output", "base"}
+# A bundle is a directory (`recognise: {files: [...]}`) or a single torch.save file
+# (`recognise: {pickle: [model_state_dict]}`, `tensors: {pickle: ., under: model_state_dict}`).
 READERS = ("json", "model_card")  # what a field is read with: a JSON file, or a folder's model card
 WEIGHTS = ("safetensors", "pickle")
 
@@ -58,18 +60,26 @@ class Bundle:
     outputs: dict[str, Any] = field(default_factory=dict)
     base_default: Any = None  # Expression: the base directory when --base is not given
     when: Any = None  # Expression over the JSON files of `recognise.keys`: what else tells it apart
+    # a single torch.save file rather than a directory: the keys its top-level dict has
+    pickle_keys: list[str] | None = None
+    under: str | None = None  # the key of the file's dict whose dict holds the tensors
+
+    @property
+    def is_file(self) -> bool:
+        return self.pickle_keys is not None
 
     @property
     def specificity(self) -> int:
         """How much it takes to recognise: the most specific declaration that fits a folder wins."""
-        return len(self.files) + sum(len(k) for k in self.keys.values()) + (self.when is not None)
+        return len(self.files) + sum(len(k) for k in self.keys.values()) + (self.when is not None) + \
+            len(self.pickle_keys or [])
 
     def recognises(self, directory: Path) -> bool:
         """All its files are there, and its JSON files hold the keys that tell it apart."""
         from .schema.expr import ExpressionError
         from .sources.weights import read_json
 
-        if not all((directory / name).is_file() for name in self.files):
+        if self.is_file or not all((directory / name).is_file() for name in self.files):
             return False
         read: dict[str, Any] = {}
         for name, keys in self.keys.items():
@@ -128,13 +138,16 @@ def load_bundle(path: Path) -> Bundle:
         raise SchemaError(where, f"unknown keys {sorted(unknown)} (allowed: {sorted(BUNDLE_KEYS)})")
     try:
         recognise = data["recognise"]
-        files = [str(f) for f in recognise["files"]]
+        pickle_keys = [str(k) for k in recognise["pickle"]] if "pickle" in recognise else None
+        files = [str(f) for f in recognise.get("files", [])] if pickle_keys is not None else \
+            [str(f) for f in recognise["files"]]
         keys = {str(k): [str(x) for x in v] for k, v in (recognise.get("keys") or {}).items()}
         when = Expression(recognise["when"]) if "when" in recognise else None
         fields = {str(name): _field(spec, where) for name, spec in (data.get("fields") or {}).items()}
         optional = frozenset(str(name) for name, spec in (data.get("fields") or {}).items() if spec.get("optional"))
-        weights = [_weights(spec, where) for spec in
-                   (data["tensors"] if isinstance(data["tensors"], list) else [data["tensors"]])]
+        tensor_specs = data["tensors"] if isinstance(data["tensors"], list) else [data["tensors"]]
+        under = next((str(spec["under"]) for spec in tensor_specs if "under" in spec), None)
+        weights = [_weights({k: v for k, v in spec.items() if k != "under"}, where) for spec in tensor_specs]
         checks = [Check(str(c["file"]), str(c["field"]), Expression(c["expr"]), str(c["message"]))
                   for c in data.get("checks") or []]
         output = data.get("output")
@@ -149,7 +162,7 @@ def load_bundle(path: Path) -> Bundle:
     if not weights:
         raise SchemaError(where, "`tensors` names at least one weights file")
     return Bundle(str(data.get("id", path.stem)), str(data.get("title", path.stem)), str(path), files, keys,
-                  fields, optional, weights, checks, outputs, base_default, when)
+                  fields, optional, weights, checks, outputs, base_default, when, pickle_keys, under)
 
 
 def _output_name(spec: Any, where: str) -> Any:
@@ -236,8 +249,6 @@ def read_bundle(bundle: Bundle, directory: Path, base: Path | None, *, convertin
     """The Document of ``directory``: its JSON files as fields, its safetensors tensors as references.
     Not ``converting`` (``fmt parse``): fields from an absent base are left out, and the checks
     (what a conversion cannot take) are not applied: the directory is shown as it is."""
-    from .document import Document
-    from .schema import Schema
     from .schema.expr import ExpressionError, shown
 
     fields: dict[str, Any] = {}
@@ -272,12 +283,46 @@ def read_bundle(bundle: Bundle, directory: Path, base: Path | None, *, convertin
             raise FormatError(check.field, None, f"{shown_value}: {check.message}",
                               str(field_files[about] if about is not None else directory / check.file))
     kind, weights = present[0]
-    tensors = _pickled_refs(weights) if kind == "pickle" else _safetensors_refs(weights)
+    return _document(bundle, weights, kind, fields, field_files, directory)
+
+
+def _document(bundle: Bundle, weights: Path, kind: str, fields: dict[str, Any], field_files: dict[str, Path],
+              directory: Path | None) -> Any:
     import construct as cs
 
+    from .document import Document
+    from .schema import Schema
+
+    unread: dict[str, str] = {}
+    tensors = _pickled_refs(weights, bundle.under, unread) if kind == "pickle" else _safetensors_refs(weights)
     schema = Schema(bundle.id, bundle.title, "", bundle.source, cs.Pass)
-    return Document(source=weights, schema=schema, fields=fields, tensors=tensors,
-                    size=weights.stat().st_size, field_files=field_files, directory=directory)
+    return Document(source=weights, schema=schema, fields=fields, tensors=tensors, size=weights.stat().st_size,
+                    field_files=field_files, directory=directory, unread=unread)
+
+
+def recognise_file(path: Path) -> Bundle | None:
+    """The declared single-file input ``path`` is (a torch.save zip whose dict has the keys its
+    bundle names), or None. Only zip checkpoints are looked into: they are read without torch."""
+    import zipfile
+
+    candidates = [b for b in bundles() if b.is_file]
+    if not candidates or not path.is_file() or not zipfile.is_zipfile(path):
+        return None
+    from .sources.weights import load_pickle
+
+    try:
+        top = load_pickle(path, "a PyTorch file")
+    except (FormatError, UsageError):
+        return None
+    fitting = [b for b in candidates if isinstance(top, dict) and all(k in top for k in b.pickle_keys or [])]
+    return max(fitting, key=lambda b: b.specificity) if fitting else None
+
+
+def read_file_bundle(bundle: Bundle, path: Path) -> Any:
+    """The Document of a single-file input declared as a bundle: its tensors, no fields."""
+    if not path.is_file():
+        raise UsageError(f"{path}: no such file")
+    return _document(bundle, path, "pickle", {}, {}, None)
 
 
 def tensor_refs(weights: Path) -> list[Any]:
@@ -303,21 +348,51 @@ def _safetensors_refs(weights: Path) -> list[Any]:
             for key, entry in safetensors_index(weights).items()]
 
 
-def _pickled_refs(weights: Path) -> list[Any]:
-    """The tensors of a torch.save zip of plain tensors, as references (read later by offset)."""
+LEGACY = ("is a tensor only torch reads (a legacy pickle, or a file torch had to read); save it with a current "
+          "torch.save to convert it through a table")
+
+
+def _pickled_refs(weights: Path, under: str | None = None, unread: dict[str, str] | None = None) -> list[Any]:
+    """The tensors of a torch.save zip of plain tensors (the file's dict, or the dict under its key
+    ``under``), as references read later by offset. A tensor that cannot be read so (a complex or
+    sparse one, a view, a legacy pickle's) goes into ``unread`` with the reason: an error when a
+    conversion needs it, nothing when its table drops it."""
     from .document import TensorRef
     from .ggml_types import type_id
     from .sources import torchzip
-    from .sources.weights import checked_state_dict
+    from .sources.weights import check_tensor, state_dict
     from .weight_dtypes import BY_TORCH
 
     tensors = []
-    for key, tensor in checked_state_dict(weights, "a pickled state dict").items():
-        if not isinstance(tensor, torchzip.TensorRef):
-            raise FormatError(key, None, "is a tensor only torch reads (a legacy pickle); save it with a current "
-                                         "torch.save to convert it through a table", str(weights))
+    # (a tensor that is only unusual because torch had to read the file is reported after the
+    # tensors that are unusual themselves, which are why torch had to read it)
+    torch_only: dict[str, str] = {}
+    for key, tensor in state_dict(weights, "a pickled state dict", under).items():
+        why = None
+        if not isinstance(tensor, torchzip.TensorRef | torchzip.UnreadTensor) and not hasattr(tensor, "shape"):
+            why = f"is a {type(tensor).__name__}, not a tensor"
+        else:
+            try:
+                check_tensor(key, tensor, weights)
+            except FormatError as e:
+                why = e.message
+        if why is None and not isinstance(tensor, torchzip.TensorRef):
+            why = LEGACY
+        if why is not None:
+            if unread is None and why is not LEGACY:
+                raise FormatError(key, None, why, str(weights))
+            (unread if unread is not None else torch_only)[key] = why
+            continue
         tensors.append(TensorRef(key, key, type_id(BY_TORCH[tensor.dtype].ggml), tuple(reversed(tensor.shape)),
                                  tensor.begin, tensor.nbytes))
+    if unread is not None:
+        legacy = {k: v for k, v in unread.items() if v is LEGACY}
+        for key in legacy:
+            del unread[key]
+        unread.update(legacy)
+    elif torch_only:
+        key, why = next(iter(torch_only.items()))
+        raise FormatError(key, None, why, str(weights))
     return tensors
 
 

@@ -368,7 +368,8 @@ def _convert_command(args: argparse.Namespace, target: str) -> int:
 
 # the options a conversion's table may declare (`options:`), passed on when given: the tables
 # say which take them and what they mean
-CONVERSION_OPTIONS = ("text_only", "vision_only", "llava_projector", "use_f32", "image_mean", "image_std")
+CONVERSION_OPTIONS = ("text_only", "vision_only", "llava_projector", "use_f32", "image_mean", "image_std", "size",
+                      "config")
 
 
 def _conversion_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -394,41 +395,58 @@ HF_DTYPES = {"f32": "float32", "f16": "float16", "bf16": "bfloat16"}
 
 
 def cmd_to_hf(args: argparse.Namespace) -> int:
-    from .emit.hf import CONFIG, WEIGHTS, write_config, write_safetensors, write_tokenizer
+    """Plan the conversion the registry finds for the checkpoint (target ``hf``), then write the
+    directory: the tokenizer (on request), the table's JSON files and model.safetensors, made next
+    to OUT_DIR and renamed into place."""
+    from .convert import convert
+    from .emit.hf import WEIGHTS, planned, write_config, write_safetensors, write_tokenizer
     from .output import atomic_directory, check_directory_target
     from .plan_report import describe_hf_conversion
-    from .sources.gemma import gemma_to_hf
 
     _begin_command()
     source: Path = args.file
     target: Path = args.output
-    dtype = HF_DTYPES[args.outtype] if args.outtype is not None else args.dtype or "float32"
-    if args.outtype is not None and args.dtype is not None and args.dtype != dtype:
-        raise UsageError(f"--outtype {args.outtype} and --dtype {args.dtype} disagree; --outtype is enough")
+    outtype = args.outtype
+    if args.dtype is not None:  # the older name of --outtype
+        named = {v: k for k, v in HF_DTYPES.items()}[args.dtype]
+        if outtype is not None and outtype != named:
+            raise UsageError(f"--outtype {outtype} and --dtype {args.dtype} disagree; --outtype is enough")
+        outtype = named
     inputs = [p for p in (source, args.config, args.tokenizer) if p is not None]
     if not args.dry_run:
         check_directory_target(target, force=args.force, inputs=inputs)  # before the work, not only after it
     if args.tokenizer is not None and not args.tokenizer.is_file():
         raise UsageError(f"{args.tokenizer}: no such file")
-    conversion = gemma_to_hf(source, size=args.size, config_file=args.config, dtype=dtype)
+    if not source.is_file():
+        raise UsageError(f"{source}: no such file")
+    conversion = convert(source, "hf", options=_conversion_options(args), outtype=outtype)
+    plan = conversion.plan
+    tensors = [planned(t) for t in plan.tensors]
+    config = plan.files.get("config.json", {})
+    dtype = str(config.get("dtype", HF_DTYPES[outtype or "f32"])) if isinstance(config, dict) else ""
+    layers = config.get("num_hidden_layers") if isinstance(config, dict) else None
     if args.dry_run:
-        print(describe_hf_conversion(conversion, target))
+        print(describe_hf_conversion(tensors, plan.files, target, conversion.description))
         return EXIT_OK
-    bar = _progress_bar(conversion.payload_bytes, args.quiet)
+    tokenizer_class = conversion.hf_tokenizer
+    if args.tokenizer is not None and tokenizer_class is None:
+        raise UsageError("--tokenizer: this conversion names no tokenizer class to save it with")
+    bar = _progress_bar(plan.payload_bytes, args.quiet)
     try:
         with atomic_directory(target, force=args.force, inputs=inputs) as temporary:
-            if args.tokenizer is not None:  # first: it is quick, and the step most likely to miss a package
-                write_tokenizer(args.tokenizer, temporary)
-            write_config(temporary / CONFIG, conversion.config)
-            size = write_safetensors(temporary / WEIGHTS, conversion.tensors, bar.update if bar is not None else None)
+            if args.tokenizer is not None and tokenizer_class is not None:
+                write_tokenizer(args.tokenizer, temporary, tokenizer_class)  # first: quick, and most likely to fail
+            for name, value in plan.files.items():
+                write_config(temporary / name, value)
+            size = write_safetensors(temporary / WEIGHTS, tensors, bar.update if bar is not None else None)
     finally:
         if bar is not None:
             bar.close()
     if not args.quiet:
         tokenizer = ", tokenizer" if args.tokenizer is not None else ""
-        print(f"{escape(str(target))}: {_count(len(conversion.tensors), 'tensor')}, "
-              f"{_count(conversion.layers, 'layer')}, {dtype}, {size:,} bytes{tokenizer} "
-              "(Gemma checkpoint -> Hugging Face)")
+        layer_count = f"{_count(layers, 'layer')}, " if isinstance(layers, int) else ""
+        print(f"{escape(str(target))}: {_count(len(tensors), 'tensor')}, {layer_count}{dtype}, {size:,} bytes"
+              f"{tokenizer} ({conversion.description})")
     return EXIT_OK
 
 

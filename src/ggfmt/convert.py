@@ -19,16 +19,17 @@ from .errors import FormatError, SchemaError, UsageError
 if TYPE_CHECKING:
     from .document import Document
     from .mapping import MappingTable
-    from .plan import GGUFPlan
+    from .plan import Plan
 
 
 @dataclass
 class Conversion:
-    plan: GGUFPlan
+    plan: Plan
     description: str
     target: str = "gguf"  # "gguf", or the id of the schema that writes the output
     warnings: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # what the summary tells (tensors --outtype could not take)
+    hf_tokenizer: str | None = None  # a Hugging Face output: the tokenizer class --tokenizer is saved with
 
 
 def _retyped(conversion: Conversion, outtype: str | None, table: MappingTable) -> Conversion:
@@ -73,13 +74,18 @@ def convert(source: Path, target: str = "gguf", *, schema: str | None = None,
     given = {k: v for k, v in (options or {}).items() if v is not None and v is not False}
     _check_options_apply(source, given)
     doc, table = _document_and_table(source, target, schema, params, mapping, base)
+    if target == "gguf" and table.architecture is None:
+        raise SchemaError(table.name, "a GGUF mapping needs `architecture`")
     settings = _settings(table, given, outtype)
     _add_option_tensors(doc, table, settings)
     plan = plan_gguf(doc, table, _architecture(arch, table), settings)
-    what = doc.schema.title if source.is_dir() else doc.schema.id
-    conversion = _retyped(Conversion(plan, f"{what} -> {_shown(target)} via {table.name}", target,
-                                     list(plan.warnings)), outtype, table)
-    check_plan(conversion.plan, str(source))
+    what = doc.schema.title if doc.schema.title and doc.schema.id != doc.schema.title else doc.schema.id
+    # (a Hugging Face directory's summary counts its layers instead of naming the table)
+    description = f"{what} -> Hugging Face" if target == "hf" else f"{what} -> {_shown(target)} via {table.name}"
+    conversion = _retyped(Conversion(plan, description, target, list(plan.warnings),
+                                     hf_tokenizer=table.hf_tokenizer), outtype, table)
+    if target != "hf":  # what ggml requires of tensor names; a safetensors file checks its own
+        check_plan(conversion.plan, str(source))
     return conversion
 
 
@@ -106,6 +112,9 @@ def _settings(table: MappingTable, given: Mapping[str, Any], outtype: str | None
     settings: dict[str, Any] = {"outtype": outtype}
     for name, option in table.options.items():
         settings[name] = _checked_option(option, given[name]) if name in given else option.default
+        if option.type == "json":  # the file's value, and where it is (NAME_file)
+            settings[f"{name}_file"] = settings[name]
+            settings[name] = _read_json_option(option, settings[name])
     unknown = [name for name in given if name not in table.options]
     if unknown:
         flag = "--" + unknown[0].replace("_", "-")
@@ -118,14 +127,26 @@ def _checked_option(option: Any, value: Any) -> Any:
 
     if isinstance(value, TextValue):  # --option NAME=VALUE: read as the declared type
         value = _option_from_text(option, str(value))
-    kinds = {"bool": bool, "int": int, "float": float | int, "str": str, "weights": Path | str}
+    kinds = {"bool": bool, "int": int, "float": float | int, "str": str, "weights": Path | str, "json": Path | str}
     if option.type == "float[]":
         if not isinstance(value, list | tuple) or not all(isinstance(v, float | int) for v in value):
             raise UsageError(f"{option.flag}: expected numbers, got {value!r}")
         return [float(v) for v in value]
     if not isinstance(value, kinds[option.type]) or (option.type != "bool" and isinstance(value, bool)):
         raise UsageError(f"{option.flag}: expected a {option.type}, got {value!r}")
-    return str(value) if option.type == "weights" else value
+    return str(value) if option.type in ("weights", "json") else value
+
+
+def _read_json_option(option: Any, path: str | None) -> Any:
+    from .inputs import note_input
+    from .sources.weights import read_json
+
+    if path is None:
+        return None
+    if not Path(path).is_file():
+        raise UsageError(f"{option.flag} {path}: no such file")
+    note_input(Path(path))
+    return read_json(Path(path))
 
 
 def _option_from_text(option: Any, text: str) -> Any:
@@ -153,6 +174,7 @@ def _takers(name: str) -> list[tuple[str, bool]]:
     from .schema import read_yaml
 
     titles = {b.id: b.title for b in bundles()}
+    single_files = {b.id for b in bundles() if b.is_file}
     takers = []
     for directory in mapping_dirs():
         for path in sorted(directory.glob("*.yaml")):
@@ -162,9 +184,10 @@ def _takers(name: str) -> list[tuple[str, bool]]:
                 continue  # a broken table is reported when it is used, not here
             if isinstance(data.get("options"), dict) and name in data["options"]:
                 source_id = str(data.get("source", ""))
-                is_bundle = source_id in titles
-                shown = f"a {titles[source_id]} directory" if is_bundle else f"{source_id} files"
-                takers.append((f"{shown} ({path.stem})", is_bundle))
+                is_directory = source_id in titles and source_id not in single_files
+                shown = f"a {titles[source_id]} directory" if is_directory else \
+                    f"a {titles[source_id]}" if source_id in titles else f"{source_id} files"
+                takers.append((f"{shown} ({path.stem})", is_directory))
     return takers
 
 
@@ -186,11 +209,14 @@ def _check_options_apply(source: Path, given: Mapping[str, Any]) -> None:
 
 
 def _add_option_tensors(doc: Document, table: MappingTable, settings: Mapping[str, Any]) -> None:
-    """The tensors of the weights files that options name join the input's, after them."""
+    """The tensors of the weights files that options name join the input's, after them; a JSON
+    file an option names is where messages about that option's fields point."""
     from .bundles import tensor_refs
     from .inputs import note_input
 
     for name, option in table.options.items():
+        if option.type == "json" and settings.get(f"{name}_file") is not None:
+            doc.field_files[name] = Path(settings[f"{name}_file"])
         if option.type == "weights" and settings.get(name) is not None:
             path = Path(settings[name])
             if not path.is_file():
@@ -203,6 +229,32 @@ def _add_option_tensors(doc: Document, table: MappingTable, settings: Mapping[st
                     raise FormatError(ref.path, ref.offset, f"is in {doc.source.name} too; {option.flag} names a "
                                                             "file of other tensors", str(path))
             doc.tensors = [*doc.tensors, *added]
+
+
+def _file_bundle(source: Path, target: str, schema: str | None) -> Any:
+    """The single-file bundle that declares ``source``; or, when every conversion to ``target`` reads
+    the same single-file bundle (a Hugging Face directory is made from a Gemma checkpoint only),
+    that one, so that its reader says why a file is not one."""
+    from .bundles import bundles, recognise_file
+    from .mapping import mapping_dirs
+    from .schema import read_yaml
+
+    if schema is not None:
+        return None
+    found = recognise_file(source)
+    if found is not None:
+        return found
+    sources = set()
+    for directory in mapping_dirs():
+        for path in sorted(directory.glob("*.yaml")):
+            try:
+                data = read_yaml(path, shared=True)
+            except SchemaError:
+                continue
+            if data.get("target") == target:
+                sources.add(str(data.get("source", "")))
+    single = [b for b in bundles() if b.is_file and b.id in sources]
+    return single[0] if len(single) == 1 and len(sources) == 1 else None
 
 
 def _document_and_table(source: Path, target: str, schema: str | None, params: Mapping[str, Any] | None,
@@ -230,6 +282,17 @@ def _document_and_table(source: Path, target: str, schema: str | None, params: M
         return read_bundle(bundle, source, base, with_base=table_uses(table, "base")), table
     if base is not None:
         raise UsageError("--base applies to a directory layout (an adapter and its base model), not to a file")
+    file_bundle = _file_bundle(source, target, schema)
+    if file_bundle is not None:  # a container file declared in bundles/ (a torch.save checkpoint)
+        from .bundles import read_file_bundle
+
+        name = mapping or table_for(file_bundle.id, target)
+        if name is None:
+            raise UsageError(f"{source}: ggfmt has no {_shown(target)} conversion for a {file_bundle.title}")
+        if params:
+            raise UsageError(f"{source}: a {file_bundle.title} is read by its bundle declaration; schema "
+                             "parameters apply to files a schema reads")
+        return read_file_bundle(file_bundle, source), load_mapping(name)
     from .engine import parse
 
     doc = parse(source, schema, params)

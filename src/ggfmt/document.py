@@ -62,6 +62,9 @@ class Document:
     # adapter_config.json), so that a message about ``config.r`` names that file
     field_files: dict[str, Path] = field(default_factory=dict)
     directory: Path | None = None  # a directory input (a bundle): the directory the user named
+    # tensors a reader could not take as references (complex, sparse, views), with the reason:
+    # an error when a conversion needs one, nothing when its table drops it
+    unread: dict[str, str] = field(default_factory=dict)
 
     @property
     def origin(self) -> Path:

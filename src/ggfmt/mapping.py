@@ -33,14 +33,15 @@ GROUP_KEYS = {"items", "when", "for", "as", "doc"}
 BLOCK_ID = "bid"  # the index inside a `for` group: gguf-py's tensor name templates call it bid
 TOP_KEYS = {"doc", "source", "target", "architecture", "arch_option", "metadata", "tensors", "outtypes", "rules",
             "unmatched", "values", "tensor_values", "require", "checks", "warnings", "order", "rename_inputs",
-            "options", "applies_outtype"}
+            "options", "applies_outtype", "constants", "json_files", "hf_tokenizer"}
 CHECK_KEYS = {"expr", "field", "message", "doc"}
 WARNING_KEYS = {"when", "message", "doc"}
 # what a capture may match: `{bid}` a block number, `{name}` one dot-free part, `{name:any}` any text
 CAPTURE_KINDS = {"": "[^.]+", "any": ".+"}
 OPTION_KEYS = {"type", "default", "doc"}
 # what an option holds: a value, or `weights`, a second weights file whose tensors join the input's
-OPTION_TYPES = ("bool", "int", "float", "str", "float[]", "weights")
+# `json`: a JSON file, read as a value (its path is NAME_file)
+OPTION_TYPES = ("bool", "int", "float", "str", "float[]", "weights", "json")
 UNMATCHED = ("error", "warn")  # what becomes of an input tensor no `match:` entry selects
 
 
@@ -161,6 +162,12 @@ class MappingTable:
     # the entries apply --outtype themselves (the name `outtype`, with their casts); otherwise every
     # float tensor is converted to it once planned
     applies_outtype: bool = False
+    # plain data the entries use by name (the configs of a model's released sizes), as written
+    constants: dict[str, Any] = field(default_factory=dict)
+    # a directory output's JSON files besides the weights: file name -> the value written (config.json)
+    json_files: dict[str, Expression] = field(default_factory=dict)
+    # a Hugging Face output's tokenizer class (transformers), which saves --tokenizer's file beside it
+    hf_tokenizer: str | None = None
 
 
 def mapping_dirs() -> list[Path]:
@@ -229,7 +236,27 @@ def _load(path: Path, including: tuple[str, ...]) -> MappingTable:
         rename_inputs=_renames(data.get("rename_inputs"), f"{source}: rename_inputs"),
         options=_options(data.get("options"), f"{source}: options"),
         applies_outtype=_flag(data.get("applies_outtype", False), f"{source}: applies_outtype"),
+        constants=_constants(data.get("constants"), f"{source}: constants"),
+        hf_tokenizer=str(data["hf_tokenizer"]) if data.get("hf_tokenizer") else None,
+        json_files={str(name): _expr(text, f"{source}: json_files.{name}")
+                    for name, text in _mapping_of(data.get("json_files"), f"{source}: json_files").items()},
     )
+
+
+def _mapping_of(spec: Any, where: str) -> Mapping[str, Any]:
+    if spec is None:
+        return {}
+    if not isinstance(spec, Mapping):
+        raise SchemaError(where, "must be a mapping")
+    return spec
+
+
+def _constants(spec: Any, where: str) -> dict[str, Any]:
+    constants = dict(_mapping_of(spec, where))
+    for name in constants:
+        if not isinstance(name, str) or not name.isidentifier() or name.startswith("_"):
+            raise SchemaError(where, f"{name!r} is not a name")
+    return constants
 
 
 def _options(spec: Any, where: str) -> dict[str, Option]:

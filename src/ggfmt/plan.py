@@ -7,6 +7,7 @@ The emitters (:mod:`ggfmt.emit`) write a plan; nothing here writes a file.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,9 +15,10 @@ from typing import Any
 
 from .document import Document, TensorRef
 from .engine import tensor_ref
-from .errors import FormatError, SchemaError
+from .errors import FormatError, SchemaError, UsageError
 from .mapping import (
     BLOCK_ID,
+    Group,
     MappingTable,
     MatchEntry,
     MetadataEntry,
@@ -60,11 +62,15 @@ class OutputTensor:
 
 
 @dataclass
-class GGUFPlan:
-    architecture: str
+class Plan:
+    """What a conversion writes, whatever the emitter: a GGUF (keys and tensors), a schema's file
+    (ggla) or a Hugging Face directory (tensors and JSON files)."""
+
+    architecture: str  # of a GGUF output; empty for the others
     metadata: list[MetadataValue]
     tensors: list[OutputTensor]
     warnings: list[str] = field(default_factory=list)  # input tensors a table leaves out on purpose
+    files: dict[str, Any] = field(default_factory=dict)  # a directory output's JSON files (config.json)
 
     @property
     def payload_bytes(self) -> int:
@@ -74,7 +80,7 @@ class GGUFPlan:
 MAX_TENSOR_NAME = 63  # ggml's GGML_MAX_NAME (64) less the terminating NUL; gguf-py does not export it
 
 
-def check_plan(plan: GGUFPlan, source: str) -> None:
+def check_plan(plan: Plan, source: str) -> None:
     """What current llama.cpp requires of every tensor, whichever conversion planned it:
     a unique name of at most 63 bytes and at least one element."""
     seen: set[str] = set()
@@ -91,19 +97,19 @@ def check_plan(plan: GGUFPlan, source: str) -> None:
 
 
 def plan_gguf(doc: Document, table: MappingTable, arch: str | None = None,
-              settings: Scope | None = None) -> GGUFPlan:
+              settings: Scope | None = None) -> Plan:
     """Resolve ``table`` against ``doc``: every key with its value, every tensor with its source.
     ``arch`` replaces the table's architecture where the table allows it (``arch_option``);
     ``settings`` are the table's options as given or defaulted, and ``outtype``."""
-    if table.architecture is None:
-        raise SchemaError(table.name, "a GGUF mapping needs `architecture`")
-    architecture = str(arch or table.architecture)
+    architecture = str(arch or table.architecture or "")
     # what every entry may use: the schema's parameters, the parsed fields (which shadow a
     # parameter of the same name), the input's tensors, the architecture, then the table's values
     inputs = [_described(ref, i, table) for i, ref in enumerate(doc.tensors)]
     given = {"input_tensors": inputs, "input_by_name": {t["name"]: t for t in inputs}, "arch": architecture,
              "input_name": doc.origin.resolve().name}
-    scopes = table_scope(table, [doc.params, doc.fields, dict(settings or {}), given])
+    # (a table's constants are the cached table's own: expressions never change a value)
+    scopes = table_scope(table, [table.constants, doc.params, doc.fields, dict(settings or {}), given])
+    _check_unread(doc, table)
     check_input(doc, table, scopes)
     metadata = resolve_metadata(table, scopes, architecture, str(doc.source), doc)
     tensors: list[OutputTensor] = []
@@ -141,6 +147,9 @@ def plan_gguf(doc: Document, table: MappingTable, arch: str | None = None,
         names.add(name)
         used.add(ref.path)
         tensors.append(OutputTensor(name, ref.ne, ref.ggml_type, FileSlice(_file(ref, doc), ref.offset, ref.nbytes)))
+    for name, why in doc.unread.items():  # what the reader could not take: fine only if the table drops it
+        if not _dropped(name, matchers, table):
+            raise FormatError(name, None, why, str(doc.source))
     warnings: list[str] = []
     if matchers or named:
         matched: list[tuple[Any, OutputTensor]] = []
@@ -171,7 +180,9 @@ def plan_gguf(doc: Document, table: MappingTable, arch: str | None = None,
         tensors[at:at] = [t for _, t in matched]
     warnings += [fill_message(w.message, scopes, w.where) for w in table.warnings
                  if evaluate_entry(w.expr, scopes, w.where)]
-    return GGUFPlan(architecture, metadata, tensors, warnings)
+    files = {name: evaluate_entry(expr, scopes, f"{table.name}: json_files.{name}")
+             for name, expr in table.json_files.items()}
+    return Plan(architecture, metadata, tensors, warnings, files)
 
 
 def _file(ref: TensorRef, doc: Document) -> Path:
@@ -183,8 +194,11 @@ def check_input(doc: Document, table: MappingTable, scopes: list[Scope]) -> None
     """The table's `checks`: the first that fails is reported at its field (file, path, offset)."""
     for check in table.checks:
         if not evaluate_entry(check.expr, scopes, check.where):
+            message = fill_message(check.message, scopes, check.where)
+            if check.field.startswith("--"):  # about the command line, not the input
+                raise UsageError(f"{check.field}: {message}" if check.field != "--" else message)
             file, path, offset = doc.locate(check.field)
-            raise FormatError(path, offset, fill_message(check.message, scopes, check.where), file)
+            raise FormatError(path, offset, message, file)
 
 
 def _named(entry: NamedEntry, scopes: list[Scope], by_name: dict[str, tuple[TensorRef, dict[str, Any]]],
@@ -210,6 +224,43 @@ def _described(ref: TensorRef, index: int, table: MappingTable) -> dict[str, Any
     for old, new in table.rename_inputs.items():
         name = name.replace(old, new)
     return {"name": name, "ne": list(ref.ne), "type": ref.type_name, "index": index}
+
+
+def _check_unread(doc: Document, table: MappingTable) -> None:
+    """A tensor the reader could not take, which no `drop: true` entry's pattern selects, is an error
+    before anything else is said about the input (whether the entry's `when` holds is seen later)."""
+    patterns: list[re.Pattern[str]] = []
+
+    def collect(items: list[Any]) -> None:
+        for item in items:
+            if isinstance(item, Group):
+                collect(item.items)
+            elif isinstance(item, MatchEntry) and item.drop:
+                patterns.append(item.pattern)
+
+    collect(table.tensors)
+    for name, why in doc.unread.items():
+        renamed = name
+        for old, new in table.rename_inputs.items():
+            renamed = renamed.replace(old, new)
+        if not any(p.fullmatch(renamed) for p in patterns):
+            raise FormatError(name, None, why, str(doc.source))
+
+
+def _dropped(name: str, matchers: list[tuple[MatchEntry, list[Scope]]], table: MappingTable) -> bool:
+    """Whether the first `match:` entry that selects the tensor ``name`` drops it."""
+    described = {"name": name, "ne": [], "type": "unread", "index": -1}
+    for old, new in table.rename_inputs.items():
+        described["name"] = str(described["name"]).replace(old, new)
+    for entry, entry_scopes in matchers:
+        found = entry.pattern.fullmatch(str(described["name"]))
+        if found is None:
+            continue
+        captures = {k: int(v) if k == BLOCK_ID else v for k, v in found.groupdict().items()}
+        if entry.when is None or evaluate_entry(entry.when, [*entry_scopes, {"tensor": described}, captures],
+                                                entry.where):
+            return entry.drop
+    return False
 
 
 class _Dropped:
@@ -264,6 +315,7 @@ def _transformed(ref: TensorRef, name: str, entry: MatchEntry | NamedEntry, scop
                                                 "and bf16 tensors", str(file))
     shape = tuple(reversed(ref.ne))
     steps: list[_Step] = []
+    read_ne = ref.ne  # what is read of the input: all of it, or the rows a `split` keeps
     for call in entry.transforms:
         transform = TRANSFORMS[call.name]
         args = [evaluate_entry(a, scopes, f"{entry.where}, {call.source}") for a in call.args]
@@ -275,7 +327,12 @@ def _transformed(ref: TensorRef, name: str, entry: MatchEntry | NamedEntry, scop
             raise FormatError(ref.path, ref.offset, f"{ref.name}: {call.source}: {e}", str(file)) from None
         # a step that changes no value (scale(1), a cast to the dtype it has, squeeze: the bytes
         # stay as they are) is not applied; the shapes say what the array is
-        if transform.identity is None or not transform.identity(dtype_before, *args):
+        rows = transform.rows(before, *args) if transform.rows is not None and not steps else None
+        if rows is not None:  # nothing changed before: read those rows only
+            row_bytes = source.nbytes // before[0]
+            source = FileSlice(file, source.offset + rows[0] * row_bytes, (rows[1] - rows[0]) * row_bytes)
+            read_ne = (*read_ne[:-1], rows[1] - rows[0])
+        elif transform.identity is None or not transform.identity(dtype_before, *args):
             steps.append(_Step(transform, args, before))
     out_ne = tuple(reversed(shape))
     if not steps and dtype == read_dtype(ref.ggml_type) and ref.ggml_type != BF16:
@@ -284,10 +341,11 @@ def _transformed(ref: TensorRef, name: str, entry: MatchEntry | NamedEntry, scop
     out_type = GGML_TYPE_OF_DTYPE[dtype]
     nbytes = int(math.prod(shape)) * dtype.itemsize
     if all(step.transform.rowwise for step in steps) and ref.ne:
-        return OutputTensor(name, out_ne, out_type, BlocksSource(lambda: _row_blocks(ref, source, steps), nbytes))
+        return OutputTensor(name, out_ne, out_type,
+                            BlocksSource(lambda: _row_blocks(ref.ggml_type, read_ne, source, steps), nbytes))
 
     def produce() -> Any:
-        array = from_bytes(source.read(), ref.ggml_type, ref.ne)
+        array = from_bytes(source.read(), ref.ggml_type, read_ne)
         for step in steps:
             array = step.transform.apply(array.reshape(step.shape), *step.args)
         return array
@@ -302,20 +360,20 @@ class _Step:
     shape: tuple[int, ...]  # of the array it is applied to (numpy order)
 
 
-def _row_blocks(ref: TensorRef, source: FileSlice, steps: list[_Step]) -> Iterator[Any]:
+def _row_blocks(ggml_type: int, ne: tuple[int, ...], source: FileSlice, steps: list[_Step]) -> Iterator[Any]:
     """The tensor through row-wise transforms, a block of rows (the last ggml dimension) at a time
     (``sources.weights.ROW_BLOCK_BYTES`` of the input each: memory stays flat, calls stay few).
     A row-wise transform works element by element, so a block keeps its stored shape."""
     from .sources import weights
     from .transforms import from_bytes
 
-    rows = ref.ne[-1]
-    row_bytes = ref.nbytes // rows if rows else 0
+    rows = ne[-1]
+    row_bytes = source.nbytes // rows if rows else 0
     step = max(1, weights.ROW_BLOCK_BYTES // max(row_bytes, 1))
     for start in range(0, rows, step):
         count = min(step, rows - start)
         block = FileSlice(source.path, source.offset + start * row_bytes, count * row_bytes).read()
-        array = from_bytes(block, ref.ggml_type, (*ref.ne[:-1], count))
+        array = from_bytes(block, ggml_type, (*ne[:-1], count))
         for transform_step in steps:
             array = transform_step.transform.apply(array, *transform_step.args)
         yield array

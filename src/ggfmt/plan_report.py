@@ -52,14 +52,17 @@ def describe_plan(plan: Any, target: Path, description: str, kind: str = "gguf")
     return escape_lines(lines)
 
 
-def describe_hf_conversion(conversion: Any, target: Path) -> str:
-    lines = [f"would write {target}/ (Gemma checkpoint -> Hugging Face): model.safetensors with "
-             f"{len(conversion.tensors)} tensors, {conversion.payload_bytes:,} bytes of tensor data; config.json",
-             "", "config.json:"]
-    lines += [f"  {key} = {_value(value)}" for key, value in sorted(conversion.config.items())]
+def describe_hf_conversion(tensors: list[Any], files: dict[str, Any], target: Path, description: str) -> str:
+    """What a Hugging Face directory conversion would write: the weights, then each JSON file."""
+    payload = sum(t.nbytes for t in tensors)
+    lines = [f"would write {target}/ ({description}): model.safetensors with {len(tensors)} tensors, "
+             f"{payload:,} bytes of tensor data; {', '.join(files)}"]
+    for name, value in files.items():
+        lines += ["", f"{name}:"]
+        lines += [f"  {key} = {_value(item)}" for key, item in sorted(value.items())] if isinstance(value, dict) \
+            else [f"  {_value(value)}"]
     lines += ["", "tensors:"]
-    rows = [(t.name, t.dtype, " x ".join(map(str, t.shape)), f"{t.nbytes:,}")
-            for t in conversion.tensors]
+    rows = [(t.name, t.dtype, " x ".join(map(str, t.shape)), f"{t.nbytes:,}") for t in tensors]
     lines += _table(("name", "dtype", "shape", "bytes"), rows, {3})
     return escape_lines(lines)
 

@@ -14,9 +14,12 @@ import numpy as np
 from . import ggml_types
 
 # the ggml types numpy arrays are written as (ids from gguf-py's table)
+# bf16 has no numpy dtype: a bf16 array is held as its 16-bit patterns (what cast('bf16') makes)
+BF16_BITS = np.dtype("<u2")
 GGML_TYPE_OF_DTYPE: dict[np.dtype[Any], int] = {np.dtype(np.float32): ggml_types.type_id("f32"),
-                                                np.dtype(np.float16): ggml_types.type_id("f16")}
-DTYPE_OF_GGML_TYPE: dict[int, np.dtype[Any]] = {v: k for k, v in GGML_TYPE_OF_DTYPE.items()}
+                                                np.dtype(np.float16): ggml_types.type_id("f16"),
+                                                BF16_BITS: ggml_types.type_id("bf16")}
+DTYPE_OF_GGML_TYPE: dict[int, np.dtype[Any]] = {v: k for k, v in GGML_TYPE_OF_DTYPE.items() if k != BF16_BITS}
 
 
 def transpose(array: Any) -> np.ndarray[Any, Any]:
@@ -82,6 +85,9 @@ class Transform:
     # applies to any block of rows (the first numpy axis) on its own, so that a large tensor is
     # transformed a block at a time (scale, cast) rather than whole (transpose, rope_permute)
     rowwise: bool = False
+    # a transform that keeps a range of whole rows (the first numpy axis): ``rows(shape, *args)``
+    # is that range, or None; then only those rows are read
+    rows: Callable[..., tuple[int, int] | None] | None = None
 
 
 def _transpose_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
@@ -111,18 +117,61 @@ def _squeeze_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
     return tuple(n for n in shape if n != 1)
 
 
-CAST_TYPES: dict[str, np.dtype[Any]] = {"f32": np.dtype(np.float32), "f16": np.dtype(np.float16)}
+CAST_TYPES: dict[str, np.dtype[Any]] = {"f32": np.dtype(np.float32), "f16": np.dtype(np.float16), "bf16": BF16_BITS}
 
 
 def cast(array: Any, to: str) -> np.ndarray[Any, Any]:
+    if to == "bf16":
+        return to_bf16_bits(np.asarray(array, dtype=np.float32))
     converted: np.ndarray[Any, Any] = np.asarray(array).astype(CAST_TYPES[to])
     return converted
+
+
+def to_bf16_bits(array: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+    """f32 -> bf16 bit patterns as torch 2.x converts them on the CPU: rounded to nearest even,
+    every NaN as 0xFFFF.
+
+    Not gguf-py's BF16 quantizer: it widens to u64 (twice the memory of this) and keeps NaN
+    payloads, where torch, whose conversion the Hugging Face side expects, writes 0xFFFF."""
+    bits = np.ascontiguousarray(array, dtype=np.float32).view(np.uint32)
+    # No overflow in u32: the largest non-NaN pattern (0xFF800000, -inf) plus 0x8000 still fits.
+    out = ((bits + (0x7FFF + ((bits >> 16) & 1))) >> 16).astype(np.uint16)
+    nan = np.isnan(array)
+    if nan.any():
+        out[nan] = 0xFFFF
+    return out
 
 
 def _cast_dtype(dtype: np.dtype[Any], to: Any) -> np.dtype[Any]:
     if to not in CAST_TYPES:
         raise ValueError(f"cast takes one of {', '.join(CAST_TYPES)}, not {to!r}")
+    if dtype == BF16_BITS:
+        raise ValueError("cast('bf16') is the last transform of an entry")
     return CAST_TYPES[to]
+
+
+def split(array: Any, axis: int, sizes: list[int], part: int) -> np.ndarray[Any, Any]:
+    """Part ``part`` of ``array`` cut along ``axis`` into pieces of ``sizes``."""
+    begin = sum(sizes[:part])
+    return np.ascontiguousarray(np.take(np.asarray(array), range(begin, begin + sizes[part]), axis=axis))
+
+
+def _split_shape(shape: tuple[int, ...], axis: Any, sizes: Any, part: Any) -> tuple[int, ...]:
+    if not isinstance(axis, int) or not 0 <= axis < len(shape):
+        raise ValueError(f"split: axis {axis!r} is not one of the {len(shape)} axes")
+    if not isinstance(sizes, list | tuple) or not all(isinstance(n, int) and n > 0 for n in sizes) \
+            or sum(sizes) != shape[axis]:
+        raise ValueError(f"{shape[axis]} rows cannot be split into parts of {list(sizes)}" if axis == 0 else
+                         f"axis {axis} ({shape[axis]}) cannot be split into parts of {sizes!r}")
+    if not isinstance(part, int) or not 0 <= part < len(sizes):
+        raise ValueError(f"split: part {part!r} is not one of the {len(sizes)} parts")
+    return (*shape[:axis], sizes[part], *shape[axis + 1:])
+
+
+def _split_rows(shape: tuple[int, ...], axis: int, sizes: list[int], part: int) -> tuple[int, int] | None:
+    """Split along the first axis keeps a range of whole rows: that range is read, nothing else."""
+    begin = sum(sizes[:part])
+    return (begin, begin + sizes[part]) if axis == 0 else None
 
 
 TRANSFORMS: dict[str, Transform] = {
@@ -133,6 +182,9 @@ TRANSFORMS: dict[str, Transform] = {
                        identity=lambda dtype, factor: bool(factor == 1), rowwise=True),
     "cast": Transform(cast, lambda s, to: s, _cast_dtype, doc="convert to f32 or f16",
                       identity=lambda dtype, to: CAST_TYPES.get(to) == dtype, rowwise=True),
+    "split": Transform(split, _split_shape, doc="part `part` of the tensor cut along `axis` into pieces of "
+                                                "`sizes` (a fused qkv projection into q, k and v)",
+                       rows=_split_rows),
     # the bytes stay as they are: only the shape the output records changes
     "squeeze": Transform(squeeze, _squeeze_shape, doc="drop the dimensions of size 1, as torch's squeeze()",
                          identity=lambda dtype: True, rowwise=True),

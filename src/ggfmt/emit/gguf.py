@@ -11,11 +11,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..plan import GGUFPlan
+from ..plan import Plan
 from ..sink import Progress, Sink, open_sink
 
 
-def write_gguf(plan: GGUFPlan, out_path: Path, progress: Progress | None = None) -> None:
+def write_gguf(plan: Plan, out_path: Path, progress: Progress | None = None) -> None:
     """Write ``plan`` to ``out_path``: header and metadata through gguf-py, then each payload.
 
     The payloads are appended through a :class:`~ggfmt.sink.Sink` (direct I/O where the file

@@ -17,14 +17,17 @@ import struct
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..errors import FormatError, UsageError
 from ..sink import Progress, open_sink
-from ..tensors import BlocksSource
+from ..tensors import BlocksSource, PayloadSource
 from ..weight_dtypes import BY_SAFETENSORS, WEIGHT_DTYPES
+
+if TYPE_CHECKING:
+    from ..plan import OutputTensor
 
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
@@ -51,8 +54,37 @@ class SafetensorsTensor:
     def nbytes(self) -> int:
         return math.prod(self.shape) * BY_SAFETENSORS[self.dtype].itemsize
 
+    @property
+    def payload(self) -> PayloadSource:
+        return BlocksSource(self.blocks, self.nbytes)
 
-def safetensors_header(tensors: Sequence[SafetensorsTensor], metadata: Mapping[str, str]) -> bytes:
+
+@dataclass(frozen=True)
+class PlannedTensor:
+    """A tensor of a conversion's plan as safetensors stores it (rows first, its dtype's name)."""
+
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+    payload: PayloadSource
+
+    @property
+    def nbytes(self) -> int:
+        return self.payload.nbytes
+
+
+def planned(tensor: OutputTensor) -> PlannedTensor:
+    """An output tensor of a plan (ggml order and type) as a safetensors entry."""
+    from ..ggml_types import type_name
+
+    names = {d.ggml: d.safetensors for d in WEIGHT_DTYPES}
+    kind = type_name(tensor.ggml_type)
+    if kind not in names:
+        raise ValueError(f"{tensor.name}: safetensors has no {kind} tensors")
+    return PlannedTensor(tensor.name, names[kind], tuple(reversed(tensor.ne)), tensor.source)
+
+
+def safetensors_header(tensors: Sequence[SafetensorsTensor | PlannedTensor], metadata: Mapping[str, str]) -> bytes:
     """The length prefix and JSON header for ``tensors`` stored back to back in this order."""
     header: dict[str, Any] = {"__metadata__": dict(metadata)}
     offset = 0
@@ -67,8 +99,8 @@ def safetensors_header(tensors: Sequence[SafetensorsTensor], metadata: Mapping[s
     return struct.pack("<Q", len(text)) + text
 
 
-def write_safetensors(path: Path, tensors: Sequence[SafetensorsTensor], progress: Progress | None = None,
-                      metadata: Mapping[str, str] | None = None) -> int:
+def write_safetensors(path: Path, tensors: Sequence[SafetensorsTensor | PlannedTensor],
+                      progress: Progress | None = None, metadata: Mapping[str, str] | None = None) -> int:
     """Write ``tensors`` to ``path``, computing and writing one at a time; returns the file's size."""
     # transformers refuses a safetensors file whose format is not one it knows
     header = safetensors_header(tensors, {"format": "pt"} if metadata is None else metadata)
@@ -79,9 +111,9 @@ def write_safetensors(path: Path, tensors: Sequence[SafetensorsTensor], progress
         return out.tell()
 
 
-def _write_tensor(out: Any, tensor: SafetensorsTensor, progress: Progress | None) -> None:
+def _write_tensor(out: Any, tensor: SafetensorsTensor | PlannedTensor, progress: Progress | None) -> None:
     try:
-        BlocksSource(tensor.blocks, tensor.nbytes).write_to(out, progress)
+        tensor.payload.write_to(out, progress)
     except ValueError as e:
         # The header is already written: data of another size would corrupt every later offset.
         raise ValueError(f"{tensor.name} ({tensor.shape} {tensor.dtype}): {e}") from None
@@ -92,13 +124,16 @@ def write_config(path: Path, config: Mapping[str, Any]) -> None:
     path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
-def write_tokenizer(model_file: Path, directory: Path) -> None:
-    """Save the Hugging Face Gemma tokenizer made from a SentencePiece ``tokenizer.model`` into ``directory``."""
+def write_tokenizer(model_file: Path, directory: Path, class_name: str) -> None:
+    """Save the Hugging Face tokenizer (the transformers class ``class_name``, such as GemmaTokenizer)
+    made from a SentencePiece ``tokenizer.model`` into ``directory``."""
     try:
         # transformers reads the model through sentencepiece's protobuf definitions
         sentencepiece: Any = importlib.import_module("sentencepiece")
         importlib.import_module("google.protobuf")
-        from transformers import GemmaTokenizer
+        tokenizer_class = getattr(importlib.import_module("transformers"), class_name)
+    except AttributeError:
+        raise UsageError(f"{model_file}: the installed transformers has no {class_name}") from None
     except ImportError as e:
         raise UsageError(f"{model_file}: --tokenizer needs transformers, sentencepiece and protobuf; "
                          f"{e.name or 'one of them'} is missing ({TOKENIZER_HINT})") from None
@@ -108,9 +143,9 @@ def write_tokenizer(model_file: Path, directory: Path) -> None:
         # Checked first: given a broken file, transformers logs a warning and tries other formats.
         raise FormatError("", None, f"not a SentencePiece model: {' '.join(str(e).split())}", str(model_file)) from None
     kwargs: dict[str, Any] = {"vocab_file": str(model_file)}
-    convert = getattr(GemmaTokenizer, "convert_to_native_format", None)
+    convert = getattr(tokenizer_class, "convert_to_native_format", None)
     if convert is not None:
         # transformers 5: GemmaTokenizer(vocab_file=...) alone ignores the file and builds a 5-token
         # vocabulary; the vocabulary is read from the file by this step.
         kwargs = convert(**kwargs)
-    GemmaTokenizer(**kwargs).save_pretrained(str(directory))
+    tokenizer_class(**kwargs).save_pretrained(str(directory))

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import SchemaError
-from ..plan import GGUFPlan
+from ..plan import Plan
 
 
 def tensor_list_field(schema_id: str) -> tuple[str, dict[str, str]]:
@@ -34,7 +34,7 @@ def tensor_list_field(schema_id: str) -> tuple[str, dict[str, str]]:
                                  "table can write tensors into it")
 
 
-def schema_fields(plan: GGUFPlan, schema_id: str) -> dict[str, Any]:
+def schema_fields(plan: Plan, schema_id: str) -> dict[str, Any]:
     """The values from which the schema builds the file the plan describes."""
     field, roles = tensor_list_field(schema_id)
     fields: dict[str, Any] = {item.key: item.value for item in plan.metadata}
@@ -43,7 +43,7 @@ def schema_fields(plan: GGUFPlan, schema_id: str) -> dict[str, Any]:
     return fields
 
 
-def write_schema_file(plan: GGUFPlan, schema_id: str, out_path: Path) -> None:
+def write_schema_file(plan: Plan, schema_id: str, out_path: Path) -> None:
     from ..engine import build
 
     build(out_path, schema_id, schema_fields(plan, schema_id))

@@ -201,6 +201,30 @@ def _range(count: Any) -> list[int]:
     return list(range(max(count, 0)))
 
 
+def _mapping(keys: list[Any], values: list[Any]) -> dict[str, Any]:
+    if not all(isinstance(k, str) for k in keys):
+        raise TypeError("the keys of a mapping are strings")
+    return dict(zip(keys, values, strict=True))
+
+
+def _merge(*mappings: Any) -> dict[str, Any]:
+    """One mapping of all the given ones' keys, a later one's value winning (a config with defaults
+    under it, fields set over it)."""
+    if not all(isinstance(m, Mapping) for m in mappings):
+        raise TypeError("merge(mapping, ...) takes mappings")
+    merged: dict[str, Any] = {}
+    for mapping in mappings:
+        merged.update(mapping)
+    return merged
+
+
+def _pick(mapping: Any, names: Any) -> dict[str, Any]:
+    """The entries of ``mapping`` whose keys are in ``names``, in the order of ``names``."""
+    if not isinstance(mapping, Mapping) or not isinstance(names, list | tuple):
+        raise TypeError("pick(mapping, names) takes a mapping and a list of keys")
+    return {n: mapping[n] for n in names if n in mapping}
+
+
 def _type_of(value: Any) -> str:
     """``'int'``, ``'float'``, ``'str'``, ``'bool'``, ``'list'``, ``'dict'`` or ``'none'``: what a
     value from a JSON config is, so that a check can say a number must be an integer."""
@@ -225,6 +249,8 @@ FUNCTIONS: dict[str, Callable[..., Any]] = {
     "type_of": _type_of,
     "get": _get,
     "keys": _keys,
+    "merge": _merge,
+    "pick": _pick,
     "range": _range,
     "str": _str,
     "join": _join,
@@ -382,6 +408,12 @@ class Expression:
         if isinstance(node, ast.List | ast.Tuple):
             items = [self._compile(e) for e in node.elts]
             return lambda lookup: [item(lookup) for item in items]
+        if isinstance(node, ast.Dict):  # {'dtype': name}: written as it is, so never larger than its text
+            if any(k is None for k in node.keys):
+                raise self._refuse(node, "** in a mapping")
+            keys = [self._compile(k) for k in node.keys if k is not None]
+            values = [self._compile(v) for v in node.values]
+            return lambda lookup: _mapping([k(lookup) for k in keys], [v(lookup) for v in values])
         if isinstance(node, ast.BinOp):
             binop = _BINOPS.get(type(node.op))
             if binop is None:

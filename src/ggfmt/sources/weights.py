@@ -331,13 +331,28 @@ def _pickle(path: Path, what: str) -> WeightsFile:
 
 def checked_state_dict(path: Path, what: str) -> dict[str, Any]:
     """A pickled state dict whose keys are names and whose tensors are all readable."""
+    state = state_dict(path, what)
+    for key, tensor in state.items():
+        check_tensor(key, tensor, path)
+    return state
+
+
+def state_dict(path: Path, what: str, under: str | None = None) -> dict[str, Any]:
+    """A pickled state dict (the file's dict, or the dict under its key ``under``) whose keys are
+    names; its tensors are not checked here."""
+    from ..text import escape
+
     state = load_pickle(path, what)
+    if under is not None:
+        if not isinstance(state, dict) or not isinstance(state.get(under), dict):
+            raise FormatError(under, None, f"missing: expected a dict {{{under!r}: {{name: tensor, ...}}}}", str(path))
+        state = state[under]
     if not isinstance(state, dict):
         raise FormatError("", None, "expected a dict of tensors (a state dict)", str(path))
-    for key, tensor in state.items():
+    for key in state:
         if not isinstance(key, str):
-            raise FormatError("", None, f"a state dict's keys are names; this one has {key!r}", str(path))
-        check_tensor(key, tensor, path)
+            raise FormatError(under or "", None, f"has the key {escape(repr(key))[:80]} ({type(key).__name__}); "
+                                                 "the keys of a state dict are tensor names (str)", str(path))
     return state
 
 
