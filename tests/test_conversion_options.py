@@ -147,3 +147,35 @@ def test_underscore_keys_only_of_plain_json_objects() -> None:
     assert Expression("range(3)")(lambda n: 0) == [0, 1, 2]
     with pytest.raises(ExpressionError):
         Expression("range(10 ** 9)")(lambda n: 0)
+
+
+def test_tensors_joined_and_split(toy: Path, tmp_path: Path, fmt: Fmt, monkeypatch: pytest.MonkeyPatch) -> None:
+    """concat joins the tensors a `tensor:` list names; split takes a part back; a list without concat
+    is refused when the table is loaded."""
+    mappings = tmp_path / "mappings"
+    (mappings / "toy-gguf.yaml").unlink()
+    (mappings / "joined.yaml").write_text(textwrap.dedent("""
+        source: toy
+        target: gguf
+        architecture: llama
+        tensors:
+          - {tensor: [layer.0.w, layer.1.w, layer.0.w], name: joined, transforms: ["concat(0)", "cast('f16')"]}
+          - {tensor: layer.1.w, name: second, transforms: [squeeze, "split(0, [1, 3], 1)"]}
+          - {tensor: extra.bias, name: extra.bias}
+    """))
+    result = fmt("to-gguf", toy, "-o", tmp_path / "j.gguf")
+    assert result.code == 0, result.err
+    written = tensors(tmp_path / "j.gguf")
+    expected = np.concatenate([WEIGHTS["layer.0.w"], WEIGHTS["layer.1.w"], WEIGHTS["layer.0.w"]]).astype(np.float16)
+    assert written["joined"].shape == (3, 4) and np.array_equal(written["joined"], expected)
+    assert np.array_equal(written["second"], WEIGHTS["layer.1.w"].ravel()[1:])
+    (mappings / "joined.yaml").unlink()  # (a table is cached by name: the next one has its own)
+    (mappings / "unjoined.yaml").write_text(textwrap.dedent("""
+        source: toy
+        target: gguf
+        architecture: llama
+        tensors:
+          - {tensor: [layer.0.w, layer.1.w], name: joined}
+    """))
+    line = assert_clean_failure(fmt("to-gguf", toy, "-o", tmp_path / "k.gguf"))
+    assert "joined by concat(axis)" in line

@@ -239,16 +239,16 @@ def _output_options(parser: argparse.ArgumentParser, metavar: str, help_text: st
                              "nothing")
 
 
-def output_path(given: str | None, default: Path) -> Path:
+def output_path(given: str | None, default: Path | Callable[[], Path]) -> Path:
     """-o as llama.cpp takes it: a file, or a directory (an existing one, or any name ending in /)
-    to write the default file name into."""
+    to write the default file name into. ``default`` may be computed only when it is needed."""
     if given is None:
-        return default
+        return default() if callable(default) else default
     if given.endswith(("/", os.sep)) or Path(given).is_dir():
         directory = Path(given)
         if not directory.is_dir():
             raise UsageError(f"{given}: no such directory (a name ending in / means a directory to write into)")
-        return directory / default.name
+        return directory / (default() if callable(default) else default).name
     return Path(given)
 
 
@@ -329,7 +329,7 @@ def _convert_command(args: argparse.Namespace, target: str) -> int:
     if not source.exists():
         raise UsageError(f"{source}: no such file or directory")
     options = _conversion_options(args)
-    out = output_path(args.output, default_output(source, target, options, args.outtype))
+    out = output_path(args.output, lambda: default_output(source, target, options, args.outtype))
     if not args.dry_run:
         check_target(out, force=args.force, inputs=[source])  # before the work, not only after it
     conversion = convert(source, target, schema=getattr(args, "schema", None), params=_parameters(args),

@@ -201,10 +201,8 @@ def _check_options_apply(source: Path, given: Mapping[str, Any]) -> None:
     read, since it may be something no schema knows."""
     for name in given:
         flag = "--" + name.replace("_", "-")
-        takers = _takers(name)
-        if not takers:
-            raise UsageError(f"{flag} does not apply to any conversion ggfmt has")
-        if not source.is_dir() and all(is_bundle for _, is_bundle in takers):
+        takers = _takers(name)  # (none: the table that converts the input says it does not take it)
+        if takers and not source.is_dir() and all(is_directory for _, is_directory in takers):
             raise UsageError(f"{flag}: {source} is a file{_applies_to(name)}")
 
 

@@ -103,7 +103,7 @@ class NamedEntry:
     (``{name}`` fields are values in scope, such as a `for` group's ``bid``): written where the
     entry is, so a table gives the output the model's order; a tensor that is not there is an error."""
 
-    input_template: str
+    input_template: str | list[str]  # a list: several tensors, joined by concat
     name_template: str
     transforms: list[TransformCall]
     when: Expression | None
@@ -511,7 +511,17 @@ def _tensor_entry(spec: Mapping[str, Any], where: str) -> TensorEntry | MatchEnt
         transforms = spec.get("transforms") or []
         if not isinstance(transforms, list):
             raise SchemaError(where, "`transforms` is a list such as [transpose, 'rope_permute(n_head)']")
-        return NamedEntry(check_message(str(spec["tensor"]), where), check_message(_output_name(spec, where), where),
+        inputs = spec["tensor"]
+        if isinstance(inputs, list):  # several tensors, joined
+            if len(inputs) < 2 or not transforms or not str(transforms[0]).startswith("concat"):
+                raise SchemaError(where, "a `tensor:` list names two or more tensors, joined by concat(axis) as "
+                                         "the entry's first transform")
+            template: str | list[str] = [check_message(str(t), where) for t in inputs]
+        else:
+            if any(str(t).startswith("concat") for t in transforms):
+                raise SchemaError(where, "concat joins the tensors of a `tensor:` list")
+            template = check_message(str(inputs), where)
+        return NamedEntry(template, check_message(_output_name(spec, where), where),
                           [_transform_call(t, f"{where}, transforms[{i}]") for i, t in enumerate(transforms)],
                           _opt_expr(spec, "when", where), where,
                           _checks(spec.get("require"), f"{where}, require", CHECK_KEYS, "expr"))
@@ -559,6 +569,8 @@ def _match_entry(spec: Mapping[str, Any], where: str) -> MatchEntry:
     transforms = spec.get("transforms") or []
     if not isinstance(transforms, list):
         raise SchemaError(where, "`transforms` is a list such as [transpose, 'rope_permute(n_head)']")
+    if any(str(t).startswith("concat") for t in transforms):
+        raise SchemaError(where, "concat joins the tensors of a `tensor:` list, not what a `match:` selects")
     return MatchEntry(re.compile(regex), template, [_transform_call(t, f"{where}, transforms[{i}]")
                                                     for i, t in enumerate(transforms)],
                       _opt_expr(spec, "when", where), where,

@@ -130,7 +130,7 @@ def plan_gguf(doc: Document, table: MappingTable, arch: str | None = None,
             if output.name in names:
                 raise SchemaError(entry.where, f"tensor {output.name} is mapped twice")
             names.add(output.name)
-            used.add(taken.path)
+            used.update(ref.path for ref in taken)
             tensors.append(output)
             continue
         assert isinstance(entry, TensorEntry)
@@ -202,19 +202,25 @@ def check_input(doc: Document, table: MappingTable, scopes: list[Scope]) -> None
 
 
 def _named(entry: NamedEntry, scopes: list[Scope], by_name: dict[str, tuple[TensorRef, dict[str, Any]]],
-           doc: Document, table: MappingTable) -> tuple[OutputTensor, TensorRef]:
-    """The output tensor a `tensor:` entry makes of the input tensor it names, and that tensor."""
-    wanted = fill_message(entry.input_template, scopes, entry.where, shorten=False)
-    if wanted not in by_name:
-        raise FormatError(wanted, None, f"is missing from the input, but {table.name} expects it", str(doc.source))
-    ref, described = by_name[wanted]
+           doc: Document, table: MappingTable) -> tuple[OutputTensor, list[TensorRef]]:
+    """The output tensor a `tensor:` entry makes of the input tensor it names (or of the tensors,
+    joined), and what it took."""
+    templates = entry.input_template if isinstance(entry.input_template, list) else [entry.input_template]
+    wanted = [fill_message(t, scopes, entry.where, shorten=False) for t in templates]
+    for one in wanted:
+        if one not in by_name:
+            raise FormatError(one, None, f"is missing from the input, but {table.name} expects it", str(doc.source))
+    ref, described = by_name[wanted[0]]
     scopes = table_scope(table, [*scopes, {"tensor": described}], "tensor_values")
     for check in [*table.require, *entry.require]:
         if not evaluate_entry(check.expr, scopes, check.where):
             raise FormatError(ref.path, ref.offset, fill_message(check.message, scopes, check.where),
                               str(_file(ref, doc)))
     name = fill_message(entry.name_template, scopes, entry.where, shorten=False)
-    return _transformed(ref, name, entry, [*scopes, {"output": name}], doc), ref
+    if isinstance(entry.input_template, list):  # several tensors joined by concat
+        refs = [by_name[one][0] for one in wanted]
+        return _joined(refs, name, entry, [*scopes, {"output": name}], doc), refs
+    return _transformed(ref, name, entry, [*scopes, {"output": name}], doc), [ref]
 
 
 def _described(ref: TensorRef, index: int, table: MappingTable) -> dict[str, Any]:
@@ -303,7 +309,7 @@ def _transformed(ref: TensorRef, name: str, entry: MatchEntry | NamedEntry, scop
     """``ref`` as ``name``, through the entry's transforms (applied when it is written)."""
 
     from .tensors import ArraySource, BlocksSource
-    from .transforms import BF16, GGML_TYPE_OF_DTYPE, TRANSFORMS, from_bytes, read_dtype
+    from .transforms import BF16, GGML_TYPE_OF_DTYPE, from_bytes, read_dtype
 
     file = _file(ref, doc)
     source = FileSlice(file, ref.offset, ref.nbytes)
@@ -313,27 +319,15 @@ def _transformed(ref: TensorRef, name: str, entry: MatchEntry | NamedEntry, scop
     if dtype is None:
         raise FormatError(ref.path, ref.offset, f"{ref.name} is {ref.type_name}; transforms apply to f32, f16 "
                                                 "and bf16 tensors", str(file))
-    shape = tuple(reversed(ref.ne))
-    steps: list[_Step] = []
-    read_ne = ref.ne  # what is read of the input: all of it, or the rows a `split` keeps
-    for call in entry.transforms:
-        transform = TRANSFORMS[call.name]
-        args = [evaluate_entry(a, scopes, f"{entry.where}, {call.source}") for a in call.args]
-        try:
-            before, shape = shape, transform.shape(shape, *args)
-            dtype_before = dtype
-            dtype = transform.dtype(dtype, *args) if transform.dtype is not None else dtype
-        except (TypeError, ValueError) as e:
-            raise FormatError(ref.path, ref.offset, f"{ref.name}: {call.source}: {e}", str(file)) from None
-        # a step that changes no value (scale(1), a cast to the dtype it has, squeeze: the bytes
-        # stay as they are) is not applied; the shapes say what the array is
-        rows = transform.rows(before, *args) if transform.rows is not None and not steps else None
-        if rows is not None:  # nothing changed before: read those rows only
-            row_bytes = source.nbytes // before[0]
-            source = FileSlice(file, source.offset + rows[0] * row_bytes, (rows[1] - rows[0]) * row_bytes)
-            read_ne = (*read_ne[:-1], rows[1] - rows[0])
-        elif transform.identity is None or not transform.identity(dtype_before, *args):
-            steps.append(_Step(transform, args, before))
+    steps, shape, dtype = _planned_steps(entry.transforms, tuple(reversed(ref.ne)), dtype, scopes, entry.where,
+                                         lambda why: FormatError(ref.path, ref.offset, f"{ref.name}: {why}", str(file)))
+    read_ne = ref.ne  # what is read of the input: all of it, or the rows a first `split` keeps
+    rows = steps[0].transform.rows(steps[0].shape, *steps[0].args) if steps and steps[0].transform.rows else None
+    if rows is not None:  # nothing changed before it: read those rows only
+        row_bytes = source.nbytes // steps[0].shape[0]
+        source = FileSlice(file, source.offset + rows[0] * row_bytes, (rows[1] - rows[0]) * row_bytes)
+        read_ne = (*read_ne[:-1], rows[1] - rows[0])
+        steps = steps[1:]
     out_ne = tuple(reversed(shape))
     if not steps and dtype == read_dtype(ref.ggml_type) and ref.ggml_type != BF16:
         return OutputTensor(name, out_ne, ref.ggml_type, source)  # the bytes copied as they are
@@ -345,12 +339,72 @@ def _transformed(ref: TensorRef, name: str, entry: MatchEntry | NamedEntry, scop
                             BlocksSource(lambda: _row_blocks(ref.ggml_type, read_ne, source, steps), nbytes))
 
     def produce() -> Any:
-        array = from_bytes(source.read(), ref.ggml_type, read_ne)
-        for step in steps:
-            array = step.transform.apply(array.reshape(step.shape), *step.args)
-        return array
+        return _apply(steps, from_bytes(source.read(), ref.ggml_type, read_ne))
 
     return OutputTensor(name, out_ne, out_type, ArraySource(produce, nbytes))
+
+
+def _planned_steps(calls: list[Any], shape: tuple[int, ...], dtype: Any, scopes: list[Scope], where: str,
+                   fail: Any) -> tuple[list[_Step], tuple[int, ...], Any]:
+    """The transforms an entry names, with their arguments evaluated, and the shape (numpy order)
+    and dtype they make; a step that changes no value (scale(1), a cast to the dtype it has,
+    squeeze: the bytes stay as they are) is left out, the shapes saying what the array is."""
+    from .transforms import TRANSFORMS
+
+    steps: list[_Step] = []
+    for call in calls:
+        transform = TRANSFORMS[call.name]
+        args = [evaluate_entry(a, scopes, f"{where}, {call.source}") for a in call.args]
+        try:
+            before, shape = shape, transform.shape(shape, *args)
+            dtype_before = dtype
+            dtype = transform.dtype(dtype, *args) if transform.dtype is not None else dtype
+        except (TypeError, ValueError) as e:
+            raise fail(f"{call.source}: {e}") from None
+        if transform.identity is None or not transform.identity(dtype_before, *args):
+            steps.append(_Step(transform, args, before))
+    return steps, shape, dtype
+
+
+def _apply(steps: list[_Step], array: Any) -> Any:
+    for step in steps:
+        array = step.transform.apply(array.reshape(step.shape), *step.args)
+    return array
+
+
+def _joined(refs: list[TensorRef], name: str, entry: NamedEntry, scopes: list[Scope], doc: Document) -> OutputTensor:
+    """Several input tensors as one: joined by the entry's first transform, `concat(axis)`, then
+    through the others. The parts are read when the tensor is written, one tensor at a time."""
+    import numpy as np
+
+    from .tensors import ArraySource
+    from .transforms import GGML_TYPE_OF_DTYPE, concat_shape, from_bytes, read_dtype
+
+    first = refs[0]
+
+    def fail(why: str) -> FormatError:
+        return FormatError(first.path, first.offset, f"{' + '.join(r.name for r in refs)}: {why}",
+                           str(_file(first, doc)))
+
+    dtypes = {read_dtype(r.ggml_type) for r in refs}
+    if None in dtypes or len(dtypes) != 1:
+        raise fail(f"concat joins tensors of one type (f32, f16 or bf16), not {', '.join(r.type_name for r in refs)}")
+    dtype = dtypes.pop()
+    call = entry.transforms[0]
+    axis = evaluate_entry(call.args[0], scopes, f"{entry.where}, {call.source}") if call.args else 0
+    try:
+        shape = concat_shape([tuple(reversed(r.ne)) for r in refs], axis)
+    except (TypeError, ValueError) as e:
+        raise fail(f"{call.source}: {e}") from None
+    steps, shape, dtype = _planned_steps(entry.transforms[1:], shape, dtype, scopes, entry.where, fail)
+    sources = [(FileSlice(_file(r, doc), r.offset, r.nbytes), r) for r in refs]
+
+    def produce() -> Any:
+        parts = [from_bytes(source.read(), r.ggml_type, r.ne) for source, r in sources]
+        return _apply(steps, np.concatenate(parts, axis=axis))
+
+    nbytes = int(math.prod(shape)) * dtype.itemsize
+    return OutputTensor(name, tuple(reversed(shape)), GGML_TYPE_OF_DTYPE[dtype], ArraySource(produce, nbytes))
 
 
 @dataclass(frozen=True)

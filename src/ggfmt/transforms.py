@@ -168,6 +168,20 @@ def _split_shape(shape: tuple[int, ...], axis: Any, sizes: Any, part: Any) -> tu
     return (*shape[:axis], sizes[part], *shape[axis + 1:])
 
 
+def concat(arrays: list[Any], axis: int) -> np.ndarray[Any, Any]:
+    return np.concatenate([np.asarray(a) for a in arrays], axis=axis)
+
+
+def concat_shape(shapes: list[tuple[int, ...]], axis: Any) -> tuple[int, ...]:
+    """The shape of tensors of ``shapes`` joined along ``axis``: the same but for that axis."""
+    first = shapes[0]
+    if not isinstance(axis, int) or isinstance(axis, bool) or not 0 <= axis < len(first):
+        raise ValueError(f"concat: axis {axis!r} is not one of the {len(first)} axes")
+    if any(len(s) != len(first) or s[:axis] + s[axis + 1:] != first[:axis] + first[axis + 1:] for s in shapes):
+        raise ValueError(f"shapes {[list(s) for s in shapes]} differ in more than axis {axis}")
+    return (*first[:axis], sum(s[axis] for s in shapes), *first[axis + 1:])
+
+
 def _split_rows(shape: tuple[int, ...], axis: int, sizes: list[int], part: int) -> tuple[int, int] | None:
     """Split along the first axis keeps a range of whole rows: that range is read, nothing else."""
     begin = sum(sizes[:part])
@@ -185,6 +199,8 @@ TRANSFORMS: dict[str, Transform] = {
     "split": Transform(split, _split_shape, doc="part `part` of the tensor cut along `axis` into pieces of "
                                                 "`sizes` (a fused qkv projection into q, k and v)",
                        rows=_split_rows),
+    # joins the tensors a `tensor: [A, B, ...]` entry names; only as its first transform
+    "concat": Transform(concat, lambda shape, axis=0: shape, doc="join the tensors an entry names along `axis`"),
     # the bytes stay as they are: only the shape the output records changes
     "squeeze": Transform(squeeze, _squeeze_shape, doc="drop the dimensions of size 1, as torch's squeeze()",
                          identity=lambda dtype: True, rowwise=True),
