@@ -265,8 +265,11 @@ def _document_and_table(source: Path, target: str, schema: str | None, params: M
 
         bundle = _bundle_of(source)  # a directory layout declared in bundles/ (told apart by data)
         if bundle is None:
-            raise UsageError(f"{source}: a directory, and not one ggfmt knows (the layouts declared in bundles/: "
-                             "PEFT and mlx-lm adapters, Hugging Face CLIP models)")
+            from .bundles import bundles
+
+            known = ", ".join(b.title for b in bundles() if not b.is_file)
+            raise UsageError(f"{source}: a directory, and not one ggfmt knows (the directories declared in "
+                             f"bundles/: {known})")
         if schema or params:
             raise UsageError(f"{source}: this {bundle.title} is read by its bundle declaration; --schema and schema "
                              "parameters apply to files")
