@@ -179,3 +179,30 @@ def test_tensors_joined_and_split(toy: Path, tmp_path: Path, fmt: Fmt, monkeypat
     """))
     line = assert_clean_failure(fmt("to-gguf", toy, "-o", tmp_path / "k.gguf"))
     assert "joined by concat(axis)" in line
+
+
+def test_legacy_pickles_are_loaded_through_torch(tmp_path: Path, fmt: Fmt) -> None:
+    """A state dict in torch's pre-1.6 format (no zip, so no offsets) is read through torch, each tensor
+    when it is written: PEFT -> ggla equals the reference, Gemma -> Hugging Face the tensors of the zip."""
+    import shutil
+
+    import torch
+    from safetensors.numpy import load_file
+
+    from conftest import FIXTURES
+
+    adapter = shutil.copytree(FIXTURES / "peft" / "adapter-bin", tmp_path / "legacy")
+    state = torch.load(adapter / "adapter_model.bin", weights_only=True)
+    torch.save(state, adapter / "adapter_model.bin", _use_new_zipfile_serialization=False)
+    assert fmt("to-ggla", adapter, "-o", tmp_path / "a.bin").code == 0
+    assert (tmp_path / "a.bin").read_bytes() == (FIXTURES / "peft" / "ggla.ref.bin").read_bytes()
+
+    gemma = FIXTURES / "gemma"
+    checkpoint = torch.load(gemma / "gemma-mqa.ckpt", weights_only=True)
+    torch.save(checkpoint, tmp_path / "legacy.ckpt", _use_new_zipfile_serialization=False)
+    for source, out in ((gemma / "gemma-mqa.ckpt", "zip-hf"), (tmp_path / "legacy.ckpt", "legacy-hf")):
+        result = fmt("to-hf", source, "--config", gemma / "gemma-mqa-config.json", "-o", tmp_path / out,
+                     "--outtype", "f16")
+        assert result.code == 0, result.err
+    zipped, legacy = (load_file(tmp_path / d / "model.safetensors") for d in ("zip-hf", "legacy-hf"))
+    assert zipped.keys() == legacy.keys() and all(np.array_equal(zipped[k], legacy[k]) for k in zipped)

@@ -348,15 +348,24 @@ def _safetensors_refs(weights: Path) -> list[Any]:
             for key, entry in safetensors_index(weights).items()]
 
 
-LEGACY = ("is a tensor only torch reads (a legacy pickle, or a file torch had to read); save it with a current "
-          "torch.save to convert it through a table")
+def _torch_array(tensor: Any) -> Any:
+    """A function giving a torch tensor's array as stored (bf16 as its 16-bit patterns)."""
+
+    def load() -> Any:
+        import torch
+
+        data = tensor.detach().contiguous()
+        return (data.view(torch.int16) if data.dtype == torch.bfloat16 else data).numpy()
+
+    return load
 
 
 def _pickled_refs(weights: Path, under: str | None = None, unread: dict[str, str] | None = None) -> list[Any]:
     """The tensors of a torch.save zip of plain tensors (the file's dict, or the dict under its key
-    ``under``), as references read later by offset. A tensor that cannot be read so (a complex or
-    sparse one, a view, a legacy pickle's) goes into ``unread`` with the reason: an error when a
-    conversion needs it, nothing when its table drops it."""
+    ``under``), as references read later by offset, or, for a file only torch could read (a legacy
+    pickle), loaded through torch when written. A tensor that cannot be read (a complex or sparse
+    one, a view) goes into ``unread`` with the reason: an error when a conversion needs it,
+    nothing when its table drops it."""
     from .document import TensorRef
     from .ggml_types import type_id
     from .sources import torchzip
@@ -364,9 +373,6 @@ def _pickled_refs(weights: Path, under: str | None = None, unread: dict[str, str
     from .weight_dtypes import BY_TORCH
 
     tensors = []
-    # (a tensor that is only unusual because torch had to read the file is reported after the
-    # tensors that are unusual themselves, which are why torch had to read it)
-    torch_only: dict[str, str] = {}
     for key, tensor in state_dict(weights, "a pickled state dict", under).items():
         why = None
         if not isinstance(tensor, torchzip.TensorRef | torchzip.UnreadTensor) and not hasattr(tensor, "shape"):
@@ -376,23 +382,19 @@ def _pickled_refs(weights: Path, under: str | None = None, unread: dict[str, str
                 check_tensor(key, tensor, weights)
             except FormatError as e:
                 why = e.message
-        if why is None and not isinstance(tensor, torchzip.TensorRef):
-            why = LEGACY
+        if why is None and not isinstance(tensor, torchzip.TensorRef):  # read by torch: loaded when written
+            dtype = str(tensor.dtype).removeprefix("torch.")
+            tensors.append(TensorRef(key, key, type_id(BY_TORCH[dtype].ggml), tuple(reversed(tensor.shape)), 0,
+                                     tensor.numel() * tensor.element_size(), file=weights,
+                                     load=_torch_array(tensor)))
+            continue
         if why is not None:
-            if unread is None and why is not LEGACY:
+            if unread is None:
                 raise FormatError(key, None, why, str(weights))
-            (unread if unread is not None else torch_only)[key] = why
+            unread[key] = why
             continue
         tensors.append(TensorRef(key, key, type_id(BY_TORCH[tensor.dtype].ggml), tuple(reversed(tensor.shape)),
                                  tensor.begin, tensor.nbytes))
-    if unread is not None:
-        legacy = {k: v for k, v in unread.items() if v is LEGACY}
-        for key in legacy:
-            del unread[key]
-        unread.update(legacy)
-    elif torch_only:
-        key, why = next(iter(torch_only.items()))
-        raise FormatError(key, None, why, str(weights))
     return tensors
 
 

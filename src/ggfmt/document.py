@@ -32,6 +32,9 @@ class TensorRef:
     # the file that holds the data when it is not the Document's own ``source`` (a second
     # weights file a conversion option names, such as a LLaVA projector)
     file: Path | None = None
+    # a tensor only torch could read (a legacy pickle's): its array as stored, loaded when written;
+    # ``offset`` is then meaningless
+    load: Any = None
 
     @property
     def is_null(self) -> bool:

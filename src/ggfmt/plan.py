@@ -32,7 +32,7 @@ from .mapping import (
     walk,
 )
 from .schema.constructs import TensorContainer
-from .tensors import FileSlice, PayloadSource
+from .tensors import FileSlice, LoadedSource, PayloadSource
 
 _INT_RANGES = {
     "u8": (0, 2**8 - 1), "i8": (-(2**7), 2**7 - 1), "u16": (0, 2**16 - 1), "i16": (-(2**15), 2**15 - 1),
@@ -185,6 +185,13 @@ def plan_gguf(doc: Document, table: MappingTable, arch: str | None = None,
     return Plan(architecture, metadata, tensors, warnings, files)
 
 
+def _source(ref: TensorRef, doc: Document) -> FileSlice | LoadedSource:
+    """Where ``ref``'s bytes come from: a range of its file, or torch when only torch read it."""
+    if ref.load is not None:
+        return LoadedSource(ref.load, ref.nbytes)
+    return FileSlice(_file(ref, doc), ref.offset, ref.nbytes)
+
+
 def _file(ref: TensorRef, doc: Document) -> Path:
     """The file that holds ``ref``'s bytes."""
     return ref.file if ref.file is not None else doc.source
@@ -312,7 +319,7 @@ def _transformed(ref: TensorRef, name: str, entry: MatchEntry | NamedEntry, scop
     from .transforms import BF16, GGML_TYPE_OF_DTYPE, from_bytes, read_dtype
 
     file = _file(ref, doc)
-    source = FileSlice(file, ref.offset, ref.nbytes)
+    source = _source(ref, doc)
     if not entry.transforms:
         return OutputTensor(name, ref.ne, ref.ggml_type, source)
     dtype = read_dtype(ref.ggml_type)
@@ -323,7 +330,7 @@ def _transformed(ref: TensorRef, name: str, entry: MatchEntry | NamedEntry, scop
                                          lambda why: FormatError(ref.path, ref.offset, f"{ref.name}: {why}", str(file)))
     read_ne = ref.ne  # what is read of the input: all of it, or the rows a first `split` keeps
     rows = steps[0].transform.rows(steps[0].shape, *steps[0].args) if steps and steps[0].transform.rows else None
-    if rows is not None:  # nothing changed before it: read those rows only
+    if rows is not None and isinstance(source, FileSlice):  # nothing changed before it: read those rows only
         row_bytes = source.nbytes // steps[0].shape[0]
         source = FileSlice(file, source.offset + rows[0] * row_bytes, (rows[1] - rows[0]) * row_bytes)
         read_ne = (*read_ne[:-1], rows[1] - rows[0])
@@ -334,7 +341,7 @@ def _transformed(ref: TensorRef, name: str, entry: MatchEntry | NamedEntry, scop
 
     out_type = GGML_TYPE_OF_DTYPE[dtype]
     nbytes = int(math.prod(shape)) * dtype.itemsize
-    if all(step.transform.rowwise for step in steps) and ref.ne:
+    if all(step.transform.rowwise for step in steps) and ref.ne and isinstance(source, FileSlice):
         return OutputTensor(name, out_ne, out_type,
                             BlocksSource(lambda: _row_blocks(ref.ggml_type, read_ne, source, steps), nbytes))
 
@@ -397,7 +404,7 @@ def _joined(refs: list[TensorRef], name: str, entry: NamedEntry, scopes: list[Sc
     except (TypeError, ValueError) as e:
         raise fail(f"{call.source}: {e}") from None
     steps, shape, dtype = _planned_steps(entry.transforms[1:], shape, dtype, scopes, entry.where, fail)
-    sources = [(FileSlice(_file(r, doc), r.offset, r.nbytes), r) for r in refs]
+    sources = [(_source(r, doc), r) for r in refs]
 
     def produce() -> Any:
         parts = [from_bytes(source.read(), r.ggml_type, r.ne) for source, r in sources]

@@ -106,4 +106,24 @@ class BlocksSource:
             raise ValueError(f"a transform produced {written} bytes where {self.nbytes} were expected")
 
 
-PayloadSource = FileSlice | ArraySource | BlocksSource
+@dataclass(frozen=True)
+class LoadedSource:
+    """A tensor only torch could read (a legacy pickle's): ``load()`` gives its array as stored
+    (bf16 as its 16-bit patterns), loaded when it is written, one tensor at a time."""
+
+    load: Callable[[], Any]
+    nbytes: int
+
+    def read(self) -> bytes:
+        import numpy as np
+
+        data: bytes = np.ascontiguousarray(self.load()).tobytes()
+        if len(data) != self.nbytes:
+            raise ValueError(f"a loaded tensor has {len(data)} bytes where {self.nbytes} were expected")
+        return data
+
+    def write_to(self, out: Sink | Any, progress: Progress | None = None) -> None:
+        ArraySource(self.load, self.nbytes).write_to(out, progress)
+
+
+PayloadSource = FileSlice | ArraySource | BlocksSource | LoadedSource
