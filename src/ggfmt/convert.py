@@ -150,44 +150,30 @@ def _read_json_option(option: Any, path: str | None) -> Any:
 
 
 def _option_from_text(option: Any, text: str) -> Any:
+    from .schema.compiler import read_text
+
     try:
-        if option.type == "bool":
-            if text.lower() not in ("true", "false", "1", "0", "yes", "no"):
-                raise ValueError("expected true or false")
-            return text.lower() in ("true", "1", "yes")
-        if option.type == "int":
-            return int(text, 0)
-        if option.type == "float":
-            return float(text)
-        if option.type == "float[]":
-            return [float(v) for v in text.split(",")]
+        return read_text(option.type, text)
     except ValueError as e:
         raise UsageError(f"--option {option.name}={text}: {e}") from None
-    return text
 
 
 def _takers(name: str) -> list[tuple[str, bool]]:
     """The conversions that take an option: (``a Hugging Face CLIP model (clip-gguf)``, whether
     its input is a directory)."""
     from .bundles import bundles
-    from .mapping import mapping_dirs
-    from .schema import read_yaml
+    from .mapping import table_headers
 
     titles = {b.id: b.title for b in bundles()}
     single_files = {b.id for b in bundles() if b.is_file}
     takers = []
-    for directory in mapping_dirs():
-        for path in sorted(directory.glob("*.yaml")):
-            try:
-                data = read_yaml(path, shared=True)
-            except SchemaError:
-                continue  # a broken table is reported when it is used, not here
-            if isinstance(data.get("options"), dict) and name in data["options"]:
-                source_id = str(data.get("source", ""))
-                is_directory = source_id in titles and source_id not in single_files
-                shown = f"a {titles[source_id]} directory" if is_directory else \
-                    f"a {titles[source_id]}" if source_id in titles else f"{source_id} files"
-                takers.append((f"{shown} ({path.stem})", is_directory))
+    for table, data in table_headers():
+        if isinstance(data.get("options"), dict) and name in data["options"]:
+            source_id = str(data.get("source", ""))
+            is_directory = source_id in titles and source_id not in single_files
+            shown = f"a {titles[source_id]} directory" if is_directory else \
+                f"a {titles[source_id]}" if source_id in titles else f"{source_id} files"
+            takers.append((f"{shown} ({table})", is_directory))
     return takers
 
 
@@ -234,23 +220,14 @@ def _file_bundle(source: Path, target: str, schema: str | None) -> Any:
     the same single-file bundle (a Hugging Face directory is made from a Gemma checkpoint only),
     that one, so that its reader says why a file is not one."""
     from .bundles import bundles, recognise_file
-    from .mapping import mapping_dirs
-    from .schema import read_yaml
+    from .mapping import table_headers
 
     if schema is not None:
         return None
     found = recognise_file(source)
     if found is not None:
         return found
-    sources = set()
-    for directory in mapping_dirs():
-        for path in sorted(directory.glob("*.yaml")):
-            try:
-                data = read_yaml(path, shared=True)
-            except SchemaError:
-                continue
-            if data.get("target") == target:
-                sources.add(str(data.get("source", "")))
+    sources = {str(data.get("source", "")) for _, data in table_headers() if data.get("target") == target}
     single = [b for b in bundles() if b.is_file and b.id in sources]
     return single[0] if len(single) == 1 and len(sources) == 1 else None
 

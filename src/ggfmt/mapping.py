@@ -31,7 +31,7 @@ METADATA_KEYS = {"key", "gguf", "type", "value", "when", "doc"}
 TENSOR_KEYS = {"from", "match", "tensor", "gguf", "name", "suffix", "transforms", "when", "require", "drop", "doc"}
 GROUP_KEYS = {"items", "when", "for", "as", "doc"}
 BLOCK_ID = "bid"  # the index inside a `for` group: gguf-py's tensor name templates call it bid
-TOP_KEYS = {"doc", "source", "target", "architecture", "arch_option", "metadata", "tensors", "outtypes", "rules",
+TOP_KEYS = {"doc", "source", "target", "architecture", "arch_option", "metadata", "tensors", "outtypes",
             "unmatched", "values", "tensor_values", "require", "checks", "warnings", "order", "rename_inputs",
             "options", "applies_outtype", "constants", "json_files", "hf_tokenizer"}
 CHECK_KEYS = {"expr", "field", "message", "doc"}
@@ -141,7 +141,6 @@ class MappingTable:
     architecture: str | None
     metadata: list[Any]
     tensors: list[Any]
-    rules: dict[str, Any]  # facts for the Python that reads the input (see the table's doc)
     # the values --outtype may take for this conversion; absent: only the source's own types
     outtypes: list[str] = field(default_factory=list)
     unmatched: str = "error"  # an input tensor no `match:` entry selects: an error, or a warning
@@ -187,18 +186,25 @@ def mapping_exists(name: str) -> bool:
     return any((d / f"{name}.yaml").is_file() for d in mapping_dirs())
 
 
-def table_for(source: str, target: str) -> str | None:
-    """The name of the table that converts ``source`` (a schema or bundle id) to ``target``
-    (``gguf``): the first, in search order, whose ``source:`` and ``target:`` say so; else the
-    table named ``<source>-<target>`` if there is one. None when no table converts it."""
+def table_headers() -> Iterator[tuple[str, Mapping[str, Any]]]:
+    """(name, YAML) of every table in search order, read once per process; a broken table is
+    reported when it is named, not when others are looked through."""
     for directory in mapping_dirs():
         for path in sorted(directory.glob("*.yaml")):
             try:
                 data = read_yaml(path, shared=True)
             except SchemaError:
-                continue  # a broken table is reported when it is named, not when others are looked for
-            if data.get("source") == source and data.get("target") == target:
-                return path.stem
+                continue
+            yield path.stem, data
+
+
+def table_for(source: str, target: str) -> str | None:
+    """The name of the table that converts ``source`` (a schema or bundle id) to ``target``
+    (``gguf``): the first, in search order, whose ``source:`` and ``target:`` say so; else the
+    table named ``<source>-<target>`` if there is one. None when no table converts it."""
+    for name, data in table_headers():
+        if data.get("source") == source and data.get("target") == target:
+            return name
     conventional = f"{source}-{target}"
     return conventional if mapping_exists(conventional) else None
 
@@ -223,7 +229,6 @@ def _load(path: Path, including: tuple[str, ...]) -> MappingTable:
         architecture=data.get("architecture"),
         metadata=_items(data.get("metadata") or [], "metadata", f"{source}: metadata", chain),
         tensors=_items(data.get("tensors") or [], "tensors", f"{source}: tensors", chain),
-        rules=dict(data.get("rules") or {}),
         outtypes=_outtypes(data.get("outtypes"), source),
         unmatched=_unmatched(data.get("unmatched", "error"), source),
         values=_values(data.get("values"), source, "values"),

@@ -233,10 +233,14 @@ def _named(entry: NamedEntry, scopes: list[Scope], by_name: dict[str, tuple[Tens
 def _described(ref: TensorRef, index: int, table: MappingTable) -> dict[str, Any]:
     """An input tensor as entries see it: its name (after the table's `rename_inputs`), ne (ggml
     order), type name and position."""
-    name = ref.name
+    return {"name": _renamed(ref.name, table), "ne": list(ref.ne), "type": ref.type_name, "index": index}
+
+
+def _renamed(name: str, table: MappingTable) -> str:
+    """An input tensor's name as entries see it: with the table's `rename_inputs` applied."""
     for old, new in table.rename_inputs.items():
         name = name.replace(old, new)
-    return {"name": name, "ne": list(ref.ne), "type": ref.type_name, "index": index}
+    return name
 
 
 def _check_unread(doc: Document, table: MappingTable) -> None:
@@ -253,18 +257,13 @@ def _check_unread(doc: Document, table: MappingTable) -> None:
 
     collect(table.tensors)
     for name, why in doc.unread.items():
-        renamed = name
-        for old, new in table.rename_inputs.items():
-            renamed = renamed.replace(old, new)
-        if not any(p.fullmatch(renamed) for p in patterns):
+        if not any(p.fullmatch(_renamed(name, table)) for p in patterns):
             raise FormatError(name, None, why, str(doc.source))
 
 
 def _dropped(name: str, matchers: list[tuple[MatchEntry, list[Scope]]], table: MappingTable) -> bool:
     """Whether the first `match:` entry that selects the tensor ``name`` drops it."""
-    described = {"name": name, "ne": [], "type": "unread", "index": -1}
-    for old, new in table.rename_inputs.items():
-        described["name"] = str(described["name"]).replace(old, new)
+    described = {"name": _renamed(name, table), "ne": [], "type": "unread", "index": -1}
     for entry, entry_scopes in matchers:
         found = entry.pattern.fullmatch(str(described["name"]))
         if found is None:

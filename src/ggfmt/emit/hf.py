@@ -32,8 +32,6 @@ if TYPE_CHECKING:
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
 HEADER_ALIGNMENT = 8  # the safetensors reader requires the data to start at a multiple of 8
-# dtype names (as torch and config.json spell them) -> safetensors' names
-SAFETENSORS_DTYPES = {d.torch: d.safetensors for d in WEIGHT_DTYPES}
 TOKENIZER_HINT = "pip install transformers sentencepiece protobuf"
 
 

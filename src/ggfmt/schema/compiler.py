@@ -62,15 +62,29 @@ class Param:
         when it looks like one, else the text)."""
         kind = self.type or ("int" if text.lstrip("-").isdigit() else "str")
         try:
-            if kind == "int":
-                return int(text, 0)
-            if kind == "float":
-                return float(text)
-            if kind == "bool":
-                return {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}[text.lower()]
-        except (ValueError, KeyError):
+            return read_text(kind, text)
+        except ValueError:
             raise ValueError(f"{self.name} takes a value of type {kind}, not {text!r}") from None
-        return text
+
+
+BOOLEAN_WORDS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
+
+
+def read_text(kind: str, text: str) -> Any:
+    """A value typed on the command line (``--set``, ``--option``) as ``kind``: int (any base
+    Python reads: 0x10), float, bool (true/false, 1/0, yes/no), float[] (comma-separated) or
+    anything else as the text; ValueError when it is not one."""
+    if kind == "int":
+        return int(text, 0)
+    if kind == "float":
+        return float(text)
+    if kind == "float[]":
+        return [float(v) for v in text.split(",")]
+    if kind == "bool":
+        if text.lower() not in BOOLEAN_WORDS:
+            raise ValueError("expected true or false")
+        return BOOLEAN_WORDS[text.lower()]
+    return text
 
 
 PARAM_TYPES = ("int", "float", "str", "bool")

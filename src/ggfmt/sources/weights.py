@@ -3,9 +3,8 @@ checkpoints read the same way, see :mod:`ggfmt.sources.torchzip`; any other pick
 ``torch.load(..., weights_only=True)``, and torch is imported on that path alone).
 
 A safetensors file is its own index: a JSON header gives every tensor's dtype, shape and byte
-range, so each tensor (or a block of its rows) is read with one ``pread`` when it is needed and
-memory never grows with the file. bf16 is widened to f32 with numpy (the bf16 bits are the high
-half of an f32's).
+range. These readers give references (:mod:`ggfmt.bundles` makes them a Document); the bytes are
+read when a conversion writes them, a block of rows at a time, so memory never grows with the file.
 
 A pickle's sizes are checked before any tensor is touched: compressed zip records (which torch
 never writes, and which could inflate a small file into gigabytes) and tensors that claim more
@@ -19,12 +18,10 @@ import json
 import math
 import os
 import struct
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from ..environment import TORCH_INSTALL
 from ..errors import FormatError, UsageError
@@ -36,30 +33,6 @@ from .torchzip import RefusedGlobal, TensorRef, UnreadTensor, read_torch_zip
 MAX_SAFETENSORS_HEADER = 100 << 20
 # A JSON config or vocabulary larger than this is not one (the largest tokenizer files are a few MB).
 MAX_JSON_BYTES = 64 << 20
-
-
-@dataclass(frozen=True)
-class TensorInfo:
-    shape: tuple[int, ...]  # numpy order
-    dtype: np.dtype[Any]  # the dtype the tensor is read as
-
-
-@dataclass
-class WeightsFile:
-    path: Path
-    keys: list[str]  # in the file's order
-    info: Callable[[str], TensorInfo]
-    load: Callable[[str], np.ndarray[Any, Any]]
-    # Rows [start, stop) of a tensor (along its first axis): large tensors converted block by block.
-    load_rows: Callable[[str, int, int], np.ndarray[Any, Any]]
-
-
-def read_weights(path: Path, what: str = "a PyTorch pickle") -> WeightsFile:
-    """``path`` is a .safetensors file, or else a pickle (``what`` names it in messages)."""
-    note_input(path)
-    if path.suffix == ".safetensors":
-        return _safetensors(path)
-    return _pickle(path, what)
 
 
 def read_json(path: Path) -> dict[str, Any]:
@@ -151,24 +124,6 @@ def _entry(key: str, entry: Any, data_start: int, data_size: int, file: str) -> 
     if offsets[1] - offsets[0] != nbytes:
         raise bad(f"shape {shape} in {dtype} is {nbytes} bytes, data_offsets {offsets} hold {offsets[1] - offsets[0]}")
     return _Entry(weight_dtype, tuple(shape), data_start + offsets[0], data_start + offsets[1])
-
-
-def _safetensors(path: Path) -> WeightsFile:
-    index = safetensors_index(path)
-
-    def info(key: str) -> TensorInfo:
-        entry = index[key]
-        return TensorInfo(entry.shape, entry.dtype.read_as)
-
-    def load_rows(key: str, start: int, stop: int) -> np.ndarray[Any, Any]:
-        entry = index[key]
-        return _read_rows(path, key, entry.dtype.stored, entry.shape, entry.begin, start, stop)
-
-    def load(key: str) -> np.ndarray[Any, Any]:
-        entry = index[key]
-        return load_rows(key, 0, entry.shape[0] if entry.shape else 1)
-
-    return WeightsFile(path, list(index), info, load, load_rows)
 
 
 # -- PyTorch pickles -----------------------------------------------------------------------------
@@ -325,18 +280,6 @@ def _check_ref(ref: TensorRef, bad: Callable[[str], FormatError]) -> None:
                   "materialise")
 
 
-def _pickle(path: Path, what: str) -> WeightsFile:
-    return pickled_weights(path, checked_state_dict(path, what))
-
-
-def checked_state_dict(path: Path, what: str) -> dict[str, Any]:
-    """A pickled state dict whose keys are names and whose tensors are all readable."""
-    state = state_dict(path, what)
-    for key, tensor in state.items():
-        check_tensor(key, tensor, path)
-    return state
-
-
 def state_dict(path: Path, what: str, under: str | None = None) -> dict[str, Any]:
     """A pickled state dict (the file's dict, or the dict under its key ``under``) whose keys are
     names; its tensors are not checked here."""
@@ -356,78 +299,5 @@ def state_dict(path: Path, what: str, under: str | None = None) -> dict[str, Any
     return state
 
 
-def pickled_weights(path: Path, state: dict[str, Any]) -> WeightsFile:
-    """A checked state dict as a :class:`WeightsFile` (bf16 widened to f32, as for safetensors)."""
-    if all(isinstance(t, TensorRef) for t in state.values()):
-        return _referenced_weights(path, state)
-    import torch
-
-    def info(key: str) -> TensorInfo:
-        tensor = state[key]
-        dtype = np.float16 if tensor.dtype == torch.float16 else np.float32
-        return TensorInfo(tuple(tensor.shape), np.dtype(dtype))
-
-    def load_rows(key: str, start: int, stop: int) -> np.ndarray[Any, Any]:
-        tensor = state[key].detach()[start:stop]
-        if tensor.dtype not in (torch.float32, torch.float16):
-            tensor = tensor.float()
-        array: np.ndarray[Any, Any] = tensor.numpy().copy()  # a copy: the mapped pages are not kept alive
-        return array
-
-    def load(key: str) -> np.ndarray[Any, Any]:
-        return load_rows(key, 0, state[key].shape[0])
-
-    return WeightsFile(path, list(state), info, load, load_rows)
-
-
-
-
-def _referenced_weights(path: Path, state: dict[str, TensorRef]) -> WeightsFile:
-    """Tensors of a zip checkpoint read by offset, as a safetensors file's are."""
-
-    def info(key: str) -> TensorInfo:
-        ref = state[key]
-        return TensorInfo(ref.shape, BY_TORCH[ref.dtype].read_as)
-
-    def load_rows(key: str, start: int, stop: int) -> np.ndarray[Any, Any]:
-        ref = state[key]
-        stored = BY_TORCH[ref.dtype].stored
-        return _read_rows(path, key, stored, ref.shape, ref.begin, start, stop)
-
-    def load(key: str) -> np.ndarray[Any, Any]:
-        return load_rows(key, 0, state[key].shape[0])
-
-    return WeightsFile(path, list(state), info, load, load_rows)
-
-
-def _read_rows(path: Path, key: str, stored: np.dtype[Any], shape: tuple[int, ...], begin: int, start: int,
-               stop: int) -> np.ndarray[Any, Any]:
-    """Rows [start, stop) of a C-ordered tensor whose data starts at byte ``begin`` of ``path``."""
-    row = math.prod(shape[1:]) * stored.itemsize if shape else stored.itemsize
-    offset = begin + start * row
-    nbytes = (stop - start) * row
-    with path.open("rb") as f:
-        data = os.pread(f.fileno(), nbytes, offset)
-    if len(data) != nbytes:
-        raise FormatError(key, offset, f"{nbytes} bytes expected, the file ended early", str(path))
-    array = np.frombuffer(data, dtype=stored)
-    if stored.kind == "u":  # bf16: its bits are the high half of an f32's
-        array = (array.astype(np.uint32) << 16).view(np.float32)
-    return array.reshape((stop - start, *shape[1:]) if shape else ())
-
-
-ROW_BLOCK_BYTES = 2 << 20  # a block of rows converted at a time: memory stays flat, calls stay few
-
-
-def row_blocks(weights: WeightsFile, key: str, rows: tuple[int, int] | None = None) -> Iterator[np.ndarray[Any, Any]]:
-    """A tensor (or its rows [begin, end)) as consecutive blocks of rows of at most about
-    ROW_BLOCK_BYTES each, read as f32 or f16."""
-    info = weights.info(key)
-    if not info.shape:
-        yield weights.load(key)
-        return
-    begin, end = rows if rows is not None else (0, info.shape[0])
-    row = max(1, math.prod(info.shape[1:]) * info.dtype.itemsize)
-    step = max(1, ROW_BLOCK_BYTES // row)
-    for start in range(begin, end, step):
-        yield weights.load_rows(key, start, min(start + step, end))
+# Of the input, the rows of a tensor transformed at a time (plan.py): memory stays flat, calls stay few.
+ROW_BLOCK_BYTES = 2 << 20
