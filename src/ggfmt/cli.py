@@ -160,8 +160,8 @@ def build_parser() -> argparse.ArgumentParser:
     clip.add_argument("--image-std", type=float, nargs=3, metavar=("R", "G", "B"),
                       help="instead of preprocessor_config.json's image_std")
     p.add_argument("--option", action="append", default=[], metavar="NAME=VALUE",
-                   help="set an option the conversion's table declares (repeatable; `fmt schema` tables list "
-                        "them under options:); the flags above are such options under their upstream names")
+                   help="set an option the conversion's table declares (repeatable; see the `options:` of its "
+                        "mapping table); the flags above are such options under their upstream names")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar, no summary")
     _parameter_options(p)
     p.set_defaults(run=cmd_to_gguf)
