@@ -15,11 +15,21 @@ FILES = [GENUINE / "tiny-llama-f32.gguf", GENUINE / "chk-train.gguf", FIXTURES /
          FIXTURES / "clip" / "ref" / "mmproj-model-f16.gguf", FIXTURES / "clip" / "ref" / "model-f16.gguf"]
 
 
-def plain(value: Any) -> Any:
-    """A parsed GGUF value as gguf-py's contents() gives it."""
-    if isinstance(value, dict) and "items" in value:
-        return [plain(v) for v in value["items"]]
-    return value
+# gguf-py's names of GGUF value types -> ggfmt's
+TYPE_NAMES = {"UINT8": "u8", "INT8": "i8", "UINT16": "u16", "INT16": "i16", "UINT32": "u32", "INT32": "i32",
+              "FLOAT32": "f32", "BOOL": "bool", "STRING": "str", "UINT64": "u64", "INT64": "i64", "FLOAT64": "f64"}
+
+
+def plain(entry: Any) -> Any:
+    """A GGUF value of `fmt parse --json` as gguf-py's contents() gives it."""
+    value = entry["value"]
+    return [plain(v) for v in value] if value and isinstance(value, list) and isinstance(value[0], dict) else value
+
+
+def type_label(field: Any) -> str:
+    """gguf-py's types of a field as ggfmt names them: u32, str[], u8[][]."""
+    names = [t.name for t in field.types]
+    return TYPE_NAMES[names[-1]] + "[]" * names.count("ARRAY") if names[-1] != "ARRAY" else "array"
 
 
 @pytest.mark.parametrize("path", FILES, ids=[p.name for p in FILES])
@@ -30,13 +40,16 @@ def test_parse_agrees_with_gguf_py(path: Path, fmt: Fmt) -> None:
     assert doc["schema"] == "gguf"
     reader = gguf.GGUFReader(path)
     expected = {f.name: f.contents() for f in reader.fields.values() if not f.name.startswith("GGUF.")}
-    ours = {kv["key"]: plain(kv["value"]) for kv in doc["fields"]["metadata"]}
+    metadata = doc["fields"]["metadata"]
+    ours = {key: plain(entry) for key, entry in metadata.items()}
     assert ours.keys() == expected.keys()
+    assert {key: entry["type"] for key, entry in metadata.items()} == \
+        {f.name: type_label(f) for f in reader.fields.values() if not f.name.startswith("GGUF.")}
     for key, value in expected.items():
         if key in ("general.alignment",):
             continue
         if isinstance(value, bool):
-            assert ours[key] == int(value), key
+            assert ours[key] is value, key
         elif isinstance(value, float) or (isinstance(value, list) and value and isinstance(value[0], float)):
             assert ours[key] == pytest.approx(value), key
         else:
@@ -76,12 +89,12 @@ def test_arrays_of_every_type_read_in_bulk_agree_with_gguf_py(tmp_path: Path, fm
     writer.close()
     result = fmt("parse", path, "--json")
     assert result.code == 0, result.err
-    ours = {kv["key"]: plain(kv["value"]) for kv in json.loads(result.out)["fields"]["metadata"]}
+    metadata = json.loads(result.out)["fields"]["metadata"]
     reader = gguf.GGUFReader(path)
     for field in reader.fields.values():
         if field.name.startswith("a."):
-            expected = field.contents()
-            assert ours[field.name] == ([int(v) for v in expected] if field.name == "a.bool" else expected), field.name
+            assert plain(metadata[field.name]) == field.contents(), field.name
+            assert metadata[field.name]["type"] == type_label(field)
 
 
 def test_array_larger_than_the_file_is_refused_before_reading(tmp_path: Path, fmt: Fmt) -> None:

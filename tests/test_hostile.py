@@ -65,7 +65,7 @@ def test_json_stays_valid_json(tmp_path: Path, fmt: Fmt) -> None:
     result = fmt("parse", gguf_file(tmp_path / "inf.gguf", kvs, 3), "--json")
     assert result.code == 0
     document = json.loads(result.out, parse_constant=lambda c: pytest.fail(c))
-    values = [kv["value"] for kv in document["fields"]["metadata"]]
+    values = [entry["value"] for entry in document["fields"]["metadata"].values()]
     assert values == ["Infinity", "-Infinity", "NaN"]
 
 

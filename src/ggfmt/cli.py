@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import io
 import os
 import signal
 import sys
@@ -108,13 +109,26 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = commands.add_parser("parse", parents=[common],
                             help="show a file's fields and tensors (header only, payloads not read)",
-                            description=_wrap("Parse FILE against its schema and show every field and every tensor "
-                                        "(name, type, ne, absolute offset, bytes). Tensor payloads are not read. "
-                                        "FILE may also be a directory of a layout declared in bundles/ (an mlx-lm "
-                                        "adapter): its JSON files are shown as fields, its tensors as references."),
+                            description=_wrap("Parse FILE against its schema and show its fields, then every tensor "
+                                        "(name, type, shape as ne, absolute offset, bytes) and the totals per type. "
+                                        "Tensor payloads are not read. A GGUF file's metadata reads as gguf-dump "
+                                        "shows it: `type key = value`, long arrays by their first and last items "
+                                        "(--json has them in full). FILE may also be a directory of a layout "
+                                        "declared in bundles/ (an mlx-lm adapter): its JSON files are shown as "
+                                        "fields, its tensors as references.")
+                            + "\n\nexamples:\n  fmt parse model.gguf --no-tensors --fields 'tokenizer.*'\n"
+                              "  fmt parse model.gguf --json | jq '.fields.metadata[\"general.name\"].value'\n"
+                              "  fmt parse ckpt.bin --raw   # the records as the file holds them",
                             formatter_class=_Formatter)
     p.add_argument("file", type=Path, metavar="FILE")
-    p.add_argument("--json", action="store_true", help="print one JSON document (fields and tensors) for scripts")
+    p.add_argument("--json", action="store_true", help="print one JSON document (fields and tensors) for scripts, "
+                                                         "every value in full")
+    p.add_argument("--fields", metavar="PATTERN[,PATTERN...]",
+                   help="show only the fields and keys matching these glob patterns ('general.*,llama.*')")
+    p.add_argument("--no-tensors", action="store_true", help="leave out the tensor table")
+    p.add_argument("--raw", action="store_true",
+                   help="show the records as the file holds them (every length, type code and record), "
+                        "for format debugging")
     p.add_argument("--base", type=Path, metavar="DIR",
                    help="a directory layout's base model (its config.json), for the fields that come from it")
     _parameter_options(p)
@@ -282,12 +296,21 @@ def cmd_parse(args: argparse.Namespace) -> int:
         if args.base is not None:
             raise UsageError("--base applies to a directory layout (see bundles/), not to a file")
         doc = parse(args.file, args.schema, _parameters(args))
-    if args.json:
-        doc.write_json(sys.stdout)
+    patterns = [p for p in args.fields.split(",") if p] if args.fields is not None else None
+    # Made whole before any of it is written: a value found bad while it is shown (text that is not
+    # UTF-8 in a vocabulary read in bulk) leaves no partial report behind its error.
+    text = io.StringIO()
+    if args.json and args.raw:
+        if patterns is not None or args.no_tensors:
+            raise UsageError("--raw --json writes the whole document; --fields and --no-tensors select from the "
+                             "default view")
+        doc.write_json(text)
+    elif args.json:
+        doc.write_view_json(text, patterns, tensors=not args.no_tensors)
     else:
-        write = sys.stdout.write
-        for line in render(doc):
-            write(line + "\n")
+        for line in render(doc, raw=args.raw, fields=patterns, tensors=not args.no_tensors):
+            text.write(line + "\n")
+    sys.stdout.write(text.getvalue())
     return EXIT_OK
 
 

@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
+from .schema.arrays import NumberArray, StringArray
+
 if TYPE_CHECKING:
     from .schema import Schema
 
@@ -89,6 +91,28 @@ class Document:
     def scalar_fields(self) -> Iterator[tuple[str, Any]]:
         """(dotted path, value) of every field that is not part of a tensor record."""
         yield from _scalars(self.fields, "")
+
+    def write_view_json(self, out: TextIO, patterns: list[str] | None = None, tensors: bool = True) -> None:
+        """The document as its users read it (:mod:`ggfmt.view`): typed keys as ``{"type": "u32",
+        "value": 32}``, arrays in full; ``patterns`` select fields and keys."""
+        from .view import json_tree
+
+        fields = json_tree(self.fields, patterns)
+        out.write(f'{{"file": {_dumps(str(self.source))}, "schema": {_dumps(self.schema.id)}, '
+                  f'"size": {self.size},\n "fields": ')
+        pieces: list[str] = []
+        for piece in _json_pieces(fields, "", 1):
+            pieces.append(piece)
+            if len(pieces) >= 4096:
+                out.write("".join(pieces))
+                pieces.clear()
+        out.write("".join(pieces))
+        if tensors:
+            out.write(',\n "tensors": [')
+            for i, tensor in enumerate(self.tensors):
+                out.write(("," if i else "") + "\n  " + _dumps(tensor.as_json()))
+            out.write("\n ]")
+        out.write("\n}\n")
 
     def write_json(self, out: TextIO) -> None:
         """The document as :meth:`as_json` gives it, written piece by piece: a record at a time and a
@@ -175,6 +199,8 @@ def _json_pieces(value: Any, path: str, depth: int) -> Iterator[str]:
         yield "\n" + " " * depth + "]"
     elif isinstance(value, list) and all(isinstance(v, int | str) for v in value):
         yield _dumps(value)  # numbers or strings, millions of them perhaps: one C call
+    elif isinstance(value, NumberArray | StringArray):
+        yield _dumps(_plain(value, path))
     else:
         yield _dumps(_plain(value, path))
 
@@ -192,6 +218,11 @@ def _plain(value: Any, path: str) -> Any:
     if isinstance(value, Mapping):
         return {k: _plain(v, f"{path}.{k}" if path else k)
                 for k, v in value.items() if isinstance(k, str) and not k.startswith("_")}
+    if isinstance(value, NumberArray):
+        numbers = value.tolist()
+        return numbers if value.code not in "efd" else [_finite(v) for v in numbers]
+    if isinstance(value, StringArray):
+        return [v.hex() if isinstance(v, bytes) else v for v in value]
     if isinstance(value, list):
         if all(isinstance(v, int | float | str) for v in value):  # no paths to make for leaves
             return [_finite(v) if isinstance(v, float) else v for v in value]

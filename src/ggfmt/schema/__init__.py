@@ -32,7 +32,7 @@ MAX_SCHEMA_BYTES = 1 << 20
 # expands past any memory. A schema or table with more nodes than this, counted with every
 # alias expanded, is refused before anything walks it.
 MAX_YAML_NODES = 200_000
-TOP_KEYS = {"meta", "doc", "params", "seq", "instances", "types", "tensor"}
+TOP_KEYS = {"meta", "doc", "params", "seq", "instances", "types", "tensor", "enums", "view"}
 META_KEYS = {"id", "title", "endian", "imports", "trailing", "doc", "application", "file-extension"}
 
 
@@ -154,7 +154,9 @@ class _Loader:
             ns = Namespace(source, lambda name: self.namespace(_find_file(name, path.parent))[0])
             for imported in meta.get("imports") or []:
                 ns.import_schema(str(imported))
-            body = {k: v for k, v in data.items() if k in ("doc", "params", "seq", "instances", "types", "tensor")}
+            ns.add_enums(data.get("enums"), source)
+            body = {k: v for k, v in data.items()
+                    if k in ("doc", "params", "seq", "instances", "types", "tensor", "view")}
             ns.add(schema_id, body, source)
             self.namespaces[path] = ns
             return ns, data

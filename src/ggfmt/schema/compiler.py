@@ -22,11 +22,13 @@ from .constructs import (
     Payload,
     Position,
     PrefixedBytes,
+    Presented,
     RepeatUntil,
     SizedBytes,
     SwitchOn,
     TensorRecord,
     Validation,
+    ViewSpec,
     WithArgs,
     evaluate,
     join_path,
@@ -38,15 +40,17 @@ PRIMITIVES: dict[str, tuple[cs.Construct, int]] = {
     "u8": (cs.Int8ul, 1), "u16": (cs.Int16ul, 2), "u32": (cs.Int32ul, 4), "u64": (cs.Int64ul, 8),
     "i8": (cs.Int8sl, 1), "i16": (cs.Int16sl, 2), "i32": (cs.Int32sl, 4), "i64": (cs.Int64sl, 8),
     "f16": (cs.Float16l, 2), "f32": (cs.Float32l, 4), "f64": (cs.Float64l, 8),
+    "bool": (cs.Flag, 1),  # one byte, 0 or not
 }
 SIZED_TYPES = {"bytes", "str", "payload"}
 
 FIELD_KEYS = {"id", "type", "doc", "contents", "valid", "repeat", "size", "size-prefix", "encoding", "if", "rebuild",
-              "at"}
+              "at", "enum", "hidden"}
 # `size-prefix`: the integer types a size may be stored as, and their struct formats
 SIZE_PREFIXES = {"u8": "<B", "u16": "<H", "u32": "<I", "u64": "<Q"}
 ONE_OF_KEYS = {"id", "doc", "one-of", "by", "choice", "select"}
-TYPE_KEYS = {"doc", "params", "seq", "instances", "tensor", "meta", "types"}
+TYPE_KEYS = {"doc", "params", "seq", "instances", "tensor", "meta", "types", "view"}
+VIEW_KEYS = {"key", "type", "value"}
 VALID_KEYS = {"eq", "any-of", "min", "max", "expr", "if", "unique", "disjoint"}
 
 
@@ -148,6 +152,7 @@ class Namespace:
     def __init__(self, source: str, load_import: Callable[[str], Namespace]) -> None:
         self.source = source
         self.types: dict[str, TypeDef] = {}
+        self.enums: dict[str, dict[Any, str]] = {}  # enum name -> {value: name}
         self._load_import = load_import
 
     def check_endless(self, root: str) -> None:
@@ -191,7 +196,22 @@ class Namespace:
                 raise SchemaError(where, f"type {sub_name!r} must be a mapping")
             self.add(str(sub_name), sub, source)
 
+    def add_enums(self, spec: Any, source: str) -> None:
+        """``enums: {NAME: {VALUE: LABEL, ...}}``: names for the values of fields with ``enum: NAME``."""
+        if spec is None:
+            return
+        if not isinstance(spec, Mapping) or not all(
+                isinstance(e, Mapping) and all(isinstance(k, int) and isinstance(v, str) for k, v in e.items())
+                for e in spec.values()):
+            raise SchemaError(source, "`enums` maps enum names to {integer: name, ...}")
+        for name, values in spec.items():
+            if name in self.enums and self.enums[name] != dict(values):
+                raise SchemaError(source, f"enum {name!r} is defined twice, differently")
+            self.enums[str(name)] = dict(values)
+
     def merge(self, other: Namespace) -> None:
+        for name, values in other.enums.items():
+            self.add_enums({name: values}, self.source)
         for name, typedef in other.types.items():
             if name in self.types and self.types[name] is not typedef:
                 if self.types[name].spec is typedef.spec:
@@ -245,7 +265,30 @@ class Namespace:
                 raise SchemaError(where, f"`tensor:` must map each of {', '.join(TensorRecord.ROLES)} "
                                          "to a field of the type")
             struct = TensorRecord(struct, {str(k): str(v) for k, v in roles.items()}, where)
+        hidden = frozenset(str(f["id"]) for f in fields if isinstance(f, Mapping) and f.get("hidden") is True)
+        view = self._view(spec, fields, seen | {str(n) for n in spec.get("instances") or {}}, where)
+        if hidden or view is not None:
+            if spec.get("tensor") is not None:
+                raise SchemaError(where, "a tensor record is shown in the tensor table: it takes no `view` "
+                                         "and no `hidden` fields")
+            struct = Presented(struct, view, hidden)
         return struct
+
+    def _view(self, spec: Mapping[str, Any], fields: list[Any], named: set[str], where: str) -> ViewSpec | None:
+        """A type's ``view: {key: FIELD, type: FIELD, value: FIELD}``: how a record of it reads to a
+        user (``key = value`` with the type's name, as gguf-dump shows GGUF metadata)."""
+        view = spec.get("view")
+        if view is None:
+            return None
+        if not isinstance(view, Mapping) or set(view) - VIEW_KEYS or "value" not in view \
+                or not all(isinstance(v, str) and v in named for v in view.values()):
+            raise SchemaError(where, "`view` is {key: FIELD, type: FIELD, value: FIELD} (value required) naming "
+                                     f"fields of the type (it has: {', '.join(sorted(named))})")
+        type_names: dict[Any, str] = {}
+        if "type" in view:
+            type_field = next((f for f in fields if isinstance(f, Mapping) and f.get("id") == view["type"]), {})
+            type_names = self.enums.get(str(type_field.get("enum")), {})
+        return ViewSpec(view.get("key"), view.get("type"), str(view["value"]), type_names)
 
     def _compile_field(self, spec: Mapping[str, Any], where: str) -> list[cs.Construct]:
         if "align" in spec:
@@ -273,6 +316,11 @@ class Namespace:
             raise SchemaError(where, f"unknown keys {sorted(unknown)} (allowed: {sorted(FIELD_KEYS)}"
                                      + (f", parameters {sorted(typedef.params)}" if typedef else "") + ")")
 
+        if "enum" in spec and spec["enum"] not in self.enums:
+            raise SchemaError(where, f"unknown enum {spec['enum']!r} (the schema's `enums`: "
+                                     f"{', '.join(sorted(self.enums)) or 'none'})")
+        if "hidden" in spec and not isinstance(spec["hidden"], bool):
+            raise SchemaError(where, "`hidden` is true or false")
         contents = _contents(spec.get("contents"), where)
         if contents is not None and type_spec is not None:
             raise SchemaError(where, "`contents` fixes the bytes themselves: give it without a `type`")
@@ -374,13 +422,25 @@ class Namespace:
 
 
 def _prefixed(spec: Mapping[str, Any], where: str) -> PrefixedBytes:
-    """``{type: str|bytes, size-prefix: u8|u16|u32|u64, encoding: ...}``"""
-    if spec.get("type") not in ("str", "bytes") or spec.get("size-prefix") not in SIZE_PREFIXES \
-            or set(spec) - {"type", "size-prefix", "encoding"}:
-        raise SchemaError(where, "a size-prefixed value is {type: str or bytes, size-prefix: "
-                                 f"{' or '.join(SIZE_PREFIXES)}, encoding: ...}}")
+    """``{type: str|bytes, size-prefix: WIDTH, encoding: ...}``; WIDTH is u8, u16, u32 or u64, or a
+    switch among them (``{switch-on: _root.version, cases: {1: u32, _: u64}}``)."""
+    prefix = spec.get("size-prefix")
+    shape = "a size-prefixed value is {type: str or bytes, size-prefix: " \
+            f"{' or '.join(SIZE_PREFIXES)} (or a switch-on among them), encoding: ...}}"
+    if spec.get("type") not in ("str", "bytes") or set(spec) - {"type", "size-prefix", "encoding"}:
+        raise SchemaError(where, shape)
     encoding = _encoding(spec.get("encoding", "utf-8"), where) if spec["type"] == "str" else None
-    return PrefixedBytes(SIZE_PREFIXES[spec["size-prefix"]], encoding)
+    if isinstance(prefix, Mapping):
+        cases = prefix.get("cases")
+        if set(prefix) != {"switch-on", "cases"} or not isinstance(cases, Mapping) or not cases \
+                or not all(isinstance(v, str) and v in SIZE_PREFIXES for v in cases.values()):
+            raise SchemaError(where, shape)
+        widths = {k: SIZE_PREFIXES[v] for k, v in cases.items() if k != "_"}
+        default = SIZE_PREFIXES[cases["_"]] if "_" in cases else None
+        return PrefixedBytes(default, encoding, _expr(prefix["switch-on"], f"{where}, size-prefix"), widths)
+    if prefix not in SIZE_PREFIXES:
+        raise SchemaError(where, shape)
+    return PrefixedBytes(SIZE_PREFIXES[prefix], encoding)
 
 
 def _encoding(name: Any, where: str) -> str:

@@ -30,7 +30,6 @@ import io
 import itertools
 import os
 import struct
-import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -38,6 +37,7 @@ from typing import Any
 import construct as cs
 
 from ..errors import FormatError, SchemaError
+from .arrays import BULK_MIN_ITEMS, NumberArray, read_strings
 from .expr import UNKNOWN, Expression, ExpressionError
 
 # -- streams -------------------------------------------------------------------------------
@@ -367,7 +367,10 @@ class Field(cs.Construct):  # type: ignore[misc]
         spend_elements(context, count, path, offset)
         element = self._element(context, path, offset)
         if isinstance(element, PrefixedBytes):
-            return cs.ListContainer(element.read_many(stream, count, path, offset))
+            prefix = element.prefix_for(context, path, offset)
+            if count >= BULK_MIN_ITEMS:
+                return read_strings(stream, count, prefix, element.encoding, path, offset, remaining + offset)
+            return cs.ListContainer(element.read_many(stream, prefix, count, path, offset))
         bulk = self._bulk(context, path, offset)
         if bulk is not None:
             return self._read_bulk(stream, bulk, count, path, offset)
@@ -410,21 +413,15 @@ class Field(cs.Construct):  # type: ignore[misc]
         return PRIMITIVE_CODES.get(self._element(context, path, offset))
 
     def _read_bulk(self, stream: Any, code: str, count: int, path: str, offset: int) -> Any:
-        """``count`` primitives in one read and one conversion instead of one Construct call each;
-        their total size is checked against the bytes left before anything is read. (The array
-        module rather than numpy: a parse does not otherwise import numpy, which takes 50 ms.)"""
+        """``count`` primitives in one read instead of one Construct call each, kept as one
+        :class:`NumberArray` when there are many; their total size is checked against the bytes
+        left before anything is read."""
         size = struct.calcsize("<" + code)
         remaining = stream_size(stream) - offset
         if count * size > remaining:
             raise FormatError(path, offset, f"{count} x {size} bytes expected, only {remaining} left in the file")
-        data = stream.read(count * size)
-        if code == "e":  # f16, which the array module lacks
-            return cs.ListContainer(struct.unpack(f"<{count}e", data))
-        items = array.array(code)
-        items.frombytes(data)
-        if sys.byteorder == "big":
-            items.byteswap()
-        return cs.ListContainer(items.tolist())
+        items = NumberArray(stream.read(count * size), code)
+        return items if count >= BULK_MIN_ITEMS else cs.ListContainer(items.tolist())
 
     def _read_one(self, stream: Any, context: Any, path: str, index: int | None) -> Any:
         offset = stream.tell()
@@ -714,32 +711,53 @@ def _decoded(data: bytes, encoding: str | None, path: str, offset: int) -> Any:
 
 class PrefixedBytes(cs.Construct):  # type: ignore[misc]
     """``bytes`` / ``str`` preceded by its size in bytes (``size-prefix: u64``): the value is the
-    text or bytes alone, the prefix is implied (and written again when built)."""
+    text or bytes alone, the prefix is implied (and written again when built).
 
-    def __init__(self, prefix: str, encoding: str | None) -> None:
+    The prefix's width may depend on the file (``size-prefix: {switch-on: _root.version, cases:
+    {1: u32, _: u64}}``, as in GGUF version 1): then ``key`` chooses among ``widths``."""
+
+    def __init__(self, prefix: str | None, encoding: str | None, key: Expression | None = None,
+                 widths: Mapping[Any, str] | None = None) -> None:
         super().__init__()
-        self.prefix = struct.Struct(prefix)  # "<Q" for u64 ...
+        # "<Q" for u64 ...; when `key` chooses, the width of the other cases (`_`), if any
+        self.prefix = struct.Struct(prefix) if prefix is not None else None
         self.encoding = encoding
+        self.key = key
+        self.widths = {k: struct.Struct(v) for k, v in (widths or {}).items()}
+
+    def prefix_for(self, context: Any, path: str, offset: int) -> struct.Struct:
+        """The struct of the size prefix at this place of this file."""
+        if self.key is None:
+            assert self.prefix is not None
+            return self.prefix
+        key = evaluate(self.key, context, path, offset)
+        require_known(key, f"the switch on {self.key.source}", path)
+        chosen = self.widths.get(key, self.prefix)
+        if chosen is None:
+            raise FormatError(path, offset, f"{self.key.source} is {_show(key)}; the size prefix is defined "
+                                            f"for {_show(list(self.widths))}")
+        return chosen
 
     def _parse(self, stream: Any, context: Any, path: str) -> Any:
         offset = stream.tell()
-        head = stream.read(self.prefix.size)
-        if len(head) < self.prefix.size:
-            raise FormatError(path, offset, f"unexpected end of file: a {self.prefix.size}-byte size expected, "
+        prefix = self.prefix_for(context, path, offset)
+        head = stream.read(prefix.size)
+        if len(head) < prefix.size:
+            raise FormatError(path, offset, f"unexpected end of file: a {prefix.size}-byte size expected, "
                                             f"{len(head)} left")
-        (nbytes,) = self.prefix.unpack(head)
+        (nbytes,) = prefix.unpack(head)
         if is_probe(stream):
             stream.seek(nbytes, os.SEEK_CUR)
             return UNKNOWN
-        remaining = stream_size(stream) - offset - self.prefix.size
+        remaining = stream_size(stream) - offset - prefix.size
         if nbytes > remaining:
             raise FormatError(path, offset, f"a size of {nbytes} bytes, only {remaining} left in the file")
-        return _decoded(stream.read(nbytes), self.encoding, path, offset + self.prefix.size)
+        return _decoded(stream.read(nbytes), self.encoding, path, offset + prefix.size)
 
-    def read_many(self, stream: Any, count: int, path: str, offset: int) -> list[Any]:
+    def read_many(self, stream: Any, prefix: struct.Struct, count: int, path: str, offset: int) -> list[Any]:
         """``count`` of them one after the other, in one pass without a Construct call each."""
         end = stream_size(stream)
-        size, unpack = self.prefix.size, self.prefix.unpack
+        size, unpack = prefix.size, prefix.unpack
         items = []
         for i in range(count):
             at = stream.tell()
@@ -755,7 +773,7 @@ class PrefixedBytes(cs.Construct):  # type: ignore[misc]
 
     def _build(self, obj: Any, stream: Any, context: Any, path: str) -> Any:
         data = obj.encode(self.encoding) if self.encoding is not None else bytes(obj)
-        stream.write(self.prefix.pack(len(data)) + data)
+        stream.write(self.prefix_for(context, path, stream.tell()).pack(len(data)) + data)
         return obj
 
 
@@ -930,6 +948,41 @@ class TensorRecord(cs.Adapter):  # type: ignore[misc]
             if not isinstance(value, kind) or wrong_items:
                 raise SchemaError(self.source, f"`tensor:` role {role} must name {what}; "
                                                f"{self.roles[role]!r} holds {type(value).__name__}")
+
+    def _encode(self, obj: Any, context: Any, path: str) -> Any:
+        return obj
+
+
+# -- presentation --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ViewSpec:
+    """A type's ``view:``: the fields that hold a record's key (if any), its type and its value, and
+    the names of the type's values (the type field's ``enum``)."""
+
+    key: str | None
+    type: str | None
+    value: str
+    type_names: Mapping[Any, str]
+
+
+class Presented(cs.Adapter):  # type: ignore[misc]
+    """Tags what a type with a ``view`` or ``hidden`` fields parses to, for the reports: ``_view``
+    holds its :class:`ViewSpec`, ``_hidden`` the names of the fields only ``--raw`` shows."""
+
+    def __init__(self, subcon: cs.Construct, view: ViewSpec | None, hidden: frozenset[str]) -> None:
+        super().__init__(subcon)
+        self.view = view
+        self.hidden = hidden
+
+    def _decode(self, obj: Any, context: Any, path: str) -> Any:
+        if isinstance(obj, dict):
+            if self.view is not None:
+                obj["_view"] = self.view
+            if self.hidden:
+                obj["_hidden"] = self.hidden
+        return obj
 
     def _encode(self, obj: Any, context: Any, path: str) -> Any:
         return obj

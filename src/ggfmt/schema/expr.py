@@ -28,6 +28,13 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from .. import ggml_types
+from .arrays import NumberArray, StringArray
+
+# What expressions treat as lists: lists, and the bulk arrays long repeats are read into
+SEQUENCE: tuple[type[Sequence[Any]], ...] = (list, tuple, NumberArray, StringArray)
+SLICEABLE: tuple[type[Sequence[Any]], ...] = (*SEQUENCE, str, bytes)
+INDEXABLE: tuple[type[Any], ...] = (Mapping, *SLICEABLE)
+ITERABLE: tuple[type[Sequence[Any]], ...] = (*SEQUENCE, str)
 
 
 class _Unknown:
@@ -97,7 +104,7 @@ def _sum(values: Sequence[Any], start: Any = 0) -> Any:
 def _find(items: Sequence[Any], path: str, wanted: Any) -> Any:
     """The first item of ``items`` whose field at the dotted ``path`` equals ``wanted``, else None:
     ``find(metadata, 'key', 'general.alignment')``."""
-    if not isinstance(items, list | tuple) or not isinstance(path, str):
+    if not isinstance(items, SEQUENCE) or not isinstance(path, str):
         raise TypeError("find(items, 'field.path', value) takes a list and a dotted field path")
     names = path.split(".")
     if any(not n or n.startswith("_") for n in names):
@@ -130,13 +137,13 @@ def _ggml_type_size(t: Any) -> int:
 
 
 def _ggml_nbytes(t: Any, ne: Any) -> int:
-    if not isinstance(ne, list | tuple) or not all(isinstance(n, int) and n >= 0 for n in ne):
+    if not isinstance(ne, SEQUENCE) or not all(isinstance(n, int) and n >= 0 for n in ne):
         raise TypeError("ggml_nbytes(type, ne) takes a list of dimensions")
     return ggml_types.nbytes(_ggml_int(t), ne)
 
 
 def _str(value: Any) -> str:
-    if isinstance(value, list | tuple | Mapping):
+    if isinstance(value, (*SEQUENCE, Mapping)):
         raise TypeError("str() takes a number or a string")
     return str(value)
 
@@ -228,7 +235,7 @@ def _pick(mapping: Any, names: Any) -> dict[str, Any]:
 def _type_of(value: Any) -> str:
     """``'int'``, ``'float'``, ``'str'``, ``'bool'``, ``'list'``, ``'dict'`` or ``'none'``: what a
     value from a JSON config is, so that a check can say a number must be an integer."""
-    for kind, types in (("bool", bool), ("int", int), ("float", float), ("str", str), ("list", list | tuple),
+    for kind, types in (("bool", bool), ("int", int), ("float", float), ("str", str), ("list", SEQUENCE),
                         ("dict", Mapping)):
         if isinstance(value, types):
             return kind
@@ -456,7 +463,7 @@ MAX_COMPREHENSION = 1 << 24  # items plus the lengths of the sequences a compreh
 def _comprehension(items: Any, name: str, element: Evaluator, conditions: list[Evaluator], lookup: Lookup) -> Any:
     if items is UNKNOWN:
         return UNKNOWN
-    if not isinstance(items, list | tuple | str):
+    if not isinstance(items, ITERABLE):
         raise TypeError(f"a comprehension goes over a list, not {type(items).__name__}")
     result = []
     spent = 0
@@ -495,7 +502,7 @@ def _index(base: Any, index: Any) -> Any:
         return UNKNOWN
     if isinstance(index, str) and index.startswith("_"):
         raise ValueError(f"the name {index!r} is not allowed")  # what `a._b` refuses, `a['_b']` refuses too
-    if isinstance(base, Mapping | list | tuple | str | bytes):
+    if isinstance(base, INDEXABLE):
         return base[index]
     raise TypeError(f"{type(base).__name__} cannot be indexed")
 
@@ -505,7 +512,7 @@ def _slice(base: Any, bounds: list[Any]) -> Any:
         return UNKNOWN
     if not all(b is None or (isinstance(b, int) and not isinstance(b, bool)) for b in bounds):
         raise TypeError("slice bounds are integers")
-    if not isinstance(base, list | tuple | str | bytes):
+    if not isinstance(base, SLICEABLE):
         raise TypeError(f"{type(base).__name__} cannot be sliced")
     return base[slice(*bounds)]
 

@@ -1,0 +1,207 @@
+"""Bulk arrays: long repeats of a primitive or of a length-prefixed string, held as one object.
+
+A vocabulary of 150,000 tokens read as 150,000 Python strings costs seconds and tens of
+megabytes; read as one block of bytes with the start of each item, it costs one pass over the
+bytes. :class:`NumberArray` holds a repeated primitive in one typed array (read in one call);
+:class:`StringArray` holds the file's own bytes of a repeated length-prefixed string and decodes
+an item when it is asked for. Both are read-only sequences of plain Python values, so the
+schema's expressions, the reports and ``--json`` use them as they use lists; ``numpy()`` gives a
+numpy view of a :class:`NumberArray` without a copy.
+
+(The array module rather than numpy holds the numbers: a parse does not otherwise import numpy,
+whose import costs about as much as parsing a large header.)
+"""
+
+from __future__ import annotations
+
+import array
+import struct
+import sys
+from collections.abc import Iterator, Sequence
+from typing import Any, overload
+
+from ..errors import FormatError
+
+# Below this many items a repeat is read into a list: small lists (a tensor's dimensions) are
+# cheaper as lists, and a list is what a schema author expects to see.
+BULK_MIN_ITEMS = 64
+
+
+class NumberArray(Sequence[Any]):
+    """``count`` primitives of one type (``code``: the struct code, ``"<I"`` for u32 ...)."""
+
+    __slots__ = ("_items", "code")
+
+    def __init__(self, data: bytes, code: str) -> None:
+        self.code = code
+        if code == "e":  # f16, which the array module lacks: kept as bytes, read on access
+            self._items: Any = data
+        else:
+            items = array.array(code)
+            items.frombytes(data)
+            if sys.byteorder == "big":
+                items.byteswap()
+            self._items = items
+
+    @property
+    def itemsize(self) -> int:
+        return struct.calcsize("<" + self.code)
+
+    def __len__(self) -> int:
+        return len(self._items) // 2 if self.code == "e" else len(self._items)
+
+    @overload
+    def __getitem__(self, index: int) -> Any: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[Any]: ...
+
+    def __getitem__(self, index: int | slice) -> Any:
+        if self.code == "e":
+            return self.tolist()[index]
+        if isinstance(index, slice):
+            return self._items[index].tolist()
+        return self._items[index]
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self.tolist() if self.code == "e" else self._items)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, NumberArray):
+            return (self.code == other.code and self.tobytes() == other.tobytes()) or self.tolist() == other.tolist()
+        if isinstance(other, list | tuple):
+            return len(self) == len(other) and self.tolist() == list(other)
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def tolist(self) -> list[Any]:
+        if self.code == "e":
+            return list(struct.unpack(f"<{len(self._items) // 2}e", self._items))
+        return list(self._items.tolist())
+
+    def tobytes(self) -> bytes:
+        """The items as the file holds them (little-endian)."""
+        if self.code == "e":
+            return bytes(self._items)
+        if sys.byteorder == "big":
+            swapped = array.array(self.code, self._items)
+            swapped.byteswap()
+            return swapped.tobytes()
+        return bytes(self._items.tobytes())
+
+    def numpy(self) -> Any:
+        """The items as a numpy array (a view of this array's memory, read-only)."""
+        import numpy as np
+
+        return np.frombuffer(self.tobytes() if self.code == "e" or sys.byteorder == "big" else self._items,
+                             dtype=np.dtype("<" + self.code))
+
+    def __repr__(self) -> str:
+        return f"NumberArray({len(self)} x {self.code})"
+
+
+class StringArray(Sequence[Any]):
+    """``count`` length-prefixed strings (or byte strings, when ``encoding`` is None) as the file
+    holds them: ``wire`` is the bytes of the whole repeat, prefixes included, and ``starts`` the
+    start of each item's text in it. An item is decoded when it is read; text that is not valid
+    in the encoding is then a :class:`FormatError` naming the item and its byte offset."""
+
+    __slots__ = ("encoding", "offset", "path", "prefix_size", "starts", "wire")
+
+    def __init__(self, wire: bytes, starts: array.array[int], prefix_size: int, encoding: str | None,
+                 offset: int, path: str) -> None:
+        self.wire = wire
+        self.starts = starts
+        self.prefix_size = prefix_size
+        self.encoding = encoding
+        self.offset = offset  # where the repeat starts in the file
+        self.path = path
+
+    def __len__(self) -> int:
+        return len(self.starts)
+
+    def _bounds(self, index: int) -> tuple[int, int]:
+        start = self.starts[index]
+        end = self.starts[index + 1] - self.prefix_size if index + 1 < len(self.starts) else len(self.wire)
+        return start, end
+
+    def item_bytes(self, index: int) -> bytes:
+        start, end = self._bounds(index)
+        return self.wire[start:end]
+
+    @overload
+    def __getitem__(self, index: int) -> Any: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[Any]: ...
+
+    def __getitem__(self, index: int | slice) -> Any:
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        if index < 0:
+            index += len(self)
+        if not 0 <= index < len(self):
+            raise IndexError(index)
+        start, end = self._bounds(index)
+        data = self.wire[start:end]
+        if self.encoding is None:
+            return data
+        try:
+            return data.decode(self.encoding)
+        except UnicodeDecodeError as e:
+            raise FormatError(f"{self.path}[{index}]", self.offset + start + e.start,
+                              f"not valid {self.encoding}: {e.reason}") from None
+
+    def __iter__(self) -> Iterator[Any]:
+        for i in range(len(self)):
+            yield self[i]
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, StringArray) and self.prefix_size == other.prefix_size \
+                and self.encoding == other.encoding:
+            return self.wire == other.wire
+        if isinstance(other, Sequence) and not isinstance(other, str | bytes):
+            return len(self) == len(other) and all(a == b for a, b in zip(self, other, strict=True))
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def tolist(self) -> list[Any]:
+        return list(self)
+
+    def __repr__(self) -> str:
+        return f"StringArray({len(self)} items)"
+
+
+def read_strings(stream: Any, count: int, prefix: struct.Struct, encoding: str | None, path: str,
+                 offset: int, file_size: int) -> StringArray:
+    """``count`` length-prefixed strings from ``stream`` (at ``offset``) in one pass over their
+    bytes. Each size is checked against the bytes left in the file before anything is read."""
+    size = prefix.size
+    left = file_size - offset
+    if count * size > left:
+        raise FormatError(path, offset, f"{count} strings need at least {count * size} bytes, "
+                                        f"only {left} left in the file")
+    chunk = 1 << 20
+    wire = bytearray(stream.read(min(left, max(count * size, chunk))))
+    unpack = prefix.unpack_from
+    starts = array.array("Q")
+    mark = starts.append
+    pos = 0
+    for i in range(count):
+        head_end = pos + size
+        if head_end > len(wire):
+            wire += stream.read(min(left - len(wire), max(head_end - len(wire), chunk)))
+            if head_end > len(wire):
+                raise FormatError(f"{path}[{i}]", offset + pos, f"unexpected end of file: a {size}-byte size "
+                                                                "expected")
+        (nbytes,) = unpack(wire, pos)
+        pos = head_end + nbytes
+        if pos > len(wire):
+            if nbytes > left - head_end:
+                raise FormatError(f"{path}[{i}]", offset + head_end - size,
+                                  f"a size of {nbytes} bytes, only {left - head_end} left in the file")
+            wire += stream.read(min(left - len(wire), max(pos - len(wire), chunk)))
+        mark(head_end)
+    del wire[pos:]
+    stream.seek(offset + pos)
+    return StringArray(bytes(wire), starts, size, encoding, offset, path)

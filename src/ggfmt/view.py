@@ -1,0 +1,161 @@
+"""A parsed document as its users read it: fields by path, and the typed ``key = value`` entries
+that a schema's ``view:`` declares (GGUF metadata), instead of the records on the wire.
+
+``fmt parse``, ``fmt parse --json`` and ``fmt diff`` all read documents through this module;
+``--raw`` bypasses it and shows the wire-level records.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from .schema.arrays import NumberArray, StringArray
+from .schema.constructs import PayloadRef, TensorContainer, ViewSpec
+
+SHOWN_RECORDS = 32  # of a long list of records without a view (a vocabulary, say), the first ones are listed
+
+
+@dataclass(frozen=True)
+class Typed:
+    """A value with the name of its type (``u32``, ``str``); an array holds the type of its items
+    and a sequence of them (of :class:`Typed` when the items are themselves arrays)."""
+
+    type: str
+    value: Any
+    array: bool = False
+
+    @property
+    def label(self) -> str:
+        """``u32``; ``str[]`` for an array of strings."""
+        return f"{self.type}[]" if self.array else self.type
+
+
+@dataclass(frozen=True)
+class Section:
+    """A repeated field whose records have a keyed view: its entries by key, in file order."""
+
+    path: str
+    entries: list[tuple[str, Typed]]
+
+
+Item = tuple[str, Any]  # (field path, value): a value, a Typed, or a Section's entries
+
+
+def is_sequence(value: Any) -> bool:
+    return isinstance(value, list | tuple | NumberArray | StringArray)
+
+
+def _spec(value: Any) -> ViewSpec | None:
+    spec = value.get("_view") if isinstance(value, Mapping) else None
+    return spec if isinstance(spec, ViewSpec) else None
+
+
+def typed(record: Mapping[str, Any]) -> Typed:
+    """The typed value of a record with a ``view`` (its key aside)."""
+    spec = _spec(record)
+    assert spec is not None
+    value = record[spec.value]
+    if _spec(value) is not None:  # the value is itself a typed record (a GGUF array): it says what it is
+        return typed(value)
+    type_value = record[spec.type] if spec.type is not None else None
+    name = spec.type_names.get(type_value, str(type_value)) if spec.type is not None else ""
+    if is_sequence(value):
+        if len(value) and _spec(value[0]) is not None:
+            value = [typed(item) for item in value]
+        return Typed(name, value, array=True)
+    return Typed(name, value)
+
+
+def _keyed_records(value: Any) -> bool:
+    if not isinstance(value, list) or not value:
+        return False
+    spec = _spec(value[0])
+    return spec is not None and spec.key is not None
+
+
+def items(fields: Any, path: str = "") -> Iterator[Item]:
+    """(path, value) of every field a user reads: a record with a view as its :class:`Typed` value,
+    a list of keyed records as a :class:`Section`; hidden fields, tensor records and ``_`` entries
+    left out; of a long list of other records, the first :data:`SHOWN_RECORDS`."""
+    if isinstance(fields, TensorContainer):
+        return
+    if isinstance(fields, Mapping):
+        if _spec(fields) is not None and path:
+            yield path, typed(fields)
+            return
+        hidden = fields.get("_hidden") or ()
+        for key, item in fields.items():
+            if isinstance(key, str) and not key.startswith("_") and key not in hidden:
+                yield from items(item, f"{path}.{key}" if path else key)
+    elif _keyed_records(fields):
+        key_field = _spec(fields[0]).key  # type: ignore[union-attr]
+        yield path, Section(path, [(str(r[key_field]), typed(r)) for r in fields])
+    elif isinstance(fields, list) and fields and all(isinstance(v, Mapping) for v in fields):
+        records = all(isinstance(v, TensorContainer) for v in fields)
+        for i, item in enumerate(fields):
+            if i == SHOWN_RECORDS and len(fields) > 2 * SHOWN_RECORDS and not records:
+                yield f"{path}[{i}:{len(fields)}]", f"... {len(fields) - i} more (--json shows them all)"
+                return
+            yield from items(item, f"{path}[{i}]")
+    elif isinstance(fields, PayloadRef):
+        yield path, f"<{fields.nbytes} bytes at {fields.offset}>"
+    else:
+        yield path, fields
+
+
+def selected(patterns: Sequence[str] | None, *names: str) -> bool:
+    """Whether a field path or key matches one of ``--fields``' glob patterns (all do without any)."""
+    return not patterns or any(fnmatch.fnmatchcase(name, p) for name in names for p in patterns)
+
+
+def plain(value: Any) -> Any:
+    """A typed value as JSON holds it: ``{"type": "u32", "value": 32}``, arrays in full."""
+    if isinstance(value, Typed) and not value.type:  # a view with no type: the value alone
+        return plain(value.value)
+    if isinstance(value, Typed):
+        inner = [plain(v) for v in value.value] if value.array and value.value and \
+            isinstance(value.value[0], Typed) else value.value
+        return {"type": value.label, "value": inner}
+    if isinstance(value, Section):
+        return {key: plain(v) for key, v in value.entries}
+    return value
+
+
+_LEFT_OUT = object()
+
+
+def tree(fields: Any, patterns: Sequence[str] | None = None, path: str = "") -> Any:
+    """The fields as nested mappings and lists for ``--json``: records with a view as their typed
+    value, keyed records as a mapping by key, hidden fields and tensor records left out, every list
+    in full. With ``patterns``, only the fields and keys they select (and the records holding them)."""
+    if isinstance(fields, TensorContainer):
+        return _LEFT_OUT
+    if isinstance(fields, Mapping):
+        if _spec(fields) is not None and path:
+            return plain(typed(fields)) if selected(patterns, path) else _LEFT_OUT
+        hidden = fields.get("_hidden") or ()
+        out = {}
+        for key, item in fields.items():
+            if isinstance(key, str) and not key.startswith("_") and key not in hidden:
+                value = tree(item, patterns, f"{path}.{key}" if path else key)
+                if value is not _LEFT_OUT:
+                    out[key] = value
+        return out if out or not patterns or selected(patterns, path) else _LEFT_OUT
+    if _keyed_records(fields):
+        section = next(v for _, v in items(fields, path))
+        entries = {k: plain(v) for k, v in section.entries if selected(patterns, k, f"{path}.{k}", path)}
+        return entries if entries or not patterns else _LEFT_OUT
+    if isinstance(fields, list) and fields and all(isinstance(v, Mapping) for v in fields):
+        if all(isinstance(v, TensorContainer) for v in fields):
+            return _LEFT_OUT
+        records = [tree(item, patterns, f"{path}[{i}]") for i, item in enumerate(fields)]
+        return records if not patterns or any(r is not _LEFT_OUT and r != {} for r in records) else _LEFT_OUT
+    return fields if selected(patterns, path) else _LEFT_OUT
+
+
+def json_tree(fields: Any, patterns: Sequence[str] | None = None) -> dict[str, Any]:
+    value = tree(fields, patterns)
+    return value if isinstance(value, dict) else {}
