@@ -120,7 +120,7 @@ def test_every_version_reads_as_gguf_py_reads_its_content(tmp_path: Path, fmt: F
             (theirs.name, [int(n) for n in theirs.shape], int(theirs.tensor_type))
         assert data[ours["offset"]:ours["offset"] + ours["nbytes"]] == theirs.data.tobytes()
     text = fmt("parse", path).out
-    assert f"version       {version}" in text and "[300 × str]  tokenizer.ggml.tokens = 't0Ġ', 't1Ġ', … 't299Ġ'" in text
+    assert f"version       {version}" in text and "[300 × str]  tokenizer.ggml.tokens = 't0Ġ', 't1Ġ', … 't299Ġ'" in text  # noqa: RUF001
 
 
 def test_version_1_keeps_its_32_bit_lengths_in_the_raw_view(tmp_path: Path, fmt: Fmt) -> None:

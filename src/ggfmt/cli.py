@@ -26,6 +26,7 @@ from .outtype import OUTTYPES
 from .text import escape
 
 EXIT_OK, EXIT_INTERNAL, EXIT_BAD_INPUT = 0, 1, 2
+EXIT_DIFFERENT = 1  # fmt diff, as diff(1)
 PROGRESS_THRESHOLD = 64 << 20  # payloads smaller than this convert too fast to need a bar
 
 DESCRIPTION = """\
@@ -236,6 +237,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar, no summary")
     p.set_defaults(run=cmd_to_hf)
 
+    p = commands.add_parser("diff", parents=[common], help="compare two files: keys, tensors, content",
+                            description=_wrap("Compare A and B, any two files (or directory layouts) fmt parse reads: "
+                                        "keys added, removed or changed, with their types (a GGUF's metadata by "
+                                        "key, across versions 1 to 3; other layouts' fields by path), then tensors "
+                                        "matched by name, added, removed, or changed in type, shape or content. "
+                                        "Content is compared by a SHA-256 of each tensor's bytes, read in pieces. "
+                                        "Arrays are summarised by their length and the first index where they "
+                                        "differ. Exit status as diff(1): 0 equal, 1 different, 2 trouble.")
+                            + "\n\nexamples:\n  fmt diff model.gguf edited.gguf\n"
+                              "  fmt diff model-f32.gguf model-f16.gguf --values   # how far f16 moved each tensor",
+                            formatter_class=_Formatter)
+    p.add_argument("a", type=Path, metavar="A")
+    p.add_argument("b", type=Path, metavar="B")
+    p.add_argument("--values", action="store_true",
+                   help="for float tensors (f32, f16, bf16, f64) of one shape, also the largest absolute and "
+                        "relative difference of their values")
+    p.add_argument("--json", action="store_true", help="print one JSON document for scripts")
+    p.add_argument("--schema", metavar="NAME|PATH", help="read both files with this schema (default: by magic)")
+    p.set_defaults(run=cmd_diff)
+
     p = commands.add_parser("schemas", parents=[common], help="list the schemas ggfmt knows",
                             description=_wrap("List the schemas found in the schema directories (ggfmt's own "
                                         "and those in GGFMT_SCHEMA_PATH), with the magic each detects."),
@@ -314,17 +335,41 @@ def cmd_parse(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_diff(args: argparse.Namespace) -> int:
+    from .diff import compare, source_label
+    from .diff_report import as_json, render
+    from .engine import parse
+
+    docs = []
+    for path in (args.a, args.b):
+        if path.is_dir():
+            docs.append(_read_directory(path, None, args.schema, {}))
+        else:
+            docs.append(parse(path, args.schema))
+    comparison = compare(docs[0], docs[1], values=args.values)
+    labels = source_label(args.a, docs[0]), source_label(args.b, docs[1])
+    if args.json:
+        sys.stdout.write(as_json(comparison, str(args.a), str(args.b)))
+    else:
+        sys.stdout.write("".join(line + "\n" for line in render(comparison, *labels)))
+    return EXIT_OK if comparison.equal else EXIT_DIFFERENT
+
+
 def _parse_directory(args: argparse.Namespace) -> Any:
+    return _read_directory(args.file, args.base, args.schema, _parameters(args))
+
+
+def _read_directory(path: Path, base: Path | None, schema: str | None, params: dict[str, Any]) -> Any:
     from .bundles import read_bundle, recognise
 
-    bundle = recognise(args.file)
+    bundle = recognise(path)
     if bundle is None:
-        raise UsageError(f"{args.file}: a directory, and not one of the layouts declared in bundles/ (fmt parse reads "
+        raise UsageError(f"{path}: a directory, and not one of the layouts declared in bundles/ (fmt parse reads "
                          "files; fmt to-gguf converts PEFT and CLIP directories)")
-    if args.schema is not None or _parameters(args):
-        raise UsageError(f"{args.file}: this {bundle.title} is read by its bundle declaration, not by a schema")
+    if schema is not None or params:
+        raise UsageError(f"{path}: this {bundle.title} is read by its bundle declaration, not by a schema")
     # Shown as it is: fields that come from the base model only when --base names it, no checks.
-    return read_bundle(bundle, args.file, args.base, converting=False)
+    return read_bundle(bundle, path, base, converting=False)
 
 
 def _begin_command() -> None:

@@ -45,7 +45,7 @@ PRIMITIVES: dict[str, tuple[cs.Construct, int]] = {
 SIZED_TYPES = {"bytes", "str", "payload"}
 
 FIELD_KEYS = {"id", "type", "doc", "contents", "valid", "repeat", "size", "size-prefix", "encoding", "if", "rebuild",
-              "at", "enum", "hidden"}
+              "at", "enum", "hidden", "layout"}
 # `size-prefix`: the integer types a size may be stored as, and their struct formats
 SIZE_PREFIXES = {"u8": "<B", "u16": "<H", "u32": "<I", "u64": "<Q"}
 ONE_OF_KEYS = {"id", "doc", "one-of", "by", "choice", "select"}
@@ -266,12 +266,13 @@ class Namespace:
                                          "to a field of the type")
             struct = TensorRecord(struct, {str(k): str(v) for k, v in roles.items()}, where)
         hidden = frozenset(str(f["id"]) for f in fields if isinstance(f, Mapping) and f.get("hidden") is True)
+        layout = frozenset(str(f["id"]) for f in fields if isinstance(f, Mapping) and f.get("layout") is True)
         view = self._view(spec, fields, seen | {str(n) for n in spec.get("instances") or {}}, where)
-        if hidden or view is not None:
+        if hidden or layout or view is not None:
             if spec.get("tensor") is not None:
                 raise SchemaError(where, "a tensor record is shown in the tensor table: it takes no `view` "
                                          "and no `hidden` fields")
-            struct = Presented(struct, view, hidden)
+            struct = Presented(struct, view, hidden, layout)
         return struct
 
     def _view(self, spec: Mapping[str, Any], fields: list[Any], named: set[str], where: str) -> ViewSpec | None:
@@ -319,8 +320,9 @@ class Namespace:
         if "enum" in spec and spec["enum"] not in self.enums:
             raise SchemaError(where, f"unknown enum {spec['enum']!r} (the schema's `enums`: "
                                      f"{', '.join(sorted(self.enums)) or 'none'})")
-        if "hidden" in spec and not isinstance(spec["hidden"], bool):
-            raise SchemaError(where, "`hidden` is true or false")
+        for flag in ("hidden", "layout"):
+            if flag in spec and not isinstance(spec[flag], bool):
+                raise SchemaError(where, f"`{flag}` is true or false")
         contents = _contents(spec.get("contents"), where)
         if contents is not None and type_spec is not None:
             raise SchemaError(where, "`contents` fixes the bytes themselves: give it without a `type`")

@@ -968,13 +968,16 @@ class ViewSpec:
 
 
 class Presented(cs.Adapter):  # type: ignore[misc]
-    """Tags what a type with a ``view`` or ``hidden`` fields parses to, for the reports: ``_view``
-    holds its :class:`ViewSpec`, ``_hidden`` the names of the fields only ``--raw`` shows."""
+    """Tags what a type with a ``view``, ``hidden`` or ``layout`` fields parses to, for the reports:
+    ``_view`` holds its :class:`ViewSpec`, ``_hidden`` the names of the fields only ``--raw`` shows,
+    ``_layout`` those that describe the file rather than its content (``fmt diff`` skips them)."""
 
-    def __init__(self, subcon: cs.Construct, view: ViewSpec | None, hidden: frozenset[str]) -> None:
+    def __init__(self, subcon: cs.Construct, view: ViewSpec | None, hidden: frozenset[str],
+                 layout: frozenset[str] = frozenset()) -> None:
         super().__init__(subcon)
         self.view = view
         self.hidden = hidden
+        self.layout = layout
 
     def _decode(self, obj: Any, context: Any, path: str) -> Any:
         if isinstance(obj, dict):
@@ -982,6 +985,8 @@ class Presented(cs.Adapter):  # type: ignore[misc]
                 obj["_view"] = self.view
             if self.hidden:
                 obj["_hidden"] = self.hidden
+            if self.layout:
+                obj["_layout"] = self.layout
         return obj
 
     def _encode(self, obj: Any, context: Any, path: str) -> Any:
