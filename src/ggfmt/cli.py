@@ -257,6 +257,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--schema", metavar="NAME|PATH", help="read both files with this schema (default: by magic)")
     p.set_defaults(run=cmd_diff)
 
+    p = commands.add_parser("edit", parents=[common], help="change a GGUF's metadata or tensor names",
+                            description=_wrap("Change keys or tensor names of a GGUF file without rewriting its "
+                                        "tensor data: with -o the data is cloned (a reflink where the file system "
+                                        "shares extents, else copy_file_range); with --in-place only the header is "
+                                        "rewritten, when the edited one fits in the room before the tensor data, "
+                                        "journaled so that an interrupted edit is undone by the next fmt edit of "
+                                        "the file. A value is read as its key's present type, or as --set-type "
+                                        "says (u8 ... f64, bool, str, TYPE[] for an array given as JSON).")
+                            + "\n\nexamples:\n  fmt edit model.gguf --set general.name=Mine -o mine.gguf\n"
+                              "  fmt edit model.gguf --set-file tokenizer.chat_template=template.jinja --in-place\n"
+                              "  fmt edit model.gguf --set-type my.ids=u32[] --set 'my.ids=[1, 2]' "
+                              "--delete general.url -o out.gguf",
+                            formatter_class=_Formatter)
+    p.add_argument("file", type=Path, metavar="IN.gguf")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="set or add a key")
+    p.add_argument("--set-type", action="append", default=[], metavar="KEY=TYPE",
+                   help="the GGUF type of a --set value (default: the key's present type; for a new key, what "
+                        "the text reads as: bool, u32, i64, f32 or str)")
+    p.add_argument("--set-file", action="append", default=[], metavar="KEY=PATH",
+                   help="set or add a string key to a file's text (a chat template)")
+    p.add_argument("--delete", action="append", default=[], metavar="KEY", help="remove a key")
+    p.add_argument("--rename-tensor", action="append", default=[], metavar="OLD=NEW", help="rename a tensor")
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument("-o", "--outfile", "--output", dest="output", type=Path, metavar="OUT.gguf",
+                       help="write the edited file here")
+    where.add_argument("--in-place", action="store_true", help="rewrite IN.gguf's header in place")
+    p.add_argument("--force", action="store_true", help="replace OUT.gguf if it exists")
+    p.add_argument("--dry-run", action="store_true", help="say what would change and write nothing")
+    p.add_argument("-q", "--quiet", action="store_true", help="no summary")
+    p.set_defaults(run=cmd_edit)
+
     p = commands.add_parser("schemas", parents=[common], help="list the schemas ggfmt knows",
                             description=_wrap("List the schemas found in the schema directories (ggfmt's own "
                                         "and those in GGFMT_SCHEMA_PATH), with the magic each detects."),
@@ -353,6 +384,42 @@ def cmd_diff(args: argparse.Namespace) -> int:
     else:
         sys.stdout.write("".join(line + "\n" for line in render(comparison, *labels)))
     return EXIT_OK if comparison.equal else EXIT_DIFFERENT
+
+
+def cmd_edit(args: argparse.Namespace) -> int:
+    from . import edit
+    from .engine import parse
+    from .output import atomic_output
+
+    edits = edit.Edits(set=edit.pairs(args.set, "--set"), set_type=edit.pairs(args.set_type, "--set-type"),
+                       set_file={k: Path(v) for k, v in edit.pairs(args.set_file, "--set-file").items()},
+                       delete=list(args.delete), rename_tensor=edit.pairs(args.rename_tensor, "--rename-tensor"))
+    if not (edits.set or edits.set_file or edits.delete or edits.rename_tensor):
+        raise UsageError("nothing to edit: give --set, --set-file, --delete or --rename-tensor")
+    if edit.recover(args.file):
+        print(f"fmt: {escape(str(args.file))}: an interrupted --in-place edit was undone (its header put back)",
+              file=sys.stderr)
+    doc = parse(args.file)
+    fields, changes = edit.apply(doc, edits)
+    header = edit.header_bytes(doc, fields)
+    old_start = int(doc.fields["data_start"])
+    summary = "; ".join(changes)
+    if args.dry_run:
+        print(f"{escape(str(args.file))}: would {escape(summary)} (header {old_start:,} -> {len(header):,} bytes)")
+        return EXIT_OK
+    if args.in_place:
+        from .output import _signals_blocked
+
+        with _signals_blocked():
+            edit.write_in_place(doc, header)
+        target, how = args.file, "header rewritten in place"
+    else:
+        target = args.output
+        with atomic_output(target, force=args.force, inputs=[args.file]) as temporary:
+            how = "tensor data " + edit.write_copy(doc, header, temporary)
+    if not args.quiet:
+        print(f"{escape(str(target))}: {escape(summary)}; {how} ({doc.size - old_start:,} bytes of tensor data)")
+    return EXIT_OK
 
 
 def _parse_directory(args: argparse.Namespace) -> Any:

@@ -47,6 +47,7 @@ class Schema:
     construct: cs.Construct
     params: dict[str, Param] = field(default_factory=dict)
     trailing: bool = False
+    enums: dict[str, dict[Any, str]] = field(default_factory=dict)  # `enums:`, name -> {value: label}
 
 
 @dataclass(frozen=True)
@@ -208,6 +209,7 @@ def _load_yaml_schema(path: Path) -> Schema:
         construct=_checked_root(ns, schema_id),
         params=_params(data.get("params"), path.name),
         trailing=bool(meta.get("trailing", False)),
+        enums=ns.enums,
     )
 
 

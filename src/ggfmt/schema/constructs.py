@@ -37,7 +37,7 @@ from typing import Any
 import construct as cs
 
 from ..errors import FormatError, SchemaError
-from .arrays import BULK_MIN_ITEMS, NumberArray, read_strings
+from .arrays import BULK_MIN_ITEMS, NumberArray, StringArray, read_strings
 from .expr import UNKNOWN, Expression, ExpressionError
 
 # -- streams -------------------------------------------------------------------------------
@@ -492,15 +492,32 @@ class Field(cs.Construct):  # type: ignore[misc]
         count = self._count(stream, context, path, offset)
         if self.repeat is None:
             return self._build_one(obj, stream, context, path)
-        if not isinstance(obj, list | tuple):
+        if not isinstance(obj, list | tuple | StringArray | NumberArray):
             raise FormatError(path, offset, f"a list is needed to build a repeated field, got {type(obj).__name__}")
         if count is not None and len(obj) != count:
             raise FormatError(path, offset, f"{count} items expected, {len(obj)} given")
+        if isinstance(obj, (StringArray, NumberArray)) and self._build_bulk(obj, stream, context, path, offset):
+            return obj
         out = cs.ListContainer()
         for i, item in enumerate(obj):
             context._index = i
             out.append(self._build_one(item, stream, context, f"{path}[{i}]"))
         return out
+
+    def _build_bulk(self, obj: StringArray | NumberArray, stream: Any, context: Any, path: str, offset: int) -> bool:
+        """Write a bulk array as the file held it, in one call, when the element is the same
+        (strings with prefixes of the same width, numbers of the same type); else False."""
+        element = self._element(context, path, offset)
+        if isinstance(obj, StringArray):
+            if not isinstance(element, PrefixedBytes) or element.encoding != obj.encoding \
+                    or element.prefix_for(context, path, offset).size != obj.prefix_size:
+                return False
+            stream.write(obj.wire)
+            return True
+        if PRIMITIVE_CODES.get(element) != obj.code:
+            return False
+        stream.write(obj.tobytes())
+        return True
 
     def _build_one(self, obj: Any, stream: Any, context: Any, path: str) -> Any:
         try:
@@ -604,8 +621,8 @@ class Payload(cs.Construct):  # type: ignore[misc]
 
     def _build(self, obj: Any, stream: Any, context: Any, path: str) -> Any:
         offset = stream.tell()
-        if self.at is not None:
-            raise FormatError(path, offset, "a payload placed with `at` cannot be built (yet)")
+        if self.at is not None:  # placed elsewhere (a GGUF's tensor data): written by whoever places it
+            return obj
         nbytes = None if self.size is None else evaluate(self.size, context, path, offset)
         if hasattr(obj, "write_to"):
             obj.write_to(stream)

@@ -1,0 +1,336 @@
+"""``fmt edit``: change a GGUF file's metadata or tensor names without rewriting its tensor data.
+
+The edited header is built through the GGUF schema (``schemas/gguf.yaml``'s build path: the
+unchanged keys are written back as the file held them, long arrays in one piece). The tensor
+data keeps its offsets relative to the data section, so it is cloned as one range:
+
+* to a new file (``-o``): the whole input is reflinked (``FICLONE``) when the new header ends on
+  the same aligned offset and the file system shares extents, and the header is then written
+  over the clone's; otherwise the header is written and the data appended by
+  ``copy_file_range`` (the kernel copies, or shares extents where the file system can);
+* in place (``--in-place``): only when the new header fits before the data section as it is
+  (in the old header's room and padding). The old header is first saved to a journal beside the
+  file (``IN.ggfmt-journal``, synced), then the new one written and synced, then the journal
+  removed: a run stopped between the two leaves the journal, and the next ``fmt edit`` of the
+  file puts the old header back before anything else, so the model is never left with half a
+  header it cannot recover from.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import io
+import json
+import os
+import struct
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import construct as cs
+
+from .document import Document
+from .errors import UsageError
+
+FICLONE = 0x40049409  # linux/fs.h: _IOW(0x94, 9, int)
+JOURNAL = ".ggfmt-journal"
+INT_RANGES = {"u8": (0, 2**8 - 1), "i8": (-2**7, 2**7 - 1), "u16": (0, 2**16 - 1), "i16": (-2**15, 2**15 - 1),
+              "u32": (0, 2**32 - 1), "i32": (-2**31, 2**31 - 1), "u64": (0, 2**64 - 1), "i64": (-2**63, 2**63 - 1)}
+FLOAT_TYPES = {"f32", "f64"}
+# what a header field may not be set to: it moves the tensor data
+FIXED_KEYS = {"general.alignment": "it sets where the tensor data starts; rewrite the file to change it"}
+
+
+@dataclass
+class Edits:
+    """What ``fmt edit`` was asked to change, in order of application: deletions, then values
+    (``set`` as text, ``set_file`` from files, typed by ``set_type`` or by the key's present type),
+    then tensor renames."""
+
+    set: dict[str, str] = field(default_factory=dict)
+    set_file: dict[str, Path] = field(default_factory=dict)
+    set_type: dict[str, str] = field(default_factory=dict)
+    delete: list[str] = field(default_factory=list)
+    rename_tensor: dict[str, str] = field(default_factory=dict)
+
+
+def pairs(values: Sequence[str], flag: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for text in values:
+        name, sep, value = text.partition("=")
+        if not sep or not name:
+            raise UsageError(f"{flag} {text!r}: expected NAME=VALUE")
+        if name in out:
+            raise UsageError(f"{flag} {name}: given twice")
+        out[name] = value
+    return out
+
+
+def _codes(doc: Document) -> dict[str, int]:
+    names = doc.schema.enums.get("value_type", {})
+    return {name: code for code, name in names.items()}
+
+
+def typed_value(key: str, type_name: str, text: str, codes: dict[str, int]) -> tuple[int, Any]:
+    """(value_type code, value as the schema builds it) of ``text`` read as ``type_name``:
+    u8 ... f64, bool, str, or an array TYPE[] given as JSON (``[1, 2]``, ``["a", "b"]``)."""
+    if type_name.endswith("[]"):
+        item_type = type_name[:-2]
+        try:
+            items = json.loads(text)
+        except ValueError:
+            raise UsageError(f"--set {key}: an array is given as JSON ([1, 2, 3] or [\"a\", \"b\"]), not "
+                             f"{text[:60]!r}") from None
+        if not isinstance(items, list):
+            raise UsageError(f"--set {key}: a {type_name} value is a JSON list")
+        if item_type not in codes or item_type == "array":
+            raise UsageError(f"--set-type {key}={type_name}: arrays of {item_type} are not set from text")
+        item_code = codes[item_type]
+        values = [_item(key, item_type, v) for v in items]
+        return codes["array"], cs.Container(item_type=item_code, count=len(values), items=cs.ListContainer(values))
+    if type_name not in codes or type_name == "array":
+        known = ", ".join(n for n in codes if n != "array")
+        raise UsageError(f"--set-type {key}={type_name}: not a GGUF type (one of {known}, or TYPE[] for an array)")
+    return codes[type_name], _item(key, type_name, text)
+
+
+def _item(key: str, type_name: str, value: Any) -> Any:
+    """One value of ``type_name`` from text or from a JSON item, range-checked."""
+    what = f"--set {key}"
+    if type_name == "str":
+        if not isinstance(value, str):
+            raise UsageError(f"{what}: expected a string, got {value!r}")
+        return value
+    if type_name == "bool":
+        words = {"true": True, "false": False, "1": True, "0": False}
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in words:
+            return words[value.lower()]
+        raise UsageError(f"{what}: a bool is true or false, not {value!r}")
+    if type_name in INT_RANGES:
+        try:
+            number = int(value, 0) if isinstance(value, str) else value
+        except ValueError:
+            number = None
+        if not isinstance(number, int) or isinstance(number, bool):
+            raise UsageError(f"{what}: a {type_name} is an integer, not {value!r}")
+        lo, hi = INT_RANGES[type_name]
+        if not lo <= number <= hi:
+            raise UsageError(f"{what}: {number} does not fit a {type_name} ({lo} to {hi})")
+        return number
+    if type_name in FLOAT_TYPES:
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            raise UsageError(f"{what}: a {type_name} is a number, not {value!r}") from None
+        if type_name == "f32" and abs(number) > 3.4028234663852886e38 and abs(number) != float("inf"):
+            raise UsageError(f"{what}: {number} does not fit an f32")
+        return number
+    raise UsageError(f"{what}: values of type {type_name} are not set from text")
+
+
+def _guess(text: str) -> str:
+    """The type of a new key given without --set-type: what the text reads as."""
+    if text.lower() in ("true", "false"):
+        return "bool"
+    with contextlib.suppress(ValueError):
+        return "u32" if int(text) >= 0 and int(text) < 2**32 else "i64"
+    with contextlib.suppress(ValueError):
+        float(text)
+        return "f32"
+    return "str"
+
+
+def apply(doc: Document, edits: Edits) -> tuple[Any, list[str]]:
+    """The document's fields with the edits made, and one line per change made."""
+    if doc.schema.id != "gguf":
+        raise UsageError(f"{doc.source}: fmt edit changes GGUF files; this is a {doc.schema.id} file "
+                         "(fmt to-gguf converts it)")
+    fields = doc.fields
+    codes = _codes(doc)
+    names = doc.schema.enums.get("value_type", {})
+    metadata: list[Any] = list(fields["metadata"])
+    index = {str(kv["key"]): i for i, kv in enumerate(metadata)}
+    done: list[str] = []
+    for key in [*edits.delete, *edits.set, *edits.set_file]:
+        if key in FIXED_KEYS:
+            raise UsageError(f"{key} cannot be edited: {FIXED_KEYS[key]}")
+    for key in edits.set_type:
+        if key not in edits.set and key not in edits.set_file:
+            raise UsageError(f"--set-type {key}: give its value with --set {key}=VALUE or --set-file {key}=PATH")
+    for key in edits.delete:
+        if key not in index:
+            raise UsageError(f"--delete {key}: {doc.source} has no such key")
+        metadata[index[key]] = None
+        done.append(f"deleted {key}")
+    texts = dict(edits.set)
+    for key, path in edits.set_file.items():
+        if key in texts:
+            raise UsageError(f"{key}: given by both --set and --set-file")
+        try:
+            texts[key] = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            raise UsageError(f"--set-file {key}={path}: {getattr(e, 'strerror', None) or e}") from None
+    for key, text in texts.items():
+        present = metadata[index[key]] if key in index and metadata[index[key]] is not None else None
+        if key in edits.set_type:
+            type_name = edits.set_type[key]
+        elif present is not None:
+            type_name = names.get(present["value_type"], "")
+            if type_name == "array":
+                type_name = names.get(present["value"]["item_type"], "") + "[]"
+        else:
+            type_name = "str" if key in edits.set_file else _guess(text)
+        code, value = typed_value(key, type_name, text, codes)
+        record = cs.Container(key=key, value_type=code, value=value)
+        if present is not None:
+            metadata[index[key]] = record
+            done.append(f"set {key} ({type_name})")
+        else:
+            index[key] = len(metadata)
+            metadata.append(record)
+            done.append(f"added {key} ({type_name})")
+    infos = list(fields["infos"])
+    by_name = {str(t["name"]): i for i, t in enumerate(infos)}
+    for old, new in edits.rename_tensor.items():
+        if old not in by_name:
+            raise UsageError(f"--rename-tensor {old}={new}: {doc.source} has no tensor {old!r}")
+        if new in by_name:
+            raise UsageError(f"--rename-tensor {old}={new}: a tensor {new!r} exists already")
+        if not new:
+            raise UsageError(f"--rename-tensor {old}=: the new name is empty")
+        i = by_name.pop(old)
+        infos[i] = cs.Container(infos[i])
+        infos[i]["name"] = new
+        by_name[new] = i
+        done.append(f"renamed tensor {old} -> {new}")
+    edited = cs.Container(fields)
+    edited["metadata"] = cs.ListContainer(kv for kv in metadata if kv is not None)
+    edited["infos"] = cs.ListContainer(infos)
+    return edited, done
+
+
+def header_bytes(doc: Document, fields: Any) -> bytes:
+    """The GGUF header (up to the aligned start of the data section) of ``fields``, built by the schema."""
+    context = cs.Container(**doc.params)
+    context._parsing = False
+    context._building = True
+    context._sizing = False
+    context._params = context
+    out = io.BytesIO()
+    doc.schema.construct._build(fields, out, context, "")
+    return out.getvalue()
+
+
+def _clone(src: int, dst: int) -> bool:
+    """Share all of ``src``'s extents with ``dst`` (a reflink); False where the file system cannot."""
+    try:
+        fcntl.ioctl(dst, FICLONE, src)
+        return True
+    except OSError as e:
+        if e.errno in (errno.EOPNOTSUPP, errno.EXDEV, errno.EINVAL, errno.ENOTTY, errno.EBADF, errno.ENOSYS):
+            return False
+        raise
+
+
+def _copy_range(src: int, dst: int, offset: int, nbytes: int, at: int) -> None:
+    """``nbytes`` of ``src`` from ``offset`` to ``dst`` at ``at``, copied inside the kernel if it can."""
+    done = 0
+    while done < nbytes:
+        try:
+            n = os.copy_file_range(src, dst, nbytes - done, offset + done, at + done)
+        except OSError as e:
+            if e.errno not in (errno.EXDEV, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL):
+                raise
+            n = _copy_by_reading(src, dst, offset + done, nbytes - done, at + done)
+        if n == 0:
+            raise OSError(f"the input ended {nbytes - done} bytes early")
+        done += n
+
+
+def _copy_by_reading(src: int, dst: int, offset: int, nbytes: int, at: int) -> int:
+    piece = os.pread(src, min(nbytes, 1 << 24), offset)
+    view = memoryview(piece)
+    while view:
+        written = os.pwrite(dst, view, at)
+        view, at = view[written:], at + written
+    return len(piece)
+
+
+def write_copy(doc: Document, header: bytes, temporary: Path) -> str:
+    """Write the edited file to ``temporary``: returns how the tensor data got there."""
+    old_start = int(doc.fields["data_start"])
+    data_bytes = doc.size - old_start
+    with open(doc.source, "rb") as src, open(temporary, "r+b") as dst:
+        if len(header) == old_start and _clone(src.fileno(), dst.fileno()):
+            os.pwrite(dst.fileno(), header, 0)
+            return "reflinked"
+        os.pwrite(dst.fileno(), header, 0)
+        _copy_range(src.fileno(), dst.fileno(), old_start, data_bytes, len(header))
+        os.ftruncate(dst.fileno(), len(header) + data_bytes)
+    return "copied (copy_file_range)"
+
+
+def journal_path(path: Path) -> Path:
+    return path.with_name(path.name + JOURNAL)
+
+
+def recover(path: Path) -> bool:
+    """Put back the header an interrupted ``--in-place`` edit saved; True when there was one."""
+    journal = journal_path(path)
+    try:
+        saved = journal.read_bytes()
+    except FileNotFoundError:
+        return False
+    if len(saved) < 8:  # the journal itself was cut short: the file was not touched yet
+        journal.unlink()
+        return False
+    (length,) = struct.unpack_from("<Q", saved)
+    header = saved[8:]
+    if len(header) != length:
+        journal.unlink()
+        return False
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        os.pwrite(fd, header, 0)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    journal.unlink()
+    return True
+
+
+def write_in_place(doc: Document, header: bytes) -> None:
+    """Write ``header`` over the file's own, journaled (see the module doc)."""
+    old_start = int(doc.fields["data_start"])
+    if len(header) != old_start:
+        missing = len(header) - old_start
+        raise UsageError(f"{doc.source}: the edited header needs {missing:,} bytes more room than the "
+                         f"{old_start:,} before the tensor data" if missing > 0 else
+                         f"{doc.source}: the edited header ends {-missing:,} bytes earlier, which would move "
+                         "the tensor data; write a new file with -o")
+    journal = journal_path(doc.source)
+    with open(doc.source, "rb") as f:
+        old = os.pread(f.fileno(), old_start, 0)
+    fd = os.open(journal, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.write(fd, struct.pack("<Q", len(old)) + old)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    directory = os.open(journal.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
+    fd = os.open(doc.source, os.O_WRONLY)
+    try:
+        os.pwrite(fd, header, 0)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    journal.unlink()
