@@ -5,6 +5,7 @@
     python benchmarks/make_gguf.py small-kvs kvs.gguf        # ~10 MB of one-byte metadata pairs
     python benchmarks/make_gguf.py small-infos infos.gguf    # ~10 MB of tensor infos
     python benchmarks/make_gguf.py small-array array.gguf    # one ~10 MB u8 array
+    python benchmarks/make_gguf.py llama3-3gb-filled big.gguf  # 16 layers, ~3 GB of data on disk
 
 The model headers hold what the real ones hold: the hyperparameters, a byte-level BPE vocabulary
 (Llama-3: 128,256 tokens, 280,147 merges, 291 tensors; Qwen-2.5: 151,936 tokens, 151,387 merges,
@@ -127,7 +128,7 @@ def write_gguf(path: Path, kvs: list[bytes], infos: Iterable[tuple[bytes, list[i
         out.truncate(out.tell() + data_size)  # the data: a hole
 
 
-def model_gguf(path: Path, m: Model) -> None:
+def model_gguf(path: Path, m: Model, filled: bool = False) -> None:
     vocab = [token(i) for i in range(m.tokens)]
     types = [3 if i >= m.tokens - 256 else 1 for i in range(m.tokens)]  # control tokens at the end
     kvs = [
@@ -161,7 +162,19 @@ def model_gguf(path: Path, m: Model) -> None:
         infos.append((name.encode(), ne, ggml[0], offset))
         offset += -(-nbytes(ne, ggml) // 32) * 32
     write_gguf(path, kvs, infos, len(infos), offset)
+    if filled:  # the data written out (a hole copies for nothing): pseudo-random bytes, 64 MiB at a time
+        import random
 
+        block = random.Random(0).randbytes(1 << 26)
+        with path.open("r+b") as out:
+            out.seek(path.stat().st_size - offset)
+            left = offset
+            while left:
+                left -= out.write(block[:min(left, len(block))])
+
+
+# Llama-3-like with 16 layers: about 3 GB of tensor data
+LLAMA3_3GB = Model("llama", "Llama-3-like-3GB", 16, 4096, 14336, 32, 8, 128_256, 280_147, "llama-bpe", 500000.0, False)
 
 TARGET = 10_000_000  # bytes of the many-small-items files
 
@@ -185,6 +198,7 @@ def small_array(path: Path) -> None:
 
 MAKERS: dict[str, Callable[[Path], None]] = {
     "llama3": lambda p: model_gguf(p, LLAMA3), "qwen": lambda p: model_gguf(p, QWEN),
+    "llama3-3gb-filled": lambda p: model_gguf(p, LLAMA3_3GB, filled=True),
     "small-kvs": small_kvs, "small-infos": small_infos, "small-array": small_array,
 }
 
