@@ -16,7 +16,7 @@ import hashlib
 import math
 import os
 import struct
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -99,8 +99,7 @@ def first_difference(a: Sequence[Any], b: Sequence[Any]) -> int | None:
     return None if len(a) == len(b) else min(len(a), len(b))
 
 
-def compare(a: Document, b: Document, *, values: bool = False,
-            progress: Callable[[int], None] | None = None) -> Comparison:
+def compare(a: Document, b: Document, *, values: bool = False) -> Comparison:
     result = Comparison()
     keys_a, keys_b = keyed(a), keyed(b)
     for key, value in keys_a.items():
@@ -130,7 +129,7 @@ def compare(a: Document, b: Document, *, values: bool = False,
                 _value_differences(a, t, b, other, change)
             result.tensors.append(change)
             continue
-        digest_a, digest_b = _sha256(a, t, progress), _sha256(b, other, progress)
+        digest_a, digest_b = _sha256(a, t), _sha256(b, other)
         if digest_a != digest_b:
             change = TensorChange(tensor_key(t), "content", a=t, b=other, sha256=(digest_a, digest_b))
             if values:
@@ -165,12 +164,10 @@ def _chunks(doc: Document, t: TensorRef, size: int = CHUNK) -> Iterator[bytes]:
             left -= len(piece)
 
 
-def _sha256(doc: Document, t: TensorRef, progress: Callable[[int], None] | None) -> str:
+def _sha256(doc: Document, t: TensorRef) -> str:
     digest = hashlib.sha256()
     for piece in _chunks(doc, t):
         digest.update(piece)
-        if progress is not None:
-            progress(len(piece))
     return digest.hexdigest()
 
 

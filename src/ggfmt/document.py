@@ -89,21 +89,32 @@ class Document:
         return offsets.get(path) if offsets else None
 
     def scalar_fields(self) -> Iterator[tuple[str, Any]]:
-        """(dotted path, value) of every field that is not part of a tensor record."""
-        yield from _scalars(self.fields, "")
+        """(dotted path, value) of every field that is not part of a tensor record, as the file holds it."""
+        from .view import items
+
+        yield from items(self.fields, raw=True)
 
     def write_view_json(self, out: TextIO, patterns: list[str] | None = None, tensors: bool = True) -> None:
         """The document as its users read it (:mod:`ggfmt.view`): typed keys as ``{"type": "u32",
         "value": 32}``, arrays in full; ``patterns`` select fields and keys."""
         from .view import json_tree
 
-        fields = json_tree(self.fields, patterns)
+        self._write(out, json_tree(self.fields, patterns), tensors)
+
+    def write_json(self, out: TextIO) -> None:
+        """The document as :meth:`as_json` gives it (the records as the file holds them)."""
+        self._write(out, self.fields, True)
+
+    def _write(self, out: TextIO, fields: Any, tensors: bool) -> None:
+        """Written piece by piece: a record at a time and a list of numbers or strings in one call,
+        so that a header of millions of items is neither copied whole nor encoded element by
+        element in Python."""
         out.write(f'{{"file": {_dumps(str(self.source))}, "schema": {_dumps(self.schema.id)}, '
                   f'"size": {self.size},\n "fields": ')
         pieces: list[str] = []
         for piece in _json_pieces(fields, "", 1):
             pieces.append(piece)
-            if len(pieces) >= 4096:
+            if len(pieces) >= 4096:  # written in batches: a write call per piece would dominate
                 out.write("".join(pieces))
                 pieces.clear()
         out.write("".join(pieces))
@@ -113,24 +124,6 @@ class Document:
                 out.write(("," if i else "") + "\n  " + _dumps(tensor.as_json()))
             out.write("\n ]")
         out.write("\n}\n")
-
-    def write_json(self, out: TextIO) -> None:
-        """The document as :meth:`as_json` gives it, written piece by piece: a record at a time and a
-        list of numbers or strings in one call, so that a header of millions of items is neither
-        copied whole nor encoded element by element in Python."""
-        out.write(f'{{"file": {_dumps(str(self.source))}, "schema": {_dumps(self.schema.id)}, '
-                  f'"size": {self.size},\n "fields": ')
-        pieces: list[str] = []
-        for piece in _json_pieces(self.fields, "", 1):
-            pieces.append(piece)
-            if len(pieces) >= 4096:  # written in batches: a write call per piece would dominate
-                out.write("".join(pieces))
-                pieces.clear()
-        out.write("".join(pieces))
-        out.write(',\n "tensors": [')
-        for i, tensor in enumerate(self.tensors):
-            out.write(("," if i else "") + "\n  " + _dumps(tensor.as_json()))
-        out.write("\n ]\n}\n")
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -145,31 +138,6 @@ class Document:
 # How --json writes the floats JSON cannot hold (the names JavaScript gives them), so that the
 # document stays valid for strict parsers (jq, JSON.parse) and no value is lost.
 NON_FINITE = {"nan": "NaN", "inf": "Infinity", "-inf": "-Infinity"}
-
-SHOWN_ITEMS = 32  # of a long list of structures (a vocabulary, say), the first ones are listed
-
-
-def _scalars(value: Any, path: str) -> Iterator[tuple[str, Any]]:
-    from .schema.constructs import PayloadRef, TensorContainer
-
-    if isinstance(value, TensorContainer):
-        return
-    if isinstance(value, Mapping):
-        for key, item in value.items():
-            if isinstance(key, str) and not key.startswith("_"):
-                yield from _scalars(item, f"{path}.{key}" if path else key)
-    elif isinstance(value, list) and value and all(isinstance(v, Mapping) for v in value):
-        records = all(isinstance(v, TensorContainer) for v in value)
-        for i, item in enumerate(value):
-            if i == SHOWN_ITEMS and len(value) > 2 * SHOWN_ITEMS and not records:
-                yield f"{path}[{i}:{len(value)}]", f"... {len(value) - i} more (--json shows them all)"
-                return
-            yield from _scalars(item, f"{path}[{i}]")
-    elif isinstance(value, PayloadRef):
-        yield path, f"<{value.nbytes} bytes at {value.offset}>"
-    else:
-        yield path, value
-
 
 def _dumps(value: Any) -> str:
     return json.dumps(value, allow_nan=False)  # non-ASCII escaped: no bidi control reaches a terminal

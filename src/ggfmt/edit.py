@@ -294,14 +294,19 @@ def recover(path: Path) -> bool:
     if len(header) != length:
         journal.unlink()
         return False
+    _write_synced(path, header)
+    journal.unlink()
+    return True
+
+
+def _write_synced(path: Path, header: bytes) -> None:
+    """``header`` over the start of ``path``, on disk when this returns."""
     fd = os.open(path, os.O_WRONLY)
     try:
         os.pwrite(fd, header, 0)
         os.fsync(fd)
     finally:
         os.close(fd)
-    journal.unlink()
-    return True
 
 
 def write_in_place(doc: Document, header: bytes) -> None:
@@ -327,10 +332,5 @@ def write_in_place(doc: Document, header: bytes) -> None:
         os.fsync(directory)
     finally:
         os.close(directory)
-    fd = os.open(doc.source, os.O_WRONLY)
-    try:
-        os.pwrite(fd, header, 0)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    _write_synced(doc.source, header)
     journal.unlink()

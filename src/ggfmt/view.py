@@ -76,21 +76,22 @@ def _keyed_records(value: Any) -> bool:
     return spec is not None and spec.key is not None
 
 
-def items(fields: Any, path: str = "") -> Iterator[Item]:
+def items(fields: Any, path: str = "", raw: bool = False) -> Iterator[Item]:
     """(path, value) of every field a user reads: a record with a view as its :class:`Typed` value,
     a list of keyed records as a :class:`Section`; hidden fields, tensor records and ``_`` entries
-    left out; of a long list of other records, the first :data:`SHOWN_RECORDS`."""
+    left out; of a long list of other records, the first :data:`SHOWN_RECORDS`. With ``raw``, every
+    field of every record as the file holds it (views and ``hidden`` ignored)."""
     if isinstance(fields, TensorContainer):
         return
     if isinstance(fields, Mapping):
-        if _spec(fields) is not None and path:
+        if not raw and _spec(fields) is not None and path:
             yield path, typed(fields)
             return
-        hidden = fields.get("_hidden") or ()
+        hidden = fields.get("_hidden") or () if not raw else ()
         for key, item in fields.items():
             if isinstance(key, str) and not key.startswith("_") and key not in hidden:
-                yield from items(item, f"{path}.{key}" if path else key)
-    elif _keyed_records(fields):
+                yield from items(item, f"{path}.{key}" if path else key, raw)
+    elif not raw and _keyed_records(fields):
         key_field = _spec(fields[0]).key  # type: ignore[union-attr]
         yield path, Section(path, [(str(r[key_field]), typed(r)) for r in fields])
     elif isinstance(fields, list) and fields and all(isinstance(v, Mapping) for v in fields):
@@ -99,7 +100,7 @@ def items(fields: Any, path: str = "") -> Iterator[Item]:
             if i == SHOWN_RECORDS and len(fields) > 2 * SHOWN_RECORDS and not records:
                 yield f"{path}[{i}:{len(fields)}]", f"... {len(fields) - i} more (--json shows them all)"
                 return
-            yield from items(item, f"{path}[{i}]")
+            yield from items(item, f"{path}[{i}]", raw)
     elif isinstance(fields, PayloadRef):
         yield path, f"<{fields.nbytes} bytes at {fields.offset}>"
     else:

@@ -43,10 +43,6 @@ class NumberArray(Sequence[Any]):
                 items.byteswap()
             self._items = items
 
-    @property
-    def itemsize(self) -> int:
-        return struct.calcsize("<" + self.code)
-
     def __len__(self) -> int:
         return len(self._items) // 2 if self.code == "e" else len(self._items)
 
@@ -124,10 +120,6 @@ class StringArray(Sequence[Any]):
         start = self.starts[index]
         end = self.starts[index + 1] - self.prefix_size if index + 1 < len(self.starts) else len(self.wire)
         return start, end
-
-    def item_bytes(self, index: int) -> bytes:
-        start, end = self._bounds(index)
-        return self.wire[start:end]
 
     @overload
     def __getitem__(self, index: int) -> Any: ...
