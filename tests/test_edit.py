@@ -106,3 +106,17 @@ def test_bad_edits_are_one_line_errors_and_write_nothing(tmp_path: Path, fmt: Fm
     assert "already exists" in line and out.read_bytes() == b"keep"
     line = assert_clean_failure(fmt("edit", GENUINE / "ggcp-v0-adam.bin", "--set", "a=1", "-o", tmp_path / "c"))
     assert "fmt edit changes GGUF files" in line
+
+
+def test_copy_in_pieces_moves_every_byte(tmp_path: Path, monkeypatch: Any) -> None:
+    from ggfmt import edit
+
+    source = tmp_path / "src.bin"
+    data = bytes(range(256)) * 4099  # not a multiple of the piece size
+    source.write_bytes(data)
+    target = tmp_path / "dst.bin"
+    target.write_bytes(b"HEADER")
+    monkeypatch.setattr(edit, "COPY_PIECE", 4096)
+    with open(source, "rb") as src, open(target, "r+b") as dst:
+        edit._copy_range(src.fileno(), dst.fileno(), 100, len(data) - 100, 6)
+    assert target.read_bytes() == b"HEADER" + data[100:]
