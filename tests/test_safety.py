@@ -41,17 +41,17 @@ def test_internal_error_is_short_unless_debugging(fmt: Fmt, monkeypatch: pytest.
 
     monkeypatch.setattr(ggfmt.engine, "parse", broken)
     result = fmt("parse", GENUINE / "ggcp-v0-adam.bin")
-    assert result.code == 1
+    assert result.code == 70  # never fmt diff's 1 ("the files differ")
     assert "internal error: RuntimeError: something ggfmt did not expect" in result.err
     assert "This is a bug in ggfmt" in result.err and "Traceback" not in result.err
     result = fmt("parse", GENUINE / "ggcp-v0-adam.bin", "--debug")
-    assert result.code == 1 and "Traceback" in result.err
+    assert result.code == 70 and "Traceback" in result.err
 
 
 def test_exit_statuses_are_documented(fmt: Fmt) -> None:
     result = fmt("--help")
     assert result.code == 0
-    for line in ("0  success", "2  bad input or usage", "1  internal error"):
+    for line in ("0  success", "2  bad input or usage", "70  internal error", "1  fmt diff: the files differ"):
         assert line in result.out
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
-    assert "| 2 | bad input or usage" in readme and "| 1 | internal error" in readme
+    assert "| 2 | bad input or usage" in readme and "| 70 | internal error" in readme

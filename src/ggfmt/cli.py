@@ -25,8 +25,9 @@ from .errors import GgfmtError, UsageError
 from .outtype import OUTTYPES
 from .text import escape
 
-EXIT_OK, EXIT_INTERNAL, EXIT_BAD_INPUT = 0, 1, 2
+EXIT_OK, EXIT_BAD_INPUT = 0, 2
 EXIT_DIFFERENT = 1  # fmt diff, as diff(1)
+EXIT_INTERNAL = 70  # sysexits.h EX_SOFTWARE: never taken for "the files differ"
 PROGRESS_THRESHOLD = 64 << 20  # payloads smaller than this convert too fast to need a bar
 
 DESCRIPTION = """\
@@ -51,10 +52,11 @@ examples:
   fmt to-hf gemma-2b.ckpt --size 2B -o gemma-2b-hf         native Gemma checkpoint -> Hugging Face
 
 exit status:
-  0  success
+  0  success (fmt diff: the files are equal)
+  1  fmt diff: the files differ
   2  bad input or usage: one line on stderr names the file, the field, the byte offset
      and what was expected; no output file is left behind
-  1  internal error (a bug in ggfmt): a short message; --debug shows the traceback
+  70  internal error (a bug in ggfmt): a short message; --debug shows the traceback
   130, 143  interrupted (Ctrl-C) or terminated: no output and no temporary file is left
 """
 

@@ -282,6 +282,10 @@ class RepeatUntil:
     condition: Expression
 
 
+MAX_DEPTH = 64  # fields inside fields: far beyond any layout's, well before Python's stack runs out
+_depth = [0]  # how deep the parse is now
+
+
 class Field(cs.Construct):  # type: ignore[misc]
     """One field of a schema ``seq``; see the module doc."""
 
@@ -328,7 +332,17 @@ class Field(cs.Construct):  # type: ignore[misc]
         # (not those inside: a path string per element field would cost more than the file).
         if offsets is not None and "[" not in path:
             offsets[path] = offset
-        value = self._read(stream, context, path, offset)
+        if self.fixed_size is None:  # a structure: one level deeper
+            _depth[0] += 1
+            try:
+                if _depth[0] > MAX_DEPTH:
+                    raise FormatError(path, offset, f"nested too deeply: more than {MAX_DEPTH} structures "
+                                                    "inside each other (ggfmt reads no deeper)")
+                value = self._read(stream, context, path, offset)
+            finally:
+                _depth[0] -= 1
+        else:
+            value = self._read(stream, context, path, offset)
         if self.contents is not None and value != self.contents:
             raise FormatError(path, offset, f"expected {self.contents!r}, got {value!r}")
         for clause in self.valid:
