@@ -6,6 +6,7 @@ the cost of a parse depends on the number of fields and tensors, not on the size
 
 from __future__ import annotations
 
+import io
 import os
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -41,9 +42,9 @@ def parse(path: str | os.PathLike[str], schema: Schema | str | None = None,
     loaded = resolve_schema(path, schema)
     values = _parameters(loaded, params or {})
     try:
-        with path.open("rb") as raw:
-            size = os.fstat(raw.fileno()).st_size
-            stream = FileView(raw, size)
+        raw = io.FileIO(path, "r")
+        size = os.fstat(raw.fileno()).st_size
+        with FileView(raw, size) as stream:
             try:
                 fields = _parse_root(loaded.construct, stream, values)
             except RecursionError:
@@ -65,9 +66,12 @@ def parse(path: str | os.PathLike[str], schema: Schema | str | None = None,
         raise FormatError("", end, f"the {loaded.id} layout ends here but the file has {size - end} "
                                    f"more bytes (file size {size})", str(path))
     # The records the parse met (a walk of the fields would visit millions of header items); a
-    # Python schema's construct registers none, and is walked.
+    # Python schema's construct may register none, and is then walked.
     records = fields.pop("_tensors", None) if isinstance(fields, cs.Container) else None
-    tensors = [tensor_ref(r, p) for p, r in records] if records else list(_tensors(fields, ""))
+    if records is None or not (records or loaded.registers_tensors):
+        tensors = list(_tensors(fields, ""))
+    else:
+        tensors = [tensor_ref(r, p) for p, r in records]
     return Document(source=path, schema=loaded, fields=fields, tensors=tensors, size=size, params=values)
 
 

@@ -48,6 +48,7 @@ class Schema:
     params: dict[str, Param] = field(default_factory=dict)
     trailing: bool = False
     enums: dict[str, dict[Any, str]] = field(default_factory=dict)  # `enums:`, name -> {value: label}
+    registers_tensors: bool = True  # its tensor records list themselves as parsed (a Python schema's may not)
 
 
 @dataclass(frozen=True)
@@ -235,6 +236,7 @@ def load_python_schema(path: Path) -> Schema:
         construct=construct,
         params=params,
         trailing=bool(getattr(module, "trailing", False)),
+        registers_tensors=False,
     )
 
 
