@@ -38,11 +38,38 @@ def _constants() -> ModuleType:
     return module
 
 
+# The block layouts of 2023 model files that ggml has since changed (llama.cpp PR 1405, "remove bit
+# shuffling", made GGJT v2; PR 1508, f16 scales, made v3), which gguf-py does not know. Their ids
+# are ggfmt's own: 1000 x era + the file's type word, era 1 for unversioned ggml, ggmf and GGJT v1
+# files (ggml.c of b608b55), era 2 for GGJT v2 (6986c78). Each entry: name, elements per block,
+# bytes per block, and today's type that holds the same values (ggfmt.legacy_blocks converts).
+LEGACY_TYPES: dict[int, tuple[str, int, int, str]] = {
+    1002: ("q4_0_v1", 32, 20, "q4_0"),  # f32 d; byte j holds weights 2j (low nibble) and 2j+1
+    1003: ("q4_1_v1", 32, 24, "q4_1"),  # f32 d, f32 m; nibbles as q4_0_v1
+    1004: ("q4_2", 16, 10, "f16"),      # f16 d; nibbles as q4_0_v1 (no type today has 16-weight blocks)
+    1006: ("q5_0_v1", 32, 22, "q5_0"),  # f16 d, u32 fifth bits; nibbles as q4_0_v1
+    1007: ("q5_1_v1", 32, 24, "q5_1"),  # f16 d, f16 m, u32 fifth bits; nibbles as q4_0_v1
+    1008: ("q8_0_v1", 32, 36, "q8_0"),  # f32 d
+    2002: ("q4_0_v2", 32, 20, "q4_0"),  # f32 d; byte j holds weights j and j+16, as today
+    2003: ("q4_1_v2", 32, 24, "q4_1"),  # f32 d, f32 m
+    2008: ("q8_0_v2", 32, 36, "q8_0"),  # f32 d
+}
+
+
+def legacy_type(era: int, word: int) -> int:
+    """The type of a tensor whose type word is ``word`` in a file of ``era`` (1: ggml, ggmf, GGJT v1;
+    2: GGJT v2; 3: GGJT v3): its legacy id where the layout has changed since, else ``word``."""
+    legacy = 1000 * era + word
+    return legacy if legacy in LEGACY_TYPES else word
+
+
 @cache
 def _table() -> dict[int, tuple[str, int, int]]:
     """type id -> (name as llama.cpp prints it, elements per block, bytes per block)."""
     constants = _constants()
-    return {int(t): (t.name.lower(), block, size) for t, (block, size) in constants.GGML_QUANT_SIZES.items()}
+    table = {int(t): (t.name.lower(), block, size) for t, (block, size) in constants.GGML_QUANT_SIZES.items()}
+    table.update({k: (name, block, size) for k, (name, block, size, _) in LEGACY_TYPES.items()})
+    return table
 
 
 def is_type(type_id: object) -> bool:

@@ -136,6 +136,16 @@ def _ggml_type_size(t: Any) -> int:
     return ggml_types.type_size(_ggml_int(t))
 
 
+def _ggml_legacy(t: Any) -> bool:
+    return _ggml_int(t) in ggml_types.LEGACY_TYPES
+
+
+def _legacy_ggml_type(era: Any, word: Any) -> int:
+    if era not in (1, 2, 3):
+        raise ValueError(f"legacy_ggml_type(era, word): era is 1, 2 or 3, not {era!r}")
+    return ggml_types.legacy_type(era, _ggml_int(word))
+
+
 def _ggml_nbytes(t: Any, ne: Any) -> int:
     if not isinstance(ne, SEQUENCE) or not all(isinstance(n, int) and n >= 0 for n in ne):
         raise TypeError("ggml_nbytes(type, ne) takes a list of dimensions")
@@ -269,6 +279,9 @@ FUNCTIONS: dict[str, Callable[..., Any]] = {
     "ggml_block_size": _ggml_block_size,
     "ggml_type_size": _ggml_type_size,
     "ggml_nbytes": _ggml_nbytes,
+    # 2023 block layouts ggml has changed since (ggfmt's ids, see ggml_types.LEGACY_TYPES)
+    "ggml_legacy": _ggml_legacy,
+    "legacy_ggml_type": _legacy_ggml_type,
     "len": len,
     "prod": _product,
     "sum": _sum,
