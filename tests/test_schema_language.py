@@ -61,6 +61,18 @@ def test_strings_are_sliced_joined_and_named_tensors_recognised() -> None:
             Expression(failing)(fields.__getitem__)
 
 
+def test_format_and_replace_are_bounded() -> None:
+    fields = {"b": b"\xa4", "t": b"the cat", "s": "a b", "long": "x" * 40000}
+    assert Expression("'<0x' + format(b[0], '02X') + '>'")(fields.__getitem__) == "<0xA4>"
+    assert Expression("format(0.5, '.3f')")(fields.__getitem__) == "0.500"
+    assert Expression("replace(t, ' ', '▁')")(fields.__getitem__) == "the▁cat".encode()
+    assert Expression("replace(s, ' ', '_')")(fields.__getitem__) == "a_b"
+    for failing in ("format(1, '1000000d')", "format(1, '{}')", "format([1], 'd')", "replace(long, 'x', 'yy')",
+                    "replace(s, '', 'y')", "replace(1, 'a', 'b')"):
+        with pytest.raises(ExpressionError):
+            Expression(failing)(fields.__getitem__)
+
+
 @pytest.mark.parametrize("hostile", [
     "__import__('os').system('touch pwned')", "open('/etc/passwd')", "(lambda: 1)()", "n.__class__",
     "_secret", "getattr(n, 'x')", "[x for x in n for y in n]", "n[0:2:x.__len__]", "2 ** 1000000", "f'{n}'",

@@ -176,6 +176,17 @@ def build_parser() -> argparse.ArgumentParser:
                       help="instead of preprocessor_config.json's image_mean")
     clip.add_argument("--image-std", type=float, nargs=3, metavar=("R", "G", "B"),
                       help="instead of preprocessor_config.json's image_std")
+    legacy = p.add_argument_group("2023 llama model files (ggml, ggmf, ggjt), as convert-llama-ggml-to-gguf.py "
+                                  "took them")
+    legacy.add_argument("-c", "--context-length", type=int, metavar="N",
+                        help="llama.context_length (default 2048; LLaMA 2 is 4096)")
+    legacy.add_argument("--gqa", type=int, metavar="N",
+                        help="grouped-query attention factor n_head / n_head_kv (default 1; 8 for LLaMA 2 70B)")
+    legacy.add_argument("--eps", type=float, metavar="X",
+                        help="RMS norm epsilon (default 5e-6; 1e-6 for LLaMA 1 and OpenLLaMA, 1e-5 for LLaMA 2)")
+    legacy.add_argument("--name", metavar="TEXT", help="general.name (default: the input's file name)")
+    legacy.add_argument("--desc", metavar="TEXT",
+                        help="general.description (default: converted from legacy GGJTv3 MOSTLY_Q4_0 format)")
     p.add_argument("--option", action="append", default=[], metavar="NAME=VALUE",
                    help="set an option the conversion's table declares (repeatable; see the `options:` of its "
                         "mapping table); the flags above are such options under their upstream names")
@@ -505,8 +516,8 @@ def _convert_command(args: argparse.Namespace, target: str) -> int:
 
 # the options a conversion's table may declare (`options:`), passed on when given: the tables
 # say which take them and what they mean
-CONVERSION_OPTIONS = ("text_only", "vision_only", "llava_projector", "use_f32", "image_mean", "image_std", "size",
-                      "config")
+CONVERSION_OPTIONS = ("context_length", "gqa", "eps", "name", "desc", "text_only", "vision_only", "llava_projector",
+                      "use_f32", "image_mean", "image_std", "size", "config")
 
 
 def _conversion_options(args: argparse.Namespace) -> dict[str, Any]:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from . import ggml_types
 from .errors import FormatError, SchemaError, UsageError
 
 if TYPE_CHECKING:
@@ -82,8 +83,13 @@ def convert(source: Path, target: str = "gguf", *, schema: str | None = None,
     what = doc.schema.title if doc.schema.title and doc.schema.id != doc.schema.title else doc.schema.id
     # (a Hugging Face directory's summary counts its layers instead of naming the table)
     description = f"{what} -> Hugging Face" if target == "hf" else f"{what} -> {_shown(target)} via {table.name}"
-    conversion = _retyped(Conversion(plan, description, target, list(plan.warnings),
-                                     hf_tokenizer=table.hf_tokenizer), outtype, table)
+    conversion = Conversion(plan, description, target, list(plan.warnings), hf_tokenizer=table.hf_tokenizer)
+    if any(ggml_types.is_legacy(t.ggml_type) for t in plan.tensors):  # 2023 blocks: in today's layouts
+        from .legacy_blocks import relayout
+
+        plan.tensors, notes = relayout(plan.tensors, outtype)
+        conversion.notes.extend(notes)
+    conversion = _retyped(conversion, outtype, table)
     if target != "hf":  # what ggml requires of tensor names; a safetensors file checks its own
         check_plan(conversion.plan, str(source))
     return conversion

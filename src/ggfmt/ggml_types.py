@@ -56,6 +56,10 @@ LEGACY_TYPES: dict[int, tuple[str, int, int, str]] = {
 }
 
 
+def is_legacy(type_id: int) -> bool:
+    return type_id in LEGACY_TYPES
+
+
 def legacy_type(era: int, word: int) -> int:
     """The type of a tensor whose type word is ``word`` in a file of ``era`` (1: ggml, ggmf, GGJT v1;
     2: GGJT v2; 3: GGJT v3): its legacy id where the layout has changed since, else ``word``."""

@@ -200,10 +200,13 @@ def table_headers() -> Iterator[tuple[str, Mapping[str, Any]]]:
 
 def table_for(source: str, target: str) -> str | None:
     """The name of the table that converts ``source`` (a schema or bundle id) to ``target``
-    (``gguf``): the first, in search order, whose ``source:`` and ``target:`` say so; else the
-    table named ``<source>-<target>`` if there is one. None when no table converts it."""
+    (``gguf``): the first, in search order, whose ``source:`` (a name, or a list of the layouts
+    one table converts alike) and ``target:`` say so; else the table named ``<source>-<target>``
+    if there is one. None when no table converts it."""
     for name, data in table_headers():
-        if data.get("source") == source and data.get("target") == target:
+        declared = data.get("source")
+        sources = declared if isinstance(declared, list) else [declared]
+        if source in sources and data.get("target") == target:
             return name
     conventional = f"{source}-{target}"
     return conventional if mapping_exists(conventional) else None

@@ -27,6 +27,8 @@ BLOCK_BYTES = 8 << 20  # rows converted at a time: about this many bytes of f32
 
 
 def check_outtype(outtype: str | None, allowed: Sequence[str], what: str) -> None:
+    if outtype is not None and not allowed:
+        raise UsageError(f"--outtype {outtype}: {what} keeps the tensor types of its source")
     if outtype is not None and outtype not in allowed:
         raise UsageError(f"--outtype {outtype}: {what} can be written as {', '.join(allowed)}")
 

@@ -483,7 +483,7 @@ def _checked(value: Any, value_type: str, key: str, source: str, where: tuple[st
         return float(value)
     if value_type == "bool":
         return bool(value)
-    if not isinstance(value, str):
+    if not isinstance(value, str | bytes):  # bytes: a 2023 vocabulary's tokens, written as they are
         raise bad(f"expected a string, got {value!r}")
     return value
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 import ast
 import math
 import operator
+import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -164,6 +165,38 @@ def _affix(text: Any, affix: Any, what: str) -> tuple[str, str]:
     return text, affix
 
 
+_FORMAT_SPEC = re.compile(r"[<>^=]?[+\- ]?#?0?[0-9]{0,2}(\.[0-9]{1,2})?[bcdeEfFgGnoxX%]?")
+
+
+def _format(value: Any, spec: Any) -> str:
+    """``format(255, '02X')`` is 'FF': Python's format specifications, widths and precisions
+    of at most two digits (a text never grows past a hundred characters this way)."""
+    if not isinstance(spec, str) or not _FORMAT_SPEC.fullmatch(spec):
+        raise ValueError(f"format(value, spec): {spec!r} is not a format specification such as '02X' or '.3f'")
+    if not isinstance(value, int | float | str) or _too_big(value):
+        raise TypeError("format(value, spec) formats a number or a string")
+    return format(value, spec)
+
+
+def _too_big(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > MAX_INT_BITS
+
+
+def _replace(text: Any, old: Any, new: Any) -> Any:
+    """``text`` with every ``old`` replaced by ``new``; bytes take str arguments as UTF-8."""
+    if not all(isinstance(v, str) for v in (old, new)) or not old or not isinstance(text, str | bytes):
+        raise TypeError("replace(text, old, new) takes a text and two strings (the first not empty)")
+    if isinstance(text, bytes):
+        return _bounded_replace(text, old.encode(), new.encode())
+    return _bounded_replace(text, old, new)
+
+
+def _bounded_replace(text: Any, old: Any, new: Any) -> Any:
+    if len(text) + text.count(old) * max(len(new) - len(old), 0) > MAX_SEQUENCE:
+        raise ValueError(f"a string of more than {MAX_SEQUENCE} characters")
+    return text.replace(old, new)
+
+
 def _startswith(text: Any, prefix: Any) -> bool:
     checked, start = _affix(text, prefix, "startswith")
     return checked.startswith(start)
@@ -273,6 +306,8 @@ FUNCTIONS: dict[str, Callable[..., Any]] = {
     "join": _join,
     "model_tensor": _model_tensor,
     "startswith": _startswith,
+    "format": _format,
+    "replace": _replace,
     "endswith": _endswith,
     # the ggml type registry (gguf-py's table): names, elements and bytes per block, tensor bytes
     "ggml_type_name": _ggml_type_name,
