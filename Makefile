@@ -20,11 +20,13 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m compileall -q src
 	touch $(STAMP)
 
-# Plus the test tools, and torch (CPU build), peft and transformers, which the tests use.
+# Plus the test tools, and torch (CPU build), peft and transformers, which the tests use, and
+# llama-cpp-python, a current llama.cpp that runs what ggfmt writes (built once, then cached by pip).
 install-test: $(TESTSTAMP)
 
 $(TESTSTAMP): $(STAMP)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc 2>/dev/null || echo 2) \
+	    $(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
 	touch $(TESTSTAMP)
 
 # The main job on a bundled checkpoint: what is inside the 2023 file, the conversion, what is
