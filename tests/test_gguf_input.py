@@ -59,11 +59,6 @@ def test_parse_agrees_with_gguf_py(path: Path, fmt: Fmt) -> None:
     assert [t["ggml_type"] for t in doc["tensors"]] == [int(t.tensor_type) for t in reader.tensors]
 
 
-def test_gguf_is_read_not_converted(tmp_path: Path, fmt: Fmt) -> None:
-    line = assert_clean_failure(fmt("to-gguf", GENUINE / "tiny-llama-f32.gguf", "-o", tmp_path / "x.gguf"))
-    assert "no GGUF conversion for gguf files" in line
-
-
 def test_arrays_of_every_type_read_in_bulk_agree_with_gguf_py(tmp_path: Path, fmt: Fmt) -> None:
     """Arrays of each primitive type (read in one call) and of strings (read in one pass), with
     values at the ends of each type's range, as gguf-py writes and reads them."""

@@ -28,6 +28,7 @@ from .schema.expr import Expression, ExpressionError
 SCALAR_TYPES = {"u8", "i8", "u16", "i16", "u32", "i32", "u64", "i64", "f32", "f64", "bool", "string"}
 VALUE_TYPES = SCALAR_TYPES | {f"{t}[]" for t in SCALAR_TYPES}  # "f32[]": a GGUF array of f32
 METADATA_KEYS = {"key", "gguf", "type", "value", "when", "doc"}
+COPY_KEYS = {"copy", "keys", "except", "when", "doc"}
 TENSOR_KEYS = {"from", "match", "tensor", "gguf", "name", "suffix", "transforms", "when", "require", "drop", "doc"}
 GROUP_KEYS = {"items", "when", "for", "as", "doc"}
 BLOCK_ID = "bid"  # the index inside a `for` group: gguf-py's tensor name templates call it bid
@@ -50,6 +51,19 @@ class MetadataEntry:
     key: str  # may hold "{arch}"
     value_type: str
     value: Expression
+    when: Expression | None
+    where: str
+
+
+@dataclass(frozen=True)
+class CopyEntry:
+    """``copy: EXPR``: every typed pair of a keyed section (a GGUF's ``metadata``, the input's or a
+    second file's) written as it is, with its own GGUF type; ``keys`` and ``except`` are glob
+    patterns of the keys taken and left out."""
+
+    records: Expression
+    keys: tuple[str, ...]
+    skip: tuple[str, ...]
     when: Expression | None
     where: str
 
@@ -138,7 +152,7 @@ class Group:
 class MappingTable:
     name: str
     doc: str
-    architecture: str | None
+    architecture: str | Expression | None  # an expression: the input's own
     metadata: list[Any]
     tensors: list[Any]
     # the values --outtype may take for this conversion; absent: only the source's own types
@@ -229,7 +243,7 @@ def _load(path: Path, including: tuple[str, ...]) -> MappingTable:
     return MappingTable(
         name=path.stem,
         doc=" ".join(str(data.get("doc", "")).split()),
-        architecture=data.get("architecture"),
+        architecture=_architecture(data.get("architecture"), source),
         metadata=_items(data.get("metadata") or [], "metadata", f"{source}: metadata", chain),
         tensors=_items(data.get("tensors") or [], "tensors", f"{source}: tensors", chain),
         outtypes=_outtypes(data.get("outtypes"), source),
@@ -478,6 +492,8 @@ def _items(specs: Any, section: str, where: str, chain: tuple[str, ...]) -> list
                 each=_opt_expr(spec, "for", at),
                 item_name=str(spec.get("as", "item")),
             ))
+        elif section == "metadata" and "copy" in spec:
+            out.append(_copy_entry(spec, at))
         elif section == "metadata":
             out.append(_metadata_entry(spec, at))
         else:
@@ -504,6 +520,27 @@ def _metadata_entry(spec: Mapping[str, Any], where: str) -> MetadataEntry:
         raise SchemaError(where, "needs a `value` expression")
     return MetadataEntry(key, str(value_type), _expr(spec["value"], f"{where}, value"),
                          _opt_expr(spec, "when", where), where)
+
+
+def _copy_entry(spec: Mapping[str, Any], where: str) -> CopyEntry:
+    _check_keys(spec, COPY_KEYS, where)
+    patterns = {}
+    for name in ("keys", "except"):
+        value = spec.get(name, ["*"] if name == "keys" else [])
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise SchemaError(where, f"`{name}` is a list of key patterns such as 'tokenizer.*'")
+        patterns[name] = tuple(value)
+    return CopyEntry(_expr(spec["copy"], f"{where}, copy"), patterns["keys"], patterns["except"],
+                     _opt_expr(spec, "when", where), where)
+
+
+def _architecture(value: Any, where: str) -> str | Expression | None:
+    """`architecture: llama`, or `{value: EXPR}`: the input's own (a GGUF's general.architecture)."""
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, Mapping) and set(value) == {"value"}:
+        return _expr(value["value"], f"{where}: architecture")
+    raise SchemaError(where, "`architecture` is a name (llama) or {value: EXPR}")
 
 
 def _tensor_entry(spec: Mapping[str, Any], where: str) -> TensorEntry | MatchEntry | NamedEntry:

@@ -18,6 +18,7 @@ from .engine import tensor_ref
 from .errors import FormatError, SchemaError, UsageError
 from .mapping import (
     BLOCK_ID,
+    CopyEntry,
     Group,
     MappingTable,
     MatchEntry,
@@ -32,6 +33,7 @@ from .mapping import (
     walk,
 )
 from .schema.constructs import TensorContainer
+from .schema.expr import Expression
 from .tensors import FileSlice, LoadedSource, PayloadSource
 
 _INT_RANGES = {
@@ -101,7 +103,7 @@ def plan_gguf(doc: Document, table: MappingTable, arch: str | None = None,
     """Resolve ``table`` against ``doc``: every key with its value, every tensor with its source.
     ``arch`` replaces the table's architecture where the table allows it (``arch_option``);
     ``settings`` are the table's options as given or defaulted, and ``outtype``."""
-    architecture = str(arch or table.architecture or "")
+    architecture = str(arch or (table.architecture if isinstance(table.architecture, str) else "") or "")
     # what every entry may use: the schema's parameters, the parsed fields (which shadow a
     # parameter of the same name), the input's tensors, the architecture, then the table's values
     inputs = [_described(ref, i, table) for i, ref in enumerate(doc.tensors)]
@@ -109,6 +111,11 @@ def plan_gguf(doc: Document, table: MappingTable, arch: str | None = None,
              "input_name": doc.origin.resolve().name}
     # (a table's constants are the cached table's own: expressions never change a value)
     scopes = table_scope(table, [table.constants, doc.params, doc.fields, dict(settings or {}), given])
+    if isinstance(table.architecture, Expression) and not arch:  # the input's own
+        found = evaluate_entry(table.architecture, scopes, f"{table.name}: architecture")
+        if not isinstance(found, str) or not found:
+            raise FormatError("", None, f"names no architecture ({table.name} takes the input's own)", str(doc.source))
+        architecture = given["arch"] = found
     _check_unread(doc, table)
     check_input(doc, table, scopes)
     metadata = resolve_metadata(table, scopes, architecture, str(doc.source), doc)
@@ -448,6 +455,13 @@ def resolve_metadata(table: MappingTable, scopes: list[Scope], architecture: str
     metadata = []
     keys: set[str] = {"general.architecture"}  # written by the GGUF writer itself
     for entry, entry_scopes in walk(table.metadata, scopes):
+        if isinstance(entry, CopyEntry):
+            for copied in _copied(entry, entry_scopes, source):
+                if copied.key in keys:
+                    raise SchemaError(entry.where, f"the key {copied.key} is written twice")
+                keys.add(copied.key)
+                metadata.append(copied)
+            continue
         assert isinstance(entry, MetadataEntry)
         value = evaluate_entry(entry.value, entry_scopes, entry.where)
         bid = next((s[BLOCK_ID] for s in reversed(entry_scopes) if BLOCK_ID in s), None)
@@ -459,6 +473,30 @@ def resolve_metadata(table: MappingTable, scopes: list[Scope], architecture: str
         where = (field, doc.offset_of(field) if doc is not None and field else None)
         metadata.append(MetadataValue(key, entry.value_type, _checked(value, entry.value_type, key, source, where)))
     return metadata
+
+
+def _copied(entry: CopyEntry, scopes: list[Scope], source: str) -> Iterator[MetadataValue]:
+    """The typed pairs a `copy:` entry takes, each with its own GGUF type (general.architecture
+    aside: the GGUF writer writes it first)."""
+    import fnmatch
+
+    from .view import keyed_entry
+
+    records = evaluate_entry(entry.records, scopes, entry.where)
+    entries = [keyed_entry(r) for r in records] if isinstance(records, list) else [None]
+    if None in entries:
+        raise SchemaError(entry.where, f"`copy: {entry.records.source}` is not a list of keyed records (a GGUF's "
+                                       "metadata)")
+    for key, value in (e for e in entries if e is not None):
+        if key == "general.architecture" or not any(fnmatch.fnmatchcase(key, p) for p in entry.keys) \
+                or any(fnmatch.fnmatchcase(key, p) for p in entry.skip):
+            continue
+        if value.array and value.value and not isinstance(value.value[0], str | int | float | bool):
+            raise FormatError("", None, f"the key {key} holds an array of arrays, which ggfmt does not copy", source)
+        type_name = "string" if value.type == "str" else value.type
+        items = list(value.value) if value.array else value.value
+        yield MetadataValue(key, type_name + ("[]" if value.array else ""),
+                            _checked(items, type_name + ("[]" if value.array else ""), key, source))
 
 
 def _checked(value: Any, value_type: str, key: str, source: str, where: tuple[str, int | None] = ("", None)) -> Any:

@@ -69,6 +69,14 @@ def typed(record: Mapping[str, Any]) -> Typed:
     return Typed(name, value)
 
 
+def keyed_entry(record: Any) -> tuple[str, Typed] | None:
+    """A keyed record's key and typed value (a GGUF metadata pair); None for any other value."""
+    spec = _spec(record)
+    if spec is None or spec.key is None:
+        return None
+    return str(record[spec.key]), typed(record)
+
+
 def _keyed_records(value: Any) -> bool:
     if not isinstance(value, list) or not value:
         return False

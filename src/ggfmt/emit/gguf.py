@@ -31,7 +31,9 @@ def write_gguf(plan: Plan, out_path: Path, progress: Progress | None = None) -> 
     }
     writer = gguf.GGUFWriter(out_path, plan.architecture)
     for item in plan.metadata:  # general.architecture comes first, from GGUFWriter itself
-        if item.value_type.endswith("[]"):
+        if item.key == "general.alignment":  # the key, and where the writer puts the tensor data
+            writer.add_custom_alignment(int(item.value))
+        elif item.value_type.endswith("[]"):
             writer.add_key_value(item.key, item.value, vt.ARRAY, sub_type=value_types[item.value_type[:-2]])
         else:
             writer.add_key_value(item.key, item.value, value_types[item.value_type])
