@@ -25,14 +25,14 @@ FLOAT_NOISE = 1e-4
 RUNTIME_GAP = 1e-3
 
 
-def logits(model: Path) -> np.ndarray[Any, Any]:
-    """The logits of IDS, evaluated as the references were: llama-cpp-python, one batch, one thread."""
+def logits(model: Path, ids: list[int] = IDS) -> np.ndarray[Any, Any]:
+    """The logits of ``ids``, evaluated as the references were: llama-cpp-python, one batch, one thread."""
     from llama_cpp import Llama
 
     llm = Llama(model_path=str(model), n_ctx=16, logits_all=True, seed=1, n_threads=1, verbose=False)
     try:
-        llm.eval(IDS)
-        return np.array(llm.scores[: len(IDS)], dtype=np.float32)
+        llm.eval(ids)
+        return np.array(llm.scores[: len(ids)], dtype=np.float32)
     finally:
         llm.close()
 

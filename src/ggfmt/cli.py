@@ -187,6 +187,12 @@ def build_parser() -> argparse.ArgumentParser:
     legacy.add_argument("--name", metavar="TEXT", help="general.name (default: the input's file name)")
     legacy.add_argument("--desc", metavar="TEXT",
                         help="general.description (default: converted from legacy GGJTv3 MOSTLY_Q4_0 format)")
+    runnable = p.add_argument_group("what a 2023 training checkpoint trained (ggcp, ggcl)")
+    runnable.add_argument("--model-only", action="store_true",
+                          help="ggcp: the model alone, a llama model GGUF that llama.cpp runs, as the trainer's "
+                               "--model-out wrote it (with --vocab-model; -c sets its context length, default 128)")
+    runnable.add_argument("--vocab-model", type=Path, metavar="VOCAB.gguf",
+                          help="the GGUF the trainer was given with --vocab-model: its tokenizer keys are copied")
     p.add_argument("--option", action="append", default=[], metavar="NAME=VALUE",
                    help="set an option the conversion's table declares (repeatable; see the `options:` of its "
                         "mapping table); the flags above are such options under their upstream names")
@@ -516,8 +522,8 @@ def _convert_command(args: argparse.Namespace, target: str) -> int:
 
 # the options a conversion's table may declare (`options:`), passed on when given: the tables
 # say which take them and what they mean
-CONVERSION_OPTIONS = ("context_length", "gqa", "eps", "name", "desc", "text_only", "vision_only", "llava_projector",
-                      "use_f32", "image_mean", "image_std", "size", "config")
+CONVERSION_OPTIONS = ("context_length", "gqa", "eps", "name", "desc", "model_only", "vocab_model", "text_only",
+                      "vision_only", "llava_projector", "use_f32", "image_mean", "image_std", "size", "config")
 
 
 def _conversion_options(args: argparse.Namespace) -> dict[str, Any]:

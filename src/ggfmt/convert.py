@@ -121,6 +121,8 @@ def _settings(table: MappingTable, given: Mapping[str, Any], outtype: str | None
         if option.type == "json":  # the file's value, and where it is (NAME_file)
             settings[f"{name}_file"] = settings[name]
             settings[name] = _read_json_option(option, settings[name])
+        if option.type == "document":  # the file's fields, parsed by its schema
+            settings[name] = _parsed_option(option, settings[name])
     unknown = [name for name in given if name not in table.options]
     if unknown:
         flag = "--" + unknown[0].replace("_", "-")
@@ -133,14 +135,15 @@ def _checked_option(option: Any, value: Any) -> Any:
 
     if isinstance(value, TextValue):  # --option NAME=VALUE: read as the declared type
         value = _option_from_text(option, str(value))
-    kinds = {"bool": bool, "int": int, "float": float | int, "str": str, "weights": Path | str, "json": Path | str}
+    kinds = {"bool": bool, "int": int, "float": float | int, "str": str, "weights": Path | str, "json": Path | str,
+             "document": Path | str}
     if option.type == "float[]":
         if not isinstance(value, list | tuple) or not all(isinstance(v, float | int) for v in value):
             raise UsageError(f"{option.flag}: expected numbers, got {value!r}")
         return [float(v) for v in value]
     if not isinstance(value, kinds[option.type]) or (option.type != "bool" and isinstance(value, bool)):
         raise UsageError(f"{option.flag}: expected a {option.type}, got {value!r}")
-    return str(value) if option.type in ("weights", "json") else value
+    return str(value) if option.type in ("weights", "json", "document") else value
 
 
 def _read_json_option(option: Any, path: str | None) -> Any:
@@ -153,6 +156,16 @@ def _read_json_option(option: Any, path: str | None) -> Any:
         raise UsageError(f"{option.flag} {path}: no such file")
     note_input(Path(path))
     return read_json(Path(path))
+
+
+def _parsed_option(option: Any, path: str | None) -> Any:
+    from .engine import parse
+
+    if path is None:
+        return None
+    if not Path(path).is_file():
+        raise UsageError(f"{option.flag} {path}: no such file")
+    return parse(Path(path)).fields
 
 
 def _option_from_text(option: Any, text: str) -> Any:
@@ -175,7 +188,8 @@ def _takers(name: str) -> list[tuple[str, bool]]:
     takers = []
     for table, data in table_headers():
         if isinstance(data.get("options"), dict) and name in data["options"]:
-            source_id = str(data.get("source", ""))
+            declared = data.get("source", "")
+            source_id = str(declared[0] if isinstance(declared, list) and declared else declared)
             is_directory = source_id in titles and source_id not in single_files
             shown = f"a {titles[source_id]} directory" if is_directory else \
                 f"a {titles[source_id]}" if source_id in titles else f"{source_id} files"

@@ -42,7 +42,9 @@ CAPTURE_KINDS = {"": "[^.]+", "any": ".+"}
 OPTION_KEYS = {"type", "default", "doc"}
 # what an option holds: a value, or `weights`, a second weights file whose tensors join the input's
 # `json`: a JSON file, read as a value (its path is NAME_file)
-OPTION_TYPES = ("bool", "int", "float", "str", "float[]", "weights", "json")
+# `document`: a file ggfmt parses (its schema found by its magic), read as its fields (a vocab model's
+# GGUF metadata, say)
+OPTION_TYPES = ("bool", "int", "float", "str", "float[]", "weights", "json", "document")
 UNMATCHED = ("error", "warn")  # what becomes of an input tensor no `match:` entry selects
 
 
