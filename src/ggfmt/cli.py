@@ -193,6 +193,14 @@ def build_parser() -> argparse.ArgumentParser:
                                "--model-out wrote it (with --vocab-model; -c sets its context length, default 128)")
     runnable.add_argument("--vocab-model", type=Path, metavar="VOCAB.gguf",
                           help="the GGUF the trainer was given with --vocab-model: its tokenizer keys are copied")
+    runnable.add_argument("--adapter-only", action="store_true",
+                          help="ggcl: the adapter alone, a GGUF LoRA adapter llama.cpp applies, meaning what the "
+                               "finetune's --lora-out meant")
+    runnable.add_argument("--lora-alpha", type=float, metavar="A",
+                          help="the finetune's --lora-alpha (default: its --lora-r, as the finetune took it)")
+    runnable.add_argument("--lora-r", type=int, metavar="R",
+                          help="the finetune's --lora-r, by which it scaled every delta (default: the rank of "
+                               "attn_q, which --lora-r set unless --rank-wq was given)")
     p.add_argument("--option", action="append", default=[], metavar="NAME=VALUE",
                    help="set an option the conversion's table declares (repeatable; see the `options:` of its "
                         "mapping table); the flags above are such options under their upstream names")
@@ -522,8 +530,9 @@ def _convert_command(args: argparse.Namespace, target: str) -> int:
 
 # the options a conversion's table may declare (`options:`), passed on when given: the tables
 # say which take them and what they mean
-CONVERSION_OPTIONS = ("context_length", "gqa", "eps", "name", "desc", "model_only", "vocab_model", "text_only",
-                      "vision_only", "llava_projector", "use_f32", "image_mean", "image_std", "size", "config")
+CONVERSION_OPTIONS = ("context_length", "gqa", "eps", "name", "desc", "model_only", "vocab_model", "adapter_only",
+                      "lora_alpha", "lora_r", "text_only", "vision_only", "llava_projector", "use_f32", "image_mean",
+                      "image_std", "size", "config")
 
 
 def _conversion_options(args: argparse.Namespace) -> dict[str, Any]:
