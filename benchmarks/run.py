@@ -149,13 +149,37 @@ def gguf_rows(work: Path, runs: int) -> list[tuple[str, str, str, str]]:
     return rows
 
 
+def legacy_rows(work: Path, runs: int) -> list[tuple[str, str, str, str]]:
+    """2023 model files (LLaMA-7B-shaped, 8 layers of q4_0) to GGUF: GGJT v3 blocks are copied,
+    GGJT v1 blocks rewritten in today's layout; peak RSS at two sizes shows whether memory is flat."""
+    maker = str(Path(__file__).resolve().parent / "make_legacy.py")
+    out, rows = work / "legacy.gguf", []
+    for version, layers, what in ((3, 8, "copied"), (1, 2, "rewritten"), (1, 8, "rewritten")):
+        source = work / f"ggjt-v{version}-{layers}.bin"
+        subprocess.run([sys.executable, maker, str(source), "--version", str(version), "--layers", str(layers)],
+                       check=True)
+        times, peaks = [], []
+        for _ in range(runs):
+            drop(out)
+            t, peak = run([FMT, "to-gguf", str(source), "-o", str(out), "--quiet"])
+            times.append(t)
+            peaks.append(peak)
+        drop(out)
+        label = f"GGJT v{version} q4_0 -> GGUF ({what}), {source.stat().st_size / 1e6:,.0f} MB"
+        rows.append(row(f"{label}: wall", spread(times), "", None))
+        rows.append(row(f"{label}: peak RSS", f"{max(peaks) / 2**20:.1f} MiB", "(flat: the same at any size)", None))
+        drop(source)
+    return rows
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=7, help="runs per figure (median)")
     parser.add_argument("--sizes", type=float, nargs="+", default=[100, 1000], help="checkpoint sizes in MB")
     parser.add_argument("--peft-mb", type=float, default=770, help="size of the PEFT adapter in MB")
     parser.add_argument("--dir", type=Path, help="where to put the checkpoints (default: a temporary directory)")
-    parser.add_argument("--only", choices=("gguf",), help="only these rows (GGUF parse, dump, edit)")
+    parser.add_argument("--only", choices=("gguf", "legacy"),
+                        help="only these rows (gguf: GGUF parse, dump, edit; legacy: 2023 model files to GGUF)")
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="ggfmt-bench-", dir=args.dir))
@@ -164,6 +188,9 @@ def main() -> int:
         if args.only == "gguf":
             rows.extend(gguf_rows(work, args.runs))
             args.sizes = []
+        if args.only == "legacy":
+            rows.extend(legacy_rows(work, args.runs))
+            return _print(rows, args.runs)
         largest = None
         for size_mb in args.sizes:
             source = work / f"ckpt-{int(size_mb)}mb.bin"
@@ -218,6 +245,7 @@ def main() -> int:
         rows.append(row("fmt --help wall", f"{t:.3f} s", "<= 0.25 s", t <= 0.25))
 
         rows.extend(model_rows(work, args.runs, args.peft_mb))
+        rows.extend(legacy_rows(work, args.runs))
         rows.extend(gguf_rows(work, args.runs))
 
         like7b = make_checkpoint(work / "like-7b.bin", n_layer=32, n_embd=64, n_vocab=320, n_mult=32)

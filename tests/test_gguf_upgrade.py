@@ -76,3 +76,11 @@ def test_a_whole_file_type_follows_outtype(tmp_path: Path, fmt: Fmt) -> None:
     assert fmt("to-gguf", GENUINE / "tiny-llama-f32.gguf", "--outtype", "f16", "-o", out).code == 0
     fields = gguf.GGUFReader(out).fields
     assert fields["general.file_type"].contents() == 1  # mostly f16, as llama.cpp's converters say
+
+
+def test_the_upgraded_model_runs_as_the_original(tmp_path: Path, fmt: Fmt) -> None:
+    from test_llama_runs import logits
+
+    source, out = GENUINE / "tiny-llama-f32.gguf", tmp_path / "out.gguf"
+    assert fmt("to-gguf", source, "-o", out).code == 0
+    assert np.array_equal(logits(out), logits(source))

@@ -24,7 +24,7 @@ import numpy as np
 from . import ggml_types
 from .tensors import BlocksSource, FileSlice
 
-PIECE_BYTES = 8 << 20  # input bytes converted at a time
+PIECE_BYTES = 2 << 20  # input bytes converted at a time (memory: a few times this)
 
 F32_SCALES = "<f4"
 # each legacy layout as a numpy record: the scale (and minimum) fields and how the weights are stored
@@ -45,14 +45,26 @@ _LAYOUTS: dict[str, tuple[list[tuple[str, Any]], str, str]] = {
 }
 
 
+_LOW = np.uint64(0x0F0F0F0F0F0F0F0F)  # the low nibble of each of 8 bytes
+
+
 def _unpaired(qs: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
-    """4-bit weights stored as 2j, 2j+1 in byte j, restored to today's j, j+16."""
-    weights = np.empty((qs.shape[0], qs.shape[1] * 2), dtype=np.uint8)
-    weights[:, 0::2] = qs & 0x0F
-    weights[:, 1::2] = qs >> 4
-    half = qs.shape[1]
-    out: np.ndarray[Any, Any] = weights[:, :half] | (weights[:, half:] << 4)
-    return out
+    """16 bytes of 4-bit weights stored as 2j, 2j+1 in byte j, restored to today's j, j+16.
+
+    Today's byte j holds weights j and j + 16 (low, high nibble), which the old layout kept in
+    bytes j // 2 and 8 + j // 2, in their low nibbles for an even j, high ones for an odd j: so
+    the two halves, taken as two 64-bit words, give today's even and odd bytes in a few word
+    operations, which are then interleaved."""
+    n = qs.shape[0]
+    words = np.ascontiguousarray(qs).view("<u8")  # (n, 2): the first and second 8 bytes
+    first, second = words[:, 0], words[:, 1]
+    even = (first & _LOW) | ((second & _LOW) << np.uint64(4))
+    odd = ((first >> np.uint64(4)) & _LOW) | (second & ~_LOW)
+    out = np.empty((n, 8, 2), dtype=np.uint8)  # bytes even[0], odd[0], even[1], odd[1], ...
+    out[:, :, 0] = even.view(np.uint8).reshape(n, 8)
+    out[:, :, 1] = odd.view(np.uint8).reshape(n, 8)
+    interleaved: np.ndarray[Any, Any] = out.reshape(n, 16)
+    return interleaved
 
 
 def convert_blocks(name: str, data: bytes, to_float: str) -> np.ndarray[Any, Any]:
