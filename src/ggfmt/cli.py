@@ -143,21 +143,26 @@ def build_parser() -> argparse.ArgumentParser:
                                         "resume from (through the mapping table mappings/<schema>-gguf.yaml). "
                                         "A ggla adapter, a PEFT adapter directory or an mlx-lm adapter directory "
                                         "becomes a GGUF LoRA adapter "
-                                        "that current llama.cpp loads and that means the same. A CLIP model "
+                                        "that current llama.cpp loads and that means the same. A 2023 llama model "
+                                        "file (ggml, ggmf, ggjt) becomes the GGUF model llama.cpp runs, and a GGUF "
+                                        "of version 1 or 2 the same file in version 3. A CLIP model "
                                         "directory becomes the GGUF of llama.cpp's clip/llava code. Payloads are "
                                         "copied, or transformed one tensor at a time; never all held in memory. "
                                         "The output is written next to its final name and renamed into place "
                                         "once it is on disk."),
                             formatter_class=_Formatter)
     p.add_argument("file", type=Path, metavar="INPUT",
-                   help="a ggcp, ggcl or ggla file, a PEFT or mlx-lm adapter directory or a CLIP model directory")
+                   help="a ggcp, ggcl or ggla file, a 2023 model file (ggml, ggmf, ggjt), a GGUF of version 1 or 2, "
+                        "a PEFT or mlx-lm adapter directory or a CLIP model directory")
     _output_options(p, "OUT.gguf", "output file, or a directory (ending in /) to write the default name into "
                                    "(default: INPUT with the suffix .gguf; for a PEFT directory "
                                    "DIR/ggml-adapter-model.gguf; for a CLIP directory "
                                    "DIR/[text-|vision-|mmproj-]model-f16.gguf)")
     p.add_argument("--outtype", choices=OUTTYPES,
-                   help="tensor type of the output: f32, f16, bf16 or q8_0 for adapters (default: as the source; "
-                        "vectors stay f32), f32 or f16 for CLIP (default f16); checkpoints keep f32")
+                   help="tensor type of the output's matrices (vectors stay f32; quantized ones stay as they are): "
+                        "f32, f16, bf16 or q8_0 for adapters and GGUF models, f32, f16 or q8_0 for 2023 model files "
+                        "and --model-only (default: as the source), f32 or f16 for CLIP (default f16); training "
+                        "checkpoints keep f32")
     p.add_argument("--mapping", metavar="NAME", help="mapping table to use (default: <schema>-gguf)")
     p.add_argument("--base", type=Path, metavar="HF_MODEL_DIR",
                    help="PEFT adapters: the base model's directory; only its config.json is read "
