@@ -7,7 +7,7 @@ TESTSTAMP := $(VENV)/.ggfmt-test-installed
 DEMO_IN  := fixtures/genuine/ggcp-v0-adam.bin
 DEMO_OUT := out/ggcp-v0-adam.gguf
 
-.PHONY: install install-test demo test lint unit bench fuzz clean
+.PHONY: install install-test demo test lint unit bench fuzz clean schema-docs
 
 # ggfmt and its runtime dependencies (no torch). pip byte-compiles what it installs but not an
 # editable source tree: compiled here, or Python would compile ggfmt on every start wherever
@@ -61,3 +61,9 @@ fuzz: install-test
 
 clean:
 	rm -rf $(VENV) out .pytest_cache .mypy_cache .ruff_cache
+
+# docs/schemas/*.md: `fmt schema show` of every shipped schema (a test fails when they are stale)
+schema-docs: install
+	@rm -f docs/schemas/*.md
+	@mkdir -p docs/schemas
+	@for f in schemas/*.yaml; do n=$$(basename $$f .yaml); GGFMT_SCHEMA_PATH= $(BIN)/fmt schema show $$n > docs/schemas/$$n.md; done

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
+import json
 import os
 import signal
 import sys
@@ -320,11 +321,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-q", "--quiet", action="store_true", help="no summary")
     p.set_defaults(run=cmd_edit)
 
-    p = commands.add_parser("schemas", parents=[common], help="list the schemas ggfmt knows",
-                            description=_wrap("List the schemas found in the schema directories (ggfmt's own "
-                                        "and those in GGFMT_SCHEMA_PATH), with the magic each detects."),
+    p = commands.add_parser("schema", parents=[common], help="the schema author's tools: list, show, check",
+                            description=_wrap("Tools for the YAML schemas that describe each layout (see "
+                                              "docs/schema-language.md)."),
                             formatter_class=_Formatter)
-    p.set_defaults(run=cmd_schemas)
+    tools = p.add_subparsers(dest="tool", metavar="TOOL", required=True)
+    q = tools.add_parser("list", parents=[common], help="every schema found, with its magic, origin and conversions",
+                         description=_wrap("Every schema found in ggfmt's schemas/ and the folders of "
+                                           "GGFMT_SCHEMA_PATH (searched first): its id, the magic it detects, its "
+                                           "title, where it comes from, and the conversions its tables make."),
+                         formatter_class=_Formatter)
+    q.add_argument("--json", action="store_true", help="as a JSON list")
+    q.set_defaults(run=cmd_schema_list)
+    q = tools.add_parser("show", parents=[common], help="a generated reference of one layout (Markdown or JSON)",
+                         description=_wrap("The reference of one layout, generated from its schema: title, doc, "
+                                           "parameters, every field in order with its type, size and offset where "
+                                           "they are static, its conditions and doc; its types; and what each "
+                                           "table that converts it makes of its keys and tensors. "
+                                           "docs/schemas/*.md are this command's output."),
+                         formatter_class=_Formatter)
+    q.add_argument("name", metavar="NAME|PATH", help="a schema's name (`fmt schema list`) or a YAML file")
+    q.add_argument("--json", action="store_true", help="as JSON instead of Markdown")
+    q.set_defaults(run=cmd_schema_show)
+    p = commands.add_parser("schemas", parents=[common], help="the same as `fmt schema list`",
+                            description=_wrap("The same as `fmt schema list`."), formatter_class=_Formatter)
+    p.add_argument("--json", action="store_true", help="as a JSON list")
+    p.set_defaults(run=cmd_schema_list)
     return parser
 
 
@@ -638,12 +660,20 @@ def _progress_bar(total: int, quiet: bool) -> Any:
                 ncols=columns if columns > 0 else 80, nrows=lines if lines > 0 else 24)
 
 
-def cmd_schemas(args: argparse.Namespace) -> int:
-    from .schema import catalog
+def cmd_schema_list(args: argparse.Namespace) -> int:
+    from .workbench import list_lines, schema_list
 
-    for info in catalog():
-        detected = f"magic {info.magic.decode('latin-1')!r}" if info.magic else "(shared part)"
-        print(f"{info.name:<14} {detected:<15} {info.title}")
+    rows = schema_list()
+    text = json.dumps(rows, indent=2) + "\n" if args.json else "".join(escape(line) + "\n" for line in list_lines(rows))
+    sys.stdout.write(text)
+    return EXIT_OK
+
+
+def cmd_schema_show(args: argparse.Namespace) -> int:
+    from .workbench import describe, markdown
+
+    desc = describe(args.name)
+    sys.stdout.write(json.dumps(desc, indent=2) + "\n" if args.json else markdown(desc))
     return EXIT_OK
 
 

@@ -198,6 +198,11 @@ def _find(name: str) -> Path:
     raise UsageError(f"no mapping table named {name!r} (looked in {', '.join(map(str, mapping_dirs()))})")
 
 
+def table_path(name: str) -> Path:
+    """The file of the table named ``name`` (the first in search order)."""
+    return _find(name)
+
+
 def mapping_exists(name: str) -> bool:
     return any((d / f"{name}.yaml").is_file() for d in mapping_dirs())
 

@@ -1,0 +1,325 @@
+"""The schema author's tools: ``fmt schema list`` and ``fmt schema show``.
+
+``list`` names every schema found, where it comes from and the conversions it has; ``show`` is a
+generated reference for one layout (Markdown, or JSON): its fields in order with their type,
+size and offset where they are static, their conditions and docs, its types, and what the
+tables that convert it make of it. ``docs/schemas/*.md`` are ``show``'s output for every
+shipped schema.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from .errors import SchemaError
+from .resources import data_dirs
+from .schema import available_schemas, catalog, read_yaml
+
+PRIMITIVE_SIZES = {"u8": 1, "i8": 1, "u16": 2, "i16": 2, "u32": 4, "i32": 4, "u64": 8, "i64": 8, "f16": 2,
+                   "f32": 4, "f64": 8, "bool": 1}
+
+
+def _meta(data: Mapping[str, Any]) -> Mapping[str, Any]:
+    meta = data.get("meta")
+    return meta if isinstance(meta, Mapping) else {}
+
+
+def origin(path: Path) -> str:
+    """Where a schema or table comes from: ggfmt itself, or a folder of the search path."""
+    builtin = [d.resolve() for d in data_dirs("schemas") + data_dirs("mappings")]
+    return "built-in" if path.resolve().parent in builtin else str(path.parent)
+
+
+def conversions(schema_id: str) -> list[dict[str, str]]:
+    """The tables whose ``source:`` names ``schema_id``: their name and target."""
+    from .mapping import table_headers
+
+    found = []
+    for name, data in table_headers():
+        declared = data.get("source")
+        sources = declared if isinstance(declared, list) else [declared]
+        if schema_id in sources and data.get("target"):
+            found.append({"table": name, "target": str(data["target"])})
+    return found
+
+
+def schema_list() -> list[dict[str, Any]]:
+    """Every schema found, in search order: id, file, title, magic, origin, conversions."""
+    rows = []
+    for info in catalog():
+        data = read_yaml(info.path, shared=True)
+        meta = _meta(data)
+        schema_id = str(meta.get("id", info.name))
+        rows.append({"id": schema_id, "file": str(info.path), "title": info.title,
+                     "magic": info.magic.decode("latin-1") if info.magic else None,
+                     "origin": origin(info.path), "conversions": conversions(schema_id)})
+    return rows
+
+
+def list_lines(rows: list[dict[str, Any]]) -> Iterator[str]:
+    width = max((len(r["id"]) for r in rows), default=2)
+    for r in rows:
+        magic = f"magic {r['magic']!r}" if r["magic"] else "(shared part)"
+        made = ", ".join(f"{c['target']} via {c['table']}" for c in r["conversions"])
+        where = "" if r["origin"] == "built-in" else f" [{r['origin']}]"
+        yield f"{r['id']:<{width}}  {magic:<15} {r['title']}{where}" + (f"  -> {made}" if made else "")
+
+
+# -- show ------------------------------------------------------------------------------------
+
+def schema_path(name: str) -> Path:
+    """A schema by name (the search path) or by path."""
+    if name.endswith((".yaml", ".yml")) or "/" in name:
+        path = Path(name)
+        if not path.is_file():
+            raise SchemaError(name, "no such schema file")
+        return path
+    found = available_schemas().get(name)
+    if found is None:
+        raise SchemaError(name, f"no schema of that name (known: {', '.join(sorted(available_schemas()))})")
+    return found
+
+
+def _text(value: Any) -> str:
+    return " ".join(str(value).split()) if value is not None else ""
+
+
+def _compact(value: Any) -> str:
+    """A condition as its YAML reads: `min: 1, max: 4`, clauses of a list joined by `;`."""
+    if isinstance(value, Mapping):
+        return ", ".join(f"{k}: {_compact(v)}" for k, v in value.items())
+    if isinstance(value, list) and value and all(isinstance(v, Mapping) for v in value):
+        return "; ".join(_compact(v) for v in value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_compact(v) for v in value) + "]"
+    return _text(value)
+
+
+def _type_text(spec: Mapping[str, Any]) -> str:
+    kind = spec.get("type")
+    if kind is None and "contents" in spec:
+        return f"contents {spec['contents']!r}"
+    if isinstance(kind, Mapping):
+        cases = kind.get("cases") or {}
+        shown = ", ".join(f"{k}: {v if isinstance(v, str) else v.get('type', v)}" for k, v in cases.items())
+        return f"switch-on {kind.get('switch-on')}: {shown}"
+    if "one-of" in spec:
+        return "one of " + ", ".join(str(v) for v in (spec.get("one-of") or {}).values())
+    return str(kind)
+
+
+def _static_size(spec: Mapping[str, Any], types: Mapping[str, Any], seen: frozenset[str] = frozenset()) -> int | None:
+    """The bytes a field always takes, or None when they depend on the file."""
+    if "align" in spec or "if" in spec or "at" in spec:
+        return None if "at" not in spec else 0
+    kind = spec.get("type")
+    one: int | None
+    if kind is None and "contents" in spec:
+        contents = spec["contents"]
+        one = len(contents.encode("latin-1")) if isinstance(contents, str) else len(contents)
+    elif isinstance(kind, str) and kind in PRIMITIVE_SIZES:
+        one = PRIMITIVE_SIZES[kind]
+    elif kind in ("bytes", "str", "payload") and isinstance(spec.get("size"), int) and "size-prefix" not in spec:
+        one = int(spec["size"])
+    elif isinstance(kind, str) and kind in types and kind not in seen:
+        one = _type_size(types[kind], types, seen | {kind})
+    else:
+        one = None
+    repeat = spec.get("repeat")
+    if repeat is None or one is None:
+        return one
+    return one * repeat if isinstance(repeat, int) and not isinstance(repeat, bool) else None
+
+
+def _type_size(typedef: Mapping[str, Any], types: Mapping[str, Any], seen: frozenset[str]) -> int | None:
+    total = 0
+    for field in typedef.get("seq") or []:
+        size = _static_size(field, types, seen) if isinstance(field, Mapping) else None
+        if size is None:
+            return None
+        total += size
+    return total
+
+
+def _fields(seq: Any, types: Mapping[str, Any]) -> list[dict[str, Any]]:
+    rows, offset = [], 0
+    for spec in seq or []:
+        if not isinstance(spec, Mapping):
+            continue
+        size = _static_size(spec, types)
+        if "align" in spec:
+            rows.append({"id": "(padding)", "type": f"align {spec['align']}", "size": None,
+                         "offset": offset, "conditions": "", "doc": _text(spec.get("doc"))})
+            offset = None  # type: ignore[assignment]
+            continue
+        size_text = size if size is not None else _text(spec.get("size") or spec.get("size-prefix") or "")
+        conditions = "; ".join(f"{k}: {_compact(spec[k])}" for k in ("repeat", "if", "at", "valid", "enum", "rebuild")
+                               if k in spec)
+        rows.append({"id": str(spec.get("id")), "type": _type_text(spec), "size": size_text or None,
+                     "offset": offset, "conditions": conditions, "doc": _text(spec.get("doc"))})
+        offset = offset + size if offset is not None and size is not None else None  # type: ignore[assignment]
+    return rows
+
+
+def _all_types(path: Path, data: Mapping[str, Any], seen: set[Path] | None = None) -> dict[str, Any]:
+    """The types a schema can name: its own, and those of what it imports (roots by their ids)."""
+    seen = seen if seen is not None else set()
+    types: dict[str, Any] = {}
+    meta = _meta(data)
+    for name in meta.get("imports") or []:
+        imported = path.parent / f"{name}.yaml"
+        target = imported if imported.is_file() else available_schemas().get(str(name))
+        if target is None or target in seen:
+            continue
+        seen.add(target)
+        sub = read_yaml(target, shared=True)
+        sub_meta = _meta(sub)
+        types[str(sub_meta.get("id", name))] = sub
+        types.update(_all_types(target, sub, seen))
+    types.update(data.get("types") or {})
+    return types
+
+
+def describe(name: str) -> dict[str, Any]:
+    """``fmt schema show``: one layout, as data (Markdown is made of it)."""
+    path = schema_path(name)
+    data = read_yaml(path, shared=True)
+    meta = _meta(data)
+    schema_id = str(meta.get("id", path.stem))
+    types = _all_types(path, data)
+    own_types = data.get("types") or {}
+    return {
+        "id": schema_id,
+        "title": _text(meta.get("title", schema_id)),
+        "file": path.name,
+        "doc": str(data.get("doc") or "").strip(),
+        "imports": list(meta.get("imports") or []),
+        "params": {str(k): _text(v.get("doc") if isinstance(v, Mapping) else v)
+                   for k, v in (data.get("params") or {}).items()},
+        "fields": _fields(data.get("seq"), types),
+        "instances": {str(k): {"value": _text(v.get("value")), "doc": _text(v.get("doc"))}
+                      for k, v in (data.get("instances") or {}).items() if isinstance(v, Mapping)},
+        "types": {str(k): {"doc": _text(v.get("doc")), "size": _type_size(v, types, frozenset({str(k)})),
+                           "params": sorted(str(p) for p in (v.get("params") or {})),
+                           "fields": _fields(v.get("seq"), types)}
+                  for k, v in own_types.items() if isinstance(v, Mapping)},
+        "conversions": [_table(c["table"], c["target"]) for c in conversions(schema_id)],
+    }
+
+
+def _table(name: str, target: str) -> dict[str, Any]:
+    from .mapping import table_path
+
+    data = read_yaml(table_path(name), shared=True)
+    keys: list[dict[str, str]] = []
+    tensors: list[dict[str, str]] = []
+    _walk_table(data.get("metadata") or [], keys, "metadata", "")
+    _walk_table(data.get("tensors") or [], tensors, "tensors", "")
+    return {"table": name, "target": target, "doc": _text(data.get("doc")), "keys": keys, "tensors": tensors}
+
+
+def _walk_table(items: list[Any], out: list[dict[str, str]], section: str, when: str) -> None:
+    from .mapping import table_path
+
+    for item in items:
+        if not isinstance(item, Mapping):
+            continue
+        cond = " and ".join(c for c in (when, _text(item.get("when")),
+                                        f"for each {item.get('as', 'item')} of {item['for']}"
+                                        if "for" in item else "") if c)
+        if "include" in item:
+            included = read_yaml(table_path(str(item["include"])), shared=True)
+            _walk_table(included.get(section) or [], out, section, cond)
+        elif "items" in item:
+            _walk_table(item["items"], out, section, cond)
+        elif section == "metadata":
+            key = _gguf_key(item)
+            what = f"copy of {item['copy']}" if "copy" in item else f"{item.get('type', '')} {_text(item.get('value'))}"
+            if "copy" in item:
+                key = ", ".join(item.get("keys") or ["*"]) + (f" except {', '.join(item['except'])}"
+                                                               if item.get("except") else "")
+            out.append({"key": key, "value": what.strip(), "when": cond})
+        else:
+            source = next((f"{k} {_text(item[k])}" for k in ("from", "match", "tensor") if k in item), "")
+            name = _tensor_name(item)
+            transforms = ", ".join(str(t) for t in item.get("transforms") or [])
+            out.append({"input": source, "output": "(dropped)" if item.get("drop") else name,
+                        "transforms": transforms, "when": cond})
+
+
+def _gguf_key(item: Mapping[str, Any]) -> str:
+    from .mapping import gguf_key
+
+    if "gguf" in item:
+        try:
+            return gguf_key(str(item["gguf"]), "")
+        except SchemaError:
+            return str(item["gguf"])
+    return str(item.get("key", ""))
+
+
+def _tensor_name(item: Mapping[str, Any]) -> str:
+    from .mapping import gguf_tensor_name
+
+    if "gguf" in item:
+        try:
+            base = gguf_tensor_name(str(item["gguf"]), "")
+        except SchemaError:
+            base = str(item["gguf"])
+        return base + str(item.get("suffix", ".weight"))
+    return str(item.get("name", ""))
+
+
+def _cell(value: Any) -> str:
+    text = "" if value is None else str(value)
+    return text.replace("|", "\\|")
+
+
+def markdown(desc: dict[str, Any]) -> str:
+    """The reference page of one layout."""
+    lines = [f"# `{desc['id']}` — {desc['title']}", "",
+             f"Generated by `fmt schema show {desc['id']}` from `schemas/{desc['file']}`; do not edit.", ""]
+    if desc["doc"]:
+        lines += [desc["doc"], ""]
+    if desc["imports"]:
+        lines += ["Imports: " + ", ".join(f"`{i}`" for i in desc["imports"]) + ".", ""]
+    if desc["params"]:
+        lines += ["## Parameters", "", "| name | doc |", "|---|---|"]
+        lines += [f"| `{k}` | {_cell(v)} |" for k, v in desc["params"].items()] + [""]
+    if desc["fields"]:
+        lines += ["## Fields", "", *_field_table(desc["fields"])]
+    if desc["instances"]:
+        lines += ["## Computed values", "", "| name | value | doc |", "|---|---|---|"]
+        lines += [f"| `{k}` | `{_cell(v['value'])}` | {_cell(v['doc'])} |" for k, v in desc["instances"].items()]
+        lines.append("")
+    if desc["types"]:
+        lines += ["## Types", ""]
+        for name, t in desc["types"].items():
+            size = f" ({t['size']} bytes)" if t["size"] is not None else ""
+            params = f" Parameters: {', '.join(f'`{p}`' for p in t['params'])}." if t["params"] else ""
+            lines += [f"### `{name}`{size}", "", (t["doc"] + params).strip(), ""]
+            if t["fields"]:
+                lines += _field_table(t["fields"])
+    for table in desc["conversions"]:
+        lines += [f"## Conversion to {table['target']}: `{table['table']}`", "", table["doc"], ""]
+        if table["keys"]:
+            lines += ["| key | value | when |", "|---|---|---|"]
+            lines += [f"| `{_cell(k['key'])}` | `{_cell(k['value'])}` | {_cell(k['when'])} |" for k in table["keys"]]
+            lines.append("")
+        if table["tensors"]:
+            lines += ["| input | output | transforms | when |", "|---|---|---|---|"]
+            lines += [f"| `{_cell(t['input'])}` | `{_cell(t['output'])}` | {_cell(t['transforms'])} | "
+                      f"{_cell(t['when'])} |" for t in table["tensors"]]
+            lines.append("")
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def _field_table(fields: list[dict[str, Any]]) -> list[str]:
+    lines = ["| offset | field | type | size | conditions | doc |", "|---|---|---|---|---|---|"]
+    for f in fields:
+        offset = "" if f["offset"] is None else str(f["offset"])
+        lines.append(f"| {offset} | `{_cell(f['id'])}` | {_cell(f['type'])} | {_cell(f['size'])} | "
+                     f"{_cell(f['conditions'])} | {_cell(f['doc'])} |")
+    return [*lines, ""]
