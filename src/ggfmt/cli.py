@@ -35,7 +35,7 @@ DESCRIPTION = """\
 Parse, explain and convert the binary formats around ggml / llama.cpp that current tools
 no longer read: 2023 training checkpoints (ggcp), LoRA finetune checkpoints (ggcl), LoRA
 adapters (ggla), Hugging Face PEFT adapters, CLIP encoders and native Gemma checkpoints.
-Every layout is a YAML schema (see `fmt schemas`); conversions follow mapping tables.
+Every layout is a YAML schema (see `fmt schema list`); conversions follow mapping tables.
 """
 
 EPILOG = """\
@@ -89,7 +89,7 @@ class _Parser(argparse.ArgumentParser):
 def _parameter_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("schema parameters")
     group.add_argument("--schema", metavar="NAME|PATH",
-                       help="schema to read FILE with: a name (`fmt schemas`), a YAML file, or a Python "
+                       help="schema to read FILE with: a name (`fmt schema list`), a YAML file, or a Python "
                             "module exposing a Construct `schema` (default: detected from the magic)")
     group.add_argument("--ff", type=int, metavar="N",
                        help="feed-forward length, for models whose n_ff does not follow from n_mult "
