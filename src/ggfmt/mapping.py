@@ -24,27 +24,26 @@ from .errors import SchemaError, UsageError
 from .resources import data_dirs
 from .schema import read_yaml
 from .schema.expr import Expression, ExpressionError
+from .schema.language import enum, keys
 
 SCALAR_TYPES = {"u8", "i8", "u16", "i16", "u32", "i32", "u64", "i64", "f32", "f64", "bool", "string"}
 VALUE_TYPES = SCALAR_TYPES | {f"{t}[]" for t in SCALAR_TYPES}  # "f32[]": a GGUF array of f32
-METADATA_KEYS = {"key", "gguf", "type", "value", "when", "doc"}
-COPY_KEYS = {"copy", "keys", "except", "when", "doc"}
-TENSOR_KEYS = {"from", "match", "tensor", "gguf", "name", "suffix", "transforms", "when", "require", "drop", "doc"}
-GROUP_KEYS = {"items", "when", "for", "as", "doc"}
+METADATA_KEYS = keys("metadata_entry")
+COPY_KEYS = keys("copy_entry")
+TENSOR_KEYS = keys("tensor_entry")
+GROUP_KEYS = keys("group")
 BLOCK_ID = "bid"  # the index inside a `for` group: gguf-py's tensor name templates call it bid
-TOP_KEYS = {"doc", "source", "target", "architecture", "arch_option", "metadata", "tensors", "outtypes",
-            "unmatched", "values", "tensor_values", "require", "checks", "warnings", "order", "rename_inputs",
-            "options", "applies_outtype", "constants", "json_files", "hf_tokenizer"}
-CHECK_KEYS = {"expr", "field", "message", "doc"}
-WARNING_KEYS = {"when", "message", "doc"}
+TOP_KEYS = keys("table")
+CHECK_KEYS = keys("check")
+WARNING_KEYS = keys("warning")
 # what a capture may match: `{bid}` a block number, `{name}` one dot-free part, `{name:any}` any text
 CAPTURE_KINDS = {"": "[^.]+", "any": ".+"}
-OPTION_KEYS = {"type", "default", "doc"}
+OPTION_KEYS = keys("option")
 # what an option holds: a value, or `weights`, a second weights file whose tensors join the input's
 # `json`: a JSON file, read as a value (its path is NAME_file)
 # `document`: a file ggfmt parses (its schema found by its magic), read as its fields (a vocab model's
 # GGUF metadata, say)
-OPTION_TYPES = ("bool", "int", "float", "str", "float[]", "weights", "json", "document")
+OPTION_TYPES = enum("option", "type")
 UNMATCHED = ("error", "warn")  # what becomes of an input tensor no `match:` entry selects
 
 
@@ -323,7 +322,7 @@ def _flag(value: Any, where: str) -> bool:
     return value
 
 
-def _checks(specs: Any, where: str, allowed: set[str], condition: str) -> list[Check]:
+def _checks(specs: Any, where: str, allowed: frozenset[str], condition: str) -> list[Check]:
     """``[{expr: "r > 0", field: r, message: "..."}]`` (``when`` instead of ``expr`` for warnings)."""
     if specs is None:
         return []
@@ -508,7 +507,7 @@ def _items(specs: Any, section: str, where: str, chain: tuple[str, ...]) -> list
     return out
 
 
-def _check_keys(spec: Mapping[str, Any], allowed: set[str], where: str) -> None:
+def _check_keys(spec: Mapping[str, Any], allowed: set[str] | frozenset[str], where: str) -> None:
     unknown = set(spec) - allowed
     if unknown:
         raise SchemaError(where, f"unknown keys {sorted(unknown)} (allowed: {sorted(allowed)})")
@@ -650,7 +649,7 @@ def _transform_call(text: Any, where: str) -> TransformCall:
     return TransformCall(name_node.id, args, source)
 
 
-def check_template(template: str, allowed: set[str], where: str) -> str:
+def check_template(template: str, allowed: set[str] | frozenset[str], where: str) -> str:
     """A key or tensor-name template: text with ``{name}`` fields from ``allowed`` only.
 
     Checked when the table is loaded: no attribute or index (``{arch.__class__}``), no

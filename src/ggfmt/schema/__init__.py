@@ -26,14 +26,15 @@ import yaml
 from ..errors import SchemaError, UsageError
 from ..resources import data_dirs
 from .compiler import Namespace, Param, _params
+from .language import keys
 
 MAX_SCHEMA_BYTES = 1 << 20
 # YAML aliases share one node among many places; text made of them (a "billion laughs" file)
 # expands past any memory. A schema or table with more nodes than this, counted with every
 # alias expanded, is refused before anything walks it.
 MAX_YAML_NODES = 200_000
-TOP_KEYS = {"meta", "doc", "params", "seq", "instances", "types", "tensor", "enums", "view"}
-META_KEYS = {"id", "title", "endian", "imports", "trailing", "doc", "application", "file-extension"}
+TOP_KEYS = keys("layout")  # from the language's one definition (schema/language.json)
+META_KEYS = keys("meta")
 
 
 @dataclass

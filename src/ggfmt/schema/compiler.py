@@ -34,6 +34,7 @@ from .constructs import (
     join_path,
 )
 from .expr import Expression, ExpressionError
+from .language import keys
 
 # name -> (Construct leaf, size in bytes); all little-endian.
 PRIMITIVES: dict[str, tuple[cs.Construct, int]] = {
@@ -44,14 +45,13 @@ PRIMITIVES: dict[str, tuple[cs.Construct, int]] = {
 }
 SIZED_TYPES = {"bytes", "str", "payload"}
 
-FIELD_KEYS = {"id", "type", "doc", "contents", "valid", "repeat", "size", "size-prefix", "encoding", "if", "rebuild",
-              "at", "enum", "hidden", "layout"}
+FIELD_KEYS = keys("field")  # the keys of each kind of item, from the language's one definition
 # `size-prefix`: the integer types a size may be stored as, and their struct formats
 SIZE_PREFIXES = {"u8": "<B", "u16": "<H", "u32": "<I", "u64": "<Q"}
-ONE_OF_KEYS = {"id", "doc", "one-of", "by", "choice", "select"}
-TYPE_KEYS = {"doc", "params", "seq", "instances", "tensor", "meta", "types", "view"}
-VIEW_KEYS = {"key", "type", "value"}
-VALID_KEYS = {"eq", "any-of", "min", "max", "expr", "if", "unique", "disjoint"}
+ONE_OF_KEYS = keys("one-of")
+TYPE_KEYS = keys("type")
+VIEW_KEYS = keys("view")
+VALID_KEYS = keys("valid")
 
 
 @dataclass
