@@ -65,3 +65,9 @@ def test_show_gives_static_offsets_sizes_and_what_the_tables_make(fmt: Fmt) -> N
 def test_show_of_an_unknown_schema_is_one_line(fmt: Fmt) -> None:
     line = assert_clean_failure(fmt("schema", "show", "no-such-layout"))
     assert "no-such-layout" in line and "no schema of that name" in line
+
+
+def test_the_published_language_definition_is_the_one_ggfmt_uses() -> None:
+    shipped = ROOT / "src" / "ggfmt" / "schema" / "language.json"
+    assert (ROOT / "docs" / "ggfmt-schema.json").read_bytes() == shipped.read_bytes()
+    assert json.loads((ROOT / "docs" / "ggfmt-table.json").read_text())["$ref"] == "ggfmt-schema.json#/$defs/table"

@@ -343,6 +343,20 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("name", metavar="NAME|PATH", help="a schema's name (`fmt schema list`) or a YAML file")
     q.add_argument("--json", action="store_true", help="as JSON instead of Markdown")
     q.set_defaults(run=cmd_schema_show)
+    q = tools.add_parser("check", parents=[common], help="lint schemas and mapping tables, file:line:column",
+                         description=_wrap("Lint schemas and mapping tables: one line per problem, "
+                                           "FILE:LINE:COLUMN: what is wrong; exit 2 when there is any. It finds "
+                                           "what the language's definition refuses (unknown keys, wrong types; "
+                                           "docs/ggfmt-schema.json), what the compiler refuses (unknown types, "
+                                           "bad expressions), names an expression uses that nothing defines, "
+                                           "fields and types without a doc, a meta.id that is not the file's "
+                                           "name, types no field uses, and a table's from: naming a field the "
+                                           "schema lacks. --parse parses a sample with the (first) schema and "
+                                           "plans its conversion."),
+                         formatter_class=_Formatter)
+    q.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="schema or table files")
+    q.add_argument("--parse", type=Path, metavar="FILE", help="also parse this sample with the first schema")
+    q.set_defaults(run=cmd_schema_check)
     p = commands.add_parser("schemas", parents=[common], help="the same as `fmt schema list`",
                             description=_wrap("The same as `fmt schema list`."), formatter_class=_Formatter)
     p.add_argument("--json", action="store_true", help="as a JSON list")
@@ -667,6 +681,19 @@ def cmd_schema_list(args: argparse.Namespace) -> int:
     text = json.dumps(rows, indent=2) + "\n" if args.json else "".join(escape(line) + "\n" for line in list_lines(rows))
     sys.stdout.write(text)
     return EXIT_OK
+
+
+def cmd_schema_check(args: argparse.Namespace) -> int:
+    from .schema_check import check_paths
+
+    for path in args.paths:
+        if not path.is_file():
+            raise UsageError(f"{path}: no such file")
+    problems = check_paths(list(args.paths), args.parse)
+    sys.stdout.write("".join(escape(str(p)) + "\n" for p in problems))
+    if not problems:
+        print(f"{len(args.paths)} file{'s' if len(args.paths) > 1 else ''} checked: no problems", file=sys.stderr)
+    return EXIT_BAD_INPUT if problems else EXIT_OK
 
 
 def cmd_schema_show(args: argparse.Namespace) -> int:

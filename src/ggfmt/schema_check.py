@@ -1,0 +1,395 @@
+"""``fmt schema check``: a linter for schemas and mapping tables, one line per problem with
+``file:line:column``.
+
+What it finds: what the language's definition (schema/language.json) refuses (unknown keys,
+wrong types), what the compiler refuses (unknown types, bad expressions), names an expression
+uses that nothing defines, fields without a ``doc``, a ``meta.id`` that is not the file name,
+types nothing uses, and, for the tables that convert a schema, a ``from:`` naming a field the
+schema lacks. With ``--parse FILE``, a sample is parsed (the first mismatch, with its offset)
+and, where a table converts it, planned (an input tensor no entry selects is reported).
+
+The JSON Schema validator (the ``jsonschema`` package) is imported here only: its import costs
+about 70 ms, which every parse would otherwise pay.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import FormatError, SchemaError, UsageError
+from .schema.expr import FUNCTIONS, Expression, ExpressionError
+from .schema.language import definition
+
+# names every expression may use without a definition in the schema
+ENGINE_NAMES = {"_", "_root", "_index", "_io", "True", "False", "None", *FUNCTIONS}
+PRIMITIVE_TYPES = {"u8", "i8", "u16", "i16", "u32", "i32", "u64", "i64", "f16", "f32", "f64", "bool", "bytes",
+                   "str", "payload", "offset"}
+# keys of a field whose values are expressions
+EXPRESSION_KEYS = ("repeat", "size", "if", "rebuild", "at", "select")
+
+
+@dataclass(frozen=True)
+class Problem:
+    file: Path
+    line: int
+    column: int
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}:{self.column}: {self.message}"
+
+
+class _Positions:
+    """Where each value of a YAML file is (line, column, 1-based), by its path of keys and indices."""
+
+    def __init__(self, text: str) -> None:
+        self._root = yaml.compose(text)
+
+    def at(self, path: tuple[Any, ...]) -> tuple[int, int]:
+        node, found = self._root, self._root
+        for step in path:
+            if isinstance(node, yaml.MappingNode):
+                match = next(((k, v) for k, v in node.value if k.value == step), None)
+                if match is None:
+                    break
+                found, node = match[0], match[1]
+            elif isinstance(node, yaml.SequenceNode) and isinstance(step, int) and step < len(node.value):
+                node = found = node.value[step]
+            else:
+                break
+        target = found if found is not None else node
+        if target is None:
+            return 1, 1
+        return target.start_mark.line + 1, target.start_mark.column + 1
+
+
+def check_paths(paths: list[Path], sample: Path | None = None) -> list[Problem]:
+    problems: list[Problem] = []
+    for path in paths:
+        problems.extend(check_file(path))
+    if sample is not None and paths:
+        problems.extend(check_sample(paths[0], sample))
+    return problems
+
+
+def check_file(path: Path) -> list[Problem]:
+    try:
+        text = path.read_text(encoding="utf-8")
+        data = yaml.safe_load(text)
+        positions = _Positions(text)
+    except (OSError, UnicodeDecodeError) as e:
+        return [Problem(path, 1, 1, f"cannot be read: {getattr(e, 'strerror', None) or e}")]
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        line, column = (mark.line + 1, mark.column + 1) if mark is not None else (1, 1)
+        return [Problem(path, line, column, f"not valid YAML: {getattr(e, 'problem', e)}")]
+    if not isinstance(data, Mapping):
+        return [Problem(path, 1, 1, "a schema or table is a YAML mapping")]
+    is_table = "source" in data or "target" in data or "metadata" in data or "tensors" in data
+    kind = "table" if is_table else "layout"
+    found = list(_against_language(path, data, positions, kind))
+    if found:  # the rest assumes the file's shape is right
+        return found
+    if is_table:
+        return list(_table_problems(path, data, positions))
+    return list(_layout_problems(path, data, positions))
+
+
+def _against_language(path: Path, data: Any, positions: _Positions, kind: str) -> Iterator[Problem]:
+    import jsonschema  # type: ignore[import-untyped]
+
+    language = dict(definition())
+    language["$ref"] = f"#/$defs/{kind}"
+    validator = jsonschema.Draft202012Validator(language)
+    for error in sorted(validator.iter_errors(data), key=lambda e: list(map(str, e.absolute_path))):
+        line, column = positions.at(tuple(error.absolute_path))
+        where = ".".join(str(p) for p in error.absolute_path) or "(top)"
+        yield Problem(path, line, column, f"{where}: {_language_message(error)}")
+
+
+def _language_message(error: Any) -> str:
+    if error.validator == "additionalProperties":
+        allowed = sorted(error.schema.get("properties", {}))
+        extra = sorted(set(error.instance) - set(allowed)) if isinstance(error.instance, Mapping) else []
+        return f"unknown key{'s' if len(extra) > 1 else ''} {', '.join(extra)} (allowed: {', '.join(allowed)})"
+    if error.validator == "anyOf" and error.context:  # the closest alternative's complaint
+        best = min(error.context, key=lambda e: (len(e.absolute_path), str(e.message)))
+        return _language_message(best) if best.validator != "anyOf" else str(best.message)
+    return str(error.message)
+
+
+# -- layouts -----------------------------------------------------------------------------------
+
+def _layout_problems(path: Path, data: Mapping[str, Any], positions: _Positions) -> Iterator[Problem]:
+    meta = data.get("meta") or {}
+    if meta.get("id") != path.stem:
+        line, column = positions.at(("meta", "id"))
+        yield Problem(path, line, column, f"meta.id {meta.get('id')!r} is not the file's name {path.stem!r}: "
+                                          "imports and --schema use file names")
+    try:
+        from .schema import load_yaml_schema
+
+        load_yaml_schema(path)
+    except SchemaError as e:
+        line, column = _where_in(e, data, positions)
+        yield Problem(path, line, column, _unprefixed(str(e), path))
+        return
+    types = data.get("types") or {}
+    yield from _fields_lint(path, ("seq",), data.get("seq") or [], positions)
+    for name, typedef in types.items():
+        if isinstance(typedef, Mapping):
+            yield from _fields_lint(path, ("types", name, "seq"), typedef.get("seq") or [], positions)
+            if not typedef.get("doc"):
+                line, column = positions.at(("types", name))
+                yield Problem(path, line, column, f"type {name} has no doc")
+    yield from _undefined_names(path, data, positions)
+    yield from _unused_types(path, data, positions)
+    yield from _tables_of(path, data, positions)
+
+
+def _unprefixed(text: str, path: Path) -> str:
+    """A message without the file name the line already starts with."""
+    for prefix in (f"{path}: ", f"{path.name}: "):
+        text = text.removeprefix(prefix)
+    return text
+
+
+def _where_in(error: SchemaError, data: Mapping[str, Any], positions: _Positions) -> tuple[int, int]:
+    """The position a compiler error names (`type T, seq[i]`), else the top of the file."""
+    import re
+
+    text = str(error)
+    match = re.search(r"type (\S+), seq\[(\d+)\]", text)
+    if match:
+        name, index = match.group(1), int(match.group(2))
+        if name in (data.get("types") or {}):
+            return positions.at(("types", name, "seq", index))
+        return positions.at(("seq", index))
+    return 1, 1
+
+
+def _fields_lint(path: Path, at: tuple[Any, ...], seq: list[Any], positions: _Positions) -> Iterator[Problem]:
+    for i, spec in enumerate(seq):
+        if isinstance(spec, Mapping) and "align" not in spec and not spec.get("doc"):
+            line, column = positions.at((*at, i))
+            yield Problem(path, line, column, f"field {spec.get('id')} has no doc")
+
+
+def _expressions(data: Mapping[str, Any]) -> Iterator[tuple[tuple[Any, ...], Any]]:
+    """(path, source) of every expression of a layout."""
+    def of_seq(at: tuple[Any, ...], seq: Any, params: Any) -> Iterator[tuple[tuple[Any, ...], Any]]:
+        for i, spec in enumerate(seq or []):
+            if not isinstance(spec, Mapping):
+                continue
+            for key in EXPRESSION_KEYS:
+                if key in spec and isinstance(spec[key], str) and spec[key] != "eos":
+                    yield (*at, i, key), spec[key]
+            if "align" in spec and isinstance(spec["align"], str):
+                yield (*at, i, "align"), spec["align"]
+            kind = spec.get("type")
+            if isinstance(kind, Mapping) and isinstance(kind.get("switch-on"), str):
+                yield (*at, i, "type", "switch-on"), kind["switch-on"]
+            valid = spec.get("valid")
+            for clause in valid if isinstance(valid, list) else [valid]:
+                if isinstance(clause, Mapping):
+                    for key in ("expr", "if", "eq", "min", "max"):
+                        if isinstance(clause.get(key), str):
+                            yield (*at, i, "valid", key), clause[key]
+            if "one-of" in spec:
+                continue
+            for key, value in spec.items():  # arguments of the type's parameters
+                if key not in definition()["$defs"]["field"]["properties"] and isinstance(value, str):
+                    yield (*at, i, key), value
+
+    yield from of_seq(("seq",), data.get("seq"), data.get("params"))
+    for name, inst in (data.get("instances") or {}).items():
+        if isinstance(inst, Mapping) and isinstance(inst.get("value"), str):
+            yield ("instances", name, "value"), inst["value"]
+    for tname, typedef in (data.get("types") or {}).items():
+        if isinstance(typedef, Mapping):
+            yield from of_seq(("types", tname, "seq"), typedef.get("seq"), typedef.get("params"))
+            for name, inst in (typedef.get("instances") or {}).items():
+                if isinstance(inst, Mapping) and isinstance(inst.get("value"), str):
+                    yield ("types", tname, "instances", name, "value"), inst["value"]
+
+
+def _defined_names(data: Mapping[str, Any], path: Path) -> set[str]:
+    """Every name a field, instance or parameter of the layout (or of what it imports) defines."""
+    names: set[str] = set()
+
+    def of(doc: Mapping[str, Any]) -> None:
+        typedefs = [t for t in (doc.get("types") or {}).values() if isinstance(t, Mapping)]
+        for seq in [doc.get("seq"), *(t.get("seq") for t in typedefs)]:
+            for spec in seq or []:
+                if isinstance(spec, Mapping):
+                    names.update(str(spec[k]) for k in ("id", "choice") if k in spec)
+        for holder in [doc] + [t for t in (doc.get("types") or {}).values() if isinstance(t, Mapping)]:
+            names.update(str(k) for k in (holder.get("instances") or {}))
+            names.update(str(k) for k in (holder.get("params") or {}))
+
+    from .schema import available_schemas, read_yaml
+
+    of(data)
+    for name in (data.get("meta") or {}).get("imports") or []:
+        imported = path.parent / f"{name}.yaml"
+        target = imported if imported.is_file() else available_schemas().get(str(name))
+        if target is not None:
+            of(read_yaml(target, shared=True))
+    # a shared part is read inside the schemas that import it: their names are in scope
+    for other in _importers(path):
+        of(read_yaml(other, shared=True))
+    return names
+
+
+def _importers(path: Path) -> list[Path]:
+    """The schemas of the search path (and of ``path``'s folder) that import ``path``'s schema."""
+    from .schema import available_schemas, read_yaml
+
+    found = {p.resolve(): p for p in [*available_schemas().values(), *path.parent.glob("*.yaml")]}
+    out = []
+    for candidate in found.values():
+        try:
+            other = read_yaml(candidate, shared=True)
+        except SchemaError:
+            continue
+        meta = other.get("meta")
+        if isinstance(meta, Mapping) and path.stem in (meta.get("imports") or []):
+            out.append(candidate)
+    return out
+
+
+def _undefined_names(path: Path, data: Mapping[str, Any], positions: _Positions) -> Iterator[Problem]:
+    defined = _defined_names(data, path) | ENGINE_NAMES
+    for at, source in _expressions(data):
+        try:
+            names = Expression(source).names
+        except ExpressionError:
+            continue  # the compiler has said so
+        for name in sorted(names - defined):
+            line, column = positions.at(at)
+            yield Problem(path, line, column, f"{name!r} in {source!r} is defined by no field, instance or "
+                                              "parameter of the schema or its imports")
+
+
+def _type_names(value: Any) -> Iterator[str]:
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, Mapping):
+        for case in (value.get("cases") or {}).values():
+            yield from _type_names(case.get("type") if isinstance(case, Mapping) else case)
+
+
+def _unused_types(path: Path, data: Mapping[str, Any], positions: _Positions) -> Iterator[Problem]:
+    types = {str(k): v for k, v in (data.get("types") or {}).items()}
+    used: set[str] = set()
+
+    def visit(seq: Any) -> None:
+        for spec in seq or []:
+            if not isinstance(spec, Mapping):
+                continue
+            for name in [*_type_names(spec.get("type")), *[str(v) for v in (spec.get("one-of") or {}).values()]]:
+                if name in types and name not in used:
+                    used.add(name)
+                    visit(types[name].get("seq") if isinstance(types[name], Mapping) else None)
+
+    visit(data.get("seq"))
+    for other in _importers(path):  # a shared part's types are used by the schemas that import it
+        from .schema import read_yaml
+
+        doc = read_yaml(other, shared=True)
+        visit(doc.get("seq"))
+        for typedef in (doc.get("types") or {}).values():
+            if isinstance(typedef, Mapping):
+                visit(typedef.get("seq"))
+    for name in types:
+        if name not in used:
+            line, column = positions.at(("types", name))
+            yield Problem(path, line, column, f"type {name} is used by no field (reachable from the layout's seq)")
+
+
+def _tables_of(path: Path, data: Mapping[str, Any], positions: _Positions) -> Iterator[Problem]:
+    """A `from:` of a table converting this layout must name one of its fields."""
+    from .mapping import table_headers, table_path
+
+    schema_id = str((data.get("meta") or {}).get("id", path.stem))
+    fields = _defined_names(data, path)
+    for name, table in table_headers():
+        declared = table.get("source")
+        if schema_id not in (declared if isinstance(declared, list) else [declared]):
+            continue
+        table_file = table_path(name)
+        table_positions = _Positions(table_file.read_text(encoding="utf-8"))
+        for at, entry in _table_entries(table.get("tensors") or [], ("tensors",)):
+            source = entry.get("from")
+            if isinstance(source, str):
+                try:
+                    names = Expression(source).names
+                except ExpressionError:
+                    continue
+                group_names = {str(g) for g in _group_names(table, at)}
+                for missing in sorted(names - fields - group_names - ENGINE_NAMES):
+                    line, column = table_positions.at((*at, "from"))
+                    yield Problem(table_file, line, column,
+                                  f"from: {source}: {schema_id} has no field {missing!r}")
+
+
+def _table_entries(items: list[Any], at: tuple[Any, ...]) -> Iterator[tuple[tuple[Any, ...], Mapping[str, Any]]]:
+    for i, item in enumerate(items):
+        if not isinstance(item, Mapping):
+            continue
+        if "items" in item:
+            yield from _table_entries(item["items"], (*at, i, "items"))
+        else:
+            yield (*at, i), item
+
+
+def _group_names(table: Mapping[str, Any], at: tuple[Any, ...]) -> Iterator[str]:
+    """The names the `for` groups around an entry bind (`as`, and bid)."""
+    node: Any = table
+    for step in at:
+        node = node[step]
+        if isinstance(node, Mapping) and "for" in node:
+            yield str(node.get("as", "item"))
+            yield "bid"
+
+
+# -- tables ------------------------------------------------------------------------------------
+
+def _table_problems(path: Path, data: Mapping[str, Any], positions: _Positions) -> Iterator[Problem]:
+    from .mapping import _load
+
+    try:
+        _load(path, ())
+    except SchemaError as e:
+        yield Problem(path, 1, 1, _unprefixed(str(e), path))
+
+
+# -- a sample file ------------------------------------------------------------------------------
+
+def check_sample(schema: Path, sample: Path) -> list[Problem]:
+    """Parse ``sample`` with ``schema`` (the first mismatch, with its offset), then plan its
+    conversion where a table converts it (an input tensor no entry selects, say)."""
+    from .engine import parse
+
+    try:
+        doc = parse(sample, str(schema))
+    except (FormatError, SchemaError, UsageError) as e:
+        return [Problem(sample, 1, 1, _unprefixed(str(e), sample))]
+    from .convert import _settings, _table_or_none
+    from .plan import plan_gguf
+
+    problems = []
+    for target in ("gguf",):
+        table = _table_or_none(doc.schema.id, target)
+        if table is None:
+            continue
+        try:
+            plan_gguf(doc, table, None, _settings(table, {}, None))
+        except (FormatError, SchemaError, UsageError) as e:
+            problems.append(Problem(sample, 1, 1, f"{table.name}: {e}"))
+    return problems
