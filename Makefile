@@ -21,12 +21,14 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 # Plus the test tools, and torch (CPU build), peft and transformers, which the tests use, and
-# llama-cpp-python, a current llama.cpp that runs what ggfmt writes (built once, then cached by pip).
+# llama-cpp-python, a current llama.cpp that runs what ggfmt writes (built once, then cached by pip),
+# and Kaitai Struct's compiler (npm), which must accept what `fmt schema export-ksy` writes.
 install-test: $(TESTSTAMP)
 
 $(TESTSTAMP): $(STAMP)
 	CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc 2>/dev/null || echo 2) \
 	    $(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	npm install --silent --no-audit --no-fund --prefix $(VENV)/ksc kaitai-struct-compiler@0.11.0
 	touch $(TESTSTAMP)
 
 # The main job on a bundled checkpoint: what is inside the 2023 file, the conversion, what is

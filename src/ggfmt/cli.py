@@ -357,6 +357,16 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="schema or table files")
     q.add_argument("--parse", type=Path, metavar="FILE", help="also parse this sample with the first schema")
     q.set_defaults(run=cmd_schema_check)
+    q = tools.add_parser("export-ksy", parents=[common], help="a layout as a Kaitai Struct .ksy",
+                         description=_wrap("Write a layout as a Kaitai Struct .ksy, so that Kaitai's tools (its "
+                                           "Web IDE) show a file's bytes with ggfmt's field names: tensor payloads "
+                                           "become byte blocks. A layout that needs what Kaitai cannot say "
+                                           "(imports, parameters, one-of, size prefixes, payloads at an offset, "
+                                           "ggfmt's functions) is refused with the list of what."),
+                         formatter_class=_Formatter)
+    q.add_argument("name", metavar="NAME|PATH", help="a schema's name (`fmt schema list`) or a YAML file")
+    _output_options(q, "OUT.ksy", "output file (default: standard output)")
+    q.set_defaults(run=cmd_schema_export_ksy)
     p = commands.add_parser("schemas", parents=[common], help="the same as `fmt schema list`",
                             description=_wrap("The same as `fmt schema list`."), formatter_class=_Formatter)
     p.add_argument("--json", action="store_true", help="as a JSON list")
@@ -694,6 +704,20 @@ def cmd_schema_check(args: argparse.Namespace) -> int:
     if not problems:
         print(f"{len(args.paths)} file{'s' if len(args.paths) > 1 else ''} checked: no problems", file=sys.stderr)
     return EXIT_BAD_INPUT if problems else EXIT_OK
+
+
+def cmd_schema_export_ksy(args: argparse.Namespace) -> int:
+    from .ksy import export
+    from .output import atomic_output
+    from .workbench import schema_path
+
+    text = export(schema_path(args.name))
+    if args.output is None:
+        sys.stdout.write(text)
+        return EXIT_OK
+    with atomic_output(Path(args.output), force=args.force) as temporary:
+        temporary.write_text(text, encoding="utf-8")
+    return EXIT_OK
 
 
 def cmd_schema_show(args: argparse.Namespace) -> int:
