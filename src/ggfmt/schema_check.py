@@ -117,9 +117,14 @@ def _language_message(error: Any) -> str:
         allowed = sorted(error.schema.get("properties", {}))
         extra = sorted(set(error.instance) - set(allowed)) if isinstance(error.instance, Mapping) else []
         return f"unknown key{'s' if len(extra) > 1 else ''} {', '.join(extra)} (allowed: {', '.join(allowed)})"
-    if error.validator == "anyOf" and error.context:  # the closest alternative's complaint
-        best = min(error.context, key=lambda e: (len(e.absolute_path), str(e.message)))
-        return _language_message(best) if best.validator != "anyOf" else str(best.message)
+    if error.validator == "anyOf" and error.context:
+        # the complaint of the alternative the value was meant to be: not one that only misses a
+        # required key or has keys of another kind
+        rank = {"required": 2, "additionalProperties": 1}
+        best = min(error.context, key=lambda e: (rank.get(e.validator, 0), -len(e.absolute_path), str(e.message)))
+        return _language_message(best)
+    if error.validator == "propertyNames" or "propertyNames" in error.schema_path:
+        return f"{error.instance!r} is not a key of the language (a YAML flow mapping split at a comma? quote the text)"
     return str(error.message)
 
 
@@ -390,6 +395,8 @@ def check_sample(schema: Path, sample: Path) -> list[Problem]:
             continue
         try:
             plan_gguf(doc, table, None, _settings(table, {}, None))
-        except (FormatError, SchemaError, UsageError) as e:
-            problems.append(Problem(sample, 1, 1, f"{table.name}: {e}"))
+        except UsageError:
+            continue  # an option the conversion needs and the check cannot know: not the sample's fault
+        except (FormatError, SchemaError) as e:
+            problems.append(Problem(sample, 1, 1, f"{table.name}: {_unprefixed(str(e), sample)}"))
     return problems
