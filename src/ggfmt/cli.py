@@ -326,47 +326,43 @@ def build_parser() -> argparse.ArgumentParser:
                                               "docs/schema-language.md)."),
                             formatter_class=_Formatter)
     tools = p.add_subparsers(dest="tool", metavar="TOOL", required=True)
-    q = tools.add_parser("list", parents=[common], help="every schema found, with its magic, origin and conversions",
-                         description=_wrap("Every schema found in ggfmt's schemas/ and the folders of "
-                                           "GGFMT_SCHEMA_PATH (searched first): its id, the magic it detects, its "
-                                           "title, where it comes from, and the conversions its tables make."),
-                         formatter_class=_Formatter)
+
+    def tool(name: str, summary: str, description: str, run: Callable[[argparse.Namespace], int]) -> Any:
+        q = tools.add_parser(name, parents=[common], help=summary, description=_wrap(description),
+                             formatter_class=_Formatter)
+        q.set_defaults(run=run)
+        return q
+
+    q = tool("list", "every schema found, with its magic, origin and conversions",
+             "Every schema found in ggfmt's schemas/ and the folders of GGFMT_SCHEMA_PATH (searched first): its "
+             "id, the magic it detects, its title, where it comes from, and the conversions its tables make.",
+             cmd_schema_list)
     q.add_argument("--json", action="store_true", help="as a JSON list")
-    q.set_defaults(run=cmd_schema_list)
-    q = tools.add_parser("show", parents=[common], help="a generated reference of one layout (Markdown or JSON)",
-                         description=_wrap("The reference of one layout, generated from its schema: title, doc, "
-                                           "parameters, every field in order with its type, size and offset where "
-                                           "they are static, its conditions and doc; its types; and what each "
-                                           "table that converts it makes of its keys and tensors. "
-                                           "docs/schemas/*.md are this command's output."),
-                         formatter_class=_Formatter)
+    q = tool("show", "a generated reference of one layout (Markdown or JSON)",
+             "The reference of one layout, generated from its schema: title, doc, parameters, every field in "
+             "order with its type, size and offset where they are static, its conditions and doc; its types; and "
+             "what each table that converts it makes of its keys and tensors. docs/schemas/*.md are this "
+             "command's output.", cmd_schema_show)
     q.add_argument("name", metavar="NAME|PATH", help="a schema's name (`fmt schema list`) or a YAML file")
     q.add_argument("--json", action="store_true", help="as JSON instead of Markdown")
-    q.set_defaults(run=cmd_schema_show)
-    q = tools.add_parser("check", parents=[common], help="lint schemas and mapping tables, file:line:column",
-                         description=_wrap("Lint schemas and mapping tables: one line per problem, "
-                                           "FILE:LINE:COLUMN: what is wrong; exit 2 when there is any. It finds "
-                                           "what the language's definition refuses (unknown keys, wrong types; "
-                                           "docs/ggfmt-schema.json), what the compiler refuses (unknown types, "
-                                           "bad expressions), names an expression uses that nothing defines, "
-                                           "fields and types without a doc, a meta.id that is not the file's "
-                                           "name, types no field uses, and a table's from: naming a field the "
-                                           "schema lacks. --parse parses a sample with the (first) schema and "
-                                           "plans its conversion."),
-                         formatter_class=_Formatter)
+    q = tool("check", "lint schemas and mapping tables, file:line:column",
+             "Lint schemas and mapping tables: one line per problem, FILE:LINE:COLUMN: what is wrong; exit 2 when "
+             "there is any. It finds what the language's definition refuses (unknown keys, wrong types; "
+             "docs/ggfmt-schema.json), what the compiler refuses (unknown types, bad expressions), names an "
+             "expression uses that nothing defines, fields and types without a doc, a meta.id that is not the "
+             "file's name, types no field uses, and a table's from: naming a field the schema lacks. --parse "
+             "parses a sample with the (first) schema and plans its conversion.", cmd_schema_check)
     q.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="schema or table files")
     q.add_argument("--parse", type=Path, metavar="FILE", help="also parse this sample with the first schema")
-    q.set_defaults(run=cmd_schema_check)
-    q = tools.add_parser("export-ksy", parents=[common], help="a layout as a Kaitai Struct .ksy",
-                         description=_wrap("Write a layout as a Kaitai Struct .ksy, so that Kaitai's tools (its "
-                                           "Web IDE) show a file's bytes with ggfmt's field names: tensor payloads "
-                                           "become byte blocks. A layout that needs what Kaitai cannot say "
-                                           "(imports, parameters, one-of, size prefixes, payloads at an offset, "
-                                           "ggfmt's functions) is refused with the list of what."),
-                         formatter_class=_Formatter)
+    q = tool("export-ksy", "a layout as a Kaitai Struct .ksy",
+             "Write a layout as a Kaitai Struct .ksy, so that Kaitai's tools (its Web IDE) show a file's bytes "
+             "with ggfmt's field names: tensor payloads become byte blocks. A layout that needs what the export "
+             "cannot say in Kaitai (imports, parameters, one-of, size prefixes, payloads at an offset, ggfmt's "
+             "functions) is refused with the list of what.", cmd_schema_export_ksy)
     q.add_argument("name", metavar="NAME|PATH", help="a schema's name (`fmt schema list`) or a YAML file")
-    _output_options(q, "OUT.ksy", "output file (default: standard output)")
-    q.set_defaults(run=cmd_schema_export_ksy)
+    q.add_argument("-o", "--outfile", "--output", dest="output", metavar="OUT.ksy",
+                   help="output file (default: standard output)")
+    q.add_argument("--force", action="store_true", help="replace OUT.ksy if it exists")
     p = commands.add_parser("schemas", parents=[common], help="the same as `fmt schema list`",
                             description=_wrap("The same as `fmt schema list`."), formatter_class=_Formatter)
     p.add_argument("--json", action="store_true", help="as a JSON list")
