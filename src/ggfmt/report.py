@@ -70,12 +70,17 @@ def render(doc: Document, *, raw: bool = False, fields: Sequence[str] | None = N
         for path, value in plain:
             yield f"  {escape(path):<{width}}  {_value(value)}"
     for section in sections:
-        entries = [(key, value) for key, value in section.entries if selected(fields, key, f"{section.path}.{key}")]
+        # two passes over the entries (made as they are read): the width of the type column, then the lines
+        def chosen(section: Section = section) -> Iterator[tuple[str, Typed]]:
+            return ((k, v) for k, v in section.entries if selected(fields, k, f"{section.path}.{k}"))
+
+        width, shown = 0, 0
+        for _, value in chosen():
+            width, shown = max(width, len(_type(value))), shown + 1
         yield ""
         yield f"{escape(section.path)}: {len(section.entries):,} keys" + \
-            (f", {len(entries):,} shown" if len(entries) != len(section.entries) else "")
-        width = max((len(_type(v)) for _, v in entries), default=0)
-        for key, value in entries:
+            (f", {shown:,} shown" if shown != len(section.entries) else "")
+        for key, value in chosen():
             yield f"  {_type(value):<{width}}  {escape(key)} = {_value(value)}"
     if tensors:
         yield ""

@@ -33,12 +33,34 @@ class Typed:
         return f"{self.type}[]" if self.array else self.type
 
 
+class Entries(Sequence[tuple[str, Typed]]):
+    """A keyed section's (key, typed value) pairs, each made when it is read: a GGUF of a million
+    pairs is walked, not held twice (its records and their views)."""
+
+    def __init__(self, records: Sequence[Any], key_field: str) -> None:
+        self._records = records
+        self._key = key_field
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+    def __getitem__(self, index: Any) -> Any:
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        record = self._records[index]
+        return str(record[self._key]), typed(record)
+
+    def __iter__(self) -> Iterator[tuple[str, Typed]]:
+        for record in self._records:
+            yield str(record[self._key]), typed(record)
+
+
 @dataclass(frozen=True)
 class Section:
     """A repeated field whose records have a keyed view: its entries by key, in file order."""
 
     path: str
-    entries: list[tuple[str, Typed]]
+    entries: Sequence[tuple[str, Typed]]
 
 
 Item = tuple[str, Any]  # (field path, value): a value, a Typed, or a Section's entries
@@ -101,7 +123,8 @@ def items(fields: Any, path: str = "", raw: bool = False) -> Iterator[Item]:
                 yield from items(item, f"{path}.{key}" if path else key, raw)
     elif not raw and _keyed_records(fields):
         key_field = _spec(fields[0]).key  # type: ignore[union-attr]
-        yield path, Section(path, [(str(r[key_field]), typed(r)) for r in fields])
+        assert key_field is not None
+        yield path, Section(path, Entries(fields, key_field))
     elif isinstance(fields, list) and fields and all(isinstance(v, Mapping) for v in fields):
         records = all(isinstance(v, TensorContainer) for v in fields)
         for i, item in enumerate(fields):

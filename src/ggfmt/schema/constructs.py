@@ -344,6 +344,8 @@ class Field(cs.Construct):  # type: ignore[misc]
         return count
 
     def _read(self, stream: Any, context: Any, path: str, offset: int) -> Any:
+        if self.repeat is None:  # one element, the common case: nothing to count
+            return self._read_one(stream, context, path, None, offset)
         count = self._count(stream, context, path, offset)
         remaining = stream_size(stream) - offset
         if isinstance(self.repeat, RepeatUntil):
@@ -421,8 +423,9 @@ class Field(cs.Construct):  # type: ignore[misc]
         items = NumberArray(stream.read(count * size), code)
         return items if count >= BULK_MIN_ITEMS else cs.ListContainer(items.tolist())
 
-    def _read_one(self, stream: Any, context: Any, path: str, index: int | None) -> Any:
-        offset = stream.tell()
+    def _read_one(self, stream: Any, context: Any, path: str, index: int | None, offset: int | None = None) -> Any:
+        if offset is None:
+            offset = stream.tell()
         if self.fixed_size is not None:
             remaining = stream_size(stream) - offset
             if remaining < self.fixed_size:
