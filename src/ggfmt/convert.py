@@ -181,15 +181,14 @@ def _takers(name: str) -> list[tuple[str, bool]]:
     """The conversions that take an option: (``a Hugging Face CLIP model (clip-gguf)``, whether
     its input is a directory)."""
     from .bundles import bundles
-    from .mapping import table_headers
+    from .mapping import table_headers, table_sources
 
     titles = {b.id: b.title for b in bundles()}
     single_files = {b.id for b in bundles() if b.is_file}
     takers = []
     for table, data in table_headers():
         if isinstance(data.get("options"), dict) and name in data["options"]:
-            declared = data.get("source", "")
-            source_id = str(declared[0] if isinstance(declared, list) and declared else declared)
+            source_id = next(iter(table_sources(data)), "")
             is_directory = source_id in titles and source_id not in single_files
             shown = f"a {titles[source_id]} directory" if is_directory else \
                 f"a {titles[source_id]}" if source_id in titles else f"{source_id} files"

@@ -34,11 +34,10 @@ import construct as cs
 
 from .document import Document
 from .errors import UsageError
+from .schema.compiler import INT_RANGES
 
 FICLONE = 0x40049409  # linux/fs.h: _IOW(0x94, 9, int)
 JOURNAL = ".ggfmt-journal"
-INT_RANGES = {"u8": (0, 2**8 - 1), "i8": (-2**7, 2**7 - 1), "u16": (0, 2**16 - 1), "i16": (-2**15, 2**15 - 1),
-              "u32": (0, 2**32 - 1), "i32": (-2**31, 2**31 - 1), "u64": (0, 2**64 - 1), "i64": (-2**63, 2**63 - 1)}
 FLOAT_TYPES = {"f32", "f64"}
 # what a header field may not be set to: it moves the tensor data
 FIXED_KEYS = {"general.alignment": "it sets where the tensor data starts; rewrite the file to change it"}

@@ -20,9 +20,12 @@ import yaml
 
 from .errors import UsageError
 from .schema import read_yaml
+from .schema.language import keys
+from .workbench import meta_of
 
 KSY_TYPES = {"u8": "u1", "u16": "u2", "u32": "u4", "u64": "u8", "i8": "s1", "i16": "s2", "i32": "s4",
              "i64": "s8", "f32": "f4", "f64": "f8", "bool": "u1"}
+FIELD_KEYS = keys("field") | keys("one-of")  # any other key of a field is an argument of its type's parameters
 MAX_DIMS = 4  # ggml's: prod(ne) is written out term by term
 _OPS = {ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.FloorDiv: "/", ast.Mod: "%", ast.BitAnd: "&",
         ast.BitOr: "|", ast.BitXor: "^", ast.LShift: "<<", ast.RShift: ">>"}
@@ -127,8 +130,7 @@ def _field(spec: Mapping[str, Any], where: str, missing: list[str], pads: list[i
     elif isinstance(kind, str):
         out["type"] = _ident(kind)
     for key in spec:  # arguments of a parameterised type
-        if key not in {"id", "type", "doc", "contents", "valid", "repeat", "size", "size-prefix", "encoding", "if",
-                       "rebuild", "at", "enum", "hidden", "layout", "one-of", "by", "choice", "select"}:
+        if key not in FIELD_KEYS:
             missing.append(f"{at}: the type parameter {key}")
     repeat = spec.get("repeat")
     if repeat == "eos":
@@ -192,8 +194,7 @@ def _type(spec: Mapping[str, Any], where: str, missing: list[str]) -> dict[str, 
 def export(path: Path) -> str:
     """The ``.ksy`` of the schema at ``path``; UsageError listing what Kaitai cannot say."""
     data = read_yaml(path, shared=True)
-    found = data.get("meta")
-    meta: Mapping[str, Any] = found if isinstance(found, Mapping) else {}
+    meta = meta_of(data)
     missing: list[str] = []
     if meta.get("imports"):
         missing.append(f"meta: imports ({', '.join(meta['imports'])})")

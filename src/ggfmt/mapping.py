@@ -218,15 +218,19 @@ def table_headers() -> Iterator[tuple[str, Mapping[str, Any]]]:
             yield path.stem, data
 
 
+def table_sources(data: Mapping[str, Any]) -> list[str]:
+    """The ids a table's ``source:`` names: one, or a list of layouts converted alike."""
+    declared = data.get("source")
+    return [str(s) for s in declared] if isinstance(declared, list) else [str(declared)] if declared else []
+
+
 def table_for(source: str, target: str) -> str | None:
     """The name of the table that converts ``source`` (a schema or bundle id) to ``target``
     (``gguf``): the first, in search order, whose ``source:`` (a name, or a list of the layouts
     one table converts alike) and ``target:`` say so; else the table named ``<source>-<target>``
     if there is one. None when no table converts it."""
     for name, data in table_headers():
-        declared = data.get("source")
-        sources = declared if isinstance(declared, list) else [declared]
-        if source in sources and data.get("target") == target:
+        if source in table_sources(data) and data.get("target") == target:
             return name
     conventional = f"{source}-{target}"
     return conventional if mapping_exists(conventional) else None

@@ -32,14 +32,10 @@ from .mapping import (
     table_scope,
     walk,
 )
+from .schema.compiler import INT_RANGES
 from .schema.constructs import TensorContainer
 from .schema.expr import Expression
 from .tensors import FileSlice, LoadedSource, PayloadSource
-
-_INT_RANGES = {
-    "u8": (0, 2**8 - 1), "i8": (-(2**7), 2**7 - 1), "u16": (0, 2**16 - 1), "i16": (-(2**15), 2**15 - 1),
-    "u32": (0, 2**32 - 1), "i32": (-(2**31), 2**31 - 1), "u64": (0, 2**64 - 1), "i64": (-(2**63), 2**63 - 1),
-}
 
 
 @dataclass(frozen=True)
@@ -508,10 +504,10 @@ def _checked(value: Any, value_type: str, key: str, source: str, where: tuple[st
             raise bad(f"expected a list, got {value!r}")
         return [_checked(item, value_type[:-2], key, source, where) for item in value]
 
-    if value_type in _INT_RANGES:
+    if value_type in INT_RANGES:
         if isinstance(value, bool) or not isinstance(value, int):
             raise bad(f"expected an integer, got {value!r}")
-        lo, hi = _INT_RANGES[value_type]
+        lo, hi = INT_RANGES[value_type]
         if not lo <= value <= hi:
             raise bad(f"{value} does not fit in {value_type}")
         return value

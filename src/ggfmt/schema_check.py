@@ -23,12 +23,11 @@ import yaml
 
 from .errors import FormatError, SchemaError, UsageError
 from .schema.expr import FUNCTIONS, Expression, ExpressionError
-from .schema.language import definition
+from .schema.language import definition, keys
+from .workbench import meta_of
 
 # names every expression may use without a definition in the schema
 ENGINE_NAMES = {"_", "_root", "_index", "_io", "True", "False", "None", *FUNCTIONS}
-PRIMITIVE_TYPES = {"u8", "i8", "u16", "i16", "u32", "i32", "u64", "i64", "f16", "f32", "f64", "bool", "bytes",
-                   "str", "payload", "offset"}
 # keys of a field whose values are expressions
 EXPRESSION_KEYS = ("repeat", "size", "if", "rebuild", "at", "select")
 
@@ -131,7 +130,7 @@ def _language_message(error: Any) -> str:
 # -- layouts -----------------------------------------------------------------------------------
 
 def _layout_problems(path: Path, data: Mapping[str, Any], positions: _Positions) -> Iterator[Problem]:
-    meta = data.get("meta") or {}
+    meta = meta_of(data)
     if meta.get("id") != path.stem:
         line, column = positions.at(("meta", "id"))
         yield Problem(path, line, column, f"meta.id {meta.get('id')!r} is not the file's name {path.stem!r}: "
@@ -208,7 +207,7 @@ def _expressions(data: Mapping[str, Any]) -> Iterator[tuple[tuple[Any, ...], Any
             if "one-of" in spec:
                 continue
             for key, value in spec.items():  # arguments of the type's parameters
-                if key not in definition()["$defs"]["field"]["properties"] and isinstance(value, str):
+                if key not in keys("field") and isinstance(value, str):
                     yield (*at, i, key), value
 
     yield from of_seq(("seq",), data.get("seq"), data.get("params"))
@@ -240,7 +239,7 @@ def _defined_names(data: Mapping[str, Any], path: Path) -> set[str]:
     from .schema import available_schemas, read_yaml
 
     of(data)
-    for name in (data.get("meta") or {}).get("imports") or []:
+    for name in meta_of(data).get("imports") or []:
         imported = path.parent / f"{name}.yaml"
         target = imported if imported.is_file() else available_schemas().get(str(name))
         if target is not None:
@@ -262,8 +261,7 @@ def _importers(path: Path) -> list[Path]:
             other = read_yaml(candidate, shared=True)
         except SchemaError:
             continue
-        meta = other.get("meta")
-        if isinstance(meta, Mapping) and path.stem in (meta.get("imports") or []):
+        if path.stem in (meta_of(other).get("imports") or []):
             out.append(candidate)
     return out
 
@@ -319,13 +317,12 @@ def _unused_types(path: Path, data: Mapping[str, Any], positions: _Positions) ->
 
 def _tables_of(path: Path, data: Mapping[str, Any], positions: _Positions) -> Iterator[Problem]:
     """A `from:` of a table converting this layout must name one of its fields."""
-    from .mapping import table_headers, table_path
+    from .mapping import table_headers, table_path, table_sources
 
-    schema_id = str((data.get("meta") or {}).get("id", path.stem))
+    schema_id = str(meta_of(data).get("id", path.stem))
     fields = _defined_names(data, path)
     for name, table in table_headers():
-        declared = table.get("source")
-        if schema_id not in (declared if isinstance(declared, list) else [declared]):
+        if schema_id not in table_sources(table):
             continue
         table_file = table_path(name)
         table_positions = _Positions(table_file.read_text(encoding="utf-8"))

@@ -16,12 +16,13 @@ from typing import Any
 from .errors import SchemaError
 from .resources import data_dirs
 from .schema import available_schemas, catalog, read_yaml
+from .schema.compiler import PRIMITIVES
 
-PRIMITIVE_SIZES = {"u8": 1, "i8": 1, "u16": 2, "i16": 2, "u32": 4, "i32": 4, "u64": 8, "i64": 8, "f16": 2,
-                   "f32": 4, "f64": 8, "bool": 1}
+PRIMITIVE_SIZES = {name: size for name, (_, size) in PRIMITIVES.items()}
 
 
-def _meta(data: Mapping[str, Any]) -> Mapping[str, Any]:
+def meta_of(data: Mapping[str, Any]) -> Mapping[str, Any]:
+    """A schema's ``meta`` mapping (empty when it has none, or something else)."""
     meta = data.get("meta")
     return meta if isinstance(meta, Mapping) else {}
 
@@ -34,13 +35,11 @@ def origin(path: Path) -> str:
 
 def conversions(schema_id: str) -> list[dict[str, str]]:
     """The tables whose ``source:`` names ``schema_id``: their name and target."""
-    from .mapping import table_headers
+    from .mapping import table_headers, table_sources
 
     found = []
     for name, data in table_headers():
-        declared = data.get("source")
-        sources = declared if isinstance(declared, list) else [declared]
-        if schema_id in sources and data.get("target"):
+        if schema_id in table_sources(data) and data.get("target"):
             found.append({"table": name, "target": str(data["target"])})
     return found
 
@@ -50,7 +49,7 @@ def schema_list() -> list[dict[str, Any]]:
     rows = []
     for info in catalog():
         data = read_yaml(info.path, shared=True)
-        meta = _meta(data)
+        meta = meta_of(data)
         schema_id = str(meta.get("id", info.name))
         rows.append({"id": schema_id, "file": str(info.path), "title": info.title,
                      "magic": info.magic.decode("latin-1") if info.magic else None,
@@ -167,7 +166,7 @@ def _all_types(path: Path, data: Mapping[str, Any], seen: set[Path] | None = Non
     """The types a schema can name: its own, and those of what it imports (roots by their ids)."""
     seen = seen if seen is not None else set()
     types: dict[str, Any] = {}
-    meta = _meta(data)
+    meta = meta_of(data)
     for name in meta.get("imports") or []:
         imported = path.parent / f"{name}.yaml"
         target = imported if imported.is_file() else available_schemas().get(str(name))
@@ -175,7 +174,7 @@ def _all_types(path: Path, data: Mapping[str, Any], seen: set[Path] | None = Non
             continue
         seen.add(target)
         sub = read_yaml(target, shared=True)
-        sub_meta = _meta(sub)
+        sub_meta = meta_of(sub)
         types[str(sub_meta.get("id", name))] = sub
         types.update(_all_types(target, sub, seen))
     types.update(data.get("types") or {})
@@ -186,7 +185,7 @@ def describe(name: str) -> dict[str, Any]:
     """``fmt schema show``: one layout, as data (Markdown is made of it)."""
     path = schema_path(name)
     data = read_yaml(path, shared=True)
-    meta = _meta(data)
+    meta = meta_of(data)
     schema_id = str(meta.get("id", path.stem))
     types = _all_types(path, data)
     own_types = data.get("types") or {}

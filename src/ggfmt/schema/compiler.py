@@ -43,6 +43,10 @@ PRIMITIVES: dict[str, tuple[cs.Construct, int]] = {
     "f16": (cs.Float16l, 2), "f32": (cs.Float32l, 4), "f64": (cs.Float64l, 8),
     "bool": (cs.Flag, 1),  # one byte, 0 or not
 }
+# the values each integer primitive holds (a GGUF key's type, a value typed on the command line)
+INT_RANGES: dict[str, tuple[int, int]] = {
+    name: (-(1 << (8 * size - 1)), (1 << (8 * size - 1)) - 1) if name[0] == "i" else (0, (1 << (8 * size)) - 1)
+    for name, (_, size) in PRIMITIVES.items() if name[0] in "iu"}
 SIZED_TYPES = {"bytes", "str", "payload"}
 
 FIELD_KEYS = keys("field")  # the keys of each kind of item, from the language's one definition
