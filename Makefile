@@ -20,16 +20,43 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m compileall -q src
 	touch $(STAMP)
 
-# Plus the test tools, and torch (CPU build), peft and transformers, which the tests use, and
-# llama-cpp-python, a current llama.cpp that runs what ggfmt writes (built once, then cached by pip),
-# and Kaitai Struct's compiler (npm), which must accept what `fmt schema export-ksy` writes.
+# Plus the test tools; torch (CPU build), peft and transformers, which the tests use to make and read
+# adapters; llama-cpp-python, a current llama.cpp that runs what ggfmt writes (compiled from source
+# the first time, then taken from pip's cache); and Kaitai Struct's compiler (npm), which must accept
+# what `fmt schema export-ksy` writes. Each step says what it does and how long it takes.
+#
+# PyTorch: PyPI's Linux wheels of torch carry several GB of CUDA libraries. Its CPU build comes from
+# PyTorch's own index (TORCH_INDEX); where that index cannot be reached, pip takes torch from the
+# indexes it is configured with (a local wheel if it has one; on plain PyPI, the CUDA build: it works,
+# it is only larger). TORCH_INDEX= skips the CPU index.
+TORCH_INDEX   ?= https://download.pytorch.org/whl/cpu
+# the versions pyproject.toml's test extra pins
+TORCH_VERSION := $(shell sed -n 's/.*"torch==\([0-9.]*\)".*/\1/p' pyproject.toml | head -n 1)
+LLAMA_CPP_PYTHON := $(shell grep -o 'llama-cpp-python==[0-9.]*' pyproject.toml | head -n 1)
+PIP := $(BIN)/python -m pip install --quiet --disable-pip-version-check
+STEP = @echo "==> $(1)"; start=$$(date +%s);
+DONE = echo "    done in $$(( $$(date +%s) - start )) s"
+
 install-test: $(TESTSTAMP)
 
 $(TESTSTAMP): $(STAMP)
-	CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc 2>/dev/null || echo 2) \
-	    $(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
-	npm install --silent --no-audit --no-fund --prefix $(VENV)/ksc kaitai-struct-compiler@0.11.0
+	$(call STEP,PyTorch $(TORCH_VERSION)$(comma) CPU build (about 200 MB download; a minute the first time)) \
+	if $(BIN)/python -c "import torch, sys; sys.exit(torch.__version__.split('+')[0] != '$(TORCH_VERSION)')" \
+	    2>/dev/null; then echo "    already installed"; \
+	elif [ -n "$(TORCH_INDEX)" ] && $(PIP) --timeout 20 --retries 1 --index-url $(TORCH_INDEX) \
+	    torch==$(TORCH_VERSION) 2>/dev/null; then :; \
+	else echo "    PyTorch's CPU index could not be reached: installing torch from the configured indexes"; \
+	    $(PIP) torch==$(TORCH_VERSION); fi && $(DONE)
+	$(call STEP,$(LLAMA_CPP_PYTHON) (llama.cpp compiled from source: about 7 minutes on 2 CPUs the first time$(comma) \
+	    then seconds from pip's cache; needs a C/C++ compiler and CMake)) \
+	CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc 2>/dev/null || echo 2) $(PIP) $(LLAMA_CPP_PYTHON) && $(DONE)
+	$(call STEP,the test tools$(comma) peft and transformers (a minute the first time)) \
+	$(PIP) -e '.[test]' && $(DONE)
+	$(call STEP,Kaitai Struct compiler (npm$(comma) about 30 s the first time)) \
+	npm install --silent --no-audit --no-fund --prefix $(VENV)/ksc kaitai-struct-compiler@0.11.0 && $(DONE)
 	touch $(TESTSTAMP)
+
+comma := ,
 
 # The main job on a bundled checkpoint: what is inside the 2023 file, the conversion, what is
 # inside the GGUF.

@@ -15,8 +15,10 @@ from typing import Any
 
 import gguf
 import numpy as np
+import pytest
 
-from conftest import GENUINE, SYNTH, Fmt
+import consumer
+from conftest import GENUINE, SYNTH, Fmt, assert_clean_failure
 from legacy_reader import read_checkpoint, read_ggla
 from test_legacy_convert import gguf_name
 from test_llama_runs import logits
@@ -74,18 +76,9 @@ def write_merged(base: Path, merged: Path, add: dict[str, np.ndarray[Any, Any]])
 
 
 def adapted_logits(base: Path, adapter: Path, ids: list[int] | None = None) -> np.ndarray[Any, Any]:
-    from llama_cpp import Llama
-
     from test_llama_runs import IDS
 
-    ids = ids or IDS
-    llm = Llama(model_path=str(base), lora_path=str(adapter), n_ctx=16, logits_all=True, seed=1, n_threads=1,
-                verbose=False)
-    try:
-        llm.eval(ids)
-        return np.array(llm.scores[: len(ids)], dtype=np.float32)
-    finally:
-        llm.close()
+    return consumer.logits(base, ids or IDS, lora=adapter)
 
 
 def test_a_ggla_adapter_means_in_llama_cpp_what_it_meant_in_2023(tmp_path: Path, fmt: Fmt) -> None:
@@ -128,3 +121,23 @@ def test_a_ggcl_adapter_means_what_the_finetunes_lora_out_meant(tmp_path: Path, 
     got, expected = adapted_logits(base, adapter, ids), logits(merged, ids)
     assert np.abs(got - logits(base, ids)).max() > 100 * MERGE_TOLERANCE
     assert np.abs(got - expected).max() <= MERGE_TOLERANCE
+
+
+@pytest.mark.parametrize(("option", "value", "words"), [
+    ("--lora-alpha", "nan", "--lora-alpha nan: expected a finite number"),
+    ("--lora-alpha", "inf", "--lora-alpha inf: expected a finite number"),
+    ("--lora-alpha", "1e400", "--lora-alpha inf: expected a finite number"),
+    ("--lora-alpha", "1e39", "--lora-alpha 1e+39: expected at most"),
+    ("--lora-alpha", "1e-50", "--lora-alpha 1e-50: expected at least"),
+    ("--lora-alpha", "0", "--lora-alpha 0.0: expected at least"),
+    ("--lora-alpha", "-2", "--lora-alpha -2.0: expected at least"),
+    ("--lora-r", "0", "--lora-r 0: expected at least 1"),
+    ("--lora-r", "-1", "--lora-r -1: expected at least 1"),
+])
+def test_lora_options_that_cannot_be_written_are_refused(option: str, value: str, words: str, tmp_path: Path,
+                                                         fmt: Fmt) -> None:
+    out = tmp_path / "adapter.gguf"
+    line = assert_clean_failure(fmt("to-gguf", SYNTH / "ggcl-adam-past2.bin", "--adapter-only", option, value,
+                                    "-o", out))
+    assert words in line, line
+    assert not out.exists()

@@ -96,3 +96,62 @@ def test_the_training_checkpoint_is_unchanged(tmp_path: Path, fmt: Fmt) -> None:
     out = tmp_path / "o.gguf"
     assert fmt("to-gguf", SYNTH / "ggcp-v1-adam-past3.bin", "-o", out).code == 0
     assert gguf_content(out) == gguf_content(SYNTH / "ggcp-v1-adam-past3.ref.gguf")
+
+
+def vocabulary(path: Path, n: int, tokens_type: int = 8, n_scores: int | None = None,
+               bos: int | None = None) -> Path:
+    """A vocabulary GGUF written by hand from the GGUF specification (not by ggfmt, not by gguf-py,
+    which would refuse some of these): architecture, tokenizer model, tokens, scores, token types."""
+    import struct
+
+    def text(b: bytes) -> bytes:
+        return struct.pack("<Q", len(b)) + b
+
+    def kv(key: bytes, value_type: int, payload: bytes) -> bytes:
+        return text(key) + struct.pack("<I", value_type) + payload
+
+    tokens = b"".join(text(b"t%d" % i) for i in range(n)) if tokens_type == 8 else bytes(n)
+    n_scores = n if n_scores is None else n_scores
+    kvs = [kv(b"general.architecture", 8, text(b"llama")), kv(b"tokenizer.ggml.model", 8, text(b"llama")),
+           kv(b"tokenizer.ggml.tokens", 9, struct.pack("<IQ", tokens_type, n) + tokens),
+           kv(b"tokenizer.ggml.scores", 9, struct.pack("<IQ", 6, n_scores) + bytes(4 * n_scores)),
+           kv(b"tokenizer.ggml.token_type", 9, struct.pack("<IQ", 5, n) + struct.pack(f"<{n}i", *[1] * n))]
+    if bos is not None:
+        kvs.append(kv(b"tokenizer.ggml.bos_token_id", 4, struct.pack("<I", bos)))
+    path.write_bytes(b"GGUF" + struct.pack("<IQQ", 3, 0, len(kvs)) + b"".join(kvs))
+    return path
+
+
+@pytest.mark.parametrize(("damage", "words"), [
+    ({"n_scores": 10}, "tokenizer.ggml.scores and tokenizer.ggml.token_type do not have one entry per token (275)"),
+    ({"tokens_type": 0}, "its tokenizer keys are not of the types llama.cpp reads"),
+    ({"bos": 99999}, "a special token id (tokenizer.ggml.*_token_id) is not a u32 naming one of its 275 tokens"),
+    ({"bos": 275}, "is not a u32 naming one of its 275 tokens"),
+])
+def test_a_tokenizer_llama_cpp_cannot_load_is_refused(damage: dict[str, int], words: str, tmp_path: Path,
+                                                      fmt: Fmt) -> None:
+    vocab = vocabulary(tmp_path / "vocab.gguf", 275, **damage)
+    out = tmp_path / "o.gguf"
+    line = assert_clean_failure(fmt("to-gguf", GENUINE / "ggcp-v0-adam.bin", "--model-only", "--vocab-model", vocab,
+                                    "-o", out))
+    assert f"--vocab-model: {vocab}: " in line and words in line, line
+    assert not out.exists()
+    # the same vocabulary undamaged is taken (so what was refused is the damage)
+    assert fmt("to-gguf", GENUINE / "ggcp-v0-adam.bin", "--model-only", "--vocab-model",
+               vocabulary(tmp_path / "good.gguf", 275, bos=274), "-o", out).code == 0
+
+
+@pytest.mark.parametrize("where", ["directory", "fifo", "/dev/zero"])
+def test_a_vocab_model_that_is_not_a_file_is_refused_at_once(where: str, tmp_path: Path) -> None:
+    import os
+
+    from conftest import run_fmt
+
+    path = {"directory": tmp_path, "fifo": tmp_path / "fifo", "/dev/zero": Path("/dev/zero")}[where]
+    if where == "fifo":
+        os.mkfifo(path)
+    result = run_fmt("to-gguf", GENUINE / "ggcp-v0-adam.bin", "--model-only", "--vocab-model", path,
+                     "-o", tmp_path / "o.gguf")
+    assert result.code == 2 and len(result.err.splitlines()) == 1, result
+    kind = {"directory": "is a directory", "fifo": "is a FIFO", "/dev/zero": "is a character device"}[where]
+    assert kind in result.err and "no such file" not in result.err

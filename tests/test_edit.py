@@ -4,14 +4,18 @@ GGUFReader, tensor bytes compared by hash)."""
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 import struct
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import gguf
+import pytest
 
-from conftest import GENUINE, Fmt, assert_clean_failure
+from conftest import GENUINE, Fmt, assert_clean_failure, run_fmt
 
 MODEL = GENUINE / "tiny-llama-f32.gguf"
 
@@ -67,22 +71,146 @@ def test_in_place_rewrites_the_header_when_it_fits_and_refuses_otherwise(tmp_pat
     assert keys(path)["llama.context_length"] == (2048, ["UINT32"])
 
 
-def test_an_interrupted_in_place_edit_is_undone_by_the_next_edit(tmp_path: Path, fmt: Fmt) -> None:
-    """What a stop between the header write and the journal's removal leaves: a torn header and the journal."""
+class Stopped(BaseException):
+    """Stands for the process dying in the middle of a write (not an Exception: nothing catches it)."""
+
+
+def interrupt_in_place_edit(path: Path, monkeypatch: Any, fmt: Fmt, *args: str) -> None:
+    """Run ``fmt edit PATH ARGS --in-place`` and stop it after half of the new header is written,
+    as a power cut would: the file is torn and the edit's journal lies beside it."""
+    from ggfmt import edit
+
+    real = edit._write_synced
+
+    def half(target: Path, header: bytes) -> None:
+        real(target, header[: len(header) // 2])
+        raise Stopped
+
+    with monkeypatch.context() as patch:
+        patch.setattr(edit, "_write_synced", half)
+        with pytest.raises(Stopped):
+            fmt("edit", path, *args, "--in-place")
+    assert (path.parent / (path.name + ".ggfmt-journal")).exists()
+
+
+def test_an_interrupted_in_place_edit_is_undone_by_the_next_edit(tmp_path: Path, fmt: Fmt, monkeypatch: Any) -> None:
     path = tmp_path / "model.gguf"
     shutil.copy(MODEL, path)
     original = path.read_bytes()
-    start = int(gguf.GGUFReader(path).data_offset)
+    interrupt_in_place_edit(path, monkeypatch, fmt, "--set", "llama.context_length=12345")
+    assert path.read_bytes() != original  # torn
     journal = tmp_path / "model.gguf.ggfmt-journal"
-    journal.write_bytes(struct.pack("<Q", start) + original[:start])
-    torn = bytearray(original)
-    torn[24:start // 2] = bytes(start // 2 - 24)
-    path.write_bytes(bytes(torn))
-    result = fmt("edit", path, "--set", "llama.context_length=99", "--in-place")
+    # a command that only reads refuses a file whose header is half rewritten, and leaves it be
+    for extra in (["-o", tmp_path / "copy.gguf"], ["--in-place", "--dry-run"]):
+        line = assert_clean_failure(fmt("edit", path, "--set", "general.name=x", *extra))
+        assert "was interrupted" in line and journal.exists()
+    assert not (tmp_path / "copy.gguf").exists()
+    result = fmt("edit", path, "--set", "general.file_type=1", "--in-place")
     assert result.code == 0, result.err
     assert "interrupted --in-place edit was undone" in result.err
-    assert keys(path) == {**keys(MODEL), "llama.context_length": (99, ["UINT32"])}
+    assert keys(path) == {**keys(MODEL), "general.file_type": (1, ["UINT32"])}  # context_length as it was
     assert tensors(path) == tensors(MODEL) and not journal.exists()
+    # the old header itself came back: set the key back and the file is the original, byte for byte
+    assert fmt("edit", path, "--set", "general.file_type=0", "--in-place").code == 0
+    assert path.read_bytes() == original
+
+
+def test_a_journal_that_is_not_this_files_is_never_applied(tmp_path: Path, fmt: Fmt, monkeypatch: Any) -> None:
+    other = tmp_path / "other.gguf"
+    shutil.copy(MODEL, other)
+    interrupt_in_place_edit(other, monkeypatch, fmt, "--set", "llama.context_length=777")
+    strangers: dict[str, Any] = {
+        "another file's journal": (tmp_path / "other.gguf.ggfmt-journal").read_bytes(),
+        "an older layout (length and header only)": struct.pack("<Q", 300000) + b"Z" * 300000,
+        "empty": b"",
+        "a FIFO": None,
+    }
+    for what, content in strangers.items():
+        path = tmp_path / "model.gguf"
+        shutil.copy(MODEL, path)
+        journal = tmp_path / "model.gguf.ggfmt-journal"
+        if content is None:
+            os.mkfifo(journal)
+        else:
+            journal.write_bytes(content)
+        # -o and --dry-run read the file and leave it and the stranger alone
+        out = tmp_path / "out.gguf"
+        result = fmt("edit", path, "--set", "general.name=a", "-o", out)
+        assert result.code == 0, (what, result.err)
+        assert keys(out)["general.name"] == ("a", ["STRING"])
+        assert fmt("edit", path, "--set", "general.name=a", "--dry-run", "-o", out, "--force").code == 0
+        # --in-place refuses: it cannot keep its own journal there, and will not apply this one
+        line = assert_clean_failure(fmt("edit", path, "--set", "general.name=a", "--in-place"))
+        assert "not the journal of an interrupted edit of model.gguf" in line or "cannot be read" in line, what
+        assert path.read_bytes() == MODEL.read_bytes(), what
+        journal.unlink()
+        out.unlink()
+    # this file's journal, but the file was replaced since (another download under the same name)
+    path = tmp_path / "model.gguf"
+    interrupt_in_place_edit(path, monkeypatch, fmt, "--set", "llama.context_length=778")
+    replacement = tmp_path / "new.gguf"
+    shutil.copy(MODEL, replacement)
+    os.replace(replacement, path)
+    line = assert_clean_failure(fmt("edit", path, "--set", "general.name=a", "--in-place"))
+    assert "written for another file, or this one has changed since" in line
+    assert path.read_bytes() == MODEL.read_bytes()
+
+
+def test_an_edit_in_progress_locks_the_file_against_another(tmp_path: Path, fmt: Fmt) -> None:
+    import fcntl
+
+    path = tmp_path / "model.gguf"
+    shutil.copy(MODEL, path)
+    with open(path, "rb") as held:
+        fcntl.flock(held.fileno(), fcntl.LOCK_EX)  # what an --in-place edit under way holds
+        for extra in (["--in-place"], ["-o", tmp_path / "out.gguf"]):
+            line = assert_clean_failure(fmt("edit", path, "--set", "general.name=a", *extra))
+            assert "another fmt edit of this file is in progress" in line
+    assert path.read_bytes() == MODEL.read_bytes() and not (tmp_path / "out.gguf").exists()
+
+
+def test_two_in_place_edits_at_once_never_lose_one_silently(tmp_path: Path) -> None:
+    path = tmp_path / "model.gguf"
+    context = keys(MODEL)["llama.context_length"][0]
+    for _ in range(6):
+        shutil.copy(MODEL, path)
+        edits = [["--set", "general.file_type=1"], ["--set", f"llama.context_length={context + 1}"]]
+        runs = [subprocess.Popen([sys.executable, "-m", "ggfmt", "edit", path, *e, "--in-place", "-q"],
+                                 stderr=subprocess.PIPE, text=True) for e in edits]
+        outcomes = [(run.wait(timeout=120), run.stderr.read() if run.stderr else "") for run in runs]
+        for run in runs:
+            if run.stderr:
+                run.stderr.close()
+        after = keys(path)
+        done = [after["general.file_type"][0] == 1, after["llama.context_length"][0] == context + 1]
+        for (code, err), applied in zip(outcomes, done, strict=True):
+            assert code in (0, 2), err
+            assert applied == (code == 0), (outcomes, after["general.file_type"], after["llama.context_length"])
+            if code == 2:
+                assert "another fmt edit of this file is in progress" in err
+        assert not (tmp_path / "model.gguf.ggfmt-journal").exists()
+
+
+def test_set_file_takes_regular_files_of_bounded_size_as_they_are(tmp_path: Path, fmt: Fmt, monkeypatch: Any) -> None:
+    from ggfmt import edit
+
+    out = tmp_path / "out.gguf"
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    for source, message in ((Path("/dev/zero"), "is a character device"), (fifo, "is a FIFO"),
+                            (tmp_path, "is a directory"), (tmp_path / "none", "no such file")):
+        # in a process of its own: a FIFO waited on would hang it, not the suite
+        result = run_fmt("edit", MODEL, "--set-file", f"tokenizer.chat_template={source}", "-o", out)
+        assert result.code == 2 and len(result.err.splitlines()) == 1, result
+        assert message in result.err and not out.exists()
+    template = tmp_path / "t.jinja"
+    template.write_bytes(b"{{ a }}\r\n{{ b }}\r\n")
+    monkeypatch.setattr(edit, "VALUE_FILE_LIMIT", 10)
+    line = assert_clean_failure(fmt("edit", MODEL, "--set-file", f"tokenizer.chat_template={template}", "-o", out))
+    assert "bytes; a metadata string is at most" in line
+    monkeypatch.undo()
+    assert fmt("edit", MODEL, "--set-file", f"tokenizer.chat_template={template}", "-o", out).code == 0
+    assert keys(out)["tokenizer.chat_template"][0] == "{{ a }}\r\n{{ b }}\r\n"  # line ends kept
 
 
 def test_bad_edits_are_one_line_errors_and_write_nothing(tmp_path: Path, fmt: Fmt) -> None:

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+import consumer
 from conftest import FIXTURES, Fmt
 
 LEGACY = FIXTURES / "legacy"
@@ -26,15 +27,9 @@ RUNTIME_GAP = 1e-3
 
 
 def logits(model: Path, ids: list[int] = IDS) -> np.ndarray[Any, Any]:
-    """The logits of ``ids``, evaluated as the references were: llama-cpp-python, one batch, one thread."""
-    from llama_cpp import Llama
-
-    llm = Llama(model_path=str(model), n_ctx=16, logits_all=True, seed=1, n_threads=1, verbose=False)
-    try:
-        llm.eval(ids)
-        return np.array(llm.scores[: len(ids)], dtype=np.float32)
-    finally:
-        llm.close()
+    """The logits of ``ids``, evaluated as the references were: llama-cpp-python, one batch, one thread
+    (in a process of its own, with llama.cpp's plain CPU kernels: tests/consumer.py)."""
+    return consumer.logits(model, ids)
 
 
 def converted(stem: str, tmp_path: Path, fmt: Fmt) -> Path:

@@ -144,3 +144,57 @@ def test_dry_run_lists_what_would_be_written_and_writes_nothing(tmp_path: Path, 
     assert len({line.index(line.split()[1]) for line in keys}) == 1  # the type column lines up
     assert "blk.0.attn_q.weight.lora_b" in result.out
     assert sorted(p.name for p in adapter.iterdir()) == ["adapter_config.json", "adapters.safetensors"]
+
+
+QA, QB = "model.layers.0.self_attn.q_proj.lora_a", "model.layers.0.self_attn.q_proj.lora_b"
+
+
+def _tensors_changed(directory: Path, change: str) -> None:
+    import numpy as np
+    from safetensors.numpy import load_file, save_file
+
+    tensors = load_file(directory / "adapters.safetensors")
+    if change == "lora_a transposed":
+        tensors[QA] = np.ascontiguousarray(tensors[QA].T)
+    elif change == "lora_b without lora_a":
+        del tensors[QA]
+    elif change == "no tensors":
+        tensors = {}
+    elif change == "a layer the base does not have":
+        tensors[QA.replace(".0.", ".99.")], tensors[QB.replace(".0.", ".99.")] = tensors[QA], tensors[QB]
+    elif change == "lora_b too wide":
+        tensors[QB] = np.zeros((tensors[QB].shape[0], tensors[QB].shape[1] + 8), dtype=tensors[QB].dtype)
+    save_file(tensors, directory / "adapters.safetensors")
+
+
+@pytest.mark.parametrize(("config", "tensors", "words"), [
+    ('"scale": NaN', None, "field lora_parameters.scale: nan: expected a finite number"),
+    ('"scale": Infinity', None, "field lora_parameters.scale: inf: expected a finite number"),
+    ('"scale": 1e300', None, "field lora_parameters.scale: 1e+300: expected a finite number"),
+    ('"scale": null', None, "field lora_parameters.scale: None: expected a number"),
+    ('"rank": 8', None, "its rank differs from lora_parameters.rank 8"),
+    ('"rank": 0', None, "field lora_parameters.rank: 0: expected a positive integer"),
+    ({"use_dora": True}, None, "field use_dora: True: true is not supported"),
+    ("", "lora_a transposed", "its rank differs from lora_parameters.rank 4"),
+    ("", "lora_b without lora_a", "has no model.layers.0.self_attn.q_proj.lora_a to pair with"),
+    ("", "no tensors", "the adapter holds no LoRA factors"),
+    ("", "a layer the base does not have", "is in layer 99, but the base model has 2 layers"),
+    ("", "lora_b too wide", "output width 32 expected (n_head * head_dim)"),
+])
+def test_an_adapter_llama_cpp_would_misapply_is_refused(config: str | dict[str, object], tensors: str | None,
+                                                        words: str, tmp_path: Path, fmt: Fmt) -> None:
+    # a text edit of lora_parameters (JSON's NaN and Infinity have no Python spelling), or top-level keys
+    directory = mlx_copy(tmp_path, **config) if isinstance(config, dict) else mlx_copy(tmp_path)
+    if isinstance(config, str) and config:
+        text = (directory / "adapter_config.json").read_text()
+        assert '"scale": 2.0' in text
+        edited = text.replace('"scale": 2.0', config) if "scale" in config else \
+            text.replace('"scale": 2.0', f'"scale": 2.0, {config}')
+        (directory / "adapter_config.json").write_text(edited)
+    if tensors:
+        _tensors_changed(directory, tensors)
+    out = tmp_path / "out.gguf"
+    line = assert_clean_failure(fmt("to-gguf", directory, "--base", BASE, "-o", out))
+    assert words in line, line
+    assert "adapter_config.json" in line or "adapters.safetensors" in line
+    assert not out.exists()

@@ -279,7 +279,9 @@ def read_bundle(bundle: Bundle, directory: Path, base: Path | None, *, convertin
         if not holds:
             about = next((n for n, f in field_files.items() if f.name == check.file), None)
             value = fields.get(about) if about is not None else None
-            shown_value = shown(value.get(check.field)) if isinstance(value, Mapping) else "None"
+            for part in check.field.split("."):  # a nested field: lora_parameters.scale
+                value = value.get(part) if isinstance(value, Mapping) else None
+            shown_value = shown(value)
             raise FormatError(check.field, None, f"{shown_value}: {check.message}",
                               str(field_files[about] if about is not None else directory / check.file))
     kind, weights = present[0]

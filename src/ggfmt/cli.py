@@ -462,24 +462,38 @@ def cmd_diff(args: argparse.Namespace) -> int:
 
 def cmd_edit(args: argparse.Namespace) -> int:
     from . import edit
-    from .engine import parse
-    from .output import atomic_output
 
     edits = edit.Edits(set=edit.pairs(args.set, "--set"), set_type=edit.pairs(args.set_type, "--set-type"),
                        set_file={k: Path(v) for k, v in edit.pairs(args.set_file, "--set-file").items()},
                        delete=list(args.delete), rename_tensor=edit.pairs(args.rename_tensor, "--rename-tensor"))
     if not (edits.set or edits.set_file or edits.delete or edits.rename_tensor):
         raise UsageError("nothing to edit: give --set, --set-file, --delete or --rename-tensor")
-    if edit.recover(args.file):
-        print(f"fmt: {escape(str(args.file))}: an interrupted --in-place edit was undone (its header put back)",
-              file=sys.stderr)
+    with edit.Locked(args.file, exclusive=args.in_place and not args.dry_run) as held:
+        if args.in_place and not args.dry_run and edit.recover(args.file, held.fd):
+            print(f"fmt: {escape(str(args.file))}: an interrupted --in-place edit was undone (its header put back)",
+                  file=sys.stderr)
+        elif edit.interrupted_edit(args.file, held.fd):
+            raise UsageError(f"{args.file}: an --in-place edit of this file was interrupted and its old header is "
+                             f"not back yet; fmt edit {args.file} --in-place puts it back first")
+        return _edit_held(args, edits)
+
+
+def _edit_held(args: argparse.Namespace, edits: Any) -> int:
+    from . import edit
+    from .engine import parse
+    from .output import atomic_output
+
     doc = parse(args.file)
     fields, changes = edit.apply(doc, edits)
     header = edit.header_bytes(doc, fields)
     old_start = int(doc.fields["data_start"])
     summary = "; ".join(changes)
     if args.dry_run:
-        print(f"{escape(str(args.file))}: would {escape(summary)} (header {old_start:,} -> {len(header):,} bytes)")
+        if args.in_place:
+            edit.check_fits(doc, header)
+        where = "in place" if args.in_place else f"to {args.output}"
+        print(f"{escape(str(args.file))}: would {escape(summary)}, written {escape(where)} (header of "
+              f"{old_start:,} bytes becomes {len(header):,}); nothing was written")
         return EXIT_OK
     if args.in_place:
         from .output import _signals_blocked
@@ -587,8 +601,9 @@ def _conversion_options(args: argparse.Namespace) -> dict[str, Any]:
     (read by its declared type once the table is known)."""
     from .engine import TextValue
 
+    # (not `in (None, False)`: 0 == False, and an explicit 0 is a value to check, not an absence)
     options = {name: getattr(args, name) for name in CONVERSION_OPTIONS
-               if getattr(args, name, None) not in (None, False)}
+               if getattr(args, name, None) is not None and getattr(args, name, None) is not False}
     for item in getattr(args, "option", None) or []:
         name, sep, text = item.partition("=")
         if not sep or not name.isidentifier():

@@ -9,6 +9,7 @@ names. Nothing here names a format.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,7 +34,7 @@ class Conversion:
     hf_tokenizer: str | None = None  # a Hugging Face output: the tokenizer class --tokenizer is saved with
 
 
-def _retyped(conversion: Conversion, outtype: str | None, table: MappingTable) -> Conversion:
+def _retyped(conversion: Conversion, outtype: str | None, table: MappingTable, source: Path) -> Conversion:
     """The conversion with its tensors in ``outtype``, which the table's ``outtypes`` must allow
     (a table that `applies_outtype` has done so with its own casts)."""
     from .outtype import check_outtype, retype
@@ -41,7 +42,7 @@ def _retyped(conversion: Conversion, outtype: str | None, table: MappingTable) -
     check_outtype(outtype, table.outtypes, f"this conversion ({table.name})")
     if table.applies_outtype:
         return conversion
-    retyped = retype(conversion.plan.tensors, outtype)
+    retyped = retype(conversion.plan.tensors, outtype, str(source))
     conversion.plan.tensors = retyped.tensors
     conversion.notes.extend(retyped.notes)
     return conversion
@@ -87,9 +88,9 @@ def convert(source: Path, target: str = "gguf", *, schema: str | None = None,
     if any(ggml_types.is_legacy(t.ggml_type) for t in plan.tensors):  # 2023 blocks: in today's layouts
         from .legacy_blocks import relayout
 
-        plan.tensors, notes = relayout(plan.tensors, outtype)
+        plan.tensors, notes = relayout(plan.tensors, outtype, str(source))
         conversion.notes.extend(notes)
-    conversion = _retyped(conversion, outtype, table)
+    conversion = _retyped(conversion, outtype, table, source)
     if target != "hf":  # what ggml requires of tensor names; a safetensors file checks its own
         check_plan(conversion.plan, str(source))
     return conversion
@@ -121,7 +122,8 @@ def _settings(table: MappingTable, given: Mapping[str, Any], outtype: str | None
         if option.type == "json":  # the file's value, and where it is (NAME_file)
             settings[f"{name}_file"] = settings[name]
             settings[name] = _read_json_option(option, settings[name])
-        if option.type == "document":  # the file's fields, parsed by its schema
+        if option.type == "document":  # the file's fields, parsed by its schema (and where it is, NAME_file)
+            settings[f"{name}_file"] = settings[name]
             settings[name] = _parsed_option(option, settings[name])
     unknown = [name for name in given if name not in table.options]
     if unknown:
@@ -143,6 +145,13 @@ def _checked_option(option: Any, value: Any) -> Any:
         return [float(v) for v in value]
     if not isinstance(value, kinds[option.type]) or (option.type != "bool" and isinstance(value, bool)):
         raise UsageError(f"{option.flag}: expected a {option.type}, got {value!r}")
+    if option.type == "float" and isinstance(value, float | int) and not math.isfinite(value):
+        raise UsageError(f"{option.flag} {value}: expected a finite number")
+    for clause in option.valid:
+        try:
+            clause.check(value, {}, option.flag, None)
+        except FormatError as e:
+            raise UsageError(f"{option.flag} {value}: {e.message}") from None
     return str(value) if option.type in ("weights", "json", "document") else value
 
 
@@ -152,8 +161,7 @@ def _read_json_option(option: Any, path: str | None) -> Any:
 
     if path is None:
         return None
-    if not Path(path).is_file():
-        raise UsageError(f"{option.flag} {path}: no such file")
+    _check_option_file(option, path)
     note_input(Path(path))
     return read_json(Path(path))
 
@@ -163,9 +171,20 @@ def _parsed_option(option: Any, path: str | None) -> Any:
 
     if path is None:
         return None
-    if not Path(path).is_file():
-        raise UsageError(f"{option.flag} {path}: no such file")
+    _check_option_file(option, path)
     return parse(Path(path)).fields
+
+
+def _check_option_file(option: Any, path: str) -> None:
+    """A file an option names is a regular file (``--vocab-model DIR`` is no such thing)."""
+    import os
+
+    from .inputs import open_input
+
+    try:
+        os.close(open_input(path))
+    except UsageError as e:
+        raise UsageError(f"{option.flag} {e}") from None
 
 
 def _option_from_text(option: Any, text: str) -> Any:

@@ -24,6 +24,7 @@ import fcntl
 import io
 import json
 import os
+import stat
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -132,6 +133,38 @@ def _item(key: str, type_name: str, value: Any) -> Any:
     raise UsageError(f"{what}: values of type {type_name} are not set from text")
 
 
+# A metadata string is read into memory by every program that loads the model (llama.cpp reads the
+# whole header at load): far above any chat template (kilobytes), far below what would hurt.
+VALUE_FILE_LIMIT = 64 << 20
+
+
+def read_value_file(key: str, path: Path) -> str:
+    """The text of a regular file of at most VALUE_FILE_LIMIT bytes, exactly as it is (line ends kept)."""
+    from .inputs import open_input
+
+    what = f"--set-file {key}={path}"
+    try:
+        fd = open_input(path)
+    except UsageError as e:
+        raise UsageError(f"{what}: {str(e).removeprefix(f'{path}: ')}") from None
+    try:
+        size = os.fstat(fd).st_size
+        if size > VALUE_FILE_LIMIT:
+            raise UsageError(f"{what}: {size:,} bytes; a metadata string is at most {VALUE_FILE_LIMIT >> 20} MiB "
+                             "(every program that loads the model holds its header in memory)")
+        data = os.pread(fd, size + 1, 0)
+    except OSError as e:
+        raise UsageError(f"{what}: cannot be read: {e.strerror}") from None
+    finally:
+        os.close(fd)
+    if len(data) != size:
+        raise UsageError(f"{what}: the file changed size while it was read")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise UsageError(f"{what}: not UTF-8 text (byte {e.start}); GGUF strings are UTF-8") from None
+
+
 def _guess(text: str) -> str:
     """The type of a new key given without --set-type: what the text reads as."""
     if text.lower() in ("true", "false"):
@@ -170,10 +203,7 @@ def apply(doc: Document, edits: Edits) -> tuple[Any, list[str]]:
     for key, path in edits.set_file.items():
         if key in texts:
             raise UsageError(f"{key}: given by both --set and --set-file")
-        try:
-            texts[key] = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as e:
-            raise UsageError(f"--set-file {key}={path}: {getattr(e, 'strerror', None) or e}") from None
+        texts[key] = read_value_file(key, path)
     for key, text in texts.items():
         present = metadata[index[key]] if key in index and metadata[index[key]] is not None else None
         if key in edits.set_type:
@@ -288,22 +318,112 @@ def journal_path(path: Path) -> Path:
     return path.with_name(path.name + JOURNAL)
 
 
-def recover(path: Path) -> bool:
-    """Put back the header an interrupted ``--in-place`` edit saved; True when there was one."""
+# A journal: this magic, then (device, inode, size) of the file it belongs to, the header's length,
+# and the old and new headers. Recovery acts only on a journal that is provably the record of an
+# edit of this very file: same file, same size, and every byte of the file's header either the old
+# header's or the new one's (a write stopped part way). Anything else is a stranger's, never applied.
+JOURNAL_MAGIC = b"GGFMTJL1"
+_JOURNAL_HEAD = struct.Struct("<8sQQQQ")
+
+
+class Locked:
+    """An edit's hold on its input: an advisory lock on the file itself (``flock``), exclusive for
+    ``--in-place``, shared for a read (``-o``, ``--dry-run``), so that no two edits write one file
+    and no copy is taken of a header being rewritten. Released when the command ends."""
+
+    def __init__(self, path: Path, exclusive: bool) -> None:
+        from .inputs import open_input
+
+        self.path = path
+        self.fd = open_input(path)
+        try:
+            fcntl.flock(self.fd, (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(self.fd)
+            raise UsageError(f"{path}: another fmt edit of this file is in progress; try again when it "
+                             "has finished") from None
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+    def __enter__(self) -> Locked:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class StrangeJournal(UsageError):
+    """A file where the journal of an edit of this file would be, which is not one."""
+
+
+def _journal_of(path: Path, fd: int) -> tuple[int, bytes, bytes] | None:
+    """(header length, old header, new header) of the journal beside ``path`` when it is the
+    record of an interrupted edit of this file (open as ``fd``); None when there is none.
+    A journal that is not provably this file's is refused, never applied."""
     journal = journal_path(path)
     try:
-        saved = journal.read_bytes()
+        jfd = os.open(journal, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
     except FileNotFoundError:
+        return None
+    except OSError as e:
+        raise StrangeJournal(f"{journal}: cannot be read ({e.strerror}); it is not a journal fmt edit wrote") from None
+    stranger = f"{journal}: not the journal of an interrupted edit of {path.name}"
+    try:
+        info, target = os.fstat(jfd), os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise StrangeJournal(f"{stranger} (not a regular file); remove it to edit the file")
+        # an edit writes 2 headers, each at most the file: a larger journal is no journal of it
+        if info.st_size > _JOURNAL_HEAD.size + 2 * target.st_size:
+            raise StrangeJournal(f"{stranger} (larger than two headers of it could be); remove it to edit the file")
+        saved = os.pread(jfd, info.st_size, 0)
+    finally:
+        os.close(jfd)
+    if len(saved) < _JOURNAL_HEAD.size or not saved.startswith(JOURNAL_MAGIC):
+        raise StrangeJournal(f"{stranger} (it does not start as one); remove it to edit the file")
+    _, device, inode, size, length = _JOURNAL_HEAD.unpack_from(saved)
+    old = saved[_JOURNAL_HEAD.size:_JOURNAL_HEAD.size + length]
+    new = saved[_JOURNAL_HEAD.size + length:]
+    if (device, inode) != (target.st_dev, target.st_ino) or size != target.st_size:
+        raise StrangeJournal(f"{stranger} (it was written for another file, or this one has changed since); "
+                         "remove it to edit the file")
+    if len(old) != length or len(new) != length:
+        return None  # the journal itself was cut short: it was being written, the file not yet touched
+    now = os.pread(fd, length, 0)
+    if len(now) != length or not _between(now, old, new):
+        raise StrangeJournal(f"{stranger} (the file's header is neither the one it saved nor the edited one); "
+                         "remove it to edit the file")
+    return length, old, new
+
+
+def _between(now: bytes, old: bytes, new: bytes) -> bool:
+    """Whether every byte of ``now`` is the old header's or the new one's at its place."""
+    import numpy as np
+
+    a, b, c = (np.frombuffer(x, dtype=np.uint8) for x in (now, old, new))
+    return bool(((a == b) | (a == c)).all())
+
+
+def interrupted_edit(path: Path, fd: int) -> bool:
+    """Whether an interrupted ``--in-place`` edit of this file left its journal (a file that is not
+    one does not concern a command that only reads)."""
+    try:
+        return _journal_of(path, fd) is not None
+    except StrangeJournal:
         return False
-    if len(saved) < 8:  # the journal itself was cut short: the file was not touched yet
-        journal.unlink()
+
+
+def recover(path: Path, fd: int) -> bool:
+    """Put back the header an interrupted ``--in-place`` edit of this file saved (the file held
+    with an exclusive :class:`Locked`); True when there was one."""
+    found = _journal_of(path, fd)
+    journal = journal_path(path)
+    if found is None:
+        if journal.exists():  # a journal cut short while it was written: the file was never touched
+            journal.unlink()
         return False
-    (length,) = struct.unpack_from("<Q", saved)
-    header = saved[8:]
-    if len(header) != length:
-        journal.unlink()
-        return False
-    _write_synced(path, header)
+    _, old, _ = found
+    _write_synced(path, old)
     journal.unlink()
     return True
 
@@ -318,8 +438,8 @@ def _write_synced(path: Path, header: bytes) -> None:
         os.close(fd)
 
 
-def write_in_place(doc: Document, header: bytes) -> None:
-    """Write ``header`` over the file's own, journaled (see the module doc)."""
+def check_fits(doc: Document, header: bytes) -> None:
+    """Refuse an in-place edit whose header does not take exactly the room of the old one."""
     old_start = int(doc.fields["data_start"])
     if len(header) != old_start:
         missing = len(header) - old_start
@@ -327,12 +447,23 @@ def write_in_place(doc: Document, header: bytes) -> None:
                          f"{old_start:,} before the tensor data" if missing > 0 else
                          f"{doc.source}: the edited header ends {-missing:,} bytes earlier, which would move "
                          "the tensor data; write a new file with -o")
+
+
+def write_in_place(doc: Document, header: bytes) -> None:
+    """Write ``header`` over the file's own, journaled (see the module doc)."""
+    check_fits(doc, header)
+    old_start = int(doc.fields["data_start"])
     journal = journal_path(doc.source)
     with open(doc.source, "rb") as f:
         old = os.pread(f.fileno(), old_start, 0)
-    fd = os.open(journal, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        info = os.fstat(f.fileno())
+    head = _JOURNAL_HEAD.pack(JOURNAL_MAGIC, info.st_dev, info.st_ino, info.st_size, len(old))
     try:
-        os.write(fd, struct.pack("<Q", len(old)) + old)
+        fd = os.open(journal, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    except FileExistsError:  # appeared since the lock was taken: not ours
+        raise UsageError(f"{journal}: appeared while the file was edited; remove it and edit again") from None
+    try:
+        os.write(fd, head + old + header)
         os.fsync(fd)
     finally:
         os.close(fd)

@@ -16,7 +16,7 @@ import construct as cs
 
 from .document import Document, TensorRef
 from .errors import FormatError, UsageError
-from .inputs import note_input
+from .inputs import note_input, open_input
 from .schema import Schema, detect_schema, load_schema
 from .schema.constructs import FileView, PayloadRef, SizeUnknown, TensorContainer, element_budget, join_path
 
@@ -42,7 +42,7 @@ def parse(path: str | os.PathLike[str], schema: Schema | str | None = None,
     loaded = resolve_schema(path, schema)
     values = _parameters(loaded, params or {})
     try:
-        raw = io.FileIO(path, "r")
+        raw = io.FileIO(open_input(path), "r", closefd=True)
         size = os.fstat(raw.fileno()).st_size
         with FileView(raw, size) as stream:
             try:

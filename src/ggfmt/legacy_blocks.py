@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from . import ggml_types
+from .errors import FormatError
 from .tensors import BlocksSource, FileSlice
 
 PIECE_BYTES = 2 << 20  # input bytes converted at a time (memory: a few times this)
@@ -67,17 +68,30 @@ def _unpaired(qs: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
     return interleaved
 
 
+class BadBlock(ValueError):
+    """A block whose scale today's layout cannot hold: ``index`` is the block's number in the piece."""
+
+    def __init__(self, index: int, message: str) -> None:
+        super().__init__(message)
+        self.index = index
+
+
 def convert_blocks(name: str, data: bytes, to_float: str) -> np.ndarray[Any, Any]:
     """Whole blocks of layout ``name`` in today's layout: bytes of today's type, or for q4_2 the
-    values as ``to_float`` (f16 or f32)."""
+    values as ``to_float`` (f16 or f32). A scale that is not finite, or that f16 cannot hold,
+    raises BadBlock: the file is damaged, and a rewrite would turn it into inf or NaN weights."""
     fields, order, _ = _LAYOUTS[name]
     blocks = np.frombuffer(data, dtype=np.dtype(fields))
     if name == "q4_2":
+        _check_finite(name, blocks["d"], "scale")
         qs = blocks["qs"]
         weights = np.empty((len(blocks), 16), dtype=np.float32)
         weights[:, 0::2] = qs & 0x0F
         weights[:, 1::2] = qs >> 4
         values = (weights - 8) * blocks["d"].astype(np.float32)[:, None]
+        if to_float == "f16":  # a weight is up to 8 x its f16 scale: beyond f16 for the largest scales
+            peak = np.abs(values).max(axis=1)
+            _check_finite(name, np.where(peak <= 65504, peak, np.inf), "largest weight", peak)
         return values.astype(np.float16 if to_float == "f16" else np.float32).reshape(-1)
     out_fields = [(field, "<f2" if kind == F32_SCALES else kind) for field, kind in fields]
     out = np.empty(len(blocks), dtype=np.dtype(out_fields))
@@ -85,27 +99,46 @@ def convert_blocks(name: str, data: bytes, to_float: str) -> np.ndarray[Any, Any
         if field == "qs":
             out["qs"] = _unpaired(blocks["qs"]) if order == "pairs" else blocks["qs"]
         elif kind == F32_SCALES:
-            scales = blocks[field].astype(np.float16)
-            if not np.isfinite(scales).all():
-                raise ValueError(f"a {name} scale of {float(np.abs(blocks[field]).max()):g} does not fit in f16")
+            with np.errstate(over="ignore", invalid="ignore"):
+                scales = blocks[field].astype(np.float16)
+            _check_finite(name, scales, "scale" if field == "d" else "minimum", blocks[field])
             out[field] = scales
         else:
             out[field] = blocks[field]
     return out
 
 
-def _blocks(source: FileSlice, name: str, block_bytes: int, to_float: str) -> Iterator[np.ndarray[Any, Any]]:
+def _check_finite(name: str, values: np.ndarray[Any, Any], what: str,
+                  original: np.ndarray[Any, Any] | None = None) -> None:
+    """Raise BadBlock at the first block whose ``values`` are not finite (``original``: what the
+    file holds there, when ``values`` are its f16 rounding)."""
+    with np.errstate(invalid="ignore"):
+        bad = ~np.isfinite(values)
+    if bad.any():
+        index = int(np.argmax(bad))
+        shown = float((original if original is not None else values)[index])
+        raise BadBlock(index, f"a {name} block's {what} of {shown:g} cannot be written in today's layout, "
+                              "which holds it as an f16 (magnitude up to 65504); the file is damaged here")
+
+
+def _blocks(source: FileSlice, name: str, block_bytes: int, to_float: str, tensor: str,
+            file: str) -> Iterator[np.ndarray[Any, Any]]:
     step = max(1, PIECE_BYTES // block_bytes) * block_bytes
     for start in range(0, source.nbytes, step):
         piece = FileSlice(source.path, source.offset + start, min(step, source.nbytes - start)).read()
-        yield convert_blocks(name, piece, to_float)
+        try:
+            yield convert_blocks(name, piece, to_float)
+        except BadBlock as e:
+            offset = source.offset + start + e.index * block_bytes
+            raise FormatError(f"{tensor} (block {start // block_bytes + e.index})", offset, str(e), file) from None
 
 
-def relayout(tensors: Sequence[Any], outtype: str | None) -> tuple[list[Any], list[str]]:
+def relayout(tensors: Sequence[Any], outtype: str | None, file: str = "") -> tuple[list[Any], list[str]]:
     """``tensors`` (OutputTensor) with every tensor in a 2023 block layout in today's, and what the
-    summary should say of them."""
+    summary should say of them. q4_2, which is dequantized, becomes f16 unless another --outtype
+    will convert it again: then f32, so that its values are rounded once, to the type asked for."""
     out, done = [], Counter[tuple[str, str]]()
-    to_float = "f32" if outtype == "f32" else "f16"
+    to_float = "f16" if outtype in (None, "f16") else "f32"
     for tensor in tensors:
         legacy = ggml_types.LEGACY_TYPES.get(tensor.ggml_type)
         if legacy is None:
@@ -118,7 +151,8 @@ def relayout(tensors: Sequence[Any], outtype: str | None) -> tuple[list[Any], li
         new_type = ggml_types.type_id(target)
         nbytes = ggml_types.nbytes(new_type, tensor.ne)
         out.append(replace(tensor, ggml_type=new_type,
-                           source=BlocksSource(partial(_blocks, tensor.source, name, block_bytes, to_float), nbytes)))
+                           source=BlocksSource(partial(_blocks, tensor.source, name, block_bytes, to_float,
+                                                       tensor.name, file), nbytes)))
         done[name, target] += 1
     notes = [f"{count} tensors in the 2023 {name} block layout written as {target} ({_LAYOUTS[name][2]})"
              for (name, target), count in done.items()]

@@ -135,6 +135,7 @@ class Option:
     type: str
     default: Any
     doc: str
+    valid: list[Any] = field(default_factory=list)  # Validation clauses a given value must pass
 
     @property
     def flag(self) -> str:
@@ -307,7 +308,10 @@ def _options(spec: Any, where: str) -> dict[str, Option]:
         _check_keys(option, OPTION_KEYS, at)
         if option.get("type") not in OPTION_TYPES:
             raise SchemaError(at, f"`type` is one of {', '.join(OPTION_TYPES)}")
-        out[name] = Option(name, str(option["type"]), option.get("default"), str(option.get("doc", "")))
+        from .schema.compiler import validation
+
+        valid = validation(option["valid"], at) if "valid" in option else []
+        out[name] = Option(name, str(option["type"]), option.get("default"), str(option.get("doc", "")), valid)
     return out
 
 

@@ -37,7 +37,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from .errors import UsageError
-from .inputs import inputs_read
+from .inputs import describe_kind, inputs_read
 from .text import escape
 
 PARTIAL = ".ggfmt-partial-"  # OUT.ggfmt-partial-XXXXXXXX: an output being written
@@ -64,12 +64,6 @@ def forget_committed() -> None:
 
 # -- checks ------------------------------------------------------------------------------------
 
-def _kind(mode: int) -> str:
-    kinds = ((stat.S_ISDIR, "a directory"), (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
-             (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"))
-    return next((name for test, name in kinds if test(mode)), "not a regular file")
-
-
 def _same_file(a: Path, b: Path) -> bool:
     try:
         return os.path.samefile(a, b)
@@ -90,7 +84,8 @@ def check_target(target: Path, *, force: bool, inputs: Sequence[Path] = ()) -> N
         if stat.S_ISDIR(info.st_mode):
             raise UsageError(f"{target}: is a directory; name an output file, or end the name with / to write "
                              "the default file name into it")
-        raise UsageError(f"{target}: is {_kind(info.st_mode)}; ggfmt writes regular files only, even with --force")
+        raise UsageError(f"{target}: is {describe_kind(info.st_mode)}; ggfmt writes regular files only, "
+                         "even with --force")
     if not target.parent.is_dir():
         raise UsageError(f"{target}: its directory {target.parent} does not exist")
     if info is None:

@@ -48,8 +48,9 @@ def target_type(ne: tuple[int, ...], ggml_type: int, outtype: str) -> int:
     return GGML_TYPES[outtype]
 
 
-def retype(tensors: Sequence[Any], outtype: str | None) -> Retyped:
-    """``tensors`` (OutputTensor) converted to ``outtype``; unchanged when it is None."""
+def retype(tensors: Sequence[Any], outtype: str | None, source: str = "") -> Retyped:
+    """``tensors`` (OutputTensor) converted to ``outtype``; unchanged when it is None. ``source`` names
+    the input in errors (a value the new type cannot hold, a type that cannot be converted)."""
     if outtype is None:
         return Retyped(list(tensors), [])
     out, fallback = [], []
@@ -62,14 +63,29 @@ def retype(tensors: Sequence[Any], outtype: str | None) -> Retyped:
             continue
         from .tensors import BlocksSource
 
+        where = TensorPlace(source, tensor.name, outtype)
+        _check_readable(where, tensor.ggml_type)
         nbytes = type_nbytes(tensor.ne, new_type)
-        source = BlocksSource(_converter(tensor.source, tensor.ne, tensor.ggml_type, new_type), nbytes)
-        out.append(replace(tensor, ggml_type=new_type, source=source))
+        converter = _converter(tensor.source, tensor.ne, tensor.ggml_type, new_type, where)
+        out.append(replace(tensor, ggml_type=new_type, source=BlocksSource(converter, nbytes)))
     notes = []
     if fallback:
         notes.append(f"{len(fallback)} tensors written as f16, their rows not a multiple of q8_0's 32-value "
                      f"blocks ({', '.join(fallback[:3])}{', ...' if len(fallback) > 3 else ''})")
     return Retyped(out, notes)
+
+
+@dataclass(frozen=True)
+class TensorPlace:
+    """Which tensor of which input a conversion is at, for its errors."""
+
+    source: str
+    tensor: str
+    outtype: str
+
+    def error(self, message: str) -> UsageError:
+        head = f"{self.source}: " if self.source else ""
+        return UsageError(f"{head}tensor {self.tensor}: --outtype {self.outtype}: {message}")
 
 
 def type_nbytes(ne: tuple[int, ...], ggml_type: int) -> int:
@@ -79,54 +95,128 @@ def type_nbytes(ne: tuple[int, ...], ggml_type: int) -> int:
     return math.prod(ne) // block * size
 
 
-def _converter(source: PayloadSource, ne: tuple[int, ...], from_type: int, to_type: int) -> Any:
+def _check_readable(where: TensorPlace, ggml_type: int) -> None:
+    """Refuse, before anything is written, a tensor type whose values ggfmt cannot compute."""
+    if ggml_type in (0, 1, 30):
+        return
+    import gguf
     import numpy as np
 
-    from .tensors import ArraySource, FileSlice
+    from . import ggml_types
 
-    row_bytes = ne[0] * (4 if from_type == 0 else 2)  # f32, or f16 / bf16
+    try:
+        kind = gguf.GGMLQuantizationType(ggml_type)
+        gguf.quants.dequantize(np.zeros(ggml_types.type_size(ggml_type), dtype=np.uint8), kind)
+    except (ValueError, NotImplementedError):
+        raise where.error(f"its type {ggml_types.type_name(ggml_type)} cannot be converted (gguf-py has no "
+                          "dequantization of it); leave --outtype out to keep it as it is") from None
+
+
+def _converter(source: PayloadSource, ne: tuple[int, ...], from_type: int, to_type: int,
+               where: TensorPlace) -> Any:
+    from . import ggml_types
+
+    row_bytes = ggml_types.nbytes(from_type, (ne[0],))
     rows = math.prod(ne[1:])
-    step = max(1, BLOCK_BYTES // max(row_bytes, 1))
+    step = max(1, BLOCK_BYTES // max(ne[0] * 4, 1))  # rows whose values take about BLOCK_BYTES as f32
 
     def blocks() -> Iterator[Any]:
-        # An array computed by a transform is computed once; a file range is read a block at a time.
-        whole = np.ascontiguousarray(source.produce()).reshape(-1).view(np.uint8) \
-            if isinstance(source, ArraySource) else None
-        for start in range(0, rows, step):
-            stop = min(rows, start + step)
-            if whole is not None:
-                data: Any = whole[start * row_bytes:stop * row_bytes].tobytes()
-            elif isinstance(source, FileSlice):
-                data = FileSlice(source.path, source.offset + start * row_bytes, (stop - start) * row_bytes).read()
-            else:
-                raise TypeError("a block-computed tensor cannot be converted again")
-            yield convert_rows(_as_f32(data, from_type, stop - start, ne[0]), to_type)
+        for first, data in _row_pieces(source, row_bytes, rows, step):
+            n = len(data) // row_bytes
+            yield convert_rows(as_f32(data, from_type, n, ne[0]), to_type, where, first)
 
     return blocks
 
 
-def _as_f32(data: bytes, from_type: int, n_rows: int, width: int) -> Any:
-    """Rows of a tensor's bytes as f32."""
+def _row_pieces(source: PayloadSource, row_bytes: int, rows: int, step: int) -> Iterator[tuple[int, bytes]]:
+    """(first row, bytes of up to ``step`` whole rows) of any payload source, in order: a file range
+    read a piece at a time, a computed array computed once, a block-computed payload regrouped."""
+    import numpy as np
+
+    from .tensors import BlocksSource, FileSlice
+
+    piece = step * row_bytes
+    if isinstance(source, FileSlice):
+        for first in range(0, rows, step):
+            count = min(step, rows - first)
+            yield first, FileSlice(source.path, source.offset + first * row_bytes, count * row_bytes).read()
+        return
+    if isinstance(source, BlocksSource):
+        pending, first = bytearray(), 0
+        for block in source.blocks():
+            pending += np.ascontiguousarray(block).tobytes()
+            while len(pending) >= piece:
+                yield first, bytes(pending[:piece])
+                del pending[:piece]
+                first += step
+        if pending:
+            yield first, bytes(pending)
+        return
+    whole = source.read() if hasattr(source, "read") else np.ascontiguousarray(source.produce()).tobytes()
+    for first in range(0, rows, step):
+        yield first, whole[first * row_bytes:(first + step) * row_bytes]
+
+
+def as_f32(data: bytes, from_type: int, n_rows: int, width: int) -> Any:
+    """Rows of a tensor's bytes as f32 values: f32, f16 and bf16 by numpy, every quantized type by
+    its real block layout (gguf-py's dequantization, which follows ggml's)."""
     import numpy as np
 
     if from_type == 0:
         array = np.frombuffer(data, dtype="<f4")
     elif from_type == 1:
         array = np.frombuffer(data, dtype="<f2").astype(np.float32)
-    else:  # bf16
+    elif from_type == 30:  # bf16: the high half of an f32
         array = (np.frombuffer(data, dtype="<u2").astype(np.uint32) << 16).view(np.float32)
+    else:
+        import gguf
+
+        blocks = np.frombuffer(data, dtype=np.uint8).reshape(n_rows, -1)
+        array = gguf.quants.dequantize(blocks, gguf.GGMLQuantizationType(from_type)).astype(np.float32)
     return array.reshape(n_rows, width)
 
 
-def convert_rows(rows: Any, ggml_type: int) -> Any:
+# the largest finite value of each float type a conversion writes
+_F16_MAX = 65504.0
+_Q8_0_MAX = 127 * _F16_MAX  # a block's scale, amax / 127, is an f16
+
+
+def convert_rows(rows: Any, ggml_type: int, where: TensorPlace | None = None, first_row: int = 0) -> Any:
     """f32 rows in ``ggml_type``'s bytes (f16 and f32 by numpy; bf16 and q8_0 by gguf-py's quantizer,
-    which rounds as ggml does)."""
+    which rounds as ggml does). A finite value the type cannot hold is an error naming the tensor
+    and the row, never a silent inf; q8_0, which has no inf or NaN, refuses those too."""
     import numpy as np
 
     if ggml_type == 0:
         return rows.astype(np.float32)
-    if ggml_type == 1:
-        return rows.astype(np.float16)
-    import gguf
+    with np.errstate(over="ignore", invalid="ignore"):
+        if ggml_type == 1:
+            out = rows.astype(np.float16)
+            _check_range(rows, np.isinf(out) & np.isfinite(rows), "f16", where, first_row)
+            return out
+        import gguf
 
-    return gguf.quants.quantize(rows, gguf.GGMLQuantizationType(ggml_type))
+        if ggml_type == GGML_TYPES["q8_0"]:
+            _check_range(rows, ~np.isfinite(rows) | (np.abs(rows) > _Q8_0_MAX), "q8_0", where, first_row)
+        out = gguf.quants.quantize(rows, gguf.GGMLQuantizationType(ggml_type))
+        if ggml_type == GGML_TYPES["bf16"]:
+            back = (np.ascontiguousarray(out).view("<u2").astype(np.uint32) << 16).view(np.float32)
+            _check_range(rows, np.isinf(back) & np.isfinite(rows), "bf16", where, first_row)
+        return out
+
+
+def _check_range(rows: Any, bad: Any, type_name: str, where: TensorPlace | None, first_row: int) -> None:
+    import numpy as np
+
+    if not bad.any():
+        return
+    row, column = (int(i) for i in np.argwhere(bad)[0])
+    value = float(rows[row, column])
+    what = {"f16": "beyond f16's range (magnitude up to 65504)", "bf16": "beyond bf16's range",
+            "q8_0": "beyond q8_0's range (a block's scale is an f16: magnitude up to 8,318,008)" if np.isfinite(value)
+            else "not a number q8_0 can hold"}[type_name]
+    message = (f"the value {value:g} at row {first_row + row}, column {column} is {what}; "
+               f"choose another --outtype (f32 keeps every value)")
+    if where is None:
+        raise UsageError(message)
+    raise where.error(message)

@@ -307,8 +307,10 @@ def _warn_once(message: str) -> None:
 
 def detect_schema(path: Path) -> Schema:
     """The schema whose magic (the ``contents`` of its first field) starts ``path``."""
+    from ..inputs import open_binary
+
     try:
-        with path.open("rb") as f:
+        with open_binary(path) as f:
             head = f.read(64)
     except OSError as e:
         raise UsageError(f"{path}: cannot be read: {e.strerror}") from None

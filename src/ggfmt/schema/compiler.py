@@ -384,7 +384,7 @@ class Namespace:
             fixed_size=fixed_size,
             repeat=repeat,
             condition=_expr(spec["if"], f"{where}, if") if "if" in spec else None,
-            valid=_validation(spec.get("valid"), where) if "valid" in spec else None,
+            valid=validation(spec.get("valid"), where) if "valid" in spec else None,
             contents=contents,
             rebuild=_expr(spec["rebuild"], f"{where}, rebuild") if "rebuild" in spec else None,
             bulk_code=PRIMITIVE_CODES.get(subcon) if isinstance(type_spec, str) and type_spec in PRIMITIVES else None,
@@ -476,7 +476,7 @@ def _contents(value: Any, where: str) -> bytes | None:
     raise SchemaError(where, "`contents` is a string or a list of byte values")
 
 
-def _validation(spec: Any, where: str) -> list[Validation]:
+def validation(spec: Any, where: str) -> list[Validation]:
     """``valid:`` is an expression (equality), a clause mapping, or a list of clause mappings."""
     if isinstance(spec, list):
         if not all(isinstance(clause, Mapping) for clause in spec):

@@ -25,7 +25,7 @@ from typing import Any
 
 from ..environment import TORCH_INSTALL
 from ..errors import FormatError, UsageError
-from ..inputs import note_input
+from ..inputs import note_input, open_binary
 from ..weight_dtypes import BY_SAFETENSORS, BY_TORCH, WeightDtype
 from .torchzip import RefusedGlobal, TensorRef, UnreadTensor, read_torch_zip
 
@@ -39,7 +39,7 @@ def read_json(path: Path) -> dict[str, Any]:
     """A JSON object from ``path``; a broken file is a one-line error with the position."""
     note_input(path)
     try:
-        with path.open("rb") as f:
+        with open_binary(path) as f:
             text = f.read(MAX_JSON_BYTES + 1)
         if len(text) > MAX_JSON_BYTES:
             raise FormatError("", None, f"larger than {MAX_JSON_BYTES} bytes; not a config file", str(path))
@@ -75,7 +75,7 @@ def safetensors_index(path: Path) -> dict[str, _Entry]:
     """Every tensor of a safetensors file, with its absolute byte range, checked against the file."""
     note_input(path)
     try:
-        with path.open("rb") as f:
+        with open_binary(path) as f:
             size = os.fstat(f.fileno()).st_size
             head = f.read(8)
             if len(head) < 8:
@@ -154,7 +154,7 @@ def check_torch_magic(path: Path) -> None:
     """Refuse a file that cannot be a torch.save output by its first bytes: a zip archive
     (``PK\\x03\\x04``, torch >= 1.6) or a pickle (protocol byte ``0x80``, the legacy format)."""
     try:
-        with path.open("rb") as f:
+        with open_binary(path) as f:
             head = f.read(4)
     except OSError as e:
         raise UsageError(f"{path}: cannot be read: {e.strerror}") from None
