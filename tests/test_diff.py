@@ -109,3 +109,35 @@ def test_a_checkpoint_differs_from_its_copy_in_one_field(tmp_path: Path, fmt: Fm
     assert result.code == 1
     assert [line for line in result.out.splitlines() if line.startswith("  ")] == \
         [f"  ~ train_its: {its} -> {its + 1}"]
+
+
+def test_brief_says_only_whether_they_differ(tmp_path: Path, fmt: Fmt) -> None:
+    model = GENUINE / "tiny-llama-f32.gguf"
+    edited = tmp_path / "e.gguf"
+    assert fmt("edit", model, "--set", "general.file_type=1", "-o", edited).code == 0
+    result = fmt("diff", "-q", model, edited)
+    assert (result.code, result.out) == (1, f"{model} and {edited} differ\n")
+    result = fmt("diff", "--brief", model, model)
+    assert (result.code, result.out) == (0, "")
+
+
+def test_nan_and_inf_are_values_that_differ(tmp_path: Path, fmt: Fmt) -> None:
+    def write(path: Path, values: list[float]) -> None:
+        writer = gguf.GGUFWriter(path, "llama")
+        writer.add_tensor("t", np.array([values], dtype=np.float32))
+        writer.write_header_to_file()
+        writer.write_kv_data_to_file()
+        writer.write_tensors_to_file()
+        writer.close()
+
+    a, b = tmp_path / "a.gguf", tmp_path / "b.gguf"
+    for left, right, expected in (([1.0, 2.0, float("nan")], [1.0, 2.0, 3.0], float("inf")),
+                                  ([float("inf"), 2.0], [-float("inf"), 2.0], float("inf")),
+                                  ([float("nan"), 2.0], [float("nan"), 2.5], 0.5)):
+        write(a, left)
+        write(b, right)
+        result = fmt("diff", a, b, "--values", "--json")
+        assert result.code == 1
+        (change,) = json.loads(result.out)["tensors"]
+        shown = change["max_abs"] if isinstance(change["max_abs"], float) else float(change["max_abs"])
+        assert shown == expected, change

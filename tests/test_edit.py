@@ -248,3 +248,77 @@ def test_copy_in_pieces_moves_every_byte(tmp_path: Path, monkeypatch: Any) -> No
     with open(source, "rb") as src, open(target, "r+b") as dst:
         edit._copy_range(src.fileno(), dst.fileno(), 100, len(data) - 100, 6)
     assert target.read_bytes() == b"HEADER" + data[100:]
+
+
+def test_a_new_key_the_specification_names_takes_its_standard_type(tmp_path: Path, fmt: Fmt) -> None:
+    out = tmp_path / "out.gguf"
+    result = fmt("edit", MODEL, "--set", "general.name=2024", "--set", "tokenizer.ggml.add_bos_token=1",
+                 "--set", "llama.rope.scaling.factor=2", "--set", "general.base_model.0.name=7",
+                 "--set", "my.count=010", "--set", "my.big=5000000000", "--set", "my.huge=1e39", "-o", out)
+    assert result.code == 0, result.err
+    after = keys(out)
+    # the types gguf-py's writer gives these keys, which llama.cpp requires
+    assert after["general.name"] == ("2024", ["STRING"])
+    assert after["tokenizer.ggml.add_bos_token"] == (True, ["BOOL"])
+    assert after["llama.rope.scaling.factor"] == (2.0, ["FLOAT32"])
+    assert after["general.base_model.0.name"] == ("7", ["STRING"])
+    # other new keys: what the text reads as
+    assert after["my.count"] == (10, ["UINT32"]) and after["my.big"] == (5000000000, ["INT64"])
+    assert after["my.huge"] == (1e39, ["FLOAT64"])
+    # a key the file has keeps its type
+    result = fmt("edit", MODEL, "--set", "general.architecture=7", "-o", out, "--force")
+    assert keys(out)["general.architecture"] == ("7", ["STRING"])
+
+
+@pytest.mark.parametrize(("args", "words"), [
+    (["--set", "llama.rope.freq_base=1e400"], "'1e400' does not fit an f32"),
+    (["--set", "my.big=" + "9" * 5000], "does not fit any GGUF integer type"),
+    (["--set", "k\udcff=1"], "--set: not UTF-8 text"),
+    (["--rename-tensor", "output.weight=\udcff"], "--rename-tensor: not UTF-8 text"),
+    (["--set-type", "x=u32[]", "--set", "x=" + "[" * 50000 + "]" * 50000], "nested too deeply"),
+    (["--rename-key", "no.such=x"], "has no key 'no.such'"),
+    (["--rename-key", "general.architecture=llama.block_count"], "a key 'llama.block_count' exists already"),
+])
+def test_values_that_cannot_be_written_are_refused(args: list[str], words: str, tmp_path: Path, fmt: Fmt) -> None:
+    out = tmp_path / "out.gguf"
+    line = assert_clean_failure(fmt("edit", MODEL, *args, "-o", out))
+    assert words in line, line
+    assert not out.exists()
+
+
+def test_an_explicit_infinity_is_written(tmp_path: Path, fmt: Fmt) -> None:
+    out = tmp_path / "out.gguf"
+    assert fmt("edit", MODEL, "--set", "llama.rope.freq_base=inf", "-o", out).code == 0
+    assert keys(out)["llama.rope.freq_base"] == (float("inf"), ["FLOAT32"])
+
+
+def test_rename_key_keeps_type_value_and_place(tmp_path: Path, fmt: Fmt) -> None:
+    out = tmp_path / "out.gguf"
+    result = fmt("edit", MODEL, "--rename-key", "llama.context_length=llama.ctx", "-o", out)
+    assert result.code == 0, result.err
+    before, after = list(keys(MODEL).items()), list(keys(out).items())
+    place = [k for k, _ in before].index("llama.context_length")
+    assert after[place] == ("llama.ctx", before[place][1])
+    assert after[:place] + after[place + 1:] == before[:place] + before[place + 1:]
+
+
+def test_an_output_directory_takes_the_inputs_name(tmp_path: Path, fmt: Fmt) -> None:
+    directory = tmp_path / "edited"
+    directory.mkdir()
+    for given in (f"{directory}/", str(directory)):
+        result = fmt("edit", MODEL, "--set", "general.file_type=1", "-o", given, "--force")
+        assert result.code == 0, result.err
+        assert keys(directory / MODEL.name)["general.file_type"] == (1, ["UINT32"])
+    line = assert_clean_failure(fmt("edit", MODEL, "--set", "general.file_type=1", "-o", f"{tmp_path}/none/"))
+    assert "no such directory" in line
+
+
+def test_dry_run_in_place_says_whether_the_edit_fits(tmp_path: Path, fmt: Fmt) -> None:
+    path = tmp_path / "model.gguf"
+    shutil.copy(MODEL, path)
+    result = fmt("edit", path, "--set", "general.file_type=1", "--in-place", "--dry-run")
+    assert result.code == 0, result.err
+    assert "would set general.file_type (u32), written in place" in result.out and "nothing was written" in result.out
+    line = assert_clean_failure(fmt("edit", path, "--set", "general.name=" + "x" * 9000, "--in-place", "--dry-run"))
+    assert "bytes more room than the" in line
+    assert path.read_bytes() == MODEL.read_bytes()

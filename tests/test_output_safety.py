@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from typing import Any
 
-from conftest import SYNTH, Fmt, assert_clean_failure
+import pytest
+
+from conftest import GENUINE, SYNTH, Fmt, assert_clean_failure
 
 SOURCE = SYNTH / "ggcp-v1-adam-past3.bin"
 
@@ -53,3 +56,51 @@ def test_failed_conversion_leaves_existing_output(tmp_path: Path, fmt: Fmt) -> N
     assert_clean_failure(fmt("to-gguf", source, "-o", out, "--force"))
     assert out.read_bytes() == b"precious"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt.bin", "x.gguf"]
+
+
+def test_a_long_output_name_the_file_system_takes_is_taken(tmp_path: Path, fmt: Fmt) -> None:
+    # 250 bytes: within 255, but not with a visible temporary suffix
+    out = tmp_path / ("b" * 245 + ".gguf")
+    result = fmt("to-gguf", SOURCE, "-o", out)
+    assert result.code == 0, result.err
+    assert [p.name for p in tmp_path.iterdir()] == [out.name]
+
+
+def test_errors_name_the_output_not_its_temporary_file(tmp_path: Path, fmt: Fmt) -> None:
+    missing = tmp_path / "gone"
+    missing.mkdir()
+    missing.chmod(0o500)  # no entries can be made (root is told so by the next line's check)
+    out = missing / "x.gguf"
+    try:
+        result = fmt("to-gguf", SOURCE, "-o", out)
+    finally:
+        missing.chmod(0o700)
+    if result.code == 0:  # root may write anywhere: then the name in an error is checked on /proc
+        out = Path("/proc/x.gguf")
+        result = fmt("to-gguf", SOURCE, "-o", out)
+    line = assert_clean_failure(result)
+    assert line.startswith(f"fmt: error: {out}: ") and "partial" not in line, line
+
+
+def test_an_input_that_shrinks_while_it_is_read_is_named(tmp_path: Path, fmt: Fmt,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    from ggfmt import engine
+
+    source = tmp_path / "in.gguf"
+    shutil.copy(GENUINE / "tiny-llama-f32.gguf", source)
+    real_parse = engine.parse
+
+    def parse_then_shrink(*args: Any, **kwargs: Any) -> Any:
+        doc = real_parse(*args, **kwargs)
+        if Path(args[0]) == source:
+            with open(source, "r+b") as f:
+                f.truncate(source.stat().st_size // 2)  # as a download restarting over it
+        return doc
+
+    monkeypatch.setattr(engine, "parse", parse_then_shrink)
+    for command in (["edit", source, "--set", "general.file_type=1", "-o", tmp_path / "out.gguf"],
+                    ["to-gguf", source, "--outtype", "f16", "-o", tmp_path / "out.gguf"]):
+        shutil.copy(GENUINE / "tiny-llama-f32.gguf", source)
+        line = assert_clean_failure(fmt(*command))
+        assert f"{source}: the file ended at byte" in line and "it shrank while it was read" in line, line
+        assert not (tmp_path / "out.gguf").exists()

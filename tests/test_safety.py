@@ -55,3 +55,15 @@ def test_exit_statuses_are_documented(fmt: Fmt) -> None:
         assert line in result.out
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
     assert "| 2 | bad input or usage" in readme and "| 70 | internal error" in readme
+
+
+@pytest.mark.parametrize(("args", "usage"), [
+    (["edit", "x.gguf", "--rename", "a=b", "-o", "y.gguf"], "fmt edit [options] IN.gguf"),
+    (["parse", "x.gguf", "--no-tensor"], "fmt parse [options] FILE"),
+    (["schema", "check", "x.yaml", "--bogus"], "fmt schema check [options] PATH"),
+    (["--bogus"], "fmt COMMAND [options]"),
+])
+def test_an_unknown_or_abbreviated_option_gets_the_commands_usage(args: list[str], usage: str, fmt: Fmt) -> None:
+    result = fmt(*args)
+    assert result.code == 2 and len(result.err.splitlines()) == 1, result
+    assert "unrecognized arguments" in result.err and f"(usage: {usage}" in result.err

@@ -71,3 +71,17 @@ def test_the_published_language_definition_is_the_one_ggfmt_uses() -> None:
     shipped = ROOT / "src" / "ggfmt" / "schema" / "language.json"
     assert (ROOT / "docs" / "ggfmt-schema.json").read_bytes() == shipped.read_bytes()
     assert json.loads((ROOT / "docs" / "ggfmt-table.json").read_text())["$ref"] == "ggfmt-schema.json#/$defs/table"
+
+
+def test_show_prints_a_schemas_text_and_nothing_that_drives_a_terminal_or_a_page(tmp_path: Path, fmt: Fmt) -> None:
+    schema = tmp_path / "esc.yaml"
+    schema.write_text('meta: {id: esc, title: "T\\e]0;owned\\a\\e[31mRED"}\n'
+                      'doc: "<script>alert(1)</script>\\n# injected heading\\n\\e[2J"\n'
+                      'seq:\n  - {id: magic, contents: TOYS, doc: "a <b>bold</b> \\e[1mclaim"}\n', encoding="utf-8")
+    result = fmt("schema", "show", schema)
+    assert result.code == 0, result.err
+    assert "\x1b" not in result.out and "\x07" not in result.out
+    assert "<script>" not in result.out and "<b>" not in result.out
+    assert "\\x1b]0;owned\\x07\\x1b[31mRED" in result.out  # shown, escaped
+    assert "&lt;script>alert(1)&lt;/script>" in result.out
+    assert "\n\\# injected heading\n" in result.out

@@ -73,7 +73,12 @@ class _Formatter(argparse.RawDescriptionHelpFormatter):
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse with usage errors in one line: what is wrong, the short usage, where the help is."""
+    """argparse with usage errors in one line: what is wrong, the short usage, where the help is;
+    long options only as written in full (``--rename`` is no abbreviation of ``--rename-tensor``)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> Any:  # argparse's own signature returns NoReturn
         positionals = " ".join(str(a.metavar or a.dest).upper() if a.metavar is None else str(a.metavar)
@@ -287,6 +292,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="for float tensors (f32, f16, bf16, f64) of one shape, also the largest absolute and "
                         "relative difference of their values")
     p.add_argument("--json", action="store_true", help="print one JSON document for scripts")
+    p.add_argument("-q", "--brief", action="store_true",
+                   help="as diff -q: say only whether the files differ (the exit status says it too)")
     p.add_argument("--schema", metavar="NAME|PATH", help="read both files with this schema (default: by magic)")
     p.set_defaults(run=cmd_diff)
 
@@ -296,25 +303,34 @@ def build_parser() -> argparse.ArgumentParser:
                                         "shares extents, else copy_file_range); with --in-place only the header is "
                                         "rewritten, when the edited one fits in the room before the tensor data, "
                                         "journaled so that an interrupted edit is undone by the next fmt edit of "
-                                        "the file. A value is read as its key's present type, or as --set-type "
-                                        "says (u8 ... f64, bool, str, TYPE[] for an array given as JSON).")
+                                        "the file. A value is read as --set-type says (u8 ... f64, bool, str, "
+                                        "TYPE[] for an array given as JSON); else as the key's present type; "
+                                        "else, for a key the GGUF specification names (general.name, "
+                                        "llama.context_length, tokenizer.ggml.*, ...), as its standard type; "
+                                        "else as what the text reads as: true/false a bool, a whole number a "
+                                        "u32 (i64, u64 past it; 010 is ten, 0x10 sixteen), another number an f32 "
+                                        "(f64 past its range), anything else a str.")
                             + "\n\nexamples:\n  fmt edit model.gguf --set general.name=Mine -o mine.gguf\n"
                               "  fmt edit model.gguf --set-file tokenizer.chat_template=template.jinja --in-place\n"
                               "  fmt edit model.gguf --set-type my.ids=u32[] --set 'my.ids=[1, 2]' "
-                              "--delete general.url -o out.gguf",
+                              "--delete general.url -o out.gguf\n"
+                              "  fmt edit model.gguf --rename-key general.source.hf_repo=general.source.repo_url "
+                              "-o out.gguf",
                             formatter_class=_Formatter)
     p.add_argument("file", type=Path, metavar="IN.gguf")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="set or add a key")
     p.add_argument("--set-type", action="append", default=[], metavar="KEY=TYPE",
-                   help="the GGUF type of a --set value (default: the key's present type; for a new key, what "
-                        "the text reads as: bool, u32, i64, f32 or str)")
+                   help="the GGUF type of a --set value (default: the key's present type, else its standard "
+                        "type, else what the text reads as: see above)")
     p.add_argument("--set-file", action="append", default=[], metavar="KEY=PATH",
                    help="set or add a string key to a file's text (a chat template)")
     p.add_argument("--delete", action="append", default=[], metavar="KEY", help="remove a key")
+    p.add_argument("--rename-key", action="append", default=[], metavar="OLD=NEW",
+                   help="rename a key (its type, value and place kept)")
     p.add_argument("--rename-tensor", action="append", default=[], metavar="OLD=NEW", help="rename a tensor")
     where = p.add_mutually_exclusive_group(required=True)
-    where.add_argument("-o", "--outfile", "--output", dest="output", type=Path, metavar="OUT.gguf",
-                       help="write the edited file here")
+    where.add_argument("-o", "--outfile", "--output", dest="output", metavar="OUT.gguf",
+                       help="write the edited file here (a directory, or a name ending in /: IN.gguf's name in it)")
     where.add_argument("--in-place", action="store_true", help="rewrite IN.gguf's header in place")
     p.add_argument("--force", action="store_true", help="replace OUT.gguf if it exists")
     p.add_argument("--dry-run", action="store_true", help="say what would change and write nothing")
@@ -453,7 +469,10 @@ def cmd_diff(args: argparse.Namespace) -> int:
             docs.append(parse(path, args.schema))
     comparison = compare(docs[0], docs[1], values=args.values)
     labels = source_label(args.a, docs[0]), source_label(args.b, docs[1])
-    if args.json:
+    if args.brief:  # as diff -q: a line when they differ, nothing when they are equal
+        if not comparison.equal:
+            print(f"{escape(str(args.a))} and {escape(str(args.b))} differ")
+    elif args.json:
         sys.stdout.write(as_json(comparison, str(args.a), str(args.b)))
     else:
         sys.stdout.write("".join(line + "\n" for line in render(comparison, *labels)))
@@ -465,9 +484,11 @@ def cmd_edit(args: argparse.Namespace) -> int:
 
     edits = edit.Edits(set=edit.pairs(args.set, "--set"), set_type=edit.pairs(args.set_type, "--set-type"),
                        set_file={k: Path(v) for k, v in edit.pairs(args.set_file, "--set-file").items()},
-                       delete=list(args.delete), rename_tensor=edit.pairs(args.rename_tensor, "--rename-tensor"))
-    if not (edits.set or edits.set_file or edits.delete or edits.rename_tensor):
-        raise UsageError("nothing to edit: give --set, --set-file, --delete or --rename-tensor")
+                       delete=[edit.utf8(k, "--delete") for k in args.delete],
+                       rename_tensor=edit.pairs(args.rename_tensor, "--rename-tensor"),
+                       rename_key=edit.pairs(args.rename_key, "--rename-key"))
+    if not (edits.set or edits.set_file or edits.delete or edits.rename_tensor or edits.rename_key):
+        raise UsageError("nothing to edit: give --set, --set-file, --delete, --rename-key or --rename-tensor")
     with edit.Locked(args.file, exclusive=args.in_place and not args.dry_run) as held:
         if args.in_place and not args.dry_run and edit.recover(args.file, held.fd):
             print(f"fmt: {escape(str(args.file))}: an interrupted --in-place edit was undone (its header put back)",
@@ -491,7 +512,7 @@ def _edit_held(args: argparse.Namespace, edits: Any) -> int:
     if args.dry_run:
         if args.in_place:
             edit.check_fits(doc, header)
-        where = "in place" if args.in_place else f"to {args.output}"
+        where = "in place" if args.in_place else f"to {output_path(args.output, args.file)}"
         print(f"{escape(str(args.file))}: would {escape(summary)}, written {escape(where)} (header of "
               f"{old_start:,} bytes becomes {len(header):,}); nothing was written")
         return EXIT_OK
@@ -502,7 +523,7 @@ def _edit_held(args: argparse.Namespace, edits: Any) -> int:
             edit.write_in_place(doc, header)
         target, how = args.file, "header rewritten in place"
     else:
-        target = args.output
+        target = output_path(args.output, args.file)
         with atomic_output(target, force=args.force, inputs=[args.file]) as temporary:
             how = "tensor data " + edit.write_copy(doc, header, temporary)
     if not args.quiet:
@@ -722,11 +743,12 @@ def cmd_schema_export_ksy(args: argparse.Namespace) -> int:
     from .output import atomic_output
     from .workbench import schema_path
 
-    text = export(schema_path(args.name))
+    path = schema_path(args.name)
+    text = export(path)
     if args.output is None:
         sys.stdout.write(text)
         return EXIT_OK
-    with atomic_output(Path(args.output), force=args.force) as temporary:
+    with atomic_output(output_path(args.output, Path(path.stem + ".ksy")), force=args.force) as temporary:
         temporary.write_text(text, encoding="utf-8")
     return EXIT_OK
 
@@ -814,6 +836,17 @@ def _stopped_message(signum: int) -> str:
     return f"fmt: {word}; no output was written"
 
 
+def _command_parser(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.ArgumentParser:
+    """The parser of the (sub)command ``args`` ran: ``fmt edit``'s, ``fmt schema check``'s."""
+    for word in ("command", "tool"):
+        chosen = getattr(args, word, None)
+        actions = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        if chosen is None or not actions or chosen not in actions[0].choices:
+            break
+        parser = actions[0].choices[chosen]
+    return parser
+
+
 def main(argv: Sequence[str] | None = None, *, exiting: bool = False) -> int:
     """Run one fmt command; returns its exit status.
 
@@ -822,7 +855,9 @@ def main(argv: Sequence[str] | None = None, *, exiting: bool = False) -> int:
     a killed process; otherwise (fmt called from Python) the previous handlers are restored.
     """
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # said by the command's own parser, with its usage
+        _command_parser(parser, args).error(f"unrecognized arguments: {' '.join(extra)}")
     if args.command is None:
         parser.print_help()
         return EXIT_BAD_INPUT

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from .document import Document, TensorRef
+from .errors import InputShrank
 from .schema.arrays import NumberArray, StringArray
 from .view import Section, Typed, is_sequence, items
 
@@ -158,7 +159,7 @@ def _chunks(doc: Document, t: TensorRef, size: int = CHUNK) -> Iterator[bytes]:
         while left:
             piece = os.pread(f.fileno(), min(size, left), offset)
             if not piece:
-                raise OSError(f"{path} ended {left} bytes before the end of tensor {t.name}")
+                raise InputShrank(offset, left, str(path))
             yield piece
             offset += len(piece)
             left -= len(piece)
@@ -191,15 +192,17 @@ def _value_differences(a: Document, ta: TensorRef, b: Document, tb: TensorRef, c
     max_abs = max_rel = 0.0
     for piece_a, piece_b in zip(_chunks(a, ta, elements * size_a), _chunks(b, tb, elements * size_b), strict=True):
         x, y = _floats(piece_a, ta.type_name), _floats(piece_b, tb.type_name)
-        with np.errstate(invalid="ignore", over="ignore"):
+        with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+            # equal values (an inf equal to the same inf, a NaN to a NaN) differ by 0; a NaN against a
+            # number, or inf against -inf, by inf: they differ, and no NaN may hide it from the maximum
+            same = (x == y) | (np.isnan(x) & np.isnan(y))
             delta = np.abs(x - y)
+            delta[np.isnan(delta)] = np.inf
+            delta[same] = 0
             scale = np.maximum(np.abs(x), np.abs(y))
-            rel = np.where(scale > 0, delta / np.where(scale > 0, scale, 1), 0.0)
-        both_nan = np.isnan(x) & np.isnan(y)
-        delta[both_nan] = 0
-        rel[both_nan] = 0
-        max_abs = max(max_abs, float(np.nanmax(delta)) if not np.isnan(delta).all() else math.nan)
-        max_rel = max(max_rel, float(np.nanmax(rel)) if not np.isnan(rel).all() else math.nan)
+            rel = np.where(delta == 0, 0.0, np.where(np.isfinite(scale) & (scale > 0), delta / scale, np.inf))
+        if delta.size:
+            max_abs, max_rel = max(max_abs, float(delta.max())), max(max_rel, float(rel.max()))
     change.max_abs, change.max_rel = max_abs, max_rel
 
 

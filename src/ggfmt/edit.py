@@ -21,11 +21,15 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import functools
 import io
 import json
+import math
 import os
+import re
 import stat
 import struct
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,7 +38,7 @@ from typing import Any
 import construct as cs
 
 from .document import Document
-from .errors import UsageError
+from .errors import InputShrank, UsageError
 from .schema.compiler import INT_RANGES
 
 FICLONE = 0x40049409  # linux/fs.h: _IOW(0x94, 9, int)
@@ -46,20 +50,34 @@ FIXED_KEYS = {"general.alignment": "it sets where the tensor data starts; rewrit
 
 @dataclass
 class Edits:
-    """What ``fmt edit`` was asked to change, in order of application: deletions, then values
-    (``set`` as text, ``set_file`` from files, typed by ``set_type`` or by the key's present type),
-    then tensor renames."""
+    """What ``fmt edit`` was asked to change, in order of application: deletions, key renames (a key
+    keeps its type, value and place), then values (``set`` as text, ``set_file`` from files, typed
+    by ``set_type``, the key's present type or its standard type), then tensor renames."""
 
     set: dict[str, str] = field(default_factory=dict)
     set_file: dict[str, Path] = field(default_factory=dict)
     set_type: dict[str, str] = field(default_factory=dict)
     delete: list[str] = field(default_factory=list)
     rename_tensor: dict[str, str] = field(default_factory=dict)
+    rename_key: dict[str, str] = field(default_factory=dict)
+
+
+def utf8(text: str, what: str) -> str:
+    """``text`` from the command line, refused when it is not UTF-8 (a shell under LANG=C passes
+    other bytes through as surrogates): GGUF keys, values and tensor names are UTF-8."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        shown = text.encode("utf-8", "surrogateescape")[: e.start + 1]
+        raise UsageError(f"{what}: not UTF-8 text (byte {shown[-1:]!r} after {shown[:-1]!r}); GGUF keys, values "
+                         "and tensor names are UTF-8") from None
+    return text
 
 
 def pairs(values: Sequence[str], flag: str) -> dict[str, str]:
     out: dict[str, str] = {}
     for text in values:
+        utf8(text, flag)
         name, sep, value = text.partition("=")
         if not sep or not name:
             raise UsageError(f"{flag} {text!r}: expected NAME=VALUE")
@@ -81,6 +99,9 @@ def typed_value(key: str, type_name: str, text: str, codes: dict[str, int]) -> t
         item_type = type_name[:-2]
         try:
             items = json.loads(text)
+        except RecursionError:
+            raise UsageError(f"--set {key}: the JSON value is nested too deeply (a GGUF array holds values, "
+                             "not arrays of arrays)") from None
         except ValueError:
             raise UsageError(f"--set {key}: an array is given as JSON ([1, 2, 3] or [\"a\", \"b\"]), not "
                              f"{text[:60]!r}") from None
@@ -112,10 +133,7 @@ def _item(key: str, type_name: str, value: Any) -> Any:
             return words[value.lower()]
         raise UsageError(f"{what}: a bool is true or false, not {value!r}")
     if type_name in INT_RANGES:
-        try:
-            number = int(value, 0) if isinstance(value, str) else value
-        except ValueError:
-            number = None
+        number = _integer(value) if isinstance(value, str) else value
         if not isinstance(number, int) or isinstance(number, bool):
             raise UsageError(f"{what}: a {type_name} is an integer, not {value!r}")
         lo, hi = INT_RANGES[type_name]
@@ -125,10 +143,13 @@ def _item(key: str, type_name: str, value: Any) -> Any:
     if type_name in FLOAT_TYPES:
         try:
             number = float(value)
-        except (TypeError, ValueError):
-            raise UsageError(f"{what}: a {type_name} is a number, not {value!r}") from None
-        if type_name == "f32" and abs(number) > 3.4028234663852886e38 and abs(number) != float("inf"):
-            raise UsageError(f"{what}: {number} does not fit an f32")
+        except (TypeError, ValueError, OverflowError):
+            raise UsageError(f"{what}: a {type_name} is a number, not {_short(value)}") from None
+        limit = 3.4028234663852886e38 if type_name == "f32" else sys.float_info.max
+        written_infinite = isinstance(value, str) and value.strip().lstrip("+-").lower() in ("inf", "infinity")
+        if not math.isnan(number) and abs(number) > limit and not written_infinite:
+            raise UsageError(f"{what}: {_short(value)} does not fit an {type_name} (largest {limit:g}); "
+                             "write inf for an infinity")
         return number
     raise UsageError(f"{what}: values of type {type_name} are not set from text")
 
@@ -165,16 +186,70 @@ def read_value_file(key: str, path: Path) -> str:
         raise UsageError(f"{what}: not UTF-8 text (byte {e.start}); GGUF strings are UTF-8") from None
 
 
-def _guess(text: str) -> str:
-    """The type of a new key given without --set-type: what the text reads as."""
+STANDARD_KEYS = Path(__file__).parent / "tables" / "gguf-standard-keys.yaml"
+
+
+@functools.cache
+def _standard_keys() -> list[tuple[re.Pattern[str], str]]:
+    import yaml
+
+    table = yaml.safe_load(STANDARD_KEYS.read_text(encoding="utf-8"))
+    holes = {re.escape("{arch}"): "[^.]+", re.escape("{n}"): "[0-9]+"}
+    out = []
+    for key, type_name in table.items():
+        pattern = re.escape(key)
+        for hole, matches in holes.items():
+            pattern = pattern.replace(hole, matches)
+        out.append((re.compile(pattern), str(type_name)))
+    return out
+
+
+def standard_type(key: str) -> str | None:
+    """The type the GGUF specification gives ``key`` (tables/gguf-standard-keys.yaml), if it names one."""
+    return next((type_name for pattern, type_name in _standard_keys() if pattern.fullmatch(key)), None)
+
+
+_DECIMAL = re.compile(r"[+-]?[0-9]+")
+_PREFIXED = re.compile(r"[+-]?0[xXoObB][0-9a-fA-F_]+")
+
+
+def _integer(text: str) -> int | None:
+    """An integer written in decimal (leading zeros allowed: ``010`` is ten) or with a 0x, 0o or 0b
+    prefix; None for anything else, or for more digits than any GGUF integer has."""
+    text = text.strip()
+    if len(text) > 70:  # a u64 has 20 decimal digits, 66 characters in binary
+        return None
+    if _DECIMAL.fullmatch(text):
+        return int(text, 10)
+    if _PREFIXED.fullmatch(text):
+        with contextlib.suppress(ValueError):
+            return int(text, 0)
+    return None
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _guess(key: str, text: str) -> str:
+    """The type of a new key given without --set-type, from what the text reads as: bool, u32,
+    i64 (u64 past it), f32 (f64 past its range), else str. Documented in ``fmt edit --help``."""
     if text.lower() in ("true", "false"):
         return "bool"
-    with contextlib.suppress(ValueError):
-        return "u32" if int(text) >= 0 and int(text) < 2**32 else "i64"
-    with contextlib.suppress(ValueError):
-        float(text)
-        return "f32"
-    return "str"
+    if _DECIMAL.fullmatch(text.strip()):
+        whole = _integer(text)
+        for kind in ("u32", "i64", "u64"):
+            lo, hi = INT_RANGES[kind]
+            if whole is not None and lo <= whole <= hi:
+                return kind
+        raise UsageError(f"--set {key}: {_short(text)} does not fit any GGUF integer type; give --set-type "
+                         f"{key}=str to keep it as text")
+    try:
+        number = float(text)
+    except ValueError:
+        return "str"
+    return "f32" if math.isinf(number) or math.isnan(number) or abs(number) <= 3.4028234663852886e38 else "f64"
 
 
 def apply(doc: Document, edits: Edits) -> tuple[Any, list[str]]:
@@ -188,7 +263,7 @@ def apply(doc: Document, edits: Edits) -> tuple[Any, list[str]]:
     metadata: list[Any] = list(fields["metadata"])
     index = {str(kv["key"]): i for i, kv in enumerate(metadata)}
     done: list[str] = []
-    for key in [*edits.delete, *edits.set, *edits.set_file]:
+    for key in [*edits.delete, *edits.set, *edits.set_file, *edits.rename_key, *edits.rename_key.values()]:
         if key in FIXED_KEYS:
             raise UsageError(f"{key} cannot be edited: {FIXED_KEYS[key]}")
     for key in edits.set_type:
@@ -196,9 +271,22 @@ def apply(doc: Document, edits: Edits) -> tuple[Any, list[str]]:
             raise UsageError(f"--set-type {key}: give its value with --set {key}=VALUE or --set-file {key}=PATH")
     for key in edits.delete:
         if key not in index:
-            raise UsageError(f"--delete {key}: {doc.source} has no such key")
+            raise UsageError(f"--delete {utf8(key, '--delete')}: {doc.source} has no such key")
         metadata[index[key]] = None
         done.append(f"deleted {key}")
+    for old, new in edits.rename_key.items():
+        utf8(new, "--rename-key")
+        if old not in index or metadata[index[old]] is None:
+            raise UsageError(f"--rename-key {old}={new}: {doc.source} has no key {old!r}")
+        if not new:
+            raise UsageError(f"--rename-key {old}=: the new name is empty")
+        if new in index and metadata[index[new]] is not None:
+            raise UsageError(f"--rename-key {old}={new}: a key {new!r} exists already")
+        i = index.pop(old)
+        metadata[i] = cs.Container(metadata[i])
+        metadata[i]["key"] = new
+        index[new] = i
+        done.append(f"renamed key {old} -> {new}")
     texts = dict(edits.set)
     for key, path in edits.set_file.items():
         if key in texts:
@@ -213,7 +301,7 @@ def apply(doc: Document, edits: Edits) -> tuple[Any, list[str]]:
             if type_name == "array":
                 type_name = names.get(present["value"]["item_type"], "") + "[]"
         else:
-            type_name = "str" if key in edits.set_file else _guess(text)
+            type_name = standard_type(key) or ("str" if key in edits.set_file else _guess(key, text))
         code, value = typed_value(key, type_name, text, codes)
         record = cs.Container(key=key, value_type=code, value=value)
         if present is not None:
@@ -285,7 +373,7 @@ def _copy_range(src: int, dst: int, offset: int, nbytes: int, at: int) -> None:
                 raise
             n = _copy_by_reading(src, dst, offset + done, want, at + done)
         if n == 0:
-            raise OSError(f"the input ended {nbytes - done} bytes early")
+            raise InputShrank(offset + done, nbytes - done)
         if hasattr(os, "posix_fadvise"):  # Linux: DONTNEED starts the write-back, without waiting for it
             os.posix_fadvise(dst, at + done, n, os.POSIX_FADV_DONTNEED)
         done += n
@@ -309,7 +397,11 @@ def write_copy(doc: Document, header: bytes, temporary: Path) -> str:
             os.pwrite(dst.fileno(), header, 0)
             return "reflinked"
         os.pwrite(dst.fileno(), header, 0)
-        _copy_range(src.fileno(), dst.fileno(), old_start, data_bytes, len(header))
+        try:
+            _copy_range(src.fileno(), dst.fileno(), old_start, data_bytes, len(header))
+        except InputShrank as e:
+            e.file = str(doc.source)
+            raise
         os.ftruncate(dst.fileno(), len(header) + data_bytes)
     return "copied (copy_file_range)"
 

@@ -49,3 +49,17 @@ class FormatError(GgfmtError):
         where = " ".join(parts)
         head = ": ".join(x for x in (self.file, where) if x)
         return f"{head}: {self.message}" if head else self.message
+
+
+class InputShrank(GgfmtError):
+    """An input ended before bytes its header (checked against its size when it was parsed) says
+    it has: it shrank while it was read, as when a download restarts over it. ``file`` is filled
+    in where the name is known."""
+
+    def __init__(self, offset: int, missing: int, file: str | None = None) -> None:
+        super().__init__(offset, missing, file)
+        self.offset, self.missing, self.file = offset, missing, file
+
+    def __str__(self) -> str:
+        return (f"{self.file or 'an input'}: the file ended at byte {self.offset:,}, {self.missing:,} bytes short "
+                "of what it held when it was opened: it shrank while it was read (is another program writing it?)")

@@ -113,7 +113,7 @@ def _locked(fd: int) -> bool:
 def remove_stale_partials(target: Path, notify: Notify = _notify_stderr) -> None:
     """Remove what a killed run writing ``target`` left behind (unlocked partial outputs)."""
     try:
-        candidates = [p for p in target.parent.iterdir() if p.name.startswith(target.name + PARTIAL)]
+        candidates = [p for p in target.parent.iterdir() if p.name.startswith(_partial_prefix(target))]
         asides = [p for p in target.parent.iterdir() if p.name.startswith(target.name + ASIDE)]
     except OSError:
         return
@@ -140,8 +140,19 @@ def remove_stale_partials(target: Path, notify: Notify = _notify_stderr) -> None
             os.close(fd)
 
 
+def _partial_prefix(target: Path) -> str:
+    """``OUT.ggfmt-partial-``; for a name too long to take the suffix (file names have at most 255
+    bytes), a hidden name made from a hash of it, so that no legitimate output name is refused."""
+    name = target.name
+    if len(os.fsencode(name + PARTIAL)) + 8 <= 255:
+        return name + PARTIAL
+    import hashlib
+
+    return "." + hashlib.sha256(os.fsencode(name)).hexdigest()[:16] + PARTIAL
+
+
 def _partial_name(target: Path) -> Path:
-    return target.parent / f"{target.name}{PARTIAL}{secrets.token_hex(4)}"
+    return target.parent / f"{_partial_prefix(target)}{secrets.token_hex(4)}"
 
 
 @contextlib.contextmanager
@@ -173,7 +184,11 @@ def atomic_output(target: Path, *, force: bool, inputs: Sequence[Path] = (),
     temporary = _partial_name(target)
     fd, committed = -1, False
     try:  # the file is made inside: a signal right after its creation still removes it
-        fd = os.open(temporary, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)  # mode from the umask
+        try:
+            fd = os.open(temporary, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)  # mode from the umask
+        except OSError as e:  # said of the output the user named, not of a name they never saw
+            e.filename = str(target)
+            raise
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         yield temporary
         _named(os.fsync, target, fd)

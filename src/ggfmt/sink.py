@@ -27,6 +27,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from .errors import InputShrank
+
 Progress = Callable[[int], None]
 
 COPY_CHUNK = 8 << 20  # bytes per copy system call or buffered read when copying through the page cache
@@ -139,7 +141,7 @@ class DirectSink(Sink):
             n = os.preadv(src_fd, [room], offset + done)
             room.release()
             if n <= 0:
-                raise OSError(f"the input ended {nbytes - done} bytes early while copying a payload")
+                raise InputShrank(offset + done, nbytes - done)
             self._fill += n
             done += n
             if progress is not None:
@@ -257,7 +259,7 @@ class CachedSink(Sink):
                 del self._methods[0]
                 continue
             if n <= 0:
-                raise OSError(f"the input ended {nbytes - done} bytes early while copying a payload")
+                raise InputShrank(offset + done, nbytes - done)
             done += n
             self._size += n
             if progress is not None:

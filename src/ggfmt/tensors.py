@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .errors import InputShrank
 from .sink import COPY_CHUNK, Progress, Sink
 
 
@@ -31,7 +32,7 @@ class FileSlice:
         with open(self.path, "rb") as src:
             data = os.pread(src.fileno(), self.nbytes, self.offset)
         if len(data) != self.nbytes:
-            raise OSError(f"{self.path} ended {self.nbytes - len(data)} bytes early")
+            raise InputShrank(self.offset + len(data), self.nbytes - len(data), str(self.path))
         return data
 
     def write_to(self, out: Sink | Any, progress: Progress | None = None) -> None:
@@ -39,14 +40,18 @@ class FileSlice:
         to any binary file object (read and written in pieces)."""
         with open(self.path, "rb") as src:
             if isinstance(out, Sink):
-                out.copy_from(src.fileno(), self.offset, self.nbytes, progress)
+                try:
+                    out.copy_from(src.fileno(), self.offset, self.nbytes, progress)
+                except InputShrank as e:
+                    e.file = str(self.path)
+                    raise
                 return
             src.seek(self.offset)
             left = self.nbytes
             while left:
                 chunk = src.read(min(COPY_CHUNK, left))
                 if not chunk:
-                    raise OSError(f"{self.path} ended {left} bytes early")
+                    raise InputShrank(self.offset + self.nbytes - left, left, str(self.path))
                 out.write(chunk)
                 left -= len(chunk)
                 if progress is not None:
