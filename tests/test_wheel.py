@@ -45,3 +45,18 @@ def test_wheel_installs_and_converts_from_elsewhere(tmp_path: Path) -> None:
     run(venv / "bin" / "ggfmt", "to-gguf", FIXTURES / "mlx" / "adapter", "--base", FIXTURES / "peft" / "tiny-llama",
         "-o", "mlx.gguf", cwd=elsewhere)
     assert gguf_content(elsewhere / "mlx.gguf")[1] == gguf_content(FIXTURES / "peft" / "lora.ref.gguf")[1]
+    # what pip says of it, and what a wheel user is pointed to: nothing of a clone's tree
+    shown = run(venv / "bin" / "python", "-m", "pip", "show", "ggfmt").stdout
+    assert "License: MIT" in shown and "Author: The ggfmt authors" in shown
+    helps = [run(venv / "bin" / "ggfmt", *words, "--help").stdout for words in
+             [[], ["parse"], ["to-gguf"], ["to-ggla"], ["to-hf"], ["diff"], ["edit"], ["schema"],
+              ["schema", "list"], ["schema", "show"], ["schema", "check"], ["schema", "export-ksy"]]]
+    for text in helps:
+        for clone_path in (" docs/", "(docs/", " bundles/", " mappings/", " schemas/"):
+            assert clone_path not in text, (clone_path, text)
+    # the standard key types travel in the wheel too
+    run(venv / "bin" / "ggfmt", "edit", "ckpt.gguf", "--set", "general.name=2024", "-o", "named.gguf", cwd=elsewhere)
+    import gguf
+
+    field = gguf.GGUFReader(elsewhere / "named.gguf").fields["general.name"]
+    assert field.contents() == "2024" and field.types == [gguf.GGUFValueType.STRING]

@@ -156,7 +156,7 @@ def load_bundle(path: Path) -> Bundle:
         base_default = Expression(data["base"]["default"]) if data.get("base") else None
     except (KeyError, TypeError, AttributeError) as e:
         raise SchemaError(where, f"malformed bundle declaration ({type(e).__name__}: {e}); see "
-                                 "docs/adding-a-conversion.md") from None
+                                 "https://github.com/ggfmt/ggfmt/blob/main/docs/adding-a-conversion.md") from None
     except ExpressionError as e:
         raise SchemaError(where, str(e)) from None
     if not weights:

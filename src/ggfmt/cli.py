@@ -33,24 +33,40 @@ PROGRESS_THRESHOLD = 64 << 20  # payloads smaller than this convert too fast to 
 
 DESCRIPTION = """\
 Parse, explain and convert the binary formats around ggml / llama.cpp that current tools
-no longer read: 2023 training checkpoints (ggcp), LoRA finetune checkpoints (ggcl), LoRA
-adapters (ggla), Hugging Face PEFT adapters, CLIP encoders and native Gemma checkpoints.
-Every layout is a YAML schema (see `fmt schema list`); conversions follow mapping tables.
+no longer read. Inputs:
+  2023 training checkpoints        ggcp (train-text-from-scratch), ggcl (finetune, LoRA)
+  2023 LoRA adapters               ggla (finetune --lora-out, convert-lora-to-ggml.py)
+  2023 llama model files           ggml, ggmf, ggjt v1-v3, f32/f16 and every quantized type
+  GGUF files                       versions 1, 2 and 3: parse, diff, edit; 1 and 2 upgraded to 3
+  Hugging Face PEFT LoRA adapters  a directory (adapter_config.json + weights)
+  mlx-lm LoRA adapters             a directory (adapter_config.json + adapters.safetensors)
+  CLIP image encoders              a Hugging Face directory, with a LLaVA projector or not
+  native Gemma checkpoints         {"model_state_dict": ...} with fused qkv_proj
+Every layout is a YAML schema (`fmt schema list`); conversions follow mapping tables.
 """
+
+# where a wheel user reads what a clone has in docs/
+DOCS = "https://github.com/ggfmt/ggfmt/blob/main/docs"
 
 EPILOG = """\
 examples:
   fmt parse chk-lora-00010.bin                 show fields and tensors (schema from the magic)
   fmt parse ckpt.bin --schema ggcp --json      the same as one JSON document
+  fmt parse model.gguf --no-tensors            a GGUF's metadata as gguf-dump shows it
   fmt to-gguf ckpt.bin                         write ckpt.gguf next to it
   fmt to-gguf ckpt.bin -o out.gguf --force     replace out.gguf if it exists
+  fmt to-gguf ckpt.bin --model-only --vocab-model vocab.gguf   what it trained, as a model llama.cpp runs
   fmt to-gguf lora-ckpt.bin --ff 8640          finetune of a model whose n_ff is not derived
   fmt to-gguf adapter.bin                      2023 ggla adapter -> GGUF adapter current llama.cpp loads
+  fmt to-gguf ggml-model-q4_0.bin              2023 GGML/GGMF/GGJT model -> GGUF model llama.cpp runs
+  fmt to-gguf old-v1.gguf -o new.gguf          GGUF version 1 or 2 -> version 3
   fmt to-gguf peft-dir --base llama-hf-dir     PEFT adapter -> GGUF adapter (base: config.json only)
   fmt to-gguf mlx-adapter --base llama-hf-dir  mlx-lm LoRA adapter -> GGUF adapter
   fmt to-ggla peft-dir -o adapter.bin          PEFT adapter -> ggla, as convert-lora-to-ggml.py wrote it
   fmt to-gguf clip-dir --llava-projector llava.projector   image encoder for LLaVA (mmproj-model-f16.gguf)
   fmt to-hf gemma-2b.ckpt --size 2B -o gemma-2b-hf         native Gemma checkpoint -> Hugging Face
+  fmt diff a.gguf b.gguf                       what differs: keys, tensors, content
+  fmt edit model.gguf --set general.name=Mine -o mine.gguf     change keys without copying tensors twice
 
 exit status:
   0  success (fmt diff: the files are equal)
@@ -123,7 +139,8 @@ def build_parser() -> argparse.ArgumentParser:
                                         "Tensor payloads are not read. A GGUF file's metadata reads as gguf-dump "
                                         "shows it: `type key = value`, long arrays by their first and last items "
                                         "(--json has them in full). FILE may also be a directory of a layout "
-                                        "declared in bundles/ (an mlx-lm adapter): its JSON files are shown as "
+                                        "ggfmt declares (an mlx-lm or PEFT adapter, a CLIP model): its JSON files are "
+                                        "shown as "
                                         "fields, its tensors as references.")
                             + "\n\nexamples:\n  fmt parse model.gguf --no-tensors --fields 'tokenizer.*'\n"
                               "  fmt parse model.gguf --json | jq '.fields.metadata[\"general.name\"].value'\n"
@@ -146,7 +163,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = commands.add_parser("to-gguf", parents=[common], help="convert a checkpoint or an adapter to GGUF",
                             description=_wrap("Convert INPUT to GGUF. A ggcp file becomes a GGUF training checkpoint "
                                         "and a ggcl file a GGUF finetune checkpoint, which llama.cpp's trainers "
-                                        "resume from (through the mapping table mappings/<schema>-gguf.yaml). "
+                                        "resume from (through the schema's mapping table; fmt schema show NAME lists "
+                                        "what it makes). "
                                         "A ggla adapter, a PEFT adapter directory or an mlx-lm adapter directory "
                                         "becomes a GGUF LoRA adapter "
                                         "that current llama.cpp loads and that means the same. A 2023 llama model "
@@ -259,7 +277,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file", type=Path, metavar="GEMMA.ckpt", help="the native checkpoint (a PyTorch pickle)")
     dimensions = p.add_mutually_exclusive_group(required=True)
     dimensions.add_argument("--size", metavar="2B|7B",
-                            help="the released model the checkpoint is (presets in mappings/gemma-hf.yaml)")
+                            help="the released model the checkpoint is: the upstream converter's dimensions of "
+                                 "Gemma 2B or 7B")
     dimensions.add_argument("--config", type=Path, metavar="CONFIG.json",
                             help="a GemmaConfig config.json giving the dimensions; its other values are kept")
     p.add_argument("-o", "--outfile", "--output", dest="output", type=Path, metavar="OUT_DIR", required=True,
@@ -338,8 +357,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=cmd_edit)
 
     p = commands.add_parser("schema", parents=[common], help="the schema author's tools: list, show, check",
-                            description=_wrap("Tools for the YAML schemas that describe each layout (see "
-                                              "docs/schema-language.md)."),
+                            description=_wrap("Tools for the YAML schemas that describe each layout (the language: "
+                                              f"{DOCS}/schema-language.md)."),
                             formatter_class=_Formatter)
     tools = p.add_subparsers(dest="tool", metavar="TOOL", required=True)
 
@@ -350,21 +369,21 @@ def build_parser() -> argparse.ArgumentParser:
         return q
 
     q = tool("list", "every schema found, with its magic, origin and conversions",
-             "Every schema found in ggfmt's schemas/ and the folders of GGFMT_SCHEMA_PATH (searched first): its "
+             "Every schema found among ggfmt's own and in the folders of GGFMT_SCHEMA_PATH (searched first): its "
              "id, the magic it detects, its title, where it comes from, and the conversions its tables make.",
              cmd_schema_list)
     q.add_argument("--json", action="store_true", help="as a JSON list")
     q = tool("show", "a generated reference of one layout (Markdown or JSON)",
              "The reference of one layout, generated from its schema: title, doc, parameters, every field in "
              "order with its type, size and offset where they are static, its conditions and doc; its types; and "
-             "what each table that converts it makes of its keys and tensors. docs/schemas/*.md are this "
-             "command's output.", cmd_schema_show)
+             "what each table that converts it makes of its keys and tensors (ggfmt's documentation has this "
+             "command's output for every shipped layout).", cmd_schema_show)
     q.add_argument("name", metavar="NAME|PATH", help="a schema's name (`fmt schema list`) or a YAML file")
     q.add_argument("--json", action="store_true", help="as JSON instead of Markdown")
     q = tool("check", "lint schemas and mapping tables, file:line:column",
              "Lint schemas and mapping tables: one line per problem, FILE:LINE:COLUMN: what is wrong; exit 2 when "
              "there is any. It finds what the language's definition refuses (unknown keys, wrong types; "
-             "docs/ggfmt-schema.json), what the compiler refuses (unknown types, bad expressions), names an "
+             f"{DOCS}/ggfmt-schema.json), what the compiler refuses (unknown types, bad expressions), names an "
              "expression uses that nothing defines, fields and types without a doc, a meta.id that is not the "
              "file's name, types no field uses, and a table's from: naming a field the schema lacks. --parse "
              "parses a sample with the (first) schema and plans its conversion.", cmd_schema_check)
@@ -436,7 +455,7 @@ def cmd_parse(args: argparse.Namespace) -> int:
         doc = _parse_directory(args)
     else:
         if args.base is not None:
-            raise UsageError("--base applies to a directory layout (see bundles/), not to a file")
+            raise UsageError("--base applies to a directory (a PEFT or mlx-lm adapter), not to a file")
         doc = parse(args.file, args.schema, _parameters(args))
     patterns = [p for p in args.fields.split(",") if p] if args.fields is not None else None
     # Made whole before any of it is written: a value found bad while it is shown (text that is not
@@ -540,8 +559,8 @@ def _read_directory(path: Path, base: Path | None, schema: str | None, params: d
 
     bundle = recognise(path)
     if bundle is None:
-        raise UsageError(f"{path}: a directory, and not one of the layouts declared in bundles/ (fmt parse reads "
-                         "files; fmt to-gguf converts PEFT and CLIP directories)")
+        raise UsageError(f"{path}: a directory, and not one of the directory layouts ggfmt knows (PEFT and mlx-lm "
+                         "adapters, CLIP models); fmt parse reads files")
     if schema is not None or params:
         raise UsageError(f"{path}: this {bundle.title} is read by its bundle declaration, not by a schema")
     # Shown as it is: fields that come from the base model only when --base names it, no checks.

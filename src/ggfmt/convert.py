@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import ggml_types
-from .errors import FormatError, SchemaError, UsageError
+from .errors import FormatError, GgfmtError, SchemaError, UsageError
+from .schema.expr import ExpressionError
 
 if TYPE_CHECKING:
     from .document import Document
@@ -61,7 +62,34 @@ def default_output(source: Path, target: str = "gguf", options: Mapping[str, Any
             table = _table_or_none(bundle.id, target)
             settings = _settings(table, options or {}, outtype) if table is not None else {"outtype": outtype}
             return source / (output_name(bundle, target, settings) or f"{bundle.id}{extension}")
+    table = _file_table(source, target)
+    if table is not None and table.output is not None:
+        given = options or {}
+        # the options as given (files they name are not read for a name), outtype and stem
+        settings = {**{n: given.get(n, o.default) for n, o in table.options.items()}, "outtype": outtype,
+                    "stem": source.stem}
+        try:
+            name = table.output(lambda n: settings[n] if n in settings else _unknown_name(n))
+        except ExpressionError as e:
+            raise SchemaError(f"{table.name}: output", str(e)) from None
+        if not isinstance(name, str) or not name or "/" in name or name in (".", ".."):
+            raise SchemaError(f"{table.name}: output", f"{name!r} is not a file name")
+        return source.with_name(name)
     return source.with_suffix(extension)
+
+
+def _file_table(source: Path, target: str) -> MappingTable | None:
+    """The table that converts a file to ``target``, by its schema (from its magic), if any."""
+    from .schema import detect_schema
+
+    try:
+        return _table_or_none(detect_schema(source).id, target)
+    except GgfmtError:
+        return None  # a file no schema reads: the conversion itself will say so
+
+
+def _unknown_name(name: str) -> Any:
+    raise ExpressionError(f"an output name can use the options, outtype and stem, not {name!r}")
 
 
 def convert(source: Path, target: str = "gguf", *, schema: str | None = None,
@@ -283,8 +311,7 @@ def _document_and_table(source: Path, target: str, schema: str | None, params: M
             from .bundles import bundles
 
             known = ", ".join(b.title for b in bundles() if not b.is_file)
-            raise UsageError(f"{source}: a directory, and not one ggfmt knows (the directories declared in "
-                             f"bundles/: {known})")
+            raise UsageError(f"{source}: a directory, and not one ggfmt knows (it knows: {known})")
         if schema or params:
             raise UsageError(f"{source}: this {bundle.title} is read by its bundle declaration; --schema and schema "
                              "parameters apply to files")

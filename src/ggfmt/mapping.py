@@ -183,6 +183,7 @@ class MappingTable:
     json_files: dict[str, Expression] = field(default_factory=dict)
     # a Hugging Face output's tokenizer class (transformers), which saves --tokenizer's file beside it
     hf_tokenizer: str | None = None
+    output: Expression | None = None  # the default output's name beside a file input
 
 
 def mapping_dirs() -> list[Path]:
@@ -271,6 +272,7 @@ def _load(path: Path, including: tuple[str, ...]) -> MappingTable:
         applies_outtype=_flag(data.get("applies_outtype", False), f"{source}: applies_outtype"),
         constants=_constants(data.get("constants"), f"{source}: constants"),
         hf_tokenizer=str(data["hf_tokenizer"]) if data.get("hf_tokenizer") else None,
+        output=_opt_expr(data, "output", source),
         json_files={str(name): _expr(text, f"{source}: json_files.{name}")
                     for name, text in _mapping_of(data.get("json_files"), f"{source}: json_files").items()},
     )
