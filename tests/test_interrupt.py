@@ -1,15 +1,20 @@
 """A stop signal in the middle of a conversion leaves neither the output nor a temporary file.
 
-The conversion is held in the middle on purpose (its payload copy waits for ever), so the signal
-always lands while it runs: the test cannot race a conversion that finishes first.
+The conversion is held in the middle on purpose (its payload copy says so on its stdout, then
+waits for ever), so the signal always lands while it runs: no test races a conversion that
+finishes first, and none waits on a clock to know where the child is. Every child is killed at
+the end of its test whatever happened, so that none is left running.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import signal
 import subprocess
 import sys
-import time
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,33 +24,50 @@ from conftest import SYNTH
 SOURCE = SYNTH / "ggcp-v1-adam-past3.bin"
 # fmt, with every payload copy stalled: the temporary output exists, the conversion never ends by itself
 STALLED = """
-import time
+import os, time
 import ggfmt.tensors
-ggfmt.tensors.FileSlice.write_to = lambda *args, **kwargs: time.sleep(3600)
-from ggfmt.cli import run
+def stall(*args, **kwargs):
+    os.write(1, b"stalled\\n")  # the temporary output exists: the test may signal now
+    time.sleep(3600)
+ggfmt.tensors.FileSlice.write_to = stall
+from ggfmt._entry import run
 run()
 """
+WATCHDOG = 300  # seconds after which a child that never got where it should is killed (a bug, not a race)
 MESSAGES = {signal.SIGINT: "interrupted", signal.SIGTERM: "terminated", signal.SIGHUP: "hung up",
             signal.SIGQUIT: "quit"}
 
 
-def start_stalled(out: Path) -> subprocess.Popen[str]:
-    proc = subprocess.Popen([sys.executable, "-c", STALLED, "to-gguf", str(SOURCE), "-o", str(out)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 60
-    while not list(out.parent.glob(f"{out.name}.ggfmt-partial-*")):  # the output is being written
-        assert proc.poll() is None, proc.communicate()
-        assert time.monotonic() < deadline
-        time.sleep(0.005)
-    return proc
+@contextlib.contextmanager
+def child(args: list[str]) -> Iterator[subprocess.Popen[str]]:
+    """A child process that is gone when the block ends, whatever happened in it."""
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    watchdog = threading.Timer(WATCHDOG, proc.kill)
+    watchdog.start()
+    try:
+        yield proc
+    finally:
+        watchdog.cancel()
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate()
+
+
+@contextlib.contextmanager
+def stalled(out: Path) -> Iterator[subprocess.Popen[str]]:
+    """fmt to-gguf SOURCE -o OUT, held once its temporary output exists."""
+    with child([sys.executable, "-c", STALLED, "to-gguf", str(SOURCE), "-o", str(out)]) as proc:
+        assert proc.stdout is not None
+        assert proc.stdout.readline() == "stalled\n", proc.stderr.read() if proc.stderr else ""
+        yield proc
 
 
 @pytest.mark.parametrize("sig", list(MESSAGES), ids=[s.name for s in MESSAGES])
 def test_stopped_conversion_leaves_nothing(sig: signal.Signals, tmp_path: Path) -> None:
     out = tmp_path / "out.gguf"
-    proc = start_stalled(out)
-    proc.send_signal(sig)
-    _, stderr = proc.communicate(timeout=60)
+    with stalled(out) as proc:
+        proc.send_signal(sig)
+        _, stderr = proc.communicate()
     assert proc.returncode == 128 + sig
     assert stderr.strip() == f"fmt: {MESSAGES[sig]}; no output was written"
     assert list(tmp_path.iterdir()) == []
@@ -53,10 +75,10 @@ def test_stopped_conversion_leaves_nothing(sig: signal.Signals, tmp_path: Path) 
 
 def test_second_signal_during_cleanup_still_cleans_up(tmp_path: Path) -> None:
     out = tmp_path / "out.gguf"
-    proc = start_stalled(out)
-    for sig in (signal.SIGINT, signal.SIGINT, signal.SIGTERM, signal.SIGINT):
-        proc.send_signal(sig)
-    _, stderr = proc.communicate(timeout=60)
+    with stalled(out) as proc:
+        for sig in (signal.SIGINT, signal.SIGINT, signal.SIGTERM, signal.SIGINT):
+            proc.send_signal(sig)
+        _, stderr = proc.communicate()
     assert proc.returncode == 128 + signal.SIGINT
     assert stderr.strip() == "fmt: interrupted; no output was written"
     assert list(tmp_path.iterdir()) == []
@@ -64,9 +86,8 @@ def test_second_signal_during_cleanup_still_cleans_up(tmp_path: Path) -> None:
 
 def test_partial_output_of_a_killed_run_is_removed_by_the_next(tmp_path: Path) -> None:
     out = tmp_path / "out.gguf"
-    proc = start_stalled(out)
-    proc.kill()  # SIGKILL: nothing can clean up
-    proc.communicate(timeout=60)
+    with stalled(out) as proc:
+        proc.kill()  # SIGKILL: nothing can clean up
     [partial] = tmp_path.glob("out.gguf.ggfmt-partial-*")
     result = subprocess.run([sys.executable, "-m", "ggfmt", "to-gguf", str(SOURCE), "-o", str(out)],
                             capture_output=True, text=True, timeout=120)
@@ -77,17 +98,15 @@ def test_partial_output_of_a_killed_run_is_removed_by_the_next(tmp_path: Path) -
 
 def test_partial_output_of_a_running_conversion_is_left_alone(tmp_path: Path) -> None:
     out = tmp_path / "out.gguf"
-    proc = start_stalled(out)
-    try:
+    with stalled(out) as proc:
         [partial] = tmp_path.glob("out.gguf.ggfmt-partial-*")
         result = subprocess.run([sys.executable, "-m", "ggfmt", "to-gguf", str(SOURCE), "-o", str(out)],
-                                capture_output=True, text=True, timeout=120)
+                                capture_output=True, text=True, timeout=WATCHDOG)
         assert result.returncode == 0, result.stderr
         assert "removed" not in result.stderr
         assert partial.exists()  # locked by the conversion under way
-    finally:
         proc.send_signal(signal.SIGTERM)
-        proc.communicate(timeout=60)
+        proc.communicate()
     assert [p.name for p in tmp_path.iterdir()] == ["out.gguf"]
 
 
@@ -106,7 +125,7 @@ def signalled_swap(temporary, target):
         pass  # bytecodes at which Python would run a pending handler
     swap(temporary, target)
 ggfmt.output._swap_in = signalled_swap
-from ggfmt.cli import run
+from ggfmt._entry import run
 run()
 """
 
@@ -120,8 +139,60 @@ def test_signal_while_replacing_a_directory_reports_what_happened(tmp_path: Path
     (out / "old.txt").write_text("the previous output")
     proc = subprocess.run([sys.executable, "-c", SWAP_SIGNALLED, "to-hf", str(gemma / "gemma-mqa.ckpt"), "--config",
                            str(gemma / "gemma-mqa-config.json"), "-o", str(out), "--force", "-q"],
-                          capture_output=True, text=True, timeout=120)
+                          capture_output=True, text=True, timeout=WATCHDOG)
     assert proc.returncode == 128 + signal.SIGTERM
     assert proc.stderr.strip() == f"fmt: terminated; {out} had already been written in full"
     assert sorted(p.name for p in out.iterdir()) == ["config.json", "model.safetensors"]
     assert [p.name for p in tmp_path.iterdir()] == ["hf"]  # the old directory is gone, nothing left aside
+
+
+# A stop signal before the command line has even been imported: from the program's first line on.
+EARLY = """
+import os, signal, sys
+import ggfmt._entry
+os.kill(os.getpid(), getattr(signal, sys.argv[1]))
+import ggfmt.cli  # not reached: the signal was answered at the line before
+os.write(1, b"went on")
+"""
+
+
+@pytest.mark.parametrize("sig", list(MESSAGES), ids=[s.name for s in MESSAGES])
+def test_a_signal_at_start_up_is_one_line_and_its_status(sig: signal.Signals) -> None:
+    with child([sys.executable, "-c", EARLY, sig.name]) as proc:
+        out, err = proc.communicate()
+    assert (proc.returncode, out, err) == (128 + sig, "", f"fmt: {MESSAGES[sig]}; no output was written\n")
+
+
+def test_a_signal_while_the_output_module_is_half_imported_is_a_stop(monkeypatch: pytest.MonkeyPatch) -> None:
+    import types
+
+    from ggfmt import cli
+
+    half = types.ModuleType("ggfmt.output")  # as Python holds a module while its import runs
+    monkeypatch.setitem(sys.modules, "ggfmt.output", half)
+    monkeypatch.setattr(cli, "_ignore_stop_signals", lambda: None)
+    with pytest.raises(cli.Stopped):
+        cli._stop(signal.SIGINT, None)
+
+
+def test_the_environment_cannot_turn_a_conversion_into_an_interruption(tmp_path: Path) -> None:
+    import resource
+
+    def tight() -> None:  # an address space that leaves no room for a thread per core
+        resource.setrlimit(resource.RLIMIT_AS, (150_000_000, 150_000_000))
+
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
+    result = subprocess.run([sys.executable, "-m", "ggfmt", "to-gguf", str(SOURCE), "-o", str(tmp_path / "o.gguf")],
+                            capture_output=True, text=True, preexec_fn=tight, env=env, timeout=WATCHDOG)
+    assert "interrupted" not in result.stderr and "OpenBLAS" not in result.stderr, result.stderr
+    assert result.returncode == 0 or (result.returncode == 2 and len(result.stderr.splitlines()) == 1), result
+
+
+def test_an_encoding_that_cannot_show_a_character_escapes_it() -> None:
+    from conftest import GENUINE
+
+    env = {**os.environ, "PYTHONIOENCODING": "ascii"}
+    result = subprocess.run([sys.executable, "-m", "ggfmt", "parse", str(GENUINE / "tiny-llama-f32.gguf"),
+                             "--no-tensors"], capture_output=True, text=True, env=env, timeout=WATCHDOG)
+    assert result.returncode == 0 and result.stderr == "", result.stderr
+    assert "[275 \\xd7 str]  tokenizer.ggml.tokens" in result.stdout

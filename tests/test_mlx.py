@@ -76,7 +76,7 @@ def test_parse_shows_a_declared_directory(tmp_path: Path, fmt: Fmt) -> None:
     dora = mlx_copy(tmp_path, fine_tune_type="dora")  # shown as it is; only a conversion refuses it
     assert fmt("parse", dora).code == 0
     line = assert_clean_failure(fmt("parse", FIXTURES / "peft" / "tiny-llama"))
-    assert "not one of the layouts declared in bundles/" in line
+    assert "not one of the directory layouts ggfmt knows" in line
 
 
 PEFT_BUNDLE = """
@@ -198,3 +198,10 @@ def test_an_adapter_llama_cpp_would_misapply_is_refused(config: str | dict[str, 
     assert words in line, line
     assert "adapter_config.json" in line or "adapters.safetensors" in line
     assert not out.exists()
+
+
+def test_a_broken_config_beside_mlx_weights_is_named(tmp_path: Path, fmt: Fmt) -> None:
+    directory = mlx_copy(tmp_path)
+    (directory / "adapter_config.json").write_text("{nope")
+    line = assert_clean_failure(fmt("to-gguf", directory, "--base", BASE, "-o", tmp_path / "o.gguf"))
+    assert f"{directory}/adapter_config.json: at byte 1: not valid JSON" in line

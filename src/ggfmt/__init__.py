@@ -9,12 +9,17 @@ Heavy modules (construct, numpy, gguf) load on first use, so ``import ggfmt`` st
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+# typing is not imported: the programs' entry (ggfmt._entry) runs after this module, and answers a
+# Ctrl-C from its first line; every module imported before it widens the window where Python
+# itself would answer with a traceback (mypy takes any name TYPE_CHECKING as true).
+TYPE_CHECKING = False
 
 __version__ = "0.1.0"
 __all__ = ["Document", "FormatError", "TensorRef", "__version__", "load_schema", "parse"]
 
 if TYPE_CHECKING:
+    from typing import Any
+
     from .document import Document, TensorRef
     from .engine import parse
     from .errors import FormatError

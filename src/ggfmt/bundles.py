@@ -124,7 +124,19 @@ def recognise(directory: Path) -> Bundle | None:
     files and keys to recognise (an mlx-lm folder fits the PEFT declaration too, by its
     adapter_config.json, but the mlx-lm one asks for more), the first found among equals."""
     fitting = [b for b in bundles() if b.recognises(directory)]
-    return max(fitting, key=lambda b: b.specificity) if fitting else None
+    best = max(fitting, key=lambda b: b.specificity) if fitting else None
+    # a more specific bundle whose files are all there but one it reads to tell it apart is broken:
+    # that file is what is wrong (a broken adapter_config.json beside adapters.safetensors is not a
+    # PEFT adapter without weights)
+    from .sources.weights import read_json
+
+    for bundle in bundles():
+        if bundle.is_file or (best is not None and bundle.specificity <= best.specificity):
+            continue
+        if all((directory / name).is_file() for name in bundle.files):
+            for name in bundle.keys:
+                read_json(directory / name)  # raises the file's own one-line error
+    return best
 
 
 def load_bundle(path: Path) -> Bundle:

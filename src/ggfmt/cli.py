@@ -798,9 +798,11 @@ _received: list[int] = []  # the stop signal taken, in case the Stopped raised f
 
 
 def _stop(signum: int, frame: FrameType | None) -> None:
-    from .output import defer_stop
-
-    if defer_stop(signum):  # an output is taking its name: answered once it has it
+    # (no import here: a signal that arrives while ggfmt.output is itself being imported would find
+    # it half made; until it is loaded, no output can be taking its name)
+    output = sys.modules.get("ggfmt.output")
+    defer_stop = getattr(output, "defer_stop", None)
+    if defer_stop is not None and defer_stop(signum):  # an output is taking its name: answered once it has it
         return
     # Further signals are ignored from here on: a second Ctrl-C must not cut the cleanup short.
     _ignore_stop_signals()
@@ -907,6 +909,10 @@ def main(argv: Sequence[str] | None = None, *, exiting: bool = False) -> int:
             return _internal_error(e, args.debug)
         _error(describe_os_error(e))
         return EXIT_BAD_INPUT
+    except MemoryError:
+        _error("out of memory: this machine, or a limit set on this process (ulimit -v), leaves ggfmt too "
+               "little; free memory or raise the limit")
+        return EXIT_BAD_INPUT
     except ModuleNotFoundError as e:
         hint = OPTIONAL_PACKAGES.get((e.name or "").partition(".")[0])
         if hint is None:
@@ -925,6 +931,11 @@ def main(argv: Sequence[str] | None = None, *, exiting: bool = False) -> int:
 
 def run() -> None:
     """The ``fmt`` and ``ggfmt`` programs."""
+    for stream in (sys.stdout, sys.stderr):
+        # a terminal or a PYTHONIOENCODING that cannot show a character (the multiplication sign of array types) gets
+        # it escaped, not an error
+        if isinstance(stream, io.TextIOWrapper):
+            stream.reconfigure(errors="backslashreplace")
     status = main(exiting=True)
     # The work is done and its outcome printed. Python would put the default signal handlers back
     # while it shuts down, so that a second Ctrl-C arriving then (or delivered to a thread) kills

@@ -554,6 +554,9 @@ def write_in_place(doc: Document, header: bytes) -> None:
         fd = os.open(journal, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     except FileExistsError:  # appeared since the lock was taken: not ours
         raise UsageError(f"{journal}: appeared while the file was edited; remove it and edit again") from None
+    except OSError as e:
+        raise UsageError(f"{journal}: cannot be created ({e.strerror}); --in-place keeps the old header there "
+                         "while it writes: make its folder writable, or write a new file with -o") from None
     try:
         os.write(fd, head + old + header)
         os.fsync(fd)
