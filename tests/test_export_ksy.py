@@ -69,3 +69,32 @@ def test_export_to_a_file(tmp_path: Path, fmt: Fmt) -> None:
     assert fmt("schema", "export-ksy", "ggla", "-o", out).code == 0
     assert out.read_text().startswith("# Exported by `fmt schema export-ksy` from ggla.yaml")
     assert_clean_failure(fmt("schema", "export-ksy", "ggla", "-o", out))  # never replaced unless --force
+
+
+TOY = "meta: {{id: {id}}}\nseq:\n  - {{id: magic, contents: {contents}, doc: d}}\n  - {{id: n, type: u32, doc: d}}\n" \
+      "  - {{id: items, type: u8, repeat: \"{repeat}\", doc: d}}\n"
+
+
+@pytest.mark.parametrize(("id_", "contents", "repeat", "words"), [
+    ("toy", "'€€'", "n", "has characters beyond \\xff"),
+    ("toy", "TOYS", "+".join(["1"] * 100_000), "is longer than 4096 characters"),
+    ("'1abc'", "TOYS", "n", "'1abc' is not an id Kaitai takes"),
+    ("'a b'", "TOYS", "n", "'a b' is not an id Kaitai takes"),
+    ("''", "TOYS", "n", "'' is not an id Kaitai takes"),
+])
+def test_a_schema_kaitai_would_refuse_is_refused(id_: str, contents: str, repeat: str, words: str, tmp_path: Path,
+                                                 fmt: Fmt) -> None:
+    schema = tmp_path / "toy.yaml"
+    schema.write_text(TOY.format(id=id_, contents=contents, repeat=repeat), encoding="utf-8")
+    line = assert_clean_failure(fmt("schema", "export-ksy", schema, "-o", tmp_path / "out.ksy"))
+    assert words in line, line
+    assert not (tmp_path / "out.ksy").exists()
+
+
+def test_a_file_name_cannot_add_lines_to_the_export(tmp_path: Path, fmt: Fmt) -> None:
+    schema = tmp_path / "x\nmeta: {id: injected}\n#.yaml"
+    schema.write_text(TOY.format(id="toy", contents="TOYS", repeat="n"), encoding="utf-8")
+    result = fmt("schema", "export-ksy", schema)
+    assert result.code == 0, result.err
+    assert yaml.safe_load(result.out)["meta"]["id"] == "toy"
+    assert result.out.splitlines()[0].startswith("# Exported by `fmt schema export-ksy` from x\\x0ameta")

@@ -40,7 +40,7 @@ def lines(result: object) -> list[str]:
 
 
 def test_every_shipped_schema_and_table_is_clean(fmt: Fmt) -> None:
-    files = sorted((ROOT / "schemas").glob("*.yaml")) + sorted((ROOT / "mappings").glob("*.yaml"))
+    files = [p for folder in ("schemas", "mappings", "bundles") for p in sorted((ROOT / folder).glob("*.yaml"))]
     result = fmt("schema", "check", *files)
     assert result.code == 0, result.out
     assert result.out == "" and f"{len(files)} files checked: no problems" in result.err
@@ -136,3 +136,19 @@ def test_a_failed_valid_on_records_is_one_short_line(folders: tuple[Path, Path],
     sample.write_bytes(b"TOY1" + (40).to_bytes(4, "little") + bytes(160))
     line = assert_clean_failure(fmt("parse", sample))
     assert "expected len(_) > 100, got [{a=0, b=0}" in line and len(line) < 300
+
+
+def test_a_bundle_is_checked_as_a_bundle(tmp_path: Path, fmt: Fmt) -> None:
+    bundle = tmp_path / "mine.yaml"
+    good = (ROOT / "bundles" / "mlx-lora.yaml").read_text(encoding="utf-8")
+    bundle.write_text(good, encoding="utf-8")
+    assert fmt("schema", "check", bundle).code == 0
+    bundle.write_text(good + "colour: red\n", encoding="utf-8")
+    result = fmt("schema", "check", bundle)
+    assert result.code == 2 and len(lines(result)) == 1
+    assert ":1: unknown key colour (allowed: base, checks, doc" in lines(result)[0]
+    bundle.write_text(good.replace("checks:\n", "checks:\n  - {file: other.json, field: x, expr: 'True', "
+                                                 "message: m}\n", 1), encoding="utf-8")
+    result = fmt("schema", "check", bundle)
+    assert result.code == 2 and len(lines(result)) == 1
+    assert "checks[0]: other.json is not a file the declaration reads" in lines(result)[0]

@@ -380,14 +380,15 @@ def build_parser() -> argparse.ArgumentParser:
              "command's output for every shipped layout).", cmd_schema_show)
     q.add_argument("name", metavar="NAME|PATH", help="a schema's name (`fmt schema list`) or a YAML file")
     q.add_argument("--json", action="store_true", help="as JSON instead of Markdown")
-    q = tool("check", "lint schemas and mapping tables, file:line:column",
-             "Lint schemas and mapping tables: one line per problem, FILE:LINE:COLUMN: what is wrong; exit 2 when "
+    q = tool("check", "lint schemas, mapping tables and bundle declarations, file:line:column",
+             "Lint schemas, mapping tables and bundle declarations (the directory inputs: a file with "
+             "`recognise:`): one line per problem, FILE:LINE:COLUMN: what is wrong; exit 2 when "
              "there is any. It finds what the language's definition refuses (unknown keys, wrong types; "
              f"{DOCS}/ggfmt-schema.json), what the compiler refuses (unknown types, bad expressions), names an "
              "expression uses that nothing defines, fields and types without a doc, a meta.id that is not the "
              "file's name, types no field uses, and a table's from: naming a field the schema lacks. --parse "
              "parses a sample with the (first) schema and plans its conversion.", cmd_schema_check)
-    q.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="schema or table files")
+    q.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="schema, table or bundle files")
     q.add_argument("--parse", type=Path, metavar="FILE", help="also parse this sample with the first schema")
     q = tool("export-ksy", "a layout as a Kaitai Struct .ksy",
              "Write a layout as a Kaitai Struct .ksy, so that Kaitai's tools (its Web IDE) show a file's bytes "

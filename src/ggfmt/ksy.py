@@ -12,6 +12,7 @@ parameters, `one-of`, size prefixes, payloads `at` an offset, `offset` fields, `
 from __future__ import annotations
 
 import ast
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ import yaml
 from .errors import UsageError
 from .schema import read_yaml
 from .schema.language import keys
+from .text import escape
 from .workbench import meta_of
 
 KSY_TYPES = {"u8": "u1", "u16": "u2", "u32": "u4", "u64": "u8", "i8": "s1", "i16": "s2", "i32": "s4",
@@ -191,8 +193,15 @@ def _type(spec: Mapping[str, Any], where: str, missing: list[str]) -> dict[str, 
     return out
 
 
+_KAITAI_ID = re.compile(r"[a-z][a-z0-9_]*")
+
+
 def export(path: Path) -> str:
-    """The ``.ksy`` of the schema at ``path``; UsageError listing what Kaitai cannot say."""
+    """The ``.ksy`` of the schema at ``path``; UsageError listing what Kaitai cannot say. The schema
+    is first loaded as every command loads it (its checks: expression sizes, `contents` bytes, ...)."""
+    from .schema import load_schema
+
+    load_schema(str(path))
     data = read_yaml(path, shared=True)
     meta = meta_of(data)
     missing: list[str] = []
@@ -214,8 +223,28 @@ def export(path: Path) -> str:
             types[_ident(str(name))] = _type(typedef, f"types.{name}", missing)
     if types:
         ksy["types"] = types
+    missing += [f"{where}: {name!r} is not an id Kaitai takes (a lower-case letter, then lower-case letters, "
+                "digits and _)" for where, name in _ids(ksy) if not _KAITAI_ID.fullmatch(name)]
     if missing:
         raise UsageError(f"{path.name} needs what Kaitai Struct cannot say: " + "; ".join(missing))
-    header = (f"# Exported by `fmt schema export-ksy` from {path.name}: tensor payloads are byte blocks, and\n"
+    header = (f"# Exported by `fmt schema export-ksy` from {escape(path.name)}: tensor payloads are byte blocks, "
+              "and\n"
               "# the checks of whole lists are ggfmt's only.\n")
     return header + yaml.safe_dump(ksy, sort_keys=False, allow_unicode=True, width=100)
+
+
+def _ids(ksy: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """(where, id) of the meta id, every field's and every type's name."""
+    found = [("meta.id", str(ksy["meta"]["id"]))]
+
+    def of_type(typedef: Mapping[str, Any], where: str) -> None:
+        for field in typedef.get("seq") or []:
+            found.append((f"{where}.seq", str(field.get("id"))))
+        for name in typedef.get("instances") or {}:
+            found.append((f"{where}.instances", str(name)))
+
+    of_type(ksy, "seq")
+    for name, typedef in (ksy.get("types") or {}).items():
+        found.append(("types", str(name)))
+        of_type(typedef, f"types.{name}")
+    return found

@@ -89,6 +89,8 @@ def check_file(path: Path) -> list[Problem]:
         return [Problem(path, line, column, f"not valid YAML: {getattr(e, 'problem', e)}")]
     if not isinstance(data, Mapping):
         return [Problem(path, 1, 1, "a schema or table is a YAML mapping")]
+    if "recognise" in data:  # a bundle declaration (bundles/*.yaml): a directory or container input
+        return list(_bundle_problems(path, data, positions))
     is_table = "source" in data or "target" in data or "metadata" in data or "tensors" in data
     kind = "table" if is_table else "layout"
     found = list(_against_language(path, data, positions, kind))
@@ -125,6 +127,32 @@ def _language_message(error: Any) -> str:
     if error.validator == "propertyNames" or "propertyNames" in error.schema_path:
         return f"{error.instance!r} is not a key of the language (a YAML flow mapping split at a comma? quote the text)"
     return str(error.message)
+
+
+# -- bundles -----------------------------------------------------------------------------------
+
+def _bundle_problems(path: Path, data: Mapping[str, Any], positions: _Positions) -> Iterator[Problem]:
+    """What loading the declaration refuses (unknown keys, malformed readers, bad expressions), and
+    checks about files the declaration does not read."""
+    from .bundles import BUNDLE_KEYS, load_bundle
+
+    unknown = sorted(set(data) - BUNDLE_KEYS, key=str)
+    for key in unknown:
+        line, column = positions.at((key,))
+        yield Problem(path, line, column, f"unknown key {key} (allowed: {', '.join(sorted(BUNDLE_KEYS))})")
+    if unknown:  # the rest assumes the declaration's shape is right
+        return
+    try:
+        bundle = load_bundle(path)
+    except SchemaError as e:
+        yield Problem(path, 1, 1, e.message)
+        return
+    files = {file for _, file, _ in bundle.fields.values()}
+    for i, check in enumerate(bundle.checks):
+        if check.file not in files:
+            line, column = positions.at(("checks", i, "file"))
+            yield Problem(path, line, column, f"checks[{i}]: {check.file} is not a file the declaration reads "
+                                              f"(its fields read {', '.join(sorted(files))})")
 
 
 # -- layouts -----------------------------------------------------------------------------------
