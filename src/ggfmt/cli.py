@@ -7,7 +7,6 @@ imports torch.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import io
 import json
 import os
@@ -24,6 +23,7 @@ from . import __version__
 from .environment import OPTIONAL_PACKAGES, describe_os_error, environment_error
 from .errors import GgfmtError, UsageError
 from .outtype import OUTTYPES
+from .streams import StdoutFailed
 from .text import escape
 
 EXIT_OK, EXIT_BAD_INPUT = 0, 2
@@ -488,6 +488,7 @@ def cmd_diff(args: argparse.Namespace) -> int:
         else:
             docs.append(parse(path, args.schema))
     comparison = compare(docs[0], docs[1], values=args.values)
+    args.exit_status = EXIT_OK if comparison.equal else EXIT_DIFFERENT  # also when stdout's reader goes away
     labels = source_label(args.a, docs[0]), source_label(args.b, docs[1])
     if args.brief:  # as diff -q: a line when they differ, nothing when they are equal
         if not comparison.equal:
@@ -903,8 +904,8 @@ def main(argv: Sequence[str] | None = None, *, exiting: bool = False) -> int:
     except KeyboardInterrupt:  # SIGINT before the handlers were installed, or with them ignored
         print(_stopped_message(signal.SIGINT), file=sys.stderr)
         return 128 + signal.SIGINT
-    except BrokenPipeError:
-        return EXIT_OK
+    except StdoutFailed as e:  # (only the fmt program's guarded stdout raises it)
+        return _stdout_failed(e, getattr(args, "exit_status", EXIT_OK))
     except OSError as e:
         if not environment_error(e):
             return _internal_error(e, args.debug)
@@ -932,11 +933,9 @@ def main(argv: Sequence[str] | None = None, *, exiting: bool = False) -> int:
 
 def run() -> None:
     """The ``fmt`` and ``ggfmt`` programs."""
-    for stream in (sys.stdout, sys.stderr):
-        # a terminal or a PYTHONIOENCODING that cannot show a character (the multiplication sign of array types) gets
-        # it escaped, not an error
-        if isinstance(stream, io.TextIOWrapper):
-            stream.reconfigure(errors="backslashreplace")
+    from .streams import guard_standard_streams
+
+    guard_standard_streams()
     status = main(exiting=True)
     # The work is done and its outcome printed. Python would put the default signal handlers back
     # while it shuts down, so that a second Ctrl-C arriving then (or delivered to a thread) kills
@@ -944,10 +943,29 @@ def run() -> None:
     # and the process ends at once. Nothing of ggfmt's runs at exit; the streams are flushed here.
     for number in STOP_SIGNALS:
         signal.signal(number, signal.SIG_IGN)
-    with contextlib.suppress(BrokenPipeError, ValueError):  # a reader that went away (fmt ... | head)
+    try:
         sys.stdout.flush()
+    except StdoutFailed as e:
+        status = _stdout_failed(e, status)
     sys.stderr.flush()
     os._exit(status)
+
+
+def _stdout_failed(failure: Any, status: int) -> int:
+    """The status of a command whose stdout failed (see ggfmt.streams), said on stderr."""
+    from .output import committed_outputs
+    from .streams import reader_went_away
+
+    if reader_went_away(failure.error):
+        return status
+    written = committed_outputs()
+    reason = (failure.error.strerror or str(failure.error)).lower()
+    if written:
+        print(f"fmt: warning: standard output: {reason}; {', '.join(escape(str(p)) for p in written)} had "
+              "already been written in full", file=sys.stderr)
+        return status
+    _error(f"standard output: {reason}")
+    return EXIT_BAD_INPUT
 
 
 def _error(message: str) -> None:
