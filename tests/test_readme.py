@@ -85,3 +85,44 @@ def test_a_gguf_input_is_never_its_own_default_output(name: str, words: list[str
     result = run_fmt("to-gguf", tmp_path / name, *words)
     assert result.code == 0, result.err
     assert (tmp_path / expected).is_file()
+
+
+def output_samples() -> list[tuple[list[str], list[str]]]:
+    """README's ``$ .venv/bin/fmt ...`` samples: the command's words, and the lines shown (``...``
+    stands for lines left out)."""
+    samples, current = [], None
+    for line in (ROOT / "README.md").read_text(encoding="utf-8").splitlines():
+        if line.startswith("$ .venv/bin/fmt "):
+            current = (shlex.split(line[2:])[1:], [])
+            samples.append(current)
+        elif line.startswith("```"):
+            current = None
+        elif current is not None:
+            current[1].append(line)
+    return samples
+
+
+def test_readme_has_output_samples() -> None:
+    assert len(output_samples()) >= 2
+
+
+@pytest.mark.parametrize("index", range(2))
+def test_readme_output_samples_are_what_fmt_prints(index: int) -> None:
+    words, shown = output_samples()[index]
+    cwd = Path.cwd()
+    os.chdir(ROOT)
+    try:
+        result = run_fmt(*words)
+    finally:
+        os.chdir(cwd)
+    assert result.code == 0, result.err
+    printed = result.out.splitlines()
+    at, skipping = 0, True
+    for line in shown:  # in order, each shown line exactly; `...` skips any number of lines
+        if line.strip() == "...":
+            skipping = True
+            continue
+        assert line in printed[at:], (line, printed)
+        found = printed.index(line, at)
+        assert skipping or found == at, (line, "is not the line after the one before it")
+        at, skipping = found + 1, False

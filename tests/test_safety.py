@@ -67,3 +67,47 @@ def test_an_unknown_or_abbreviated_option_gets_the_commands_usage(args: list[str
     result = fmt(*args)
     assert result.code == 2 and len(result.err.splitlines()) == 1, result
     assert "unrecognized arguments" in result.err and f"(usage: {usage}" in result.err
+
+
+@pytest.mark.parametrize("kind", ["fifo", "device", "directory"])
+@pytest.mark.parametrize("command", [["parse"], ["to-gguf"], ["diff", "SELF"], ["edit", "--set", "a=1", "-o", "o"],
+                                     ["parse", "--schema", "ggcp"]])
+def test_an_input_that_is_not_a_regular_file_is_refused_at_once(kind: str, command: list[str],
+                                                                tmp_path: Path) -> None:
+    import os
+
+    from conftest import run_fmt
+
+    path = {"fifo": tmp_path / "fifo", "device": Path("/dev/zero"), "directory": tmp_path / "dir"}[kind]
+    if kind == "fifo":
+        os.mkfifo(path)  # no writer: an open that waited would wait for ever (run_fmt's timeout fails it)
+    elif kind == "directory":
+        path.mkdir()
+    words = [command[0], str(path), *[str(path) if w == "SELF" else w for w in command[1:]]]
+    result = run_fmt(*words)
+    assert result.code == 2 and len(result.err.splitlines()) == 1, result
+    expected = {"fifo": "is a FIFO", "device": "is a character device", "directory": "is a directory"}[kind]
+    assert expected in result.err or (kind == "directory" and "a directory, and not one" in result.err), result.err
+
+
+def test_help_names_every_command_and_input_kind(fmt: Fmt) -> None:
+    text = fmt("--help").out
+    for command in ("parse", "to-gguf", "to-ggla", "to-hf", "diff", "edit", "schema"):
+        assert f"\n    {command} " in text, command
+    for kind in ("ggcp", "ggcl", "ggla", "ggjt", "GGUF", "PEFT", "mlx-lm", "CLIP", "Gemma"):
+        assert kind in text, kind
+
+
+def test_set_up_installs_pytorch_from_its_cpu_index_and_says_each_step() -> None:
+    from conftest import ROOT
+
+    makefile = (ROOT / "Makefile").read_text(encoding="utf-8")
+    recipe = makefile[makefile.index("$(TESTSTAMP): $(STAMP)"):]
+    torch_step, extra_step = recipe.index("--index-url $(TORCH_INDEX)"), recipe.index("-e '.[test]'")
+    assert torch_step < extra_step  # the CPU build is in place before the test extra asks for torch
+    assert "TORCH_INDEX   ?= https://download.pytorch.org/whl/cpu" in makefile
+    assert "could not be reached" in recipe  # and a fallback when it cannot be reached
+    assert recipe.count("$(call STEP,") >= 4 and "$(DONE)" in recipe
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    for need in ("C/C++ compiler", "CMake", "npm", "disk", "7 minutes", "TORCH_INDEX"):
+        assert need in readme, need
