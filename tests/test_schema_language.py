@@ -755,3 +755,31 @@ def ggla_records() -> list[Any]:
     from legacy_reader import read_ggla
 
     return read_ggla(GENUINE / "ggla-finetune.bin")[1]
+
+
+# The schemas behind docs/schema-language.md's samples of refused schemas, and the lines it shows.
+DOC_SAMPLES = {
+    "e.yaml": ["meta: {id: e}\nseq:\n  - {id: n, type: u8}\n  - {id: b, type: u8, repeat: \"open('/etc/passwd')\"}\n",
+               "meta: {id: e}\nseq:\n  - {id: n, type: u8}\n  - {id: b, type: u8, repeat: \"n.__class__\"}\n"],
+    "t.yaml": ["meta: {id: t}\nseq:\n  - {id: a, type: u33}\n", "meta: {id: t}\nseq:\n  - {id: a, type: u8, sise: 3}\n",
+               "meta: {id: t}\nseq:\n  - {id: a, type: u8, valid: {expr: \"1 +\"}}\n"],
+}
+
+
+def test_the_documents_samples_of_refused_schemas_are_what_fmt_says(tmp_path: Path) -> None:
+    import os
+
+    from conftest import ROOT, run_fmt
+
+    doc = (ROOT / "docs" / "schema-language.md").read_text(encoding="utf-8").splitlines()
+    (tmp_path / "x.bin").write_bytes(b"AB")
+    cwd = Path.cwd()
+    os.chdir(tmp_path)
+    try:
+        for name, texts in DOC_SAMPLES.items():
+            for text in texts:
+                (tmp_path / name).write_text(text, encoding="utf-8")
+                said = run_fmt("parse", "x.bin", "--schema", name).err.strip()
+                assert said in doc, said
+    finally:
+        os.chdir(cwd)
