@@ -783,3 +783,32 @@ def test_the_documents_samples_of_refused_schemas_are_what_fmt_says(tmp_path: Pa
                 assert said in doc, said
     finally:
         os.chdir(cwd)
+
+
+# (schema, file name, file bytes) behind docs/schema-language.md's samples of files that do not match
+DOC_MISMATCHES = [
+    ("meta: {id: s}\nseq:\n  - {id: a, type: u32}\n  - {id: more, type: u32}\n", "s.bin", b"ABCD"),
+    ("meta: {id: s}\nseq:\n  - {id: n, type: i8}\n  - {id: x, type: u8, repeat: n}\n", "s.bin", b"\x99AB"),
+    ("meta: {id: sw}\nseq:\n  - {id: kind, type: u8}\n"
+     "  - {id: body, type: {switch-on: kind, cases: {1: u8, 2: u16}}}\n", "sw3.bin", b"\x03AB"),
+    ("meta: {id: t}\nseq:\n  - {id: a, type: u16}\n", "s.bin", b"ABCD"),
+]
+
+
+@pytest.mark.parametrize(("schema", "name", "data"), DOC_MISMATCHES)
+def test_the_documents_samples_of_mismatches_are_what_fmt_says(schema: str, name: str, data: bytes,
+                                                               tmp_path: Path) -> None:
+    import os
+
+    from conftest import ROOT, run_fmt
+
+    doc = (ROOT / "docs" / "schema-language.md").read_text(encoding="utf-8").splitlines()
+    (tmp_path / "layout.yaml").write_text(schema, encoding="utf-8")
+    (tmp_path / name).write_bytes(data)
+    cwd = Path.cwd()
+    os.chdir(tmp_path)
+    try:
+        said = run_fmt("parse", name, "--schema", "layout.yaml").err.strip()
+    finally:
+        os.chdir(cwd)
+    assert said in doc, said
