@@ -43,10 +43,11 @@ def fmt(capsys: pytest.CaptureFixture[str]) -> Fmt:
     return run
 
 
-def run_fmt(*args: str | os.PathLike[str], env: dict[str, str] | None = None) -> Result:
-    """Run the fmt command line as a separate process, as a user would."""
+def run_fmt(*args: str | os.PathLike[str], env: dict[str, str] | None = None,
+            cwd: Path | None = None) -> Result:
+    """Run the fmt command line as a separate process, as a user would (in ``cwd``, if given)."""
     proc = subprocess.run([sys.executable, "-m", "ggfmt", *map(os.fspath, args)], capture_output=True, text=True,
-                          env=env, timeout=120)
+                          env=env, cwd=cwd, timeout=120)
     return Result(proc.returncode, proc.stdout, proc.stderr)
 
 

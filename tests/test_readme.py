@@ -3,7 +3,6 @@ they name: none fails, and none picks a default output an earlier one wrote."""
 
 from __future__ import annotations
 
-import os
 import re
 import shlex
 import shutil
@@ -57,12 +56,7 @@ def test_readme_commands_run_as_written_one_after_the_other(tmp_path: Path) -> N
     assert fmt.exists()
     for words in readme_commands():
         before = set(_tree(tmp_path))
-        cwd = Path.cwd()
-        os.chdir(tmp_path)
-        try:
-            result = run_fmt(*words)
-        finally:
-            os.chdir(cwd)
+        result = run_fmt(*words, cwd=tmp_path)
         allowed = (0, 1) if words[0] == "diff" else (0,)
         assert result.code in allowed, (words, result.err)
         if words[0] in ("to-gguf", "edit"):
@@ -109,12 +103,7 @@ def test_readme_has_output_samples() -> None:
 @pytest.mark.parametrize("index", range(2))
 def test_readme_output_samples_are_what_fmt_prints(index: int) -> None:
     words, shown = output_samples()[index]
-    cwd = Path.cwd()
-    os.chdir(ROOT)
-    try:
-        result = run_fmt(*words)
-    finally:
-        os.chdir(cwd)
+    result = run_fmt(*words, cwd=ROOT)
     assert result.code == 0, result.err
     printed = result.out.splitlines()
     at, skipping = 0, True

@@ -767,22 +767,15 @@ DOC_SAMPLES = {
 
 
 def test_the_documents_samples_of_refused_schemas_are_what_fmt_says(tmp_path: Path) -> None:
-    import os
-
     from conftest import ROOT, run_fmt
 
     doc = (ROOT / "docs" / "schema-language.md").read_text(encoding="utf-8").splitlines()
     (tmp_path / "x.bin").write_bytes(b"AB")
-    cwd = Path.cwd()
-    os.chdir(tmp_path)
-    try:
-        for name, texts in DOC_SAMPLES.items():
-            for text in texts:
-                (tmp_path / name).write_text(text, encoding="utf-8")
-                said = run_fmt("parse", "x.bin", "--schema", name).err.strip()
-                assert said in doc, said
-    finally:
-        os.chdir(cwd)
+    for name, texts in DOC_SAMPLES.items():
+        for text in texts:
+            (tmp_path / name).write_text(text, encoding="utf-8")
+            said = run_fmt("parse", "x.bin", "--schema", name, cwd=tmp_path).err.strip()
+            assert said in doc, said
 
 
 # (schema, file name, file bytes) behind docs/schema-language.md's samples of files that do not match
@@ -798,17 +791,10 @@ DOC_MISMATCHES = [
 @pytest.mark.parametrize(("schema", "name", "data"), DOC_MISMATCHES)
 def test_the_documents_samples_of_mismatches_are_what_fmt_says(schema: str, name: str, data: bytes,
                                                                tmp_path: Path) -> None:
-    import os
-
     from conftest import ROOT, run_fmt
 
     doc = (ROOT / "docs" / "schema-language.md").read_text(encoding="utf-8").splitlines()
     (tmp_path / "layout.yaml").write_text(schema, encoding="utf-8")
     (tmp_path / name).write_bytes(data)
-    cwd = Path.cwd()
-    os.chdir(tmp_path)
-    try:
-        said = run_fmt("parse", name, "--schema", "layout.yaml").err.strip()
-    finally:
-        os.chdir(cwd)
+    said = run_fmt("parse", name, "--schema", "layout.yaml", cwd=tmp_path).err.strip()
     assert said in doc, said

@@ -275,17 +275,7 @@ def apply(doc: Document, edits: Edits) -> tuple[Any, list[str]]:
         metadata[index[key]] = None
         done.append(f"deleted {key}")
     for old, new in edits.rename_key.items():
-        utf8(new, "--rename-key")
-        if old not in index or metadata[index[old]] is None:
-            raise UsageError(f"--rename-key {old}={new}: {doc.source} has no key {old!r}")
-        if not new:
-            raise UsageError(f"--rename-key {old}=: the new name is empty")
-        if new in index and metadata[index[new]] is not None:
-            raise UsageError(f"--rename-key {old}={new}: a key {new!r} exists already")
-        i = index.pop(old)
-        metadata[i] = cs.Container(metadata[i])
-        metadata[i]["key"] = new
-        index[new] = i
+        _rename(metadata, index, old, utf8(new, "--rename-key"), "key", "--rename-key", doc)
         done.append(f"renamed key {old} -> {new}")
     texts = dict(edits.set)
     for key, path in edits.set_file.items():
@@ -314,21 +304,29 @@ def apply(doc: Document, edits: Edits) -> tuple[Any, list[str]]:
     infos = list(fields["infos"])
     by_name = {str(t["name"]): i for i, t in enumerate(infos)}
     for old, new in edits.rename_tensor.items():
-        if old not in by_name:
-            raise UsageError(f"--rename-tensor {old}={new}: {doc.source} has no tensor {old!r}")
-        if new in by_name:
-            raise UsageError(f"--rename-tensor {old}={new}: a tensor {new!r} exists already")
-        if not new:
-            raise UsageError(f"--rename-tensor {old}=: the new name is empty")
-        i = by_name.pop(old)
-        infos[i] = cs.Container(infos[i])
-        infos[i]["name"] = new
-        by_name[new] = i
+        _rename(infos, by_name, old, new, "name", "--rename-tensor", doc)
         done.append(f"renamed tensor {old} -> {new}")
     edited = cs.Container(fields)
     edited["metadata"] = cs.ListContainer(kv for kv in metadata if kv is not None)
     edited["infos"] = cs.ListContainer(infos)
     return edited, done
+
+
+def _rename(records: list[Any], by_name: dict[str, int], old: str, new: str, field_name: str, flag: str,
+            doc: Document) -> None:
+    """Give the record named ``old`` (at ``by_name[old]`` in ``records``; a deleted one is None) the
+    name ``new`` in its ``field_name``, which no other record may have."""
+    what = "key" if field_name == "key" else "tensor"
+    if old not in by_name or records[by_name[old]] is None:
+        raise UsageError(f"{flag} {old}={new}: {doc.source} has no {what} {old!r}")
+    if not new:
+        raise UsageError(f"{flag} {old}=: the new name is empty")
+    if new in by_name and records[by_name[new]] is not None:
+        raise UsageError(f"{flag} {old}={new}: a {what} {new!r} exists already")
+    i = by_name.pop(old)
+    records[i] = cs.Container(records[i])
+    records[i][field_name] = new
+    by_name[new] = i
 
 
 def header_bytes(doc: Document, fields: Any) -> bytes:
