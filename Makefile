@@ -41,8 +41,9 @@ install-test: $(TESTSTAMP)
 
 $(TESTSTAMP): $(STAMP)
 	$(call STEP,PyTorch $(TORCH_VERSION)$(comma) CPU build (about 200 MB download; a minute the first time)) \
-	if $(BIN)/python -c "import torch, sys; sys.exit(torch.__version__.split('+')[0] != '$(TORCH_VERSION)')" \
-	    2>/dev/null; then echo "    already installed"; \
+	if $(BIN)/python -c "import importlib.metadata as m, sys; \
+	    sys.exit(m.version('torch').split('+')[0] != '$(TORCH_VERSION)')" 2>/dev/null; then \
+	    echo "    already installed"; \
 	elif [ -n "$(TORCH_INDEX)" ] && $(PIP) --timeout 20 --retries 1 --index-url $(TORCH_INDEX) \
 	    torch==$(TORCH_VERSION) 2>/dev/null; then :; \
 	else echo "    PyTorch's CPU index could not be reached: installing torch from the configured indexes"; \
