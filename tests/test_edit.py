@@ -78,16 +78,16 @@ class Stopped(BaseException):
 def interrupt_in_place_edit(path: Path, monkeypatch: Any, fmt: Fmt, *args: str) -> None:
     """Run ``fmt edit PATH ARGS --in-place`` and stop it after half of the new header is written,
     as a power cut would: the file is torn and the edit's journal lies beside it."""
-    from ggfmt import edit
+    from ggfmt import in_place
 
-    real = edit._write_synced
+    real = in_place._write_synced
 
     def half(target: Path, header: bytes) -> None:
         real(target, header[: len(header) // 2])
         raise Stopped
 
     with monkeypatch.context() as patch:
-        patch.setattr(edit, "_write_synced", half)
+        patch.setattr(in_place, "_write_synced", half)
         with pytest.raises(Stopped):
             fmt("edit", path, *args, "--in-place")
     assert (path.parent / (path.name + ".ggfmt-journal")).exists()
@@ -192,7 +192,7 @@ def test_two_in_place_edits_at_once_never_lose_one_silently(tmp_path: Path) -> N
 
 
 def test_set_file_takes_regular_files_of_bounded_size_as_they_are(tmp_path: Path, fmt: Fmt, monkeypatch: Any) -> None:
-    from ggfmt import edit
+    from ggfmt import edit_values
 
     out = tmp_path / "out.gguf"
     fifo = tmp_path / "fifo"
@@ -205,7 +205,7 @@ def test_set_file_takes_regular_files_of_bounded_size_as_they_are(tmp_path: Path
         assert message in result.err and not out.exists()
     template = tmp_path / "t.jinja"
     template.write_bytes(b"{{ a }}\r\n{{ b }}\r\n")
-    monkeypatch.setattr(edit, "VALUE_FILE_LIMIT", 10)
+    monkeypatch.setattr(edit_values, "VALUE_FILE_LIMIT", 10)
     line = assert_clean_failure(fmt("edit", MODEL, "--set-file", f"tokenizer.chat_template={template}", "-o", out))
     assert "bytes; a metadata string is at most" in line
     monkeypatch.undo()

@@ -502,27 +502,29 @@ def cmd_diff(args: argparse.Namespace) -> int:
 
 
 def cmd_edit(args: argparse.Namespace) -> int:
-    from . import edit
+    from .edit import Edits
+    from .edit_values import pairs, utf8
+    from .in_place import Locked, interrupted_edit, recover
 
-    edits = edit.Edits(set=edit.pairs(args.set, "--set"), set_type=edit.pairs(args.set_type, "--set-type"),
-                       set_file={k: Path(v) for k, v in edit.pairs(args.set_file, "--set-file").items()},
-                       delete=[edit.utf8(k, "--delete") for k in args.delete],
-                       rename_tensor=edit.pairs(args.rename_tensor, "--rename-tensor"),
-                       rename_key=edit.pairs(args.rename_key, "--rename-key"))
+    edits = Edits(set=pairs(args.set, "--set"), set_type=pairs(args.set_type, "--set-type"),
+                  set_file={k: Path(v) for k, v in pairs(args.set_file, "--set-file").items()},
+                  delete=[utf8(k, "--delete") for k in args.delete],
+                  rename_tensor=pairs(args.rename_tensor, "--rename-tensor"),
+                  rename_key=pairs(args.rename_key, "--rename-key"))
     if not (edits.set or edits.set_file or edits.delete or edits.rename_tensor or edits.rename_key):
         raise UsageError("nothing to edit: give --set, --set-file, --delete, --rename-key or --rename-tensor")
-    with edit.Locked(args.file, exclusive=args.in_place and not args.dry_run) as held:
-        if args.in_place and not args.dry_run and edit.recover(args.file, held.fd):
+    with Locked(args.file, exclusive=args.in_place and not args.dry_run) as held:
+        if args.in_place and not args.dry_run and recover(args.file, held.fd):
             print(f"fmt: {escape(str(args.file))}: an interrupted --in-place edit was undone (its header put back)",
                   file=sys.stderr)
-        elif edit.interrupted_edit(args.file, held.fd):
+        elif interrupted_edit(args.file, held.fd):
             raise UsageError(f"{args.file}: an --in-place edit of this file was interrupted and its old header is "
                              f"not back yet; fmt edit {args.file} --in-place puts it back first")
         return _edit_held(args, edits)
 
 
 def _edit_held(args: argparse.Namespace, edits: Any) -> int:
-    from . import edit
+    from . import edit, in_place
     from .engine import parse
     from .output import atomic_output
 
@@ -533,7 +535,7 @@ def _edit_held(args: argparse.Namespace, edits: Any) -> int:
     summary = "; ".join(changes)
     if args.dry_run:
         if args.in_place:
-            edit.check_fits(doc, header)
+            in_place.check_fits(doc, header)
         where = "in place" if args.in_place else f"to {output_path(args.output, args.file)}"
         print(f"{escape(str(args.file))}: would {escape(summary)}, written {escape(where)} (header of "
               f"{old_start:,} bytes becomes {len(header):,}); nothing was written")
@@ -542,7 +544,7 @@ def _edit_held(args: argparse.Namespace, edits: Any) -> int:
         from .output import _signals_blocked
 
         with _signals_blocked():
-            edit.write_in_place(doc, header)
+            in_place.write_in_place(doc, header)
         target, how = args.file, "header rewritten in place"
     else:
         target = output_path(args.output, args.file)
