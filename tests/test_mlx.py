@@ -205,3 +205,12 @@ def test_a_broken_config_beside_mlx_weights_is_named(tmp_path: Path, fmt: Fmt) -
     (directory / "adapter_config.json").write_text("{nope")
     line = assert_clean_failure(fmt("to-gguf", directory, "--base", BASE, "-o", tmp_path / "o.gguf"))
     assert f"{directory}/adapter_config.json: at byte 1: not valid JSON" in line
+
+
+def test_a_base_model_that_makes_no_sense_is_refused_as_for_peft(tmp_path: Path, fmt: Fmt) -> None:
+    base = shutil.copytree(BASE, tmp_path / "base")
+    config = json.loads((base / "config.json").read_text())
+    config["num_attention_heads"] = 0
+    (base / "config.json").write_text(json.dumps(config))
+    line = assert_clean_failure(fmt("to-gguf", MLX, "--base", base, "-o", tmp_path / "o.gguf"))
+    assert "config.json: field num_attention_heads: 0: expected a positive integer" in line, line

@@ -139,11 +139,14 @@ def recognise(directory: Path) -> Bundle | None:
     return best
 
 
-def load_bundle(path: Path) -> Bundle:
+def load_bundle(path: Path, including: tuple[str, ...] = ()) -> Bundle:
+    """The declaration at ``path``; ``including``: the declarations whose checks include it."""
     from .schema import read_yaml
     from .schema.expr import Expression, ExpressionError
 
     where = path.name
+    if path.stem in including:
+        raise SchemaError(where, f"includes itself through {' -> '.join((*including, path.stem))}")
     data = read_yaml(path)
     unknown = set(data) - BUNDLE_KEYS
     if unknown:
@@ -160,8 +163,7 @@ def load_bundle(path: Path) -> Bundle:
         tensor_specs = data["tensors"] if isinstance(data["tensors"], list) else [data["tensors"]]
         under = next((str(spec["under"]) for spec in tensor_specs if "under" in spec), None)
         weights = [_weights({k: v for k, v in spec.items() if k != "under"}, where) for spec in tensor_specs]
-        checks = [Check(str(c["file"]), str(c["field"]), Expression(c["expr"]), str(c["message"]))
-                  for c in data.get("checks") or []]
+        checks = [check for c in data.get("checks") or [] for check in _checks(c, (*including, path.stem))]
         output = data.get("output")
         outputs = {str(k): _output_name(v, where) for k, v in output.items()} if isinstance(output, Mapping) \
             else {"gguf": str(output)} if output else {}
@@ -177,6 +179,22 @@ def load_bundle(path: Path) -> Bundle:
                   fields, optional, weights, checks, outputs, base_default, when, pickle_keys, under)
 
 
+def _checks(spec: Mapping[str, Any], chain: tuple[str, ...]) -> list[Check]:
+    """A check, or ``{include: BUNDLE, file: FILE}``: the checks another declaration makes of FILE
+    (the base model's config.json, which PEFT and mlx-lm adapters check alike)."""
+    from .schema.expr import Expression
+
+    if "include" not in spec:
+        return [Check(str(spec["file"]), str(spec["field"]), Expression(spec["expr"]), str(spec["message"]))]
+    if set(spec) != {"include", "file"}:
+        raise SchemaError(chain[-1], "an included check list is {include: BUNDLE, file: FILE}")
+    found = [folder / f"{spec['include']}.yaml" for folder in bundle_dirs()
+             if (folder / f"{spec['include']}.yaml").is_file()]
+    if not found:
+        raise SchemaError(chain[-1], f"include: no bundle declaration {spec['include']!r}")
+    return [c for c in load_bundle(found[0], chain).checks if c.file == str(spec["file"])]
+
+
 def _output_name(spec: Any, where: str) -> Any:
     """``ggml-adapter-model.gguf``, or ``{expr: EXPR}``: a name computed from the options."""
     from .schema.expr import Expression
@@ -190,17 +208,22 @@ def _output_name(spec: Any, where: str) -> Any:
 
 def output_name(bundle: Bundle, target: str, settings: Mapping[str, Any]) -> str | None:
     """The file name the bundle declares for ``target``'s output, given the conversion's settings."""
-    from .schema.expr import ExpressionError
-
     spec = bundle.outputs.get(target)
     if spec is None or isinstance(spec, str):
         return spec
+    return declared_name(spec, settings, f"{bundle.source}: output.{target}")
+
+
+def declared_name(spec: Any, settings: Mapping[str, Any], where: str) -> str:
+    """The file name an ``output`` expression (a bundle's or a table's) gives with ``settings``."""
+    from .schema.expr import ExpressionError
+
     try:
         name = spec(lambda n: settings[n] if n in settings else _unknown(n))
     except ExpressionError as e:
-        raise SchemaError(f"{bundle.source}: output.{target}", str(e)) from None
+        raise SchemaError(where, str(e)) from None
     if not isinstance(name, str) or not name or "/" in name or name in (".", ".."):
-        raise SchemaError(f"{bundle.source}: output.{target}", f"{name!r} is not a file name")
+        raise SchemaError(where, f"{name!r} is not a file name")
     return name
 
 

@@ -646,9 +646,9 @@ def _conversion_options(args: argparse.Namespace) -> dict[str, Any]:
     (read by its declared type once the table is known)."""
     from .engine import TextValue
 
+    given = {name: getattr(args, name, None) for name in CONVERSION_OPTIONS}
     # (not `in (None, False)`: 0 == False, and an explicit 0 is a value to check, not an absence)
-    options = {name: getattr(args, name) for name in CONVERSION_OPTIONS
-               if getattr(args, name, None) is not None and getattr(args, name, None) is not False}
+    options = {name: value for name, value in given.items() if value is not None and value is not False}
     for item in getattr(args, "option", None) or []:
         name, sep, text = item.partition("=")
         if not sep or not name.isidentifier():
@@ -957,9 +957,8 @@ def run() -> None:
 def _stdout_failed(failure: Any, status: int) -> int:
     """The status of a command whose stdout failed (see ggfmt.streams), said on stderr."""
     from .output import committed_outputs
-    from .streams import reader_went_away
 
-    if reader_went_away(failure.error):
+    if isinstance(failure.error, BrokenPipeError):  # the reader went away (fmt parse ... | head)
         return status
     written = committed_outputs()
     reason = (failure.error.strerror or str(failure.error)).lower()

@@ -9,15 +9,15 @@ names. Nothing here names a format.
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import ggml_types
 from .errors import FormatError, GgfmtError, SchemaError, UsageError
-from .schema.expr import ExpressionError
 
 if TYPE_CHECKING:
     from .document import Document
@@ -64,17 +64,13 @@ def default_output(source: Path, target: str = "gguf", options: Mapping[str, Any
             return source / (output_name(bundle, target, settings) or f"{bundle.id}{extension}")
     table = _file_table(source, target)
     if table is not None and table.output is not None:
+        from .bundles import declared_name
+
         given = options or {}
         # the options as given (files they name are not read for a name), outtype and stem
         settings = {**{n: given.get(n, o.default) for n, o in table.options.items()}, "outtype": outtype,
                     "stem": source.stem}
-        try:
-            name = table.output(lambda n: settings[n] if n in settings else _unknown_name(n))
-        except ExpressionError as e:
-            raise SchemaError(f"{table.name}: output", str(e)) from None
-        if not isinstance(name, str) or not name or "/" in name or name in (".", ".."):
-            raise SchemaError(f"{table.name}: output", f"{name!r} is not a file name")
-        return source.with_name(name)
+        return source.with_name(declared_name(table.output, settings, f"{table.name}: output"))
     return source.with_suffix(extension)
 
 
@@ -86,10 +82,6 @@ def _file_table(source: Path, target: str) -> MappingTable | None:
         return _table_or_none(detect_schema(source).id, target)
     except GgfmtError:
         return None  # a file no schema reads: the conversion itself will say so
-
-
-def _unknown_name(name: str) -> Any:
-    raise ExpressionError(f"an output name can use the options, outtype and stem, not {name!r}")
 
 
 def convert(source: Path, target: str = "gguf", *, schema: str | None = None,
@@ -189,9 +181,9 @@ def _read_json_option(option: Any, path: str | None) -> Any:
 
     if path is None:
         return None
-    _check_option_file(option, path)
     note_input(Path(path))
-    return read_json(Path(path))
+    with _said_of(option):
+        return read_json(Path(path))
 
 
 def _parsed_option(option: Any, path: str | None) -> Any:
@@ -199,18 +191,15 @@ def _parsed_option(option: Any, path: str | None) -> Any:
 
     if path is None:
         return None
-    _check_option_file(option, path)
-    return parse(Path(path)).fields
+    with _said_of(option):
+        return parse(Path(path)).fields
 
 
-def _check_option_file(option: Any, path: str) -> None:
-    """A file an option names is a regular file (``--vocab-model DIR`` is no such thing)."""
-    import os
-
-    from .inputs import open_input
-
+@contextlib.contextmanager
+def _said_of(option: Any) -> Iterator[None]:
+    """A file an option names that cannot be read (missing, a directory, a FIFO): said of the option."""
     try:
-        os.close(open_input(path))
+        yield
     except UsageError as e:
         raise UsageError(f"{option.flag} {e}") from None
 

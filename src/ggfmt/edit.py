@@ -26,7 +26,7 @@ from typing import Any
 import construct as cs
 
 from .document import Document
-from .edit_values import guess, read_value_file, standard_type, typed_value, utf8
+from .edit_values import guess, read_value_file, standard_type, typed_value
 from .errors import InputShrank, UsageError
 
 FICLONE = 0x40049409  # linux/fs.h: _IOW(0x94, 9, int)
@@ -72,11 +72,11 @@ def apply(doc: Document, edits: Edits) -> tuple[Any, list[str]]:
             raise UsageError(f"--set-type {key}: give its value with --set {key}=VALUE or --set-file {key}=PATH")
     for key in edits.delete:
         if key not in index:
-            raise UsageError(f"--delete {utf8(key, '--delete')}: {doc.source} has no such key")
+            raise UsageError(f"--delete {key}: {doc.source} has no such key")
         metadata[index[key]] = None
         done.append(f"deleted {key}")
     for old, new in edits.rename_key.items():
-        _rename(metadata, index, old, utf8(new, "--rename-key"), "key", "--rename-key", doc)
+        _rename(metadata, index, old, new, "key", "key", doc)
         done.append(f"renamed key {old} -> {new}")
     texts = dict(edits.set)
     for key, path in edits.set_file.items():
@@ -105,7 +105,7 @@ def apply(doc: Document, edits: Edits) -> tuple[Any, list[str]]:
     infos = list(fields["infos"])
     by_name = {str(t["name"]): i for i, t in enumerate(infos)}
     for old, new in edits.rename_tensor.items():
-        _rename(infos, by_name, old, new, "name", "--rename-tensor", doc)
+        _rename(infos, by_name, old, new, "name", "tensor", doc)
         done.append(f"renamed tensor {old} -> {new}")
     edited = cs.Container(fields)
     edited["metadata"] = cs.ListContainer(kv for kv in metadata if kv is not None)
@@ -113,11 +113,11 @@ def apply(doc: Document, edits: Edits) -> tuple[Any, list[str]]:
     return edited, done
 
 
-def _rename(records: list[Any], by_name: dict[str, int], old: str, new: str, field_name: str, flag: str,
+def _rename(records: list[Any], by_name: dict[str, int], old: str, new: str, field_name: str, what: str,
             doc: Document) -> None:
-    """Give the record named ``old`` (at ``by_name[old]`` in ``records``; a deleted one is None) the
-    name ``new`` in its ``field_name``, which no other record may have."""
-    what = "key" if field_name == "key" else "tensor"
+    """Give the ``what`` (key, tensor) named ``old`` (at ``by_name[old]`` in ``records``; a deleted
+    one is None) the name ``new`` in its ``field_name``, which no other record may have."""
+    flag = f"--rename-{what}"
     if old not in by_name or records[by_name[old]] is None:
         raise UsageError(f"{flag} {old}={new}: {doc.source} has no {what} {old!r}")
     if not new:

@@ -11,7 +11,6 @@ import json
 import math
 import os
 import re
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -19,9 +18,7 @@ from typing import Any
 import construct as cs
 
 from .errors import UsageError
-from .schema.compiler import INT_RANGES
-
-FLOAT_TYPES = {"f32", "f64"}
+from .schema.compiler import FLOAT_MAX, INT_RANGES
 
 
 def utf8(text: str, what: str) -> str:
@@ -97,12 +94,12 @@ def _item(key: str, type_name: str, value: Any) -> Any:
         if not lo <= number <= hi:
             raise UsageError(f"{what}: {number} does not fit a {type_name} ({lo} to {hi})")
         return number
-    if type_name in FLOAT_TYPES:
+    if type_name in ("f32", "f64"):
         try:
             number = float(value)
         except (TypeError, ValueError, OverflowError):
             raise UsageError(f"{what}: a {type_name} is a number, not {_short(value)}") from None
-        limit = 3.4028234663852886e38 if type_name == "f32" else sys.float_info.max
+        limit = FLOAT_MAX[type_name]
         written_infinite = isinstance(value, str) and value.strip().lstrip("+-").lower() in ("inf", "infinity")
         if not math.isnan(number) and abs(number) > limit and not written_infinite:
             raise UsageError(f"{what}: {_short(value)} does not fit an {type_name} (largest {limit:g}); "
@@ -206,4 +203,4 @@ def guess(key: str, text: str) -> str:
         number = float(text)
     except ValueError:
         return "str"
-    return "f32" if math.isinf(number) or math.isnan(number) or abs(number) <= 3.4028234663852886e38 else "f64"
+    return "f32" if math.isinf(number) or math.isnan(number) or abs(number) <= FLOAT_MAX["f32"] else "f64"

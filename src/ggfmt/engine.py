@@ -58,9 +58,7 @@ def parse(path: str | os.PathLike[str], schema: Schema | str | None = None,
             except cs.ConstructError as e:
                 raise FormatError("", stream.tell(), str(e).strip().splitlines()[-1], str(path)) from None
             end = stream.tell()
-    except IsADirectoryError:
-        raise UsageError(f"{path}: is a directory, not a file") from None
-    except OSError as e:
+    except OSError as e:  # (a directory, a FIFO, a missing file: refused by open_input)
         raise UsageError(f"{path}: cannot be read: {e.strerror}") from None
     if end != size and not loaded.trailing:
         raise FormatError("", end, f"the {loaded.id} layout ends here but the file has {size - end} "

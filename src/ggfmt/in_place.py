@@ -10,6 +10,7 @@ an advisory lock on the file (:class:`Locked`), so that no two edits write it at
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import stat
@@ -42,7 +43,6 @@ class Locked:
     def __init__(self, path: Path, exclusive: bool) -> None:
         from .inputs import open_input
 
-        self.path = path
         self.fd = open_input(path)
         try:
             fcntl.flock(self.fd, (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB)
@@ -65,9 +65,9 @@ class StrangeJournal(UsageError):
     """A file where the journal of an edit of this file would be, which is not one."""
 
 
-def _journal_of(path: Path, fd: int) -> tuple[int, bytes, bytes] | None:
-    """(header length, old header, new header) of the journal beside ``path`` when it is the
-    record of an interrupted edit of this file (open as ``fd``); None when there is none.
+def _journal_of(path: Path, fd: int) -> bytes | None:
+    """The old header the journal beside ``path`` saved, when it is the record of an interrupted
+    edit of this file (open as ``fd``); None when there is none.
     A journal that is not provably this file's is refused, never applied."""
     journal = journal_path(path)
     try:
@@ -94,14 +94,14 @@ def _journal_of(path: Path, fd: int) -> tuple[int, bytes, bytes] | None:
     new = saved[_JOURNAL_HEAD.size + length:]
     if (device, inode) != (target.st_dev, target.st_ino) or size != target.st_size:
         raise StrangeJournal(f"{stranger} (it was written for another file, or this one has changed since); "
-                         "remove it to edit the file")
+                             "remove it to edit the file")
     if len(old) != length or len(new) != length:
         return None  # the journal itself was cut short: it was being written, the file not yet touched
     now = os.pread(fd, length, 0)
     if len(now) != length or not _between(now, old, new):
         raise StrangeJournal(f"{stranger} (the file's header is neither the one it saved nor the edited one); "
-                         "remove it to edit the file")
-    return length, old, new
+                             "remove it to edit the file")
+    return old
 
 
 def _between(now: bytes, old: bytes, new: bytes) -> bool:
@@ -124,13 +124,12 @@ def interrupted_edit(path: Path, fd: int) -> bool:
 def recover(path: Path, fd: int) -> bool:
     """Put back the header an interrupted ``--in-place`` edit of this file saved (the file held
     with an exclusive :class:`Locked`); True when there was one."""
-    found = _journal_of(path, fd)
+    old = _journal_of(path, fd)
     journal = journal_path(path)
-    if found is None:
+    if old is None:
         if journal.exists():  # a journal cut short while it was written: the file was never touched
             journal.unlink()
         return False
-    _, old, _ = found
     _write_synced(path, old)
     journal.unlink()
     return True
@@ -140,10 +139,21 @@ def _write_synced(path: Path, header: bytes) -> None:
     """``header`` over the start of ``path``, on disk when this returns."""
     fd = os.open(path, os.O_WRONLY)
     try:
-        os.pwrite(fd, header, 0)
+        _write_all(fd, header)
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    """``data`` at the start of ``fd``, every byte: a write that stops short (a disk filling up)
+    must not let the edit go on with a journal that cannot put the header back."""
+    view, at = memoryview(data), 0
+    while at < len(view):
+        written = os.pwrite(fd, view[at:], at)
+        if written == 0:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))  # nothing more could be written
+        at += written
 
 
 def check_fits(doc: Document, header: bytes) -> None:
@@ -174,7 +184,7 @@ def write_in_place(doc: Document, header: bytes) -> None:
         raise UsageError(f"{journal}: cannot be created ({e.strerror}); --in-place keeps the old header there "
                          "while it writes: make its folder writable, or write a new file with -o") from None
     try:
-        os.write(fd, head + old + header)
+        _write_all(fd, head + old + header)
         os.fsync(fd)
     finally:
         os.close(fd)

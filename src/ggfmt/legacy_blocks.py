@@ -23,6 +23,7 @@ import numpy as np
 
 from . import ggml_types
 from .errors import FormatError
+from .schema.compiler import FLOAT_MAX
 from .tensors import BlocksSource, FileSlice
 
 PIECE_BYTES = 2 << 20  # input bytes converted at a time (memory: a few times this)
@@ -91,7 +92,7 @@ def convert_blocks(name: str, data: bytes, to_float: str) -> np.ndarray[Any, Any
         values = (weights - 8) * blocks["d"].astype(np.float32)[:, None]
         if to_float == "f16":  # a weight is up to 8 x its f16 scale: beyond f16 for the largest scales
             peak = np.abs(values).max(axis=1)
-            _check_finite(name, np.where(peak <= 65504, peak, np.inf), "largest weight", peak)
+            _check_finite(name, np.where(peak <= FLOAT_MAX["f16"], peak, np.inf), "largest weight", peak)
         return values.astype(np.float16 if to_float == "f16" else np.float32).reshape(-1)
     out_fields = [(field, "<f2" if kind == F32_SCALES else kind) for field, kind in fields]
     out = np.empty(len(blocks), dtype=np.dtype(out_fields))
@@ -118,7 +119,8 @@ def _check_finite(name: str, values: np.ndarray[Any, Any], what: str,
         index = int(np.argmax(bad))
         shown = float((original if original is not None else values)[index])
         raise BadBlock(index, f"a {name} block's {what} of {shown:g} cannot be written in today's layout, "
-                              "which holds it as an f16 (magnitude up to 65504); the file is damaged here")
+                              f"which holds it as an f16 (magnitude up to {FLOAT_MAX['f16']:g}); the file is damaged "
+                              "here")
 
 
 def _blocks(source: FileSlice, name: str, block_bytes: int, to_float: str, tensor: str,

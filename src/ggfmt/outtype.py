@@ -97,7 +97,7 @@ def type_nbytes(ne: tuple[int, ...], ggml_type: int) -> int:
 
 def _check_readable(where: TensorPlace, ggml_type: int) -> None:
     """Refuse, before anything is written, a tensor type whose values ggfmt cannot compute."""
-    if ggml_type in (0, 1, 30):
+    if ggml_type in (GGML_TYPES["f32"], GGML_TYPES["f16"], GGML_TYPES["bf16"]):  # read by numpy
         return
     import gguf
     import numpy as np
@@ -162,11 +162,11 @@ def as_f32(data: bytes, from_type: int, n_rows: int, width: int) -> Any:
     its real block layout (gguf-py's dequantization, which follows ggml's)."""
     import numpy as np
 
-    if from_type == 0:
+    if from_type == GGML_TYPES["f32"]:
         array = np.frombuffer(data, dtype="<f4")
-    elif from_type == 1:
+    elif from_type == GGML_TYPES["f16"]:
         array = np.frombuffer(data, dtype="<f2").astype(np.float32)
-    elif from_type == 30:  # bf16: the high half of an f32
+    elif from_type == GGML_TYPES["bf16"]:  # the high half of an f32
         array = (np.frombuffer(data, dtype="<u2").astype(np.uint32) << 16).view(np.float32)
     else:
         import gguf
@@ -176,28 +176,31 @@ def as_f32(data: bytes, from_type: int, n_rows: int, width: int) -> Any:
     return array.reshape(n_rows, width)
 
 
-# the largest finite value of each float type a conversion writes
-_F16_MAX = 65504.0
-_Q8_0_MAX = 127 * _F16_MAX  # a block's scale, amax / 127, is an f16
+
+def _q8_0_max() -> float:
+    """q8_0's largest value: a block's scale, amax / 127, is an f16."""
+    from .schema.compiler import FLOAT_MAX
+
+    return 127 * FLOAT_MAX["f16"]
 
 
-def convert_rows(rows: Any, ggml_type: int, where: TensorPlace | None = None, first_row: int = 0) -> Any:
+def convert_rows(rows: Any, ggml_type: int, where: TensorPlace, first_row: int) -> Any:
     """f32 rows in ``ggml_type``'s bytes (f16 and f32 by numpy; bf16 and q8_0 by gguf-py's quantizer,
     which rounds as ggml does). A finite value the type cannot hold is an error naming the tensor
     and the row, never a silent inf; q8_0, which has no inf or NaN, refuses those too."""
     import numpy as np
 
-    if ggml_type == 0:
+    if ggml_type == GGML_TYPES["f32"]:
         return rows.astype(np.float32)
     with np.errstate(over="ignore", invalid="ignore"):
-        if ggml_type == 1:
+        if ggml_type == GGML_TYPES["f16"]:
             out = rows.astype(np.float16)
             _check_range(rows, np.isinf(out) & np.isfinite(rows), "f16", where, first_row)
             return out
         import gguf
 
         if ggml_type == GGML_TYPES["q8_0"]:
-            _check_range(rows, ~np.isfinite(rows) | (np.abs(rows) > _Q8_0_MAX), "q8_0", where, first_row)
+            _check_range(rows, ~np.isfinite(rows) | (np.abs(rows) > _q8_0_max()), "q8_0", where, first_row)
         out = gguf.quants.quantize(rows, gguf.GGMLQuantizationType(ggml_type))
         if ggml_type == GGML_TYPES["bf16"]:
             back = (np.ascontiguousarray(out).view("<u2").astype(np.uint32) << 16).view(np.float32)
@@ -205,18 +208,17 @@ def convert_rows(rows: Any, ggml_type: int, where: TensorPlace | None = None, fi
         return out
 
 
-def _check_range(rows: Any, bad: Any, type_name: str, where: TensorPlace | None, first_row: int) -> None:
+def _check_range(rows: Any, bad: Any, type_name: str, where: TensorPlace, first_row: int) -> None:
     import numpy as np
+
+    from .schema.compiler import FLOAT_MAX
 
     if not bad.any():
         return
     row, column = (int(i) for i in np.argwhere(bad)[0])
     value = float(rows[row, column])
-    what = {"f16": "beyond f16's range (magnitude up to 65504)", "bf16": "beyond bf16's range",
-            "q8_0": "beyond q8_0's range (a block's scale is an f16: magnitude up to 8,318,008)" if np.isfinite(value)
-            else "not a number q8_0 can hold"}[type_name]
-    message = (f"the value {value:g} at row {first_row + row}, column {column} is {what}; "
-               f"choose another --outtype (f32 keeps every value)")
-    if where is None:
-        raise UsageError(message)
-    raise where.error(message)
+    what = {"f16": f"beyond f16's range (magnitude up to {FLOAT_MAX['f16']:g})", "bf16": "beyond bf16's range",
+            "q8_0": f"beyond q8_0's range (a block's scale is an f16: magnitude up to {_q8_0_max():,.0f})"
+            if np.isfinite(value) else "not a number q8_0 can hold"}[type_name]
+    raise where.error(f"the value {value:g} at row {first_row + row}, column {column} is {what}; "
+                      "choose another --outtype (f32 keeps every value)")

@@ -81,8 +81,3 @@ def guard_standard_streams() -> None:
             stream.reconfigure(errors="backslashreplace")
     sys.stdout = _Guarded(sys.stdout, raising=True)
     sys.stderr = _Guarded(sys.stderr, raising=False)
-
-
-def reader_went_away(error: OSError) -> bool:
-    """A broken pipe: the reader of stdout closed it (``fmt parse ... | head``)."""
-    return isinstance(error, BrokenPipeError)

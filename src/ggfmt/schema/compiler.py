@@ -7,6 +7,7 @@ is refused when it is loaded) and evaluated later, against parsed fields, by the
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -47,6 +48,10 @@ PRIMITIVES: dict[str, tuple[cs.Construct, int]] = {
 INT_RANGES: dict[str, tuple[int, int]] = {
     name: (-(1 << (8 * size - 1)), (1 << (8 * size - 1)) - 1) if name[0] == "i" else (0, (1 << (8 * size)) - 1)
     for name, (_, size) in PRIMITIVES.items() if name[0] in "iu"}
+# the largest finite value of each float primitive: its largest bit pattern below infinity
+FLOAT_MAX: dict[str, float] = {name: struct.unpack(code, raw)[0] for name, code, raw in
+                               (("f16", "<e", b"\xff\x7b"), ("f32", "<f", b"\xff\xff\x7f\x7f"),
+                                ("f64", "<d", b"\xff\xff\xff\xff\xff\xff\xef\x7f"))}
 SIZED_TYPES = {"bytes", "str", "payload"}
 
 FIELD_KEYS = keys("field")  # the keys of each kind of item, from the language's one definition
