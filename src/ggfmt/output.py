@@ -196,10 +196,13 @@ def atomic_output(target: Path, *, force: bool, inputs: Sequence[Path] = (),
         committed = _give_name(target, target.parent, lambda: check_target(target, force=force, inputs=inputs),
                                lambda: _commit(temporary, target, force))
     finally:
-        if fd >= 0:
+        created = fd >= 0
+        if created:
             os.close(fd)
         if not committed:
-            with contextlib.suppress(FileNotFoundError):
+            # (when the open failed, or a signal came before its result was kept, the file may not
+            # exist, or its folder refuse changes: the error to report is the open's)
+            with contextlib.suppress(FileNotFoundError) if created else contextlib.suppress(OSError):
                 temporary.unlink()
 
 
