@@ -23,8 +23,8 @@ from typing import Any
 
 from .document import Document, TensorRef
 from .errors import InputShrank
-from .schema.arrays import NumberArray, StringArray
-from .view import Section, Typed, is_sequence, items
+from .schema.arrays import NumberArray, RecordList, StringArray
+from .view import Section, Typed, TypedItems, is_sequence, items
 
 CHUNK = 1 << 22  # bytes of a tensor read at a time
 FLOAT_TYPES = {"f32": "<f4", "f16": "<f2", "f64": "<f8", "bf16": "bf16"}
@@ -87,6 +87,8 @@ def same(a: Any, b: Any) -> bool:
     if isinstance(a, NumberArray) and isinstance(b, NumberArray) and a.code == b.code:
         return a.tobytes() == b.tobytes()
     if isinstance(a, StringArray) and isinstance(b, StringArray) and a == b:
+        return True
+    if isinstance(a, RecordList | TypedItems) and a.identical(b):  # the same bytes read the same way
         return True
     if is_sequence(a) and is_sequence(b):
         return len(a) == len(b) and first_difference(a, b) is None

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-from .schema.arrays import NumberArray, StringArray
+from .schema.arrays import NumberArray, RecordList, StringArray
 
 if TYPE_CHECKING:
     from .schema import Schema
@@ -159,7 +159,7 @@ def _json_pieces(value: Any, path: str, depth: int) -> Iterator[str]:
             yield ("," if i else "") + indent + _dumps(key) + ": "
             yield from _json_pieces(item, f"{path}.{key}" if path else key, depth + 1)
         yield "\n" + " " * depth + "}" if members else "}"
-    elif isinstance(value, list) and value and isinstance(value[0], Mapping):
+    elif isinstance(value, list | RecordList) and value and isinstance(value[0], Mapping):
         yield "["
         for i, item in enumerate(value):
             yield ("," if i else "") + indent
@@ -191,6 +191,8 @@ def _plain(value: Any, path: str) -> Any:
         return numbers if value.code not in "efd" else [_finite(v) for v in numbers]
     if isinstance(value, StringArray):
         return [v.hex() if isinstance(v, bytes) else v for v in value]
+    if isinstance(value, RecordList):
+        return [_plain(v, f"{path}[{i}]") for i, v in enumerate(value)]
     if isinstance(value, list):
         if all(isinstance(v, int | float | str) for v in value):  # no paths to make for leaves
             return [_finite(v) if isinstance(v, float) else v for v in value]

@@ -32,6 +32,7 @@ from .mapping import (
     table_scope,
     walk,
 )
+from .schema.arrays import RecordList
 from .schema.compiler import INT_RANGES
 from .schema.constructs import TensorContainer
 from .schema.expr import Expression
@@ -479,7 +480,7 @@ def _copied(entry: CopyEntry, scopes: list[Scope], source: str) -> Iterator[Meta
     from .view import keyed_entry
 
     records = evaluate_entry(entry.records, scopes, entry.where)
-    entries = [keyed_entry(r) for r in records] if isinstance(records, list) else [None]
+    entries = [keyed_entry(r) for r in records] if isinstance(records, list | RecordList) else [None]
     if None in entries:
         raise SchemaError(entry.where, f"`copy: {entry.records.source}` is not a list of keyed records (a GGUF's "
                                        "metadata)")

@@ -12,7 +12,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .schema.arrays import NumberArray, StringArray
+from .schema.arrays import BULK_SEQUENCES, RecordList
 from .schema.constructs import PayloadRef, TensorContainer, ViewSpec
 
 SHOWN_RECORDS = 32  # of a long list of records without a view (a vocabulary, say), the first ones are listed
@@ -63,11 +63,52 @@ class Section:
     entries: Sequence[tuple[str, Typed]]
 
 
+class TypedItems(Sequence[Typed]):
+    """The typed values of a list of records with a view (a GGUF array of arrays), each made when
+    it is read: 820,000 arrays are not held twice."""
+
+    def __init__(self, records: Sequence[Any]) -> None:
+        self.records = records
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, index: Any) -> Any:
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        return typed(self.records[index])
+
+    def __iter__(self) -> Iterator[Typed]:
+        for record in self.records:
+            yield typed(record)
+
+    def identical(self, other: object) -> bool:
+        """The same values for certain, without reading them (see :meth:`RecordList.identical`)."""
+        return isinstance(other, TypedItems) and isinstance(self.records, RecordList) \
+            and self.records.identical(other.records)
+
+    def __eq__(self, other: object) -> bool:
+        if self.identical(other):
+            return True
+        if isinstance(other, Sequence) and not isinstance(other, str | bytes):
+            return len(self) == len(other) and all(a == b for a, b in zip(self, other, strict=True))
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+
 Item = tuple[str, Any]  # (field path, value): a value, a Typed, or a Section's entries
 
 
 def is_sequence(value: Any) -> bool:
-    return isinstance(value, list | tuple | NumberArray | StringArray)
+    return isinstance(value, (list, tuple, TypedItems, *BULK_SEQUENCES))
+
+
+def is_records(value: Any) -> bool:
+    """A non-empty list of records (a compiled list of records always is one)."""
+    if isinstance(value, RecordList):
+        return len(value) > 0
+    return isinstance(value, list) and bool(value) and all(isinstance(v, Mapping) for v in value)
 
 
 def _spec(value: Any) -> ViewSpec | None:
@@ -86,7 +127,7 @@ def typed(record: Mapping[str, Any]) -> Typed:
     name = spec.type_names.get(type_value, str(type_value)) if spec.type is not None else ""
     if is_sequence(value):
         if len(value) and _spec(value[0]) is not None:
-            value = [typed(item) for item in value]
+            value = TypedItems(value) if isinstance(value, RecordList) else [typed(item) for item in value]
         return Typed(name, value, array=True)
     return Typed(name, value)
 
@@ -100,7 +141,7 @@ def keyed_entry(record: Any) -> tuple[str, Typed] | None:
 
 
 def _keyed_records(value: Any) -> bool:
-    if not isinstance(value, list) or not value:
+    if not isinstance(value, list | RecordList) or not value:
         return False
     spec = _spec(value[0])
     return spec is not None and spec.key is not None
@@ -125,8 +166,8 @@ def items(fields: Any, path: str = "", raw: bool = False) -> Iterator[Item]:
         key_field = _spec(fields[0]).key  # type: ignore[union-attr]
         assert key_field is not None
         yield path, Section(path, Entries(fields, key_field))
-    elif isinstance(fields, list) and fields and all(isinstance(v, Mapping) for v in fields):
-        records = all(isinstance(v, TensorContainer) for v in fields)
+    elif is_records(fields):
+        records = isinstance(fields, list) and all(isinstance(v, TensorContainer) for v in fields)
         for i, item in enumerate(fields):
             if i == SHOWN_RECORDS and len(fields) > 2 * SHOWN_RECORDS and not records:
                 yield f"{path}[{i}:{len(fields)}]", f"... {len(fields) - i} more (--json shows them all)"
@@ -180,8 +221,8 @@ def tree(fields: Any, patterns: Sequence[str] | None = None, path: str = "") -> 
         section = next(v for _, v in items(fields, path))
         entries = {k: plain(v) for k, v in section.entries if selected(patterns, k, f"{path}.{k}", path)}
         return entries if entries or not patterns else _LEFT_OUT
-    if isinstance(fields, list) and fields and all(isinstance(v, Mapping) for v in fields):
-        if all(isinstance(v, TensorContainer) for v in fields):
+    if is_records(fields):
+        if isinstance(fields, list) and all(isinstance(v, TensorContainer) for v in fields):
             return _LEFT_OUT
         records = [tree(item, patterns, f"{path}[{i}]") for i, item in enumerate(fields)]
         return records if not patterns or any(r is not _LEFT_OUT and r != {} for r in records) else _LEFT_OUT

@@ -4,9 +4,10 @@ A vocabulary of 150,000 tokens read as 150,000 Python strings costs seconds and 
 megabytes; read as one block of bytes with the start of each item, it costs one pass over the
 bytes. :class:`NumberArray` holds a repeated primitive in one typed array (read in one call);
 :class:`StringArray` holds the file's own bytes of a repeated length-prefixed string and decodes
-an item when it is asked for. Both are read-only sequences of plain Python values, so the
-schema's expressions, the reports and ``--json`` use them as they use lists; ``numpy()`` gives a
-numpy view of a :class:`NumberArray` without a copy.
+an item when it is asked for; :class:`RecordList` holds the bytes of a repeated record and
+decodes a record when it is asked for (see :mod:`.records`). All are read-only sequences of
+plain Python values, so the schema's expressions, the reports and ``--json`` use them as they use
+lists; ``numpy()`` gives a numpy view of a :class:`NumberArray` without a copy.
 
 (The array module rather than numpy holds the numbers: a parse does not otherwise import numpy,
 whose import costs about as much as parsing a large header.)
@@ -162,6 +163,70 @@ class StringArray(Sequence[Any]):
 
     def __repr__(self) -> str:
         return f"StringArray({len(self)} items)"
+
+
+class RecordList(Sequence[Any]):
+    """``count`` records of one type as the file holds them: ``wire`` is the bytes of the whole
+    repeat, ``starts`` the start of each record in it, and ``reader`` the compiled reader of
+    :mod:`.records` that decodes one. A record is decoded when it is read, into a new container
+    each time: to change records, change a copy (``list(records)``)."""
+
+    __slots__ = ("reader", "starts", "wire")
+
+    def __init__(self, wire: bytes, starts: array.array[int], reader: Any) -> None:
+        self.wire = wire
+        self.starts = starts
+        self.reader = reader
+
+    @property
+    def offset(self) -> int:
+        """Where the repeat starts in the file."""
+        return int(self.reader.offset)
+
+    def __len__(self) -> int:
+        return len(self.starts)
+
+    @overload
+    def __getitem__(self, index: int) -> Any: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[Any]: ...
+
+    def __getitem__(self, index: int | slice) -> Any:
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        if index < 0:
+            index += len(self)
+        if not 0 <= index < len(self):
+            raise IndexError(index)
+        return self.reader.decode(self.wire, self.starts[index], index)
+
+    def __iter__(self) -> Iterator[Any]:
+        decode, wire, starts = self.reader.decode, self.wire, self.starts
+        for i in range(len(starts)):
+            yield decode(wire, starts[i], i)
+
+    def identical(self, other: object) -> bool:
+        """The same records for certain, without reading them: the same bytes, read the same way."""
+        return isinstance(other, RecordList) and self.reader.same_layout(other.reader) and self.wire == other.wire
+
+    def __eq__(self, other: object) -> bool:
+        if self.identical(other):
+            return True
+        if isinstance(other, Sequence) and not isinstance(other, str | bytes):
+            return len(self) == len(other) and all(a == b for a, b in zip(self, other, strict=True))
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def tolist(self) -> list[Any]:
+        return list(self)
+
+    def __repr__(self) -> str:
+        return f"RecordList({len(self)} records)"
+
+
+# the sequences a parse makes of long repeats, besides lists
+BULK_SEQUENCES = (NumberArray, StringArray, RecordList)
 
 
 def read_strings(stream: Any, count: int, prefix: struct.Struct, encoding: str | None, path: str,

@@ -30,15 +30,17 @@ import io
 import itertools
 import os
 import struct
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import construct as cs
 
 from ..errors import FormatError, SchemaError
-from .arrays import BULK_MIN_ITEMS, NumberArray, StringArray, read_strings
+from . import records
+from .arrays import BULK_MIN_ITEMS, NumberArray, RecordList, StringArray, read_strings
 from .expr import UNKNOWN, Expression, ExpressionError
+from .records import codec_for, scan
 
 # -- streams -------------------------------------------------------------------------------
 
@@ -204,8 +206,8 @@ class Validation:
             _check_disjoint(_items(value, path, offset, "disjoint"), self.disjoint, path, offset)
 
 
-def _items(value: Any, path: str, offset: int, clause: str) -> list[Any]:
-    if not isinstance(value, list):
+def _items(value: Any, path: str, offset: int, clause: str) -> Sequence[Any]:
+    if not isinstance(value, list | RecordList):
         raise FormatError(path, offset, f"`valid: {{{clause}: ...}}` applies to a repeated field, "
                                         f"not to {_show(value)}")
     return value
@@ -218,7 +220,7 @@ def _at(item: Any, dotted: str) -> Any:
     return item
 
 
-def _check_unique(items: list[Any], dotted: str, path: str, offset: int) -> None:
+def _check_unique(items: Sequence[Any], dotted: str, path: str, offset: int) -> None:
     seen: dict[Any, int] = {}
     for index, item in enumerate(items):
         key = _at(item, dotted)
@@ -230,7 +232,7 @@ def _check_unique(items: list[Any], dotted: str, path: str, offset: int) -> None
         seen[key] = index
 
 
-def _check_disjoint(items: list[Any], paths: tuple[str, str], path: str, offset: int) -> None:
+def _check_disjoint(items: Sequence[Any], paths: tuple[str, str], path: str, offset: int) -> None:
     # Sorted by start, each range must end before the next one starts: n log n, not n squared.
     ranges = sorted((_at(item, paths[0]), _at(item, paths[0]) + _at(item, paths[1]), index)
                     for index, item in enumerate(items) if _at(item, paths[1]))
@@ -374,10 +376,34 @@ class Field(cs.Construct):  # type: ignore[misc]
         bulk = self._bulk(context, path, offset)
         if bulk is not None:
             return self._read_bulk(stream, bulk, count, path, offset)
+        if count >= records.MIN_RECORDS and element is not None:
+            records_read = self._read_records(stream, context, element, count, path, offset)
+            if records_read is not None:
+                return records_read
         items = cs.ListContainer()
         for i in range(count):
             items.append(self._read_one(stream, context, f"{path}[{i}]", i))
         return items
+
+    def _read_records(self, stream: Any, context: Any, element: Any, count: int, path: str,
+                      offset: int) -> RecordList | None:
+        """A long repeat of records through the compiled reader (:mod:`.records`), or None when the
+        element does not compile, or the compiled reader meets a record it does not decide and the
+        general path reads that record without an error (the general path then reads them all)."""
+        codec = codec_for(element)
+        if codec is None:
+            return None
+        budget = context.get("_params", {}).get("_budget")
+        before = budget[0] if budget is not None else 0
+        got = scan(codec, stream, context, count, offset, stream_size(stream), budget, _depth[0])
+        if isinstance(got, RecordList):
+            return got
+        # The general path reads the record the fast path left: its error is the one reported.
+        self._read_one(stream, context, f"{path}[{got}]", got)
+        if budget is not None:
+            budget[0] = before
+        stream.seek(offset)
+        return None
 
     def _read_until(self, stream: Any, context: Any, path: str, condition: Expression) -> Any:
         """Elements up to and including the first for which ``condition`` holds (``_`` is the
@@ -493,11 +519,12 @@ class Field(cs.Construct):  # type: ignore[misc]
         count = self._count(stream, context, path, offset)
         if self.repeat is None:
             return self._build_one(obj, stream, context, path)
-        if not isinstance(obj, list | tuple | StringArray | NumberArray):
+        if not isinstance(obj, list | tuple | StringArray | NumberArray | RecordList):
             raise FormatError(path, offset, f"a list is needed to build a repeated field, got {type(obj).__name__}")
         if count is not None and len(obj) != count:
             raise FormatError(path, offset, f"{count} items expected, {len(obj)} given")
-        if isinstance(obj, (StringArray, NumberArray)) and self._build_bulk(obj, stream, context, path, offset):
+        if isinstance(obj, (StringArray, NumberArray, RecordList)) and self._build_bulk(obj, stream, context, path,
+                                                                                       offset):
             return obj
         out = cs.ListContainer()
         for i, item in enumerate(obj):
@@ -505,10 +532,17 @@ class Field(cs.Construct):  # type: ignore[misc]
             out.append(self._build_one(item, stream, context, f"{path}[{i}]"))
         return out
 
-    def _build_bulk(self, obj: StringArray | NumberArray, stream: Any, context: Any, path: str, offset: int) -> bool:
+    def _build_bulk(self, obj: StringArray | NumberArray | RecordList, stream: Any, context: Any, path: str,
+                    offset: int) -> bool:
         """Write a bulk array as the file held it, in one call, when the element is the same
-        (strings with prefixes of the same width, numbers of the same type); else False."""
+        (strings with prefixes of the same width, numbers of the same type, records of the same
+        type read the same way); else False."""
         element = self._element(context, path, offset)
+        if isinstance(obj, RecordList):
+            if element is None or not obj.reader.reads_alike(element, context):
+                return False
+            stream.write(obj.wire)
+            return True
         if isinstance(obj, StringArray):
             if not isinstance(element, PrefixedBytes) or element.encoding != obj.encoding \
                     or element.prefix_for(context, path, offset).size != obj.prefix_size:

@@ -29,10 +29,10 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from .. import ggml_types
-from .arrays import NumberArray, StringArray
+from .arrays import NumberArray, RecordList, StringArray
 
 # What expressions treat as lists: lists, and the bulk arrays long repeats are read into
-SEQUENCE: tuple[type[Sequence[Any]], ...] = (list, tuple, NumberArray, StringArray)
+SEQUENCE: tuple[type[Sequence[Any]], ...] = (list, tuple, NumberArray, StringArray, RecordList)
 SLICEABLE: tuple[type[Sequence[Any]], ...] = (*SEQUENCE, str, bytes)
 INDEXABLE: tuple[type[Any], ...] = (Mapping, *SLICEABLE)
 ITERABLE: tuple[type[Sequence[Any]], ...] = (*SEQUENCE, str)

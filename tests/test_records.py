@@ -1,0 +1,264 @@
+"""Records in bulk (ggfmt.schema.records): a long repeat of records read by the compiled reader
+means exactly what the general path, record by record, reads; its errors are the same lines; and
+what it reads is what an independent reader (struct, gguf-py) finds in files written here."""
+
+from __future__ import annotations
+
+import json
+import math
+import struct
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conftest import FIXTURES, Fmt, assert_clean_failure, gguf_content
+from ggfmt import engine
+from ggfmt.document import to_plain
+from ggfmt.schema import constructs, records
+from ggfmt.schema.arrays import RecordList
+from ggfmt.view import json_tree
+
+# value types of GGUF (the spec's numbering) and their struct codes
+U8, I8, U16, I16, U32, I32, F32, BOOL, STR, ARR, U64, I64, F64 = range(13)
+CODES = {U8: "B", I8: "b", U16: "H", I16: "h", U32: "I", I32: "i", F32: "f", BOOL: "?", U64: "Q", I64: "q",
+         F64: "d"}
+
+
+def gstr(text: bytes, width: str = "Q") -> bytes:
+    return struct.pack("<" + width, len(text)) + text
+
+
+def value(kind: int, item: Any, width: str = "Q") -> bytes:
+    """A GGUF value of type ``kind``; an array is (item type, items)."""
+    if kind == STR:
+        return gstr(item, width)
+    if kind == ARR:
+        item_type, items = item
+        return struct.pack("<I" + width, item_type, len(items)) + b"".join(value(item_type, i, width) for i in items)
+    return struct.pack("<" + CODES[kind], item)
+
+
+def gguf(path: Path, pairs: list[tuple[bytes, int, Any]], version: int = 3) -> Path:
+    width = "I" if version == 1 else "Q"
+    body = b"".join(gstr(k, width) + struct.pack("<I", t) + value(t, v, width) for k, t, v in pairs)
+    path.write_bytes(b"GGUF" + struct.pack("<I" + width * 2, version, 0, len(pairs)) + body)
+    return path
+
+
+def mixed_pairs(n: int) -> list[tuple[bytes, int, Any]]:
+    """n pairs cycling through every value type, arrays of arrays included."""
+    pairs: list[tuple[bytes, int, Any]] = [(b"general.architecture", STR, b"llama")]
+    for i in range(n):
+        kind = i % 13
+        item: Any = {U8: i % 256, I8: -(i % 128), U16: i, I16: -i % 30000, U32: i * 7, I32: -i, F32: i / 4,
+                     BOOL: i % 2 == 0, STR: f"text {i} \u00e9".encode(), U64: i << 33, I64: -(i << 33),
+                     F64: i / 3}.get(kind)
+        if kind == ARR:
+            item = (ARR, [(U32, list(range(i % 5))), (STR, [b"a", b"bc"]), (ARR, [(I8, [-1, 2])])])
+        pairs.append((b"key.%05d" % i, kind, item))
+    return pairs
+
+
+@pytest.fixture
+def general_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The general path alone: no record type compiles."""
+    monkeypatch.setattr(constructs, "codec_for", lambda element: None)
+
+
+def both_ways(monkeypatch: pytest.MonkeyPatch, run: Any) -> tuple[Any, Any]:
+    """``run()`` with every repeat of two or more records read in bulk, then by the general path alone."""
+    with monkeypatch.context() as m:
+        m.setattr(records, "MIN_RECORDS", 2)
+        bulk = run()
+    with monkeypatch.context() as m:
+        m.setattr(constructs, "codec_for", lambda element: None)
+        general = run()
+    return bulk, general
+
+
+def record_lists(value: Any) -> Iterator[RecordList]:
+    if isinstance(value, RecordList):
+        yield value
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            if not str(k).startswith("_"):
+                yield from record_lists(v)
+    elif isinstance(value, list):
+        for v in value:
+            yield from record_lists(v)
+
+
+def comparable(value: Any) -> str:
+    """A parsed tree as text (NaN compares equal to NaN here)."""
+    return json.dumps(value, sort_keys=True, default=repr)
+
+
+PARSED_FIXTURES = sorted(p for p in FIXTURES.rglob("*") if p.suffix in (".gguf", ".bin")
+                         and p.parent.name not in ("adapter-bin",) and p.stat().st_size < 64 << 20)
+
+
+@pytest.mark.parametrize("path", PARSED_FIXTURES, ids=lambda p: str(p.relative_to(FIXTURES)))
+def test_every_fixture_reads_the_same_in_bulk(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def run() -> tuple[str, str, list[Any], int]:
+        doc = engine.parse(path)
+        return (comparable(to_plain(doc.fields)), comparable(json_tree(doc.fields)), doc.tensors,
+                sum(1 for _ in record_lists(doc.fields)))
+
+    (raw, view, tensors, lists), (raw_general, view_general, tensors_general, none) = both_ways(monkeypatch, run)
+    assert none == 0
+    assert (raw, view, tensors) == (raw_general, view_general, tensors_general)
+    if path.suffix == ".gguf" or path.parent.name == "legacy":
+        assert lists > 0, "the fixture should have been read in bulk"
+
+
+def test_gguf_of_every_value_type_reads_as_written(tmp_path: Path, fmt: Fmt) -> None:
+    path = gguf(tmp_path / "m.gguf", mixed_pairs(700))
+    doc = engine.parse(path)
+    assert isinstance(doc.fields["metadata"], RecordList)
+    result = fmt("parse", path, "--json")
+    assert result.code == 0, result.err
+    metadata = json.loads(result.out)["fields"]["metadata"]
+    for key, kind, item in mixed_pairs(700):
+        got = metadata[key.decode()]
+        if kind == STR:
+            assert got == {"type": "str", "value": item.decode()}
+        elif kind == F32:
+            assert math.isclose(got["value"], item, rel_tol=1e-6)
+        elif kind == ARR:
+            assert got["type"] == "array[]"
+            assert [(v["type"], len(v["value"])) for v in got["value"]] == [("u32[]", len(item[1][0][1])), ("str[]", 2),
+                                                                             ("array[]", 1)]
+        else:
+            assert got["value"] == item, key
+    # gguf-py, an independent reader, finds the same keys in the same order
+    keys, _ = gguf_content(path)
+    assert [k for k, _, _ in keys] == [k.decode() for k, _, _ in mixed_pairs(700)]
+
+
+def test_version_1_widths_read_in_bulk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pairs = mixed_pairs(200)
+    path = gguf(tmp_path / "v1.gguf", pairs, version=1)
+
+    def run() -> str:
+        return comparable(json_tree(engine.parse(path).fields))
+
+    bulk, general = both_ways(monkeypatch, run)
+    assert bulk == general
+    assert json.loads(bulk)["metadata"]["key.00008"]["value"] == "text 8 \u00e9"
+    assert json.loads(bulk)["metadata"]["key.00009"]["value"][1] == {"type": "str[]", "value": ["a", "bc"]}
+
+
+def nested_arrays(n: int, inner: int = 0) -> tuple[int, list[Any]]:
+    return ARR, [(U8, [i % 256] * inner) for i in range(n)]
+
+
+def test_array_of_arrays_is_one_list_of_bytes(tmp_path: Path, fmt: Fmt) -> None:
+    path = gguf(tmp_path / "aoa.gguf", [(b"general.architecture", STR, b"llama"), (b"x", ARR, nested_arrays(5000, 1))])
+    doc = engine.parse(path)
+    items = doc.fields["metadata"][1]["value"]["items"]
+    assert isinstance(items, RecordList) and len(items) == 5000
+    assert len(items.wire) == 5000 * (4 + 8 + 1)  # the file's own bytes, held once
+    assert [items[i]["items"] for i in (0, 255, 256, 4999)] == [[0], [255], [0], [4999 % 256]]
+    result = fmt("parse", path)
+    assert result.code == 0 and "[5,000 \u00d7 array]" in result.out, result
+
+
+def test_diff_finds_the_one_array_that_differs(tmp_path: Path, fmt: Fmt) -> None:
+    n = 3000
+    a = gguf(tmp_path / "a.gguf", [(b"x", ARR, nested_arrays(n, 2))])
+    changed = nested_arrays(n, 2)
+    changed[1][2345] = (U8, [7, 7])
+    b = gguf(tmp_path / "b.gguf", [(b"x", ARR, changed)])
+    result = fmt("diff", a, b)
+    assert result.code == 1, result
+    assert "~ x: [3,000 \u00d7 array]" in result.out and "first difference at [2,345]" in result.out, result.out
+    assert fmt("diff", a, a).code == 0
+
+
+def test_edit_writes_the_records_it_read(tmp_path: Path, fmt: Fmt) -> None:
+    pairs = [(b"general.architecture", STR, b"llama"), (b"x", ARR, nested_arrays(2000, 3)), *mixed_pairs(100)[1:]]
+    path = gguf(tmp_path / "in.gguf", pairs)
+    out = tmp_path / "out.gguf"
+    result = fmt("edit", path, "--set", "general.name=y", "-o", out)
+    assert result.code == 0, result.err
+    keys_in, _ = gguf_content(path)
+    keys_out, _ = gguf_content(out)
+    assert [k for k in keys_out if k[0] != "general.name"] == keys_in
+    assert ("general.name", ["STRING"], "y") in keys_out
+
+
+def test_upgrade_from_version_1_rewrites_every_record(tmp_path: Path, fmt: Fmt) -> None:
+    """Version 1 counts and lengths are u32: the bytes of the records cannot be copied into a v3 file."""
+    pairs = [(b"general.architecture", STR, b"llama"), (b"x", ARR, (STR, [b"t%d" % i for i in range(300)]))] \
+        + [(b"k.%03d" % i, ARR, (U16, [i, i + 1])) for i in range(100)]
+    path = gguf(tmp_path / "v1.gguf", pairs, version=1)
+    out = tmp_path / "v3.gguf"
+    result = fmt("to-gguf", path, "-o", out)
+    assert result.code == 0, result.err
+    keys, _ = gguf_content(out)
+    found = {k: v for k, _, v in keys}
+    assert found["x"] == [f"t{i}" for i in range(300)]
+    assert all(found[f"k.{i:03d}"] == [i, i + 1] for i in range(100))
+
+
+# -- errors: the general path's line, whichever path met the record ---------------------------
+
+
+def damaged(tmp_path: Path, case: str) -> Path:
+    pairs = mixed_pairs(150)
+    if case == "type":
+        path = gguf(tmp_path / "t.gguf", pairs)
+        data = bytearray(path.read_bytes())
+        at = data.index(b"key.00100") + len(b"key.00100")
+        data[at:at + 4] = struct.pack("<I", 13)
+        path.write_bytes(bytes(data))
+    elif case == "truncated":
+        path = gguf(tmp_path / "t.gguf", pairs)
+        path.write_bytes(path.read_bytes()[:-700])
+    elif case == "utf8":
+        pairs[120] = (b"key.\xff\xfe", U8, 1)
+        path = gguf(tmp_path / "t.gguf", pairs)
+    elif case == "deep":
+        deep: Any = (U8, [1])
+        for _ in range(80):
+            deep = (ARR, [deep])
+        pairs[90] = (b"deep", ARR, deep)
+        path = gguf(tmp_path / "t.gguf", pairs)
+    elif case == "count":
+        path = gguf(tmp_path / "t.gguf", [(b"x", ARR, nested_arrays(100, 1))])
+        data = bytearray(path.read_bytes())
+        at = 24 + 9 + 4 + 12 + 50 * 13 + 4  # the count of the 51st inner array
+        data[at:at + 8] = struct.pack("<Q", 1 << 40)
+        path.write_bytes(bytes(data))
+    else:
+        raise AssertionError(case)
+    return path
+
+
+@pytest.mark.parametrize("case", ["type", "truncated", "utf8", "deep", "count"])
+def test_errors_in_bulk_are_the_general_paths(case: str, tmp_path: Path, fmt: Fmt,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    path = damaged(tmp_path, case)
+    bulk, general = both_ways(monkeypatch, lambda: fmt("parse", path))
+    assert bulk.err == general.err
+    line = assert_clean_failure(bulk)
+    assert "metadata[" in line, line
+
+
+def test_a_record_the_fast_path_refuses_but_the_file_allows_is_read_by_the_general_path(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every check the compiled reader makes is a reason to hand the record to the general path,
+    never a verdict: when the general path accepts it, the whole repeat is read that way."""
+    path = gguf(tmp_path / "m.gguf", mixed_pairs(200))
+
+    def refuse(*args: Any) -> Any:
+        raise records.Reject
+
+    first = engine.parse(path).fields["metadata"]
+    assert isinstance(first, RecordList)
+    monkeypatch.setattr(first.reader.codec, "read", refuse)
+    doc = engine.parse(path)
+    assert not isinstance(doc.fields["metadata"], RecordList)
+    assert len(doc.fields["metadata"]) == 201
