@@ -205,6 +205,15 @@ class RecordList(Sequence[Any]):
         for i in range(len(starts)):
             yield decode(wire, starts[i], i)
 
+    def has_column(self, name: str) -> bool:
+        """Whether :meth:`column` can give field ``name`` (one of the records' own fields)."""
+        return name in self.reader.codec.fields
+
+    def column(self, name: str) -> Iterator[Any]:
+        """Field ``name`` of every record, in order, read without making the records (a GGUF's
+        keys, to find one)."""
+        return iter(self.reader.column(self.wire, self.starts, name))
+
     def identical(self, other: object) -> bool:
         """The same records for certain, without reading them: the same bytes, read the same way."""
         return isinstance(other, RecordList) and self.reader.same_layout(other.reader) and self.wire == other.wire

@@ -1,0 +1,511 @@
+"""A record type compiled to Python source: the reader :mod:`.records` runs over a buffer.
+
+Kaitai Struct and Construct's ``compile()`` turn a layout into a parser module; this does the
+same for the record types that are read in bulk, one function per type. A function reads its
+fields with ``struct.unpack_from`` at a position in a ``bytes`` buffer into local variables,
+evaluates the schema's expressions (a field read earlier in the same record is a local
+variable; an expression of ``_root`` alone is evaluated once per scan; any other goes through
+:class:`~.expr.Expression`, the same evaluator as everywhere), checks the ``valid:`` clauses,
+and returns the record as the general path makes it (a ``Container`` of the fields, with the
+type's view tags) and the position after it.
+
+Nothing from the schema is written into the source as text: field names, constants, structs and
+expressions are values in the function's namespace, named ``K0``, ``K1`` ...; the source holds
+only names this module makes. A function signals with :class:`Short` that its buffer ended (the
+scan reads more of the file) and with :class:`Reject` anything else it does not decide (the
+general path then reads the record, and says what is wrong with it).
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable
+from typing import Any
+
+import construct as cs
+
+from ..errors import FormatError
+from .expr import Expression, ExpressionError
+
+Reader = Callable[..., tuple[Any, int]]  # (buffer, position, enclosing scope, frame) -> (value, end)
+
+MISSING = object()
+
+
+class Unsupported(Exception):
+    """The construct is not one this module compiles."""
+
+
+class Reject(Exception):
+    """The compiled reader does not decide this record: the general path reads it."""
+
+
+class Short(Exception):
+    """The buffer ends before the record does."""
+
+
+class Frame:
+    """What one scan or one read shares: the buffer's place in the file, the bytes the file has,
+    the values of expressions that are the same for every record (``_root.version``), whether
+    to check, the parse's element budget, and how deep the structures are."""
+
+    __slots__ = ("base", "budget", "check", "depth", "file_size", "hoisted")
+
+    def __init__(self, base: int, file_size: int, check: bool, budget: list[int] | None, depth: int,
+                 hoisted: dict[int, Any]) -> None:
+        self.base = base  # file offset of buffer position 0
+        self.file_size = file_size
+        self.check = check
+        self.budget = budget
+        self.depth = depth
+        self.hoisted = hoisted
+
+    def spend(self, count: int) -> None:
+        if self.budget is not None:
+            self.budget[0] -= count
+            if self.budget[0] < 0:
+                raise Reject
+
+
+# -- expressions, as the generated code calls them ------------------------------------------
+
+
+def lookup_in(scope: dict[str, Any]) -> Callable[[str], Any]:
+    """Names as the general path resolves them: this record's fields, then the enclosing ones (``_``)."""
+    def lookup(name: str) -> Any:
+        if name == "_root":
+            return scope["_root"]
+        ctx: Any = scope
+        while ctx is not None:
+            if name in ctx:
+                return ctx[name]
+            parent = ctx.get("_")
+            ctx = parent if isinstance(parent, dict) else None
+        raise ExpressionError(f"unknown name {name!r}")
+    return lookup
+
+
+def evaluate(expr: Expression, scope: dict[str, Any]) -> Any:
+    try:
+        return expr(lookup_in(scope))
+    except ExpressionError:
+        raise Reject from None
+
+
+def hoist(frame: Frame, expr: Expression, scope: dict[str, Any]) -> Any:
+    """An expression of ``_root`` alone: evaluated on first use in a scan, then remembered."""
+    value = frame.hoisted[id(expr)] = evaluate(expr, scope)
+    return value
+
+
+def check_clause(clause: Any, value: Any, scope: dict[str, Any]) -> None:
+    """A ``valid:`` clause the generated code does not inline: the general path's own check."""
+    try:
+        clause.check(value, scope, "", 0)
+    except FormatError:
+        raise Reject from None
+
+
+# the expressions evaluated once per scan, by id: what a list of records evaluates again to
+# know whether its bytes read the same in another file
+HOISTED: dict[int, Expression] = {}
+
+
+# -- the generator -------------------------------------------------------------------------
+
+
+class Generated:
+    """The functions of one compilation: ``read`` reads a record of the list's type; ``upto(name)``
+    a function that reads a record as far as field ``name`` and returns that field's value."""
+
+    def __init__(self, generator: Generator, top: str) -> None:
+        self._generator = generator
+        self._top = top
+        self.read: Reader = generator.namespace[top]
+        self.fields = generator.top_fields
+        self.names = generator.names  # the names its expressions read
+        self.bound = generator.bound  # the names its records and parameters define
+        self._columns: dict[str, Callable[..., Any]] = {}
+
+    def upto(self, name: str) -> Callable[..., Any]:
+        if name not in self._columns:
+            self._columns[name] = self._generator.column(name)
+        return self._columns[name]
+
+
+class Generator:
+    def __init__(self, runtime: dict[str, Any]) -> None:
+        self.namespace: dict[str, Any] = dict(runtime)
+        self.namespace.update(Container=cs.Container, ListContainer=cs.ListContainer, Short=Short, Reject=Reject,
+                              StructError=struct.error, MISSING=MISSING, evaluate=evaluate, hoist=hoist,
+                              check_clause=check_clause, type=type, int=int, len=len)
+        self.functions: dict[int, str] = {}  # construct id -> name of its generated function
+        self.counter = 0
+        self.names: set[str] = set()
+        self.bound: set[str] = set()
+        self.top_fields: tuple[str, ...] = ()
+        self.top_record: tuple[Any, Any] | None = None  # (struct, presented) of the list's own type
+        self.top_params: Any = None
+
+    def constant(self, value: Any) -> str:
+        name = f"K{self.counter}"
+        self.counter += 1
+        self.namespace[name] = value
+        return name
+
+    def fresh(self, prefix: str) -> str:
+        self.counter += 1
+        return f"{prefix}{self.counter}"
+
+    def define(self, lines: list[str]) -> None:
+        exec(compile("\n".join(lines) + "\n", "<ggfmt records>", "exec"), self.namespace)
+
+    # -- entry points ----------------------------------------------------------------------
+    def compile(self, construct: cs.Construct) -> Generated:
+        return Generated(self, self.function(construct, top=True))
+
+    def function(self, construct: cs.Construct, top: bool = False) -> str:
+        """The name of the generated function that reads one value of ``construct``."""
+        from .constructs import Presented, WithArgs
+
+        while isinstance(construct, cs.LazyBound):
+            construct = construct.subconfunc()
+        key = id(construct)
+        if key in self.functions:
+            return self.functions[key]
+        name = self.fresh("read_")
+        self.functions[key] = name  # before generating: a type inside itself calls itself by name
+        if isinstance(construct, WithArgs):
+            if top:
+                self.top_params = construct
+            lines = self._with_args(name, construct)
+        elif isinstance(construct, Presented) and type(construct.subcon) is cs.Struct:
+            lines = self._record(name, construct.subcon, construct, top)
+        elif type(construct) is cs.Struct:
+            lines = self._record(name, construct, None, top)
+        else:
+            lines = [f"def {name}(buf, pos, scope, frame):", "    try:"]
+            lines += self.value(construct, "v", 8, {})
+            lines += [*_handlers(4), "    return v, pos"]
+        self.define(lines)
+        return name
+
+    def column(self, stop: str) -> Callable[..., Any]:
+        """A reader of the list's records that stops after field ``stop`` and returns its value."""
+        assert self.top_record is not None
+        struct_, presented = self.top_record
+        name = self.fresh("column_")
+        lines = self._record(name, struct_, presented, False, stop=stop)
+        if self.top_params is not None:  # read through the parameters' scope, as the record is
+            inner = name
+            name = self.fresh("column_")
+            lines += self._with_args(name, self.top_params, inner)
+        self.define(lines)
+        return self.namespace[name]  # type: ignore[no-any-return]
+
+    # -- records ---------------------------------------------------------------------------
+    def _with_args(self, name: str, construct: Any, inner: str | None = None) -> list[str]:
+        """A parameterised type: its arguments evaluated where it is used, then its record read in
+        a scope that holds them (as :class:`~.constructs.WithArgs` makes it, without ``_index``)."""
+        if inner is None:
+            inner = self.function(construct.subcon, top=self.top_record is None)
+        defaults = self.constant(dict(construct.defaults))
+        self.bound.update(construct.defaults)
+        lines = [f"def {name}(buf, pos, scope, frame):",
+                 "    params = {'_': scope, '_root': scope['_root']}",
+                 f"    params.update({defaults})",
+                 "    try:"]
+        for param, expr in construct.args.items():
+            lines.append(f"        params[{self.constant(param)}] = {self.expression(expr, {})}")
+        lines.append("        pass")
+        lines += _handlers(4)
+        lines.append(f"    return {inner}(buf, pos, params, frame)")
+        return lines
+
+    def _record(self, name: str, struct_: cs.Struct, presented: Any, top: bool, stop: str | None = None) -> list[str]:
+        from .compiler import Instance
+        from .constructs import Field
+
+        if top or self.top_record is None:
+            self.top_record = (struct_, presented)
+        lines = [f"def {name}(buf, pos, parent, frame):",
+                 "    scope = {'_': parent, '_root': parent['_root'], '_index': parent.get('_index')}",
+                 "    check = frame.check",
+                 "    try:"]
+        local: dict[str, str] = {}  # field name -> the local variable holding it
+        fields: list[str] = []
+        for member in struct_.subcons:
+            field_name = member.name
+            if not isinstance(field_name, str):
+                raise Unsupported
+            self.bound.add(field_name)
+            variable = f"f{len(fields)}"
+            if isinstance(member, Field):
+                lines += self.field(member, variable, 8, local)
+            elif isinstance(member, Instance):
+                lines.append(f"        {variable} = {self.expression(member.value, local)}")
+            else:
+                raise Unsupported
+            key = self.constant(field_name)
+            lines.append(f"        scope[{key}] = {variable}")
+            local[field_name] = variable
+            fields.append(field_name)
+            if stop == field_name:
+                lines += [*_handlers(4), f"    return {variable}"]
+                return lines
+        if stop is not None:
+            raise Unsupported
+        if top:
+            self.top_fields = tuple(fields)
+        tags: dict[str, Any] = {}
+        if presented is not None:
+            if presented.view is not None:
+                tags["_view"] = presented.view
+            if presented.hidden:
+                tags["_hidden"] = presented.hidden
+            if presented.layout:
+                tags["_layout"] = presented.layout
+        lines.append("        out = Container()")
+        for field_name in fields:
+            lines.append(f"        out[{self.constant(field_name)}] = {local[field_name]}")
+        for tag, value in tags.items():
+            lines.append(f"        out[{self.constant(tag)}] = {self.constant(value)}")
+        lines += [*_handlers(4), "    return out, pos"]
+        return lines
+
+    # -- fields ----------------------------------------------------------------------------
+    def field(self, field: Any, variable: str, indent: int, local: dict[str, str]) -> list[str]:
+        """A field (see :class:`~.constructs.Field`): ``if``, the depth of structures, its value
+        or repeat, ``contents`` and ``valid:``; its value in ``variable``."""
+        from .constructs import MAX_DEPTH, RepeatUntil
+
+        if field.repeat == "eos" or isinstance(field.repeat, RepeatUntil):
+            raise Unsupported
+        pad = " " * indent
+        lines: list[str] = []
+        if field.condition is not None:
+            lines.append(f"{pad}if not {self.expression(field.condition, local)}:")
+            lines.append(f"{pad}    {variable} = None")
+            lines.append(f"{pad}else:")
+            pad += "    "
+            indent += 4
+        structure = field.fixed_size is None  # what the general path counts as one level deeper
+        if structure:
+            lines.append(f"{pad}frame.depth += 1")
+            lines.append(f"{pad}if frame.depth > {MAX_DEPTH}:")
+            lines.append(f"{pad}    raise Reject")
+        if field.repeat is None:
+            lines += self.value(field.subcon, variable, indent, local)
+        else:
+            lines += self._repeat(field, variable, indent, local)
+        if structure:
+            lines.append(f"{pad}frame.depth -= 1")
+        checks = self._checks(field, variable, local)
+        if checks:
+            lines.append(f"{pad}if check:")
+            lines += [f"{pad}    {line}" for line in checks]
+        return lines
+
+    def _checks(self, field: Any, variable: str, local: dict[str, str]) -> list[str]:
+        lines = []
+        if field.contents is not None:
+            lines += [f"if {variable} != {self.constant(field.contents)}:", "    raise Reject"]
+        for clause in field.valid:
+            for expr in (clause.eq, clause.minimum, clause.maximum, clause.expr, clause.guard, *(clause.any_of or ())):
+                if expr is not None:
+                    self.names.update(expr.names - {"_"})
+            simple = clause.guard is None and clause.eq is None and clause.any_of is None and clause.expr is None \
+                and clause.unique is None and clause.disjoint is None
+            if simple and all(e is None or not e.names for e in (clause.minimum, clause.maximum)):
+                if clause.minimum is not None:
+                    lo = self.constant(clause.minimum(lambda n: None))
+                    lines += [f"if {variable} < {lo}:", "    raise Reject"]
+                if clause.maximum is not None:
+                    hi = self.constant(clause.maximum(lambda n: None))
+                    lines += [f"if {variable} > {hi}:", "    raise Reject"]
+            else:
+                lines.append(f"check_clause({self.constant(clause)}, {variable}, scope)")
+        return lines
+
+    def _repeat(self, field: Any, variable: str, indent: int, local: dict[str, str]) -> list[str]:
+        """``repeat: COUNT``: the count checked against the bytes left and spent from the budget,
+        then the elements, read by :func:`~.records.read_repeat` (one call per repeat)."""
+        from .constructs import SwitchOn
+
+        pad = " " * indent
+        count = self.fresh("n")
+        lines = [f"{pad}{count} = {self.expression(field.repeat, local)}",
+                 f"{pad}if type({count}) is not int or {count} < 0:",
+                 f"{pad}    raise Reject",
+                 f"{pad}if check:",
+                 f"{pad}    left = frame.file_size - frame.base - pos"]
+        if field.fixed_size is not None:
+            lines.append(f"{pad}    if {count} * {field.fixed_size} > left:")
+            lines.append(f"{pad}        raise Reject")
+        lines += [f"{pad}    if {count} > left:",
+                  f"{pad}        raise Reject",
+                  f"{pad}    frame.spend({count})",
+                  f"{pad}if {count} == 0:",
+                  f"{pad}    {variable} = ListContainer()",
+                  f"{pad}else:"]
+        subcon = field.subcon
+        per_element = isinstance(subcon, SwitchOn) and "_index" in subcon.key.source
+        if isinstance(subcon, SwitchOn) and not per_element:
+            cases = {k: (c, self.function(c)) for k, c in subcon.cases.items()}
+            default = (subcon.default, self.function(subcon.default)) if subcon.default is not None else None
+            key = self.expression(subcon.key, local)
+            plan = self.constant((field.bulk_code, cases, default, False))
+            lines.append(f"{pad}    {variable}, pos = read_repeat(buf, pos, scope, frame, {count}, {plan}, {key})")
+        else:
+            plan = self.constant((field.bulk_code, {None: (subcon, self.function(subcon))}, None, per_element))
+            lines.append(f"{pad}    {variable}, pos = read_repeat(buf, pos, scope, frame, {count}, {plan}, None)")
+        self.namespace[plan] = _resolve_plan(self.namespace[plan], self.namespace)
+        return lines
+
+    # -- values ----------------------------------------------------------------------------
+    def value(self, construct: cs.Construct, variable: str, indent: int, local: dict[str, str]) -> list[str]:
+        """Lines that read one value of ``construct`` at ``pos`` into ``variable`` and advance ``pos``."""
+        from .constructs import PRIMITIVE_CODES, PrefixedBytes, Presented, SizedBytes, SwitchOn, WithArgs
+
+        pad = " " * indent
+        while isinstance(construct, cs.LazyBound):
+            construct = construct.subconfunc()
+        code = "?" if construct is cs.Flag else PRIMITIVE_CODES.get(construct)
+        if code is not None:
+            packer = struct.Struct("<" + code)
+            return [f"{pad}{variable} = {self.constant(packer)}.unpack_from(buf, pos)[0]",
+                    f"{pad}pos += {packer.size}"]
+        if isinstance(construct, cs.Bytes) and isinstance(construct.length, int):
+            return [f"{pad}end = pos + {construct.length}",
+                    f"{pad}if end > len(buf):",
+                    f"{pad}    raise Short",
+                    f"{pad}{variable} = buf[pos:end]",
+                    f"{pad}pos = end"]
+        if isinstance(construct, PrefixedBytes):
+            return self._prefixed(construct, variable, pad, local)
+        if isinstance(construct, SizedBytes):
+            if construct.size is None:
+                raise Unsupported  # `size: eos`
+            size = self.fresh("size")
+            lines = [f"{pad}{size} = {self.expression(construct.size, local)}",
+                     f"{pad}if type({size}) is not int or {size} < 0:",
+                     f"{pad}    raise Reject",
+                     f"{pad}end = pos + {size}",
+                     f"{pad}if end > len(buf):",
+                     f"{pad}    raise Short",
+                     f"{pad}{variable} = buf[pos:end]",
+                     f"{pad}pos = end"]
+            if construct.encoding is not None:
+                lines.append(f"{pad}{variable} = {variable}.decode({self.constant(construct.encoding)})")
+            return lines
+        if isinstance(construct, SwitchOn):
+            return self._switch(construct, variable, indent, local)
+        if isinstance(construct, WithArgs | Presented) or type(construct) is cs.Struct:
+            return [f"{pad}{variable}, pos = {self.function(construct)}(buf, pos, scope, frame)"]
+        raise Unsupported
+
+    def _prefixed(self, construct: Any, variable: str, pad: str, local: dict[str, str]) -> list[str]:
+        if construct.key is None:
+            prefix = self.constant(construct.prefix)
+            lines = []
+        else:
+            widths, default = self.constant(construct.widths), self.constant(construct.prefix)
+            prefix = self.fresh("prefix")
+            lines = [f"{pad}{prefix} = {widths}.get({self.expression(construct.key, local)}, {default})",
+                     f"{pad}if {prefix} is None:",
+                     f"{pad}    raise Reject"]
+        lines += [f"{pad}start = pos + {prefix}.size",
+                  f"{pad}pos = start + {prefix}.unpack_from(buf, pos)[0]",
+                  f"{pad}if pos > len(buf):",
+                  f"{pad}    raise Short",
+                  f"{pad}{variable} = buf[start:pos]"]
+        if construct.encoding is not None:
+            lines.append(f"{pad}{variable} = {variable}.decode({self.constant(construct.encoding)})")
+        return lines
+
+    def _switch(self, construct: Any, variable: str, indent: int, local: dict[str, str]) -> list[str]:
+        """A switch: a table of structs for the cases that are primitives, a call for the others."""
+        from .constructs import PRIMITIVE_CODES
+
+        pad = " " * indent
+        key = self.fresh("key")
+        packer = self.fresh("packer")
+        table: dict[Any, struct.Struct] = {}
+        others: dict[Any, str] = {}
+        for case, sub in construct.cases.items():
+            code = "?" if sub is cs.Flag else PRIMITIVE_CODES.get(sub)
+            if code is not None:
+                table[case] = struct.Struct("<" + code)
+            else:
+                others[case] = self.function(sub)
+        lines = [f"{pad}{key} = {self.expression(construct.key, local)}",
+                 f"{pad}{packer} = {self.constant(table)}.get({key})",
+                 f"{pad}if {packer} is not None:",
+                 f"{pad}    {variable} = {packer}.unpack_from(buf, pos)[0]",
+                 f"{pad}    pos += {packer}.size"]
+        for case, function in others.items():  # (functions called by name: a type may be inside itself)
+            lines += [f"{pad}elif {key} == {self.constant(case)}:",
+                      f"{pad}    {variable}, pos = {function}(buf, pos, scope, frame)"]
+        lines.append(f"{pad}else:")
+        if construct.default is not None:
+            lines.append(f"{pad}    {variable}, pos = {self.function(construct.default)}(buf, pos, scope, frame)")
+        else:
+            lines.append(f"{pad}    raise Reject")
+        return lines
+
+    # -- expressions -----------------------------------------------------------------------
+    def expression(self, expr: Expression, local: dict[str, str]) -> str:
+        """Python source for an expression's value: a local variable, a value evaluated once per
+        scan, or the general evaluator."""
+        self.names.update(expr.names)
+        source = expr.source.strip()
+        if source in local:
+            return local[source]
+        constant = self.constant(expr)
+        if expr.names <= {"_root"}:
+            if "_root" in expr.names:
+                HOISTED[id(expr)] = expr
+                known = f"frame.hoisted[{id(expr)}] if {id(expr)} in frame.hoisted"
+                return f"({known} else hoist(frame, {constant}, scope))"
+            return f"evaluate({constant}, scope)"
+        if "_root" in expr.names:
+            self.names.add("_root+")  # reads the root along with a record's fields: not evaluated once
+        return f"evaluate({constant}, scope)"
+
+
+def _resolve_plan(plan: tuple[Any, ...], namespace: dict[str, Any]) -> Any:
+    """A repeat's plan with its element functions looked up by name when it first runs (the
+    function of a type inside itself exists only once its generation ends)."""
+    bulk_code, cases, default, per_element = plan
+    return _Plan(bulk_code, cases, default, per_element, namespace)
+
+
+class _Plan:
+    __slots__ = ("bulk_code", "cases", "default", "namespace", "per_element")
+
+    def __init__(self, bulk_code: str | None, cases: dict[Any, tuple[Any, str]], default: tuple[Any, str] | None,
+                 per_element: bool, namespace: dict[str, Any]) -> None:
+        self.bulk_code = bulk_code
+        self.cases = cases
+        self.default = default
+        self.per_element = per_element
+        self.namespace = namespace
+
+    def element(self, key: Any) -> tuple[Any, Reader] | None:
+        """The element construct and its function, for a switch's key (None: no switch)."""
+        chosen = self.cases.get(key, self.default)
+        if chosen is None:
+            return None
+        construct, name = chosen
+        return construct, self.namespace[name]
+
+
+def _handlers(indent: int) -> list[str]:
+    """What the body of a function turns into Short and Reject: a struct read past the buffer's
+    end; text that does not decode, a comparison of values of different kinds, and the like."""
+    pad = " " * indent
+    return [f"{pad}except StructError:",
+            f"{pad}    raise Short from None",
+            f"{pad}except (UnicodeDecodeError, TypeError, ValueError, KeyError, IndexError, ArithmeticError,",
+            f"{pad}        RecursionError):",
+            f"{pad}    raise Reject from None"]
