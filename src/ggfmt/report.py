@@ -37,12 +37,19 @@ def _value(value: Any, quoted: bool = False) -> str:
     if is_sequence(value):
         n = len(value)
         if n <= SHORT_ARRAY:
-            return ", ".join(_value(value[i], quoted) for i in range(n)) if quoted else \
+            return ", ".join(_item(value[i], quoted) for i in range(n)) if quoted else \
                 "[" + ", ".join(_value(value[i]) for i in range(n)) + "]"
-        ends = [_value(value[i], quoted) for i in range(ARRAY_ENDS)]
-        shown = ", ".join(ends) + f", … {_value(value[n - 1], quoted)}"
+        ends = [_item(value[i], quoted) for i in range(ARRAY_ENDS)]
+        shown = ", ".join(ends) + f", … {_item(value[n - 1], quoted)}"
         return shown if quoted else f"[{shown}] ({n:,} items)"
     return _scalar(value, quoted)
+
+
+def _item(value: Any, quoted: bool) -> str:
+    """An item of an array: an array inside it in brackets ([1, 2], [], … [3])."""
+    if isinstance(value, Typed) and value.array:
+        return f"[{_value(value.value, quoted=True)}]"
+    return _value(value, quoted)
 
 
 def _type(value: Typed) -> str:

@@ -28,6 +28,8 @@ def _escaped(ch: str) -> str:
 
 def escape(text: str) -> str:
     """``text`` with control characters, bidi controls and undecodable bytes escaped."""
+    if text.isascii() and text.isprintable():
+        return text
     if text.isprintable() and not any(ord(ch) in _BIDI for ch in text if ord(ch) >= 0x61C):
         return text
     return "".join(ch if ch.isprintable() and ord(ch) not in _BIDI else _escaped(ch) for ch in text)

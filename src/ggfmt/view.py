@@ -100,8 +100,13 @@ class TypedItems(Sequence[Typed]):
 Item = tuple[str, Any]  # (field path, value): a value, a Typed, or a Section's entries
 
 
+_SEQUENCES = (list, tuple, TypedItems, *BULK_SEQUENCES)
+_PLAIN_SEQUENCES = frozenset(_SEQUENCES)
+
+
 def is_sequence(value: Any) -> bool:
-    return isinstance(value, (list, tuple, TypedItems, *BULK_SEQUENCES))
+    # (the type itself first: an isinstance check against these abstract sequences is slow)
+    return type(value) in _PLAIN_SEQUENCES or isinstance(value, _SEQUENCES)
 
 
 def is_records(value: Any) -> bool:
@@ -112,8 +117,8 @@ def is_records(value: Any) -> bool:
 
 
 def _spec(value: Any) -> ViewSpec | None:
-    spec = value.get("_view") if isinstance(value, Mapping) else None
-    return spec if isinstance(spec, ViewSpec) else None
+    spec = value.get("_view") if isinstance(value, dict) else None  # (parsed records are dicts)
+    return spec if type(spec) is ViewSpec else None
 
 
 def typed(record: Mapping[str, Any]) -> Typed:
