@@ -18,7 +18,7 @@ from .schema.constructs import PayloadRef, TensorContainer, ViewSpec
 SHOWN_RECORDS = 32  # of a long list of records without a view (a vocabulary, say), the first ones are listed
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # (slots: a diff holds one per key of each file)
 class Typed:
     """A value with the name of its type (``u32``, ``str``); an array holds the type of its items
     and a sequence of them (of :class:`Typed` when the items are themselves arrays)."""
