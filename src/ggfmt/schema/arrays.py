@@ -171,12 +171,15 @@ class RecordList(Sequence[Any]):
     :mod:`.records` that decodes one. A record is decoded when it is read, into a new container
     each time: to change records, change a copy (``list(records)``)."""
 
-    __slots__ = ("reader", "starts", "wire")
+    __slots__ = ("_last", "reader", "starts", "wire")
 
     def __init__(self, wire: bytes, starts: array.array[int], reader: Any) -> None:
         self.wire = wire
         self.starts = starts
         self.reader = reader
+        # the record read last, with its index: expressions read one record field by field
+        # (infos[_index].offset, then infos[_index].nbytes)
+        self._last: tuple[int, Any] = (-1, None)
 
     @property
     def offset(self) -> int:
@@ -198,21 +201,25 @@ class RecordList(Sequence[Any]):
             index += len(self)
         if not 0 <= index < len(self):
             raise IndexError(index)
-        return self.reader.decode(self.wire, self.starts[index], index)
+        if self._last[0] == index:
+            return self._last[1]
+        record = self.reader.decode(self.wire, self.starts[index], index)
+        self._last = (index, record)
+        return record
 
     def __iter__(self) -> Iterator[Any]:
         decode, wire, starts = self.reader.decode, self.wire, self.starts
         for i in range(len(starts)):
             yield decode(wire, starts[i], i)
 
-    def has_column(self, name: str) -> bool:
-        """Whether :meth:`column` can give field ``name`` (one of the records' own fields)."""
-        return name in self.reader.codec.fields
+    def has_columns(self, *names: str) -> bool:
+        """Whether :meth:`columns` can give the fields ``names`` (the records' own fields)."""
+        return set(names) <= set(self.reader.codec.fields)
 
-    def column(self, name: str) -> Iterator[Any]:
-        """Field ``name`` of every record, in order, read without making the records (a GGUF's
-        keys, to find one)."""
-        return iter(self.reader.column(self.wire, self.starts, name))
+    def columns(self, *names: str) -> Iterator[tuple[Any, ...]]:
+        """Fields ``names`` of every record (a tuple each), in order, read without making the
+        records (a GGUF's keys, to find one)."""
+        return iter(self.reader.columns(self.wire, self.starts, tuple(names)))
 
     def identical(self, other: object) -> bool:
         """The same records for certain, without reading them: the same bytes, read the same way."""

@@ -125,12 +125,13 @@ class Generated:
         self.fields = generator.top_fields
         self.names = generator.names  # the names its expressions read
         self.bound = generator.bound  # the names its records and parameters define
-        self._columns: dict[str, Callable[..., Any]] = {}
+        self._columns: dict[tuple[str, ...], Callable[..., Any]] = {}
 
-    def upto(self, name: str) -> Callable[..., Any]:
-        if name not in self._columns:
-            self._columns[name] = self._generator.column(name)
-        return self._columns[name]
+    def upto(self, names: tuple[str, ...]) -> Callable[..., Any]:
+        """A reader of a record as far as the last of ``names``, returning their values (a tuple)."""
+        if names not in self._columns:
+            self._columns[names] = self._generator.column(names)
+        return self._columns[names]
 
 
 class Generator:
@@ -190,8 +191,9 @@ class Generator:
         self.define(lines)
         return name
 
-    def column(self, stop: str) -> Callable[..., Any]:
-        """A reader of the list's records that stops after field ``stop`` and returns its value."""
+    def column(self, stop: tuple[str, ...]) -> Callable[..., Any]:
+        """A reader of the list's records that stops once the fields ``stop`` are read and
+        returns their values."""
         assert self.top_record is not None
         struct_, presented = self.top_record
         name = self.fresh("column_")
@@ -222,7 +224,8 @@ class Generator:
         lines.append(f"    return {inner}(buf, pos, params, frame)")
         return lines
 
-    def _record(self, name: str, struct_: cs.Struct, presented: Any, top: bool, stop: str | None = None) -> list[str]:
+    def _record(self, name: str, struct_: cs.Struct, presented: Any, top: bool,
+                stop: tuple[str, ...] | None = None) -> list[str]:
         from .compiler import Instance
         from .constructs import Field
 
@@ -250,8 +253,9 @@ class Generator:
             lines.append(f"        scope[{key}] = {variable}")
             local[field_name] = variable
             fields.append(field_name)
-            if stop == field_name:
-                lines += [*_handlers(4), f"    return {variable}"]
+            if stop is not None and all(n in local for n in stop):
+                values = ", ".join(local[n] for n in stop)
+                lines += [*_handlers(4), f"    return ({values},)"]
                 return lines
         if stop is not None:
             raise Unsupported

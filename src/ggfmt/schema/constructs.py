@@ -30,7 +30,7 @@ import io
 import itertools
 import os
 import struct
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -220,10 +220,17 @@ def _at(item: Any, dotted: str) -> Any:
     return item
 
 
+def _fields_of(items: Sequence[Any], *dotted: str) -> Iterator[tuple[Any, ...]]:
+    """The values at the dotted paths of each item: read as columns from a list of records in
+    bulk (when the paths are the records' own fields), without making the records."""
+    if isinstance(items, RecordList) and items.has_columns(*dotted):
+        return items.columns(*dotted)
+    return (tuple(_at(item, d) for d in dotted) for item in items)
+
+
 def _check_unique(items: Sequence[Any], dotted: str, path: str, offset: int) -> None:
     seen: dict[Any, int] = {}
-    for index, item in enumerate(items):
-        key = _at(item, dotted)
+    for index, (key,) in enumerate(_fields_of(items, dotted)):
         if isinstance(key, list):
             key = tuple(key)
         if key in seen:
@@ -234,8 +241,8 @@ def _check_unique(items: Sequence[Any], dotted: str, path: str, offset: int) -> 
 
 def _check_disjoint(items: Sequence[Any], paths: tuple[str, str], path: str, offset: int) -> None:
     # Sorted by start, each range must end before the next one starts: n log n, not n squared.
-    ranges = sorted((_at(item, paths[0]), _at(item, paths[0]) + _at(item, paths[1]), index)
-                    for index, item in enumerate(items) if _at(item, paths[1]))
+    ranges = sorted((start, start + size, index)
+                    for index, (start, size) in enumerate(_fields_of(items, *paths)) if size)
     for (start, end, index), (next_start, next_end, next_index) in itertools.pairwise(ranges):
         if next_start < end:
             raise FormatError(path, offset,

@@ -110,8 +110,8 @@ def _find(items: Sequence[Any], path: str, wanted: Any) -> Any:
     names = path.split(".")
     if any(not n or n.startswith("_") for n in names):
         raise ValueError(f"find: {path!r} is not a field path")
-    if isinstance(items, RecordList) and len(names) == 1 and items.has_column(names[0]):
-        for index, value in enumerate(items.column(names[0])):  # the one field, not the whole records
+    if isinstance(items, RecordList) and len(names) == 1 and items.has_columns(names[0]):
+        for index, (value,) in enumerate(items.columns(names[0])):  # the one field, not the whole records
             if value == wanted:
                 return items[index]
         return None

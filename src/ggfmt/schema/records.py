@@ -57,9 +57,9 @@ class Codec:
         # expressions name only their own fields, _index, and the root in expressions evaluated once
         self.self_contained = not (generated.names - generated.bound - {"_index", "_root"})
 
-    def upto(self, name: str) -> Callable[..., Any]:
-        """A reader of one record as far as field ``name``, returning that field's value."""
-        return self._generated.upto(name)  # type: ignore[no-any-return]
+    def upto(self, names: tuple[str, ...]) -> Callable[..., Any]:
+        """A reader of one record as far as the fields ``names``, returning their values."""
+        return self._generated.upto(names)  # type: ignore[no-any-return]
 
 
 _CODECS: dict[int, Codec | None] = {}
@@ -198,11 +198,12 @@ class BoundReader:
             raise AssertionError(f"record {index} of a list the scan accepted cannot be read again") from None
         return record
 
-    def column(self, wire: bytes, starts: Any, name: str) -> Any:
-        """The value of field ``name`` of each record, in order, without making the records."""
-        if name not in self.codec.fields:
-            raise KeyError(name)
-        upto = self.codec.upto(name)
+    def columns(self, wire: bytes, starts: Any, names: tuple[str, ...]) -> Any:
+        """The values of fields ``names`` of each record (a tuple each), in order, without making
+        the records."""
+        if not set(names) <= set(self.codec.fields):
+            raise KeyError(names)
+        upto = self.codec.upto(names)
         frame = Frame(self.offset, self.offset + len(wire), False, None, 0, self.hoisted)
         scope = self.scope
         for index in range(len(starts)):
