@@ -5,6 +5,8 @@
     python benchmarks/make_gguf.py small-kvs kvs.gguf        # ~10 MB of one-byte metadata pairs
     python benchmarks/make_gguf.py small-infos infos.gguf    # ~10 MB of tensor infos
     python benchmarks/make_gguf.py small-array array.gguf    # one ~10 MB u8 array
+    python benchmarks/make_gguf.py nested-arrays aoa.gguf    # an array of 820,000 empty arrays (9.8 MB)
+    python benchmarks/make_gguf.py unique-kvs kvs.gguf       # 450,000 pairs with unique keys (9 MB)
     python benchmarks/make_gguf.py llama3-3gb-filled big.gguf  # 16 layers, ~3 GB of data on disk
 
 The model headers hold what the real ones hold: the hyperparameters, a byte-level BPE vocabulary
@@ -196,10 +198,24 @@ def small_array(path: Path) -> None:
     write_gguf(path, [gstr("a") + struct.pack("<IIQ", ARR, U8, TARGET - 64) + bytes(TARGET - 64)], [], 0, 0)
 
 
+def nested_arrays(path: Path) -> None:
+    """One pair whose value is an array of 820,000 empty u8 arrays: 12 bytes an item, 9.8 MB."""
+    n = 820_000
+    write_gguf(path, [kv("general.architecture", STR, "llama"),
+                      gstr("x") + struct.pack("<IIQ", ARR, ARR, n) + struct.pack("<IQ", U8, 0) * n], [], 0, 0)
+
+
+def unique_kvs(path: Path) -> None:
+    """450,000 pairs of unique seven-character keys and a u8: 20 bytes an item, 9 MB."""
+    write_gguf(path, [kv("general.architecture", STR, "llama")] + [kv(f"k{i:06d}", U8, 1) for i in range(450_000)],
+               [], 0, 0)
+
+
 MAKERS: dict[str, Callable[[Path], None]] = {
     "llama3": lambda p: model_gguf(p, LLAMA3), "qwen": lambda p: model_gguf(p, QWEN),
     "llama3-3gb-filled": lambda p: model_gguf(p, LLAMA3_3GB, filled=True),
     "small-kvs": small_kvs, "small-infos": small_infos, "small-array": small_array,
+    "nested-arrays": nested_arrays, "unique-kvs": unique_kvs,
 }
 
 

@@ -123,6 +123,7 @@ def gguf_rows(work: Path, runs: int) -> list[tuple[str, str, str, str]]:
         t = statistics.median(times)
         rows.append(row(f"fmt parse, 10 MB of tiny items ({kind})", spread(times), "<= 1 s", t <= 1))
         drop(path)
+    rows.extend(nested_rows(work, runs, maker))
     big = work / "big.gguf"
     subprocess.run([sys.executable, maker, "llama3-3gb-filled", str(big)], check=True)
     out, copy = work / "edited.gguf", work / "copy.gguf"
@@ -146,6 +147,31 @@ def gguf_rows(work: Path, runs: int) -> list[tuple[str, str, str, str]]:
     rows.append(row(f"cp + sync of the copy, {size}", spread(synced), "(the durable floor)", None))
     rows.append(row(f"fmt edit - (cp + sync), {size}", f"{t_edit - t_synced:+.2f} s", "", None))
     drop(big)
+    return rows
+
+
+def nested_rows(work: Path, runs: int, maker: str) -> list[tuple[str, str, str, str]]:
+    """Headers of many nested or keyed records, each command under 20 s and 300 MiB: parse, edit
+    and diff of a GGUF whose one value is an array of 820,000 arrays; diff of two GGUFs of 450,000
+    pairs each."""
+    aoa, kvs, copy, out = work / "aoa.gguf", work / "kvs.gguf", work / "kvs2.gguf", work / "edited.gguf"
+    subprocess.run([sys.executable, maker, "nested-arrays", str(aoa)], check=True)
+    subprocess.run([sys.executable, maker, "unique-kvs", str(kvs)], check=True)
+    shutil.copyfile(kvs, copy)
+    jobs = [("fmt parse, 820,000 nested arrays (9.8 MB)", [FMT, "parse", str(aoa)]),
+            ("fmt edit -o, 820,000 nested arrays", [FMT, "edit", str(aoa), "--set", "general.name=x", "-o", str(out),
+                                                    "--force", "--quiet"]),
+            ("fmt diff, 820,000 nested arrays with itself", [FMT, "diff", str(aoa), str(aoa)]),
+            ("fmt diff, 450,000 pairs with a copy (9 MB)", [FMT, "diff", str(kvs), str(copy)])]
+    rows = []
+    for label, argv in jobs:
+        measured = [run(argv) for _ in range(runs)]
+        t = statistics.median(m[0] for m in measured)
+        peak = max(m[1] for m in measured) / 2**20
+        rows.append(row(label, spread([m[0] for m in measured]) + f", {peak:.0f} MiB", "< 20 s, < 300 MiB",
+                        t < 20 and peak < 300))
+    for path in (aoa, kvs, copy, out):
+        drop(path)
     return rows
 
 
