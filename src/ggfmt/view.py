@@ -12,7 +12,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .schema.arrays import BULK_SEQUENCES, RecordList
+from .schema.arrays import BULK_SEQUENCES, ReadOnDemand, RecordList
 from .schema.constructs import PayloadRef, TensorContainer, ViewSpec
 
 SHOWN_RECORDS = 32  # of a long list of records without a view (a vocabulary, say), the first ones are listed
@@ -33,7 +33,7 @@ class Typed:
         return f"{self.type}[]" if self.array else self.type
 
 
-class Entries(Sequence[tuple[str, Typed]]):
+class Entries(ReadOnDemand):
     """A keyed section's (key, typed value) pairs, each made when it is read: a GGUF of a million
     pairs is walked, not held twice (its records and their views)."""
 
@@ -44,9 +44,7 @@ class Entries(Sequence[tuple[str, Typed]]):
     def __len__(self) -> int:
         return len(self._records)
 
-    def __getitem__(self, index: Any) -> Any:
-        if isinstance(index, slice):
-            return [self[i] for i in range(*index.indices(len(self)))]
+    def _item(self, index: int) -> Any:
         record = self._records[index]
         return str(record[self._key]), typed(record)
 
@@ -63,7 +61,7 @@ class Section:
     entries: Sequence[tuple[str, Typed]]
 
 
-class TypedItems(Sequence[Typed]):
+class TypedItems(ReadOnDemand):
     """The typed values of a list of records with a view (a GGUF array of arrays), each made when
     it is read: 820,000 arrays are not held twice."""
 
@@ -73,9 +71,7 @@ class TypedItems(Sequence[Typed]):
     def __len__(self) -> int:
         return len(self.records)
 
-    def __getitem__(self, index: Any) -> Any:
-        if isinstance(index, slice):
-            return [self[i] for i in range(*index.indices(len(self)))]
+    def _item(self, index: int) -> Any:
         return typed(self.records[index])
 
     def __iter__(self) -> Iterator[Typed]:
@@ -86,15 +82,6 @@ class TypedItems(Sequence[Typed]):
         """The same values for certain, without reading them (see :meth:`RecordList.identical`)."""
         return isinstance(other, TypedItems) and isinstance(self.records, RecordList) \
             and self.records.identical(other.records)
-
-    def __eq__(self, other: object) -> bool:
-        if self.identical(other):
-            return True
-        if isinstance(other, Sequence) and not isinstance(other, str | bytes):
-            return len(self) == len(other) and all(a == b for a, b in zip(self, other, strict=True))
-        return NotImplemented
-
-    __hash__ = None  # type: ignore[assignment]
 
 
 Item = tuple[str, Any]  # (field path, value): a value, a Typed, or a Section's entries

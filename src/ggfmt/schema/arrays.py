@@ -28,6 +28,46 @@ from ..errors import FormatError
 BULK_MIN_ITEMS = 64
 
 
+class ReadOnDemand(Sequence[Any]):
+    """A read-only sequence whose items are made when they are read: a subclass gives ``__len__``,
+    ``_item(index)`` for an index in range, and ``identical(other)`` when it can tell equality
+    without reading the items."""
+
+    __slots__ = ()
+
+    def _item(self, index: int) -> Any:
+        raise NotImplementedError
+
+    def identical(self, other: object) -> bool:
+        return False
+
+    @overload
+    def __getitem__(self, index: int) -> Any: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[Any]: ...
+
+    def __getitem__(self, index: int | slice) -> Any:
+        if isinstance(index, slice):
+            return [self._item(i) for i in range(*index.indices(len(self)))]
+        if index < 0:
+            index += len(self)
+        if not 0 <= index < len(self):
+            raise IndexError(index)
+        return self._item(index)
+
+    def __eq__(self, other: object) -> bool:
+        if self.identical(other):
+            return True
+        if isinstance(other, Sequence) and not isinstance(other, str | bytes):
+            return len(self) == len(other) and all(a == b for a, b in zip(self, other, strict=True))
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def tolist(self) -> list[Any]:
+        return list(self)
+
+
 class NumberArray(Sequence[Any]):
     """``count`` primitives of one type (``code``: the struct code, ``"<I"`` for u32 ...)."""
 
@@ -97,7 +137,7 @@ class NumberArray(Sequence[Any]):
         return f"NumberArray({len(self)} x {self.code})"
 
 
-class StringArray(Sequence[Any]):
+class StringArray(ReadOnDemand):
     """``count`` length-prefixed strings (or byte strings, when ``encoding`` is None) as the file
     holds them: ``wire`` is the bytes of the whole repeat, prefixes included, and ``starts`` the
     start of each item's text in it. An item is decoded when it is read; text that is not valid
@@ -122,18 +162,7 @@ class StringArray(Sequence[Any]):
         end = self.starts[index + 1] - self.prefix_size if index + 1 < len(self.starts) else len(self.wire)
         return start, end
 
-    @overload
-    def __getitem__(self, index: int) -> Any: ...
-    @overload
-    def __getitem__(self, index: slice) -> list[Any]: ...
-
-    def __getitem__(self, index: int | slice) -> Any:
-        if isinstance(index, slice):
-            return [self[i] for i in range(*index.indices(len(self)))]
-        if index < 0:
-            index += len(self)
-        if not 0 <= index < len(self):
-            raise IndexError(index)
+    def _item(self, index: int) -> Any:
         start, end = self._bounds(index)
         data = self.wire[start:end]
         if self.encoding is None:
@@ -148,24 +177,15 @@ class StringArray(Sequence[Any]):
         for i in range(len(self)):
             yield self[i]
 
-    def __eq__(self, other: object) -> bool:
-        if isinstance(other, StringArray) and self.prefix_size == other.prefix_size \
-                and self.encoding == other.encoding:
-            return self.wire == other.wire
-        if isinstance(other, Sequence) and not isinstance(other, str | bytes):
-            return len(self) == len(other) and all(a == b for a, b in zip(self, other, strict=True))
-        return NotImplemented
-
-    __hash__ = None  # type: ignore[assignment]
-
-    def tolist(self) -> list[Any]:
-        return list(self)
+    def identical(self, other: object) -> bool:
+        return isinstance(other, StringArray) and self.prefix_size == other.prefix_size \
+            and self.encoding == other.encoding and self.wire == other.wire
 
     def __repr__(self) -> str:
         return f"StringArray({len(self)} items)"
 
 
-class RecordList(Sequence[Any]):
+class RecordList(ReadOnDemand):
     """``count`` records of one type as the file holds them: ``wire`` is the bytes of the whole
     repeat, ``starts`` the start of each record in it, and ``reader`` the compiled reader of
     :mod:`.records` that decodes one. A record is decoded when it is read, into a new container
@@ -189,18 +209,7 @@ class RecordList(Sequence[Any]):
     def __len__(self) -> int:
         return len(self.starts)
 
-    @overload
-    def __getitem__(self, index: int) -> Any: ...
-    @overload
-    def __getitem__(self, index: slice) -> list[Any]: ...
-
-    def __getitem__(self, index: int | slice) -> Any:
-        if isinstance(index, slice):
-            return [self[i] for i in range(*index.indices(len(self)))]
-        if index < 0:
-            index += len(self)
-        if not 0 <= index < len(self):
-            raise IndexError(index)
+    def _item(self, index: int) -> Any:
         if self._last[0] == index:
             return self._last[1]
         record = self.reader.decode(self.wire, self.starts[index], index)
@@ -224,18 +233,6 @@ class RecordList(Sequence[Any]):
     def identical(self, other: object) -> bool:
         """The same records for certain, without reading them: the same bytes, read the same way."""
         return isinstance(other, RecordList) and self.reader.same_layout(other.reader) and self.wire == other.wire
-
-    def __eq__(self, other: object) -> bool:
-        if self.identical(other):
-            return True
-        if isinstance(other, Sequence) and not isinstance(other, str | bytes):
-            return len(self) == len(other) and all(a == b for a, b in zip(self, other, strict=True))
-        return NotImplemented
-
-    __hash__ = None  # type: ignore[assignment]
-
-    def tolist(self) -> list[Any]:
-        return list(self)
 
     def __repr__(self) -> str:
         return f"RecordList({len(self)} records)"

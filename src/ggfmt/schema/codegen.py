@@ -25,7 +25,7 @@ from typing import Any
 import construct as cs
 
 from ..errors import FormatError
-from .expr import Expression, ExpressionError
+from .expr import Expression, ExpressionError, context_lookup
 
 Reader = Callable[..., tuple[Any, int]]  # (buffer, position, enclosing scope, frame) -> (value, end)
 
@@ -70,24 +70,9 @@ class Frame:
 # -- expressions, as the generated code calls them ------------------------------------------
 
 
-def lookup_in(scope: dict[str, Any]) -> Callable[[str], Any]:
-    """Names as the general path resolves them: this record's fields, then the enclosing ones (``_``)."""
-    def lookup(name: str) -> Any:
-        if name == "_root":
-            return scope["_root"]
-        ctx: Any = scope
-        while ctx is not None:
-            if name in ctx:
-                return ctx[name]
-            parent = ctx.get("_")
-            ctx = parent if isinstance(parent, dict) else None
-        raise ExpressionError(f"unknown name {name!r}")
-    return lookup
-
-
 def evaluate(expr: Expression, scope: dict[str, Any]) -> Any:
     try:
-        return expr(lookup_in(scope))
+        return expr(context_lookup(scope))
     except ExpressionError:
         raise Reject from None
 
@@ -261,14 +246,7 @@ class Generator:
             raise Unsupported
         if top:
             self.top_fields = tuple(fields)
-        tags: dict[str, Any] = {}
-        if presented is not None:
-            if presented.view is not None:
-                tags["_view"] = presented.view
-            if presented.hidden:
-                tags["_hidden"] = presented.hidden
-            if presented.layout:
-                tags["_layout"] = presented.layout
+        tags = presented.tags() if presented is not None else {}
         lines.append("        out = Container()")
         for field_name in fields:
             lines.append(f"        out[{self.constant(field_name)}] = {local[field_name]}")
@@ -391,17 +369,12 @@ class Generator:
             if construct.size is None:
                 raise Unsupported  # `size: eos`
             size = self.fresh("size")
-            lines = [f"{pad}{size} = {self.expression(construct.size, local)}",
-                     f"{pad}if type({size}) is not int or {size} < 0:",
-                     f"{pad}    raise Reject",
-                     f"{pad}end = pos + {size}",
-                     f"{pad}if end > len(buf):",
-                     f"{pad}    raise Short",
-                     f"{pad}{variable} = buf[pos:end]",
-                     f"{pad}pos = end"]
-            if construct.encoding is not None:
-                lines.append(f"{pad}{variable} = {variable}.decode({self.constant(construct.encoding)})")
-            return lines
+            return [f"{pad}{size} = {self.expression(construct.size, local)}",
+                    f"{pad}if type({size}) is not int or {size} < 0:",
+                    f"{pad}    raise Reject",
+                    f"{pad}start = pos",
+                    f"{pad}pos += {size}",
+                    *self._take(variable, pad, construct.encoding)]
         if isinstance(construct, SwitchOn):
             return self._switch(construct, variable, indent, local)
         if isinstance(construct, WithArgs | Presented) or type(construct) is cs.Struct:
@@ -418,13 +391,18 @@ class Generator:
             lines = [f"{pad}{prefix} = {widths}.get({self.expression(construct.key, local)}, {default})",
                      f"{pad}if {prefix} is None:",
                      f"{pad}    raise Reject"]
-        lines += [f"{pad}start = pos + {prefix}.size",
-                  f"{pad}pos = start + {prefix}.unpack_from(buf, pos)[0]",
-                  f"{pad}if pos > len(buf):",
-                  f"{pad}    raise Short",
-                  f"{pad}{variable} = buf[start:pos]"]
-        if construct.encoding is not None:
-            lines.append(f"{pad}{variable} = {variable}.decode({self.constant(construct.encoding)})")
+        return [*lines,
+                f"{pad}start = pos + {prefix}.size",
+                f"{pad}pos = start + {prefix}.unpack_from(buf, pos)[0]",
+                *self._take(variable, pad, construct.encoding)]
+
+    def _take(self, variable: str, pad: str, encoding: str | None) -> list[str]:
+        """The bytes from ``start`` to ``pos`` (the buffer must hold them), decoded when text."""
+        lines = [f"{pad}if pos > len(buf):",
+                 f"{pad}    raise Short",
+                 f"{pad}{variable} = buf[start:pos]"]
+        if encoding is not None:
+            lines.append(f"{pad}{variable} = {variable}.decode({self.constant(encoding)})")
         return lines
 
     def _switch(self, construct: Any, variable: str, indent: int, local: dict[str, str]) -> list[str]:

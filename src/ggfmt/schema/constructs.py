@@ -30,7 +30,7 @@ import io
 import itertools
 import os
 import struct
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,7 +39,7 @@ import construct as cs
 from ..errors import FormatError, SchemaError
 from . import records
 from .arrays import BULK_MIN_ITEMS, NumberArray, RecordList, StringArray, read_strings
-from .expr import UNKNOWN, Expression, ExpressionError
+from .expr import UNKNOWN, Expression, ExpressionError, context_lookup
 from .records import codec_for, scan
 
 # -- streams -------------------------------------------------------------------------------
@@ -104,25 +104,6 @@ def is_probe(stream: Any) -> bool:
 
 
 # -- name resolution -----------------------------------------------------------------------
-
-
-def context_lookup(context: Mapping[str, Any], extra: Mapping[str, Any] | None = None) -> Callable[[str], Any]:
-    """Resolve expression names: ``extra``, then the current struct, then its parents, to the root."""
-
-    def lookup(name: str) -> Any:
-        if extra is not None and name in extra:
-            return extra[name]
-        if name == "_root":
-            return context.get("_root", context)
-        ctx: Mapping[str, Any] | None = context
-        while ctx is not None:
-            if name in ctx:
-                return ctx[name]
-            parent = ctx.get("_")
-            ctx = parent if isinstance(parent, Mapping) else None
-        raise ExpressionError(f"unknown name {name!r}")
-
-    return lookup
 
 
 def evaluate(expr: Expression, context: Mapping[str, Any], path: str, offset: int | None,
@@ -1037,15 +1018,22 @@ class Presented(cs.Adapter):  # type: ignore[misc]
         self.view = view
         self.hidden = hidden
         self.layout = layout
+        self._tags = self.tags()
+
+    def tags(self) -> dict[str, Any]:
+        """The entries a record of the type carries besides its fields."""
+        tags: dict[str, Any] = {}
+        if self.view is not None:
+            tags["_view"] = self.view
+        if self.hidden:
+            tags["_hidden"] = self.hidden
+        if self.layout:
+            tags["_layout"] = self.layout
+        return tags
 
     def _decode(self, obj: Any, context: Any, path: str) -> Any:
         if isinstance(obj, dict):
-            if self.view is not None:
-                obj["_view"] = self.view
-            if self.hidden:
-                obj["_hidden"] = self.hidden
-            if self.layout:
-                obj["_layout"] = self.layout
+            obj.update(self._tags)
         return obj
 
     def _encode(self, obj: Any, context: Any, path: str) -> Any:

@@ -124,6 +124,26 @@ def _find(items: Sequence[Any], path: str, wanted: Any) -> Any:
     return None
 
 
+def context_lookup(context: Mapping[str, Any], extra: Mapping[str, Any] | None = None) -> Callable[[str], Any]:
+    """Resolve expression names as a parse sees them: ``extra``, then the current struct's fields,
+    then its parents' (each struct's context holds its parent as ``_``), to the root."""
+
+    def lookup(name: str) -> Any:
+        if extra is not None and name in extra:
+            return extra[name]
+        if name == "_root":
+            return context.get("_root", context)
+        ctx: Mapping[str, Any] | None = context
+        while ctx is not None:
+            if name in ctx:
+                return ctx[name]
+            parent = ctx.get("_")
+            ctx = parent if isinstance(parent, Mapping) else None
+        raise ExpressionError(f"unknown name {name!r}")
+
+    return lookup
+
+
 def _ggml_int(value: Any) -> int:
     if not isinstance(value, int) or isinstance(value, bool):
         raise TypeError(f"a ggml type id is an integer, not {type(value).__name__}")
