@@ -47,6 +47,23 @@ def gguf(path: Path, pairs: list[tuple[bytes, int, Any]], version: int = 3) -> P
     return path
 
 
+def gguf_with_tensors(path: Path, n: int, change: Any = None) -> Path:
+    """A GGUF of ``n`` one-row f32 tensors of 8 elements (32 bytes each, aligned); ``change(i, info)``
+    may alter the i-th info's fields (name, ne, type, offset)."""
+    infos = b""
+    for i in range(n):
+        info = {"name": b"t.%d" % i, "ne": [8], "type": 0, "offset": 32 * i}
+        if change is not None:
+            change(i, info)
+        ne = info["ne"]
+        infos += gstr(info["name"]) + struct.pack(f"<I{len(ne)}Q", len(ne), *ne) \
+            + struct.pack("<IQ", info["type"], info["offset"])
+    head = b"GGUF" + struct.pack("<IQQ", 3, n, 1) + gstr(b"general.architecture") + struct.pack("<I", STR) \
+        + gstr(b"llama") + infos
+    path.write_bytes(head + bytes(-len(head) % 32) + bytes(32 * n))
+    return path
+
+
 def mixed_pairs(n: int) -> list[tuple[bytes, int, Any]]:
     """n pairs cycling through every value type, arrays of arrays included."""
     pairs: list[tuple[bytes, int, Any]] = [(b"general.architecture", STR, b"llama")]
@@ -232,19 +249,48 @@ def damaged(tmp_path: Path, case: str) -> Path:
         at = 24 + 9 + 4 + 12 + 50 * 13 + 4  # the count of the 51st inner array
         data[at:at + 8] = struct.pack("<Q", 1 << 40)
         path.write_bytes(bytes(data))
+    elif case in ("tensor type", "misaligned", "block", "dims", "duplicate", "overlap"):
+        def change(i: int, info: dict[str, Any]) -> None:
+            if i != 70:
+                return
+            if case == "tensor type":
+                info["type"] = 4  # Q4_2: a 2023 type current GGUF readers refuse
+            elif case == "misaligned":
+                info["offset"] += 4
+            elif case == "block":
+                info["type"], info["ne"] = 2, [8]  # q4_0 blocks are 32 elements
+            elif case == "dims":
+                info["ne"] = [1, 1, 1, 1, 8]
+            elif case == "duplicate":
+                info["name"] = b"t.3"
+            else:
+                info["offset"] = 32 * 69
+        path = gguf_with_tensors(tmp_path / "t.gguf", 100, change)
     else:
         raise AssertionError(case)
     return path
 
 
-@pytest.mark.parametrize("case", ["type", "truncated", "utf8", "deep", "count"])
+@pytest.mark.parametrize("case", ["type", "truncated", "utf8", "deep", "count", "tensor type", "misaligned",
+                                  "block", "dims", "duplicate", "overlap"])
 def test_errors_in_bulk_are_the_general_paths(case: str, tmp_path: Path, fmt: Fmt,
                                               monkeypatch: pytest.MonkeyPatch) -> None:
     path = damaged(tmp_path, case)
     bulk, general = both_ways(monkeypatch, lambda: fmt("parse", path))
     assert bulk.err == general.err
     line = assert_clean_failure(bulk)
-    assert "metadata[" in line, line
+    assert ("infos" if case in ("tensor type", "misaligned", "block", "dims", "duplicate", "overlap")
+            else "metadata[") in line, line
+
+
+def test_tensor_infos_in_bulk_read_as_written(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = gguf_with_tensors(tmp_path / "t.gguf", 300)
+    doc = engine.parse(path)
+    assert isinstance(doc.fields["infos"], RecordList)
+    assert [(t.name, t.ggml_type, t.ne, t.offset, t.nbytes) for t in doc.tensors] == \
+        [(f"t.{i}", 0, (8,), doc.fields["data_start"] + 32 * i, 32) for i in range(300)]
+    _, tensors = gguf_content(path)
+    assert [t[0] for t in tensors] == [t.name for t in doc.tensors]
 
 
 def test_a_record_the_fast_path_refuses_but_the_file_allows_is_read_by_the_general_path(

@@ -18,6 +18,7 @@ general path then reads the record, and says what is wrong with it).
 
 from __future__ import annotations
 
+import ast
 import struct
 from collections.abc import Callable
 from typing import Any
@@ -70,9 +71,10 @@ class Frame:
 # -- expressions, as the generated code calls them ------------------------------------------
 
 
-def evaluate(expr: Expression, scope: dict[str, Any]) -> Any:
+def evaluate(expr: Expression, scope: dict[str, Any], value: Any = MISSING) -> Any:
+    """``expr`` by the evaluator, in ``scope`` (``_`` is ``value`` when one is given)."""
     try:
-        return expr(context_lookup(scope))
+        return expr(context_lookup(scope, None if value is MISSING else {"_": value}))
     except ExpressionError:
         raise Reject from None
 
@@ -81,6 +83,11 @@ def hoist(frame: Frame, expr: Expression, scope: dict[str, Any]) -> Any:
     """An expression of ``_root`` alone: evaluated on first use in a scan, then remembered."""
     value = frame.hoisted[id(expr)] = evaluate(expr, scope)
     return value
+
+
+def lookup_name(scope: dict[str, Any], name: str) -> Any:
+    """A name that is not a field read earlier in the record: found as the general path finds it."""
+    return context_lookup(scope)(name)
 
 
 def check_clause(clause: Any, value: Any, scope: dict[str, Any]) -> None:
@@ -121,10 +128,16 @@ class Generated:
 
 class Generator:
     def __init__(self, runtime: dict[str, Any]) -> None:
+        from . import expr as language
+
         self.namespace: dict[str, Any] = dict(runtime)
         self.namespace.update(Container=cs.Container, ListContainer=cs.ListContainer, Short=Short, Reject=Reject,
                               StructError=struct.error, MISSING=MISSING, evaluate=evaluate, hoist=hoist,
-                              check_clause=check_clause, type=type, int=int, len=len)
+                              check_clause=check_clause, type=type, int=int, len=len,
+                              lookup_name=lookup_name, member=language._member, index_of=language._index,
+                              slice_of=language._slice, binop=language._binop, unop=language._unknown_or,
+                              call=language._call, call_lookup=language._call_lookup,
+                              ExpressionError=ExpressionError)
         self.functions: dict[int, str] = {}  # construct id -> name of its generated function
         self.counter = 0
         self.names: set[str] = set()
@@ -289,24 +302,35 @@ class Generator:
         return lines
 
     def _checks(self, field: Any, variable: str, local: dict[str, str]) -> list[str]:
+        """``contents`` and each ``valid:`` clause (``_`` is the value) as tests that raise Reject."""
         lines = []
         if field.contents is not None:
             lines += [f"if {variable} != {self.constant(field.contents)}:", "    raise Reject"]
         for clause in field.valid:
-            for expr in (clause.eq, clause.minimum, clause.maximum, clause.expr, clause.guard, *(clause.any_of or ())):
-                if expr is not None:
-                    self.names.update(expr.names - {"_"})
-            simple = clause.guard is None and clause.eq is None and clause.any_of is None and clause.expr is None \
-                and clause.unique is None and clause.disjoint is None
-            if simple and all(e is None or not e.names for e in (clause.minimum, clause.maximum)):
-                if clause.minimum is not None:
-                    lo = self.constant(clause.minimum(lambda n: None))
-                    lines += [f"if {variable} < {lo}:", "    raise Reject"]
-                if clause.maximum is not None:
-                    hi = self.constant(clause.maximum(lambda n: None))
-                    lines += [f"if {variable} > {hi}:", "    raise Reject"]
-            else:
+            if clause.unique is not None or clause.disjoint is not None:  # of a list: the general check
                 lines.append(f"check_clause({self.constant(clause)}, {variable}, scope)")
+                continue
+
+            def ev(expr: Expression) -> str:
+                return self.expression(expr, local, value=variable)
+
+            tests = []
+            if clause.eq is not None:
+                tests.append(f"{variable} != {ev(clause.eq)}")
+            if clause.any_of is not None:
+                tests.append(f"{variable} not in [{', '.join(ev(e) for e in clause.any_of)}]")
+            if clause.minimum is not None:
+                tests.append(f"{variable} < {ev(clause.minimum)}")
+            if clause.maximum is not None:
+                tests.append(f"{variable} > {ev(clause.maximum)}")
+            if clause.expr is not None:
+                tests.append(f"not {ev(clause.expr)}")
+            indent = ""
+            if clause.guard is not None:
+                lines.append(f"if {ev(clause.guard)}:")
+                indent = "    "
+            for test in tests:
+                lines += [f"{indent}if {test}:", f"{indent}    raise Reject"]
         return lines
 
     def _repeat(self, field: Any, variable: str, indent: int, local: dict[str, str]) -> list[str]:
@@ -436,23 +460,82 @@ class Generator:
         return lines
 
     # -- expressions -----------------------------------------------------------------------
-    def expression(self, expr: Expression, local: dict[str, str]) -> str:
+    def expression(self, expr: Expression, local: dict[str, str], value: str | None = None) -> str:
         """Python source for an expression's value: a local variable, a value evaluated once per
-        scan, or the general evaluator."""
-        self.names.update(expr.names)
+        scan, or the expression itself as Python that calls the evaluator's own bounded operations
+        (``_binop``, ``_member``, the functions). ``value``: the variable ``_`` names (a ``valid:``
+        clause's value)."""
+        self.names.update(expr.names - {"_"} if value is not None else expr.names)
         source = expr.source.strip()
-        if source in local:
+        if value is None and source in local:
             return local[source]
-        constant = self.constant(expr)
-        if expr.names <= {"_root"}:
-            if "_root" in expr.names:
-                HOISTED[id(expr)] = expr
-                known = f"frame.hoisted[{id(expr)}] if {id(expr)} in frame.hoisted"
-                return f"({known} else hoist(frame, {constant}, scope))"
-            return f"evaluate({constant}, scope)"
-        if "_root" in expr.names:
+        if "_root" in expr.names and expr.names != {"_root"}:
             self.names.add("_root+")  # reads the root along with a record's fields: not evaluated once
-        return f"evaluate({constant}, scope)"
+        if value is None and expr.names == {"_root"}:
+            HOISTED[id(expr)] = expr
+            known = f"frame.hoisted[{id(expr)}] if {id(expr)} in frame.hoisted"
+            return f"({known} else hoist(frame, {self.constant(expr)}, scope))"
+        try:
+            return self._python(ast.parse(source, mode="eval").body, local, value)
+        except Unsupported:  # (a comprehension, a mapping): the evaluator itself
+            if value is None:
+                return f"evaluate({self.constant(expr)}, scope)"
+            return f"evaluate({self.constant(expr)}, scope, {value})"
+
+    def _python(self, node: ast.expr, local: dict[str, str], value: str | None) -> str:
+        """One node of an expression (the evaluator accepted its tree) as Python source."""
+        from . import expr as language
+
+        def sub(n: ast.expr) -> str:
+            return self._python(n, local, value)
+
+        if isinstance(node, ast.Constant):
+            return self.constant(node.value)
+        if isinstance(node, ast.Name):
+            name = node.id
+            if name in ("True", "False", "None"):
+                return name
+            if name == "_":
+                return value if value is not None else "scope['_']"
+            if name in ("_root", "_index"):
+                return f"scope[{name!r}]"
+            if name in local:
+                return local[name]
+            return f"lookup_name(scope, {self.constant(name)})"
+        if isinstance(node, ast.Attribute):
+            return f"member({sub(node.value)}, {self.constant(node.attr)}, {self.constant(ast.unparse(node))})"
+        if isinstance(node, ast.Subscript):
+            if isinstance(node.slice, ast.Slice):
+                bounds = ", ".join(sub(b) if b is not None else "None"
+                                   for b in (node.slice.lower, node.slice.upper, node.slice.step))
+                return f"slice_of({sub(node.value)}, [{bounds}])"
+            return f"index_of({sub(node.value)}, {sub(node.slice)})"
+        if isinstance(node, ast.List | ast.Tuple):
+            return "[" + ", ".join(sub(e) for e in node.elts) + "]"
+        if isinstance(node, ast.BinOp):
+            return f"binop({self.constant(language._BINOPS[type(node.op)])}, {sub(node.left)}, {sub(node.right)})"
+        if isinstance(node, ast.UnaryOp):
+            return f"unop({self.constant(language._UNARYOPS[type(node.op)])}, {sub(node.operand)})"
+        if isinstance(node, ast.BoolOp):
+            joiner = " and " if isinstance(node.op, ast.And) else " or "
+            return "(" + joiner.join(sub(v) for v in node.values) + ")"
+        if isinstance(node, ast.Compare):
+            parts = [sub(node.left)]
+            for op, right in zip(node.ops, node.comparators, strict=True):
+                parts += [_COMPARISONS[type(op)], sub(right)]
+            return "(" + " ".join(parts) + ")"
+        if isinstance(node, ast.IfExp):
+            return f"({sub(node.body)} if {sub(node.test)} else {sub(node.orelse)})"
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and not node.keywords:
+            fn = language.FUNCTIONS[node.func.id]
+            call = "call_lookup" if fn in language._LOOKUPS else "call"
+            return f"{call}({self.constant(fn)}, [{', '.join(sub(a) for a in node.args)}])"
+        raise Unsupported
+
+
+# Python's spelling of each comparison the language allows
+_COMPARISONS = {ast.Eq: "==", ast.NotEq: "!=", ast.Lt: "<", ast.LtE: "<=", ast.Gt: ">", ast.GtE: ">=", ast.In: "in",
+                ast.NotIn: "not in", ast.Is: "is", ast.IsNot: "is not"}
 
 
 def _resolve_plan(plan: tuple[Any, ...], namespace: dict[str, Any]) -> Any:
@@ -489,5 +572,5 @@ def _handlers(indent: int) -> list[str]:
     return [f"{pad}except StructError:",
             f"{pad}    raise Short from None",
             f"{pad}except (UnicodeDecodeError, TypeError, ValueError, KeyError, IndexError, ArithmeticError,",
-            f"{pad}        RecursionError):",
+            f"{pad}        RecursionError, ExpressionError):",
             f"{pad}    raise Reject from None"]
