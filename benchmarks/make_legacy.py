@@ -1,9 +1,11 @@
 """A LLaMA-7B-shaped 2023 model file for `make bench`: GGJT (version 1 or 3) with q4_0 matrices.
 
     python benchmarks/make_legacy.py OUT.bin --version 1 --layers 4
+    python benchmarks/make_legacy.py OUT.bin --version 3 --layers 1 --embd 32 --vocab 250880   # header-heavy
 
 The real vocabulary size (32,000 tokens with scores) and the real matrix shapes (n_embd 4096,
-n_ff 11008), as many layers as asked; the blocks are a repeating pattern with finite scales.
+n_ff 11008), as many layers as asked (or a small n_embd and a large vocabulary: a file whose
+header is the work); the blocks are a repeating pattern with finite scales.
 Written with ``struct`` and numpy from the layout in fixtures/legacy/README.md, not by ggfmt.
 """
 
@@ -32,11 +34,15 @@ def main() -> None:
     parser.add_argument("out", type=Path)
     parser.add_argument("--version", type=int, choices=(1, 3), default=1)
     parser.add_argument("--layers", type=int, default=4)
+    parser.add_argument("--vocab", type=int, default=N_VOCAB, help="tokens (BLOOM's 250,880, say)")
+    parser.add_argument("--embd", type=int, default=N_EMBD, help="n_embd (n_ff is 11008/4096 of it, rounded to 32)")
     args = parser.parse_args()
     v = args.version
+    n_vocab, n_embd = args.vocab, args.embd
+    n_ff = max(32, round(n_embd * N_FF / N_EMBD / 32) * 32)
     with open(args.out, "wb") as f:
-        f.write(b"tjgg" + struct.pack("<I", v) + struct.pack("<7I", N_VOCAB, N_EMBD, 256, N_HEAD, args.layers, 128, 2))
-        for i in range(N_VOCAB):
+        f.write(b"tjgg" + struct.pack("<I", v) + struct.pack("<7I", n_vocab, n_embd, 256, N_HEAD, args.layers, 128, 2))
+        for i in range(n_vocab):
             text = b"<unk>" if i == 0 else b"<s>" if i == 1 else b"</s>" if i == 2 else b" tok%d" % i
             f.write(struct.pack("<I", len(text)) + text + struct.pack("<f", -float(i)))
 
@@ -47,17 +53,17 @@ def main() -> None:
             n = int(np.prod(ne))
             f.write(blocks(n // 32, v) if quantized else np.ones(n, dtype="<f4").tobytes())
 
-        tensor("tok_embeddings.weight", (N_EMBD, N_VOCAB), True)
-        tensor("norm.weight", (N_EMBD,), False)
-        tensor("output.weight", (N_EMBD, N_VOCAB), True)
+        tensor("tok_embeddings.weight", (n_embd, n_vocab), True)
+        tensor("norm.weight", (n_embd,), False)
+        tensor("output.weight", (n_embd, n_vocab), True)
         for b in range(args.layers):
-            tensor(f"layers.{b}.attention_norm.weight", (N_EMBD,), False)
+            tensor(f"layers.{b}.attention_norm.weight", (n_embd,), False)
             for w in ("wq", "wk", "wv", "wo"):
-                tensor(f"layers.{b}.attention.{w}.weight", (N_EMBD, N_EMBD), True)
-            tensor(f"layers.{b}.ffn_norm.weight", (N_EMBD,), False)
-            tensor(f"layers.{b}.feed_forward.w1.weight", (N_EMBD, N_FF), True)
-            tensor(f"layers.{b}.feed_forward.w2.weight", (N_FF, N_EMBD), True)
-            tensor(f"layers.{b}.feed_forward.w3.weight", (N_EMBD, N_FF), True)
+                tensor(f"layers.{b}.attention.{w}.weight", (n_embd, n_embd), True)
+            tensor(f"layers.{b}.ffn_norm.weight", (n_embd,), False)
+            tensor(f"layers.{b}.feed_forward.w1.weight", (n_embd, n_ff), True)
+            tensor(f"layers.{b}.feed_forward.w2.weight", (n_ff, n_embd), True)
+            tensor(f"layers.{b}.feed_forward.w3.weight", (n_embd, n_ff), True)
 
 
 if __name__ == "__main__":

@@ -92,6 +92,7 @@ def convert(source: Path, target: str = "gguf", *, schema: str | None = None,
     ``options`` are the conversion options given on the command line (``text_only``), which the
     table must declare."""
     from .plan import check_plan, plan_gguf
+    from .schema.expr import input_room
 
     given = {k: v for k, v in (options or {}).items() if v is not None and v is not False}
     _check_options_apply(source, given)
@@ -100,7 +101,8 @@ def convert(source: Path, target: str = "gguf", *, schema: str | None = None,
         raise SchemaError(table.name, "a GGUF mapping needs `architecture`")
     settings = _settings(table, given, outtype)
     _add_option_tensors(doc, table, settings)
-    plan = plan_gguf(doc, table, _architecture(arch, table), settings)
+    with input_room(doc.size):  # the table's expressions may build lists as long as the input allows
+        plan = plan_gguf(doc, table, _architecture(arch, table), settings)
     what = doc.schema.title if doc.schema.title and doc.schema.id != doc.schema.title else doc.schema.id
     # (a Hugging Face directory's summary counts its layers instead of naming the table)
     description = f"{what} -> Hugging Face" if target == "hf" else f"{what} -> {_shown(target)} via {table.name}"

@@ -19,6 +19,7 @@ from .errors import FormatError, UsageError
 from .inputs import note_input, open_input
 from .schema import Schema, detect_schema, load_schema
 from .schema.constructs import FileView, PayloadRef, SizeUnknown, TensorContainer, element_budget, join_path
+from .schema.expr import input_room
 
 
 def resolve_schema(path: Path, schema: Schema | str | None) -> Schema:
@@ -46,7 +47,8 @@ def parse(path: str | os.PathLike[str], schema: Schema | str | None = None,
         size = os.fstat(raw.fileno()).st_size
         with FileView(raw, size) as stream:
             try:
-                fields = _parse_root(loaded.construct, stream, values)
+                with input_room(size):
+                    fields = _parse_root(loaded.construct, stream, values)
             except RecursionError:
                 raise FormatError("", stream.tell(), "nested too deeply to be read (a structure inside itself, "
                                                      "hundreds of levels down)", str(path)) from None

@@ -191,7 +191,7 @@ class RecordList(ReadOnDemand):
     :mod:`.records` that decodes one. A record is decoded when it is read, into a new container
     each time: to change records, change a copy (``list(records)``)."""
 
-    __slots__ = ("_last", "reader", "starts", "wire")
+    __slots__ = ("_columns", "_last", "_reads", "reader", "starts", "wire")
 
     def __init__(self, wire: bytes, starts: array.array[int], reader: Any) -> None:
         self.wire = wire
@@ -200,6 +200,8 @@ class RecordList(ReadOnDemand):
         # the record read last, with its index: expressions read one record field by field
         # (infos[_index].offset, then infos[_index].nbytes)
         self._last: tuple[int, Any] = (-1, None)
+        self._reads: dict[str, int] = {}  # field -> how often one record's value was asked for
+        self._columns: dict[str, list[Any]] = {}  # field -> every record's value, once asked for often
 
     @property
     def offset(self) -> int:
@@ -221,6 +223,22 @@ class RecordList(ReadOnDemand):
         for i in range(len(starts)):
             yield decode(wire, starts[i], i)
 
+    def field(self, index: int, name: str) -> Any:
+        """Field ``name`` (one of the records' own) of record ``index``: ``vocab[i].text``. Once
+        a field has been asked for :data:`COLUMN_AFTER` times, every record's value of it is read
+        in one pass and kept (a list of one field, not the records), and indexed from then on."""
+        column = self._columns.get(name)
+        if column is None:
+            reads = self._reads[name] = self._reads.get(name, 0) + 1
+            if reads < COLUMN_AFTER:
+                return self[index][name]
+            column = self._columns[name] = [value for (value,) in self.columns(name)]
+        if index < 0:
+            index += len(column)
+        if not 0 <= index < len(column):
+            raise IndexError(index)
+        return column[index]
+
     def has_columns(self, *names: str) -> bool:
         """Whether :meth:`columns` can give the fields ``names`` (the records' own fields)."""
         return set(names) <= set(self.reader.codec.fields)
@@ -237,6 +255,9 @@ class RecordList(ReadOnDemand):
     def __repr__(self) -> str:
         return f"RecordList({len(self)} records)"
 
+
+# how often a field of single records of a list is read before the whole column is (see RecordList.field)
+COLUMN_AFTER = 64
 
 # the sequences a parse makes of long repeats, besides lists
 BULK_SEQUENCES = (NumberArray, StringArray, RecordList)

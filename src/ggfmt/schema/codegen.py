@@ -27,6 +27,8 @@ import construct as cs
 
 from ..errors import FormatError
 from .expr import Expression, ExpressionError, context_lookup
+from .exprgen import HELPERS, PythonSource
+from .exprgen import Unsupported as NotWritten
 
 Reader = Callable[..., tuple[Any, int]]  # (buffer, position, enclosing scope, frame) -> (value, end)
 
@@ -128,16 +130,12 @@ class Generated:
 
 class Generator:
     def __init__(self, runtime: dict[str, Any]) -> None:
-        from . import expr as language
-
         self.namespace: dict[str, Any] = dict(runtime)
         self.namespace.update(Container=cs.Container, ListContainer=cs.ListContainer, Short=Short, Reject=Reject,
                               StructError=struct.error, MISSING=MISSING, evaluate=evaluate, hoist=hoist,
                               check_clause=check_clause, type=type, int=int, len=len,
-                              lookup_name=lookup_name, member=language._member, index_of=language._index,
-                              slice_of=language._slice, binop=language._binop, unop=language._unknown_or,
-                              call=language._call, call_lookup=language._call_lookup,
-                              ExpressionError=ExpressionError)
+                              lookup_name=lookup_name, ExpressionError=ExpressionError)
+        self.namespace.update(HELPERS)
         self.functions: dict[int, str] = {}  # construct id -> name of its generated function
         self.counter = 0
         self.names: set[str] = set()
@@ -145,6 +143,8 @@ class Generator:
         self.top_fields: tuple[str, ...] = ()
         self.top_record: tuple[Any, Any] | None = None  # (struct, presented) of the list's own type
         self.top_params: Any = None
+        self.params_in_reach: frozenset[str] = frozenset()  # of the parameterised type being generated
+        self.params_of: dict[int, frozenset[str]] = {}  # record construct id -> its type's parameters
 
     def constant(self, value: Any) -> str:
         name = f"K{self.counter}"
@@ -208,7 +208,11 @@ class Generator:
         """A parameterised type: its arguments evaluated where it is used, then its record read in
         a scope that holds them (as :class:`~.constructs.WithArgs` makes it, without ``_index``)."""
         if inner is None:
-            inner = self.function(construct.subcon, top=self.top_record is None)
+            subcon = construct.subcon
+            while isinstance(subcon, cs.LazyBound):
+                subcon = subcon.subconfunc()
+            self.params_of[id(subcon)] = frozenset(construct.defaults)
+            inner = self.function(subcon, top=self.top_record is None)
         defaults = self.constant(dict(construct.defaults))
         self.bound.update(construct.defaults)
         lines = [f"def {name}(buf, pos, scope, frame):",
@@ -224,11 +228,21 @@ class Generator:
 
     def _record(self, name: str, struct_: cs.Struct, presented: Any, top: bool,
                 stop: tuple[str, ...] | None = None) -> list[str]:
-        from .compiler import Instance
-        from .constructs import Field
 
         if top or self.top_record is None:
             self.top_record = (struct_, presented)
+        outer_params = self.params_in_reach
+        self.params_in_reach = self.params_of.get(id(presented if presented is not None else struct_), frozenset())
+        try:
+            return self._record_lines(name, struct_, presented, top, stop)
+        finally:
+            self.params_in_reach = outer_params
+
+    def _record_lines(self, name: str, struct_: cs.Struct, presented: Any, top: bool,
+                      stop: tuple[str, ...] | None) -> list[str]:
+        from .compiler import Instance
+        from .constructs import Field
+
         lines = [f"def {name}(buf, pos, parent, frame):",
                  "    scope = {'_': parent, '_root': parent['_root'], '_index': parent.get('_index')}",
                  "    check = frame.check",
@@ -477,65 +491,27 @@ class Generator:
             return f"({known} else hoist(frame, {self.constant(expr)}, scope))"
         try:
             return self._python(ast.parse(source, mode="eval").body, local, value)
-        except Unsupported:  # (a comprehension, a mapping): the evaluator itself
+        except NotWritten:  # (a chained comparison): the evaluator itself
             if value is None:
                 return f"evaluate({self.constant(expr)}, scope)"
             return f"evaluate({self.constant(expr)}, scope, {value})"
 
     def _python(self, node: ast.expr, local: dict[str, str], value: str | None) -> str:
-        """One node of an expression (the evaluator accepted its tree) as Python source."""
-        from . import expr as language
-
-        def sub(n: ast.expr) -> str:
-            return self._python(n, local, value)
-
-        if isinstance(node, ast.Constant):
-            return self.constant(node.value)
-        if isinstance(node, ast.Name):
-            name = node.id
-            if name in ("True", "False", "None"):
-                return name
-            if name == "_":
+        """An expression's tree (the evaluator accepted it) as Python source over the record's scope:
+        a field read earlier is its local variable, a parameter of the type its frame's entry,
+        ``_`` the value being checked (in a ``valid:`` clause) or the enclosing scope."""
+        def name(identifier: str) -> str:
+            if identifier == "_":
                 return value if value is not None else "scope['_']"
-            if name in ("_root", "_index"):
-                return f"scope[{name!r}]"
-            if name in local:
-                return local[name]
-            return f"lookup_name(scope, {self.constant(name)})"
-        if isinstance(node, ast.Attribute):
-            return f"member({sub(node.value)}, {self.constant(node.attr)}, {self.constant(ast.unparse(node))})"
-        if isinstance(node, ast.Subscript):
-            if isinstance(node.slice, ast.Slice):
-                bounds = ", ".join(sub(b) if b is not None else "None"
-                                   for b in (node.slice.lower, node.slice.upper, node.slice.step))
-                return f"slice_of({sub(node.value)}, [{bounds}])"
-            return f"index_of({sub(node.value)}, {sub(node.slice)})"
-        if isinstance(node, ast.List | ast.Tuple):
-            return "[" + ", ".join(sub(e) for e in node.elts) + "]"
-        if isinstance(node, ast.BinOp):
-            return f"binop({self.constant(language._BINOPS[type(node.op)])}, {sub(node.left)}, {sub(node.right)})"
-        if isinstance(node, ast.UnaryOp):
-            return f"unop({self.constant(language._UNARYOPS[type(node.op)])}, {sub(node.operand)})"
-        if isinstance(node, ast.BoolOp):
-            joiner = " and " if isinstance(node.op, ast.And) else " or "
-            return "(" + joiner.join(sub(v) for v in node.values) + ")"
-        if isinstance(node, ast.Compare):
-            parts = [sub(node.left)]
-            for op, right in zip(node.ops, node.comparators, strict=True):
-                parts += [_COMPARISONS[type(op)], sub(right)]
-            return "(" + " ".join(parts) + ")"
-        if isinstance(node, ast.IfExp):
-            return f"({sub(node.body)} if {sub(node.test)} else {sub(node.orelse)})"
-        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and not node.keywords:
-            fn = language.FUNCTIONS[node.func.id]
-            call = "call_lookup" if fn in language._LOOKUPS else "call"
-            return f"{call}({self.constant(fn)}, [{', '.join(sub(a) for a in node.args)}])"
-        raise Unsupported
+            if identifier in ("_root", "_index"):
+                return f"scope[{identifier!r}]"
+            if identifier in local:
+                return local[identifier]
+            if identifier in self.params_in_reach:  # a parameter: in the frame the record is read in
+                return f"parent[{self.constant(identifier)}]"
+            return f"lookup_name(scope, {self.constant(identifier)})"
 
-
-# Python's spelling of each comparison the language allows
-_COMPARISONS = {ast.Eq: "==", ast.NotEq: "!=", ast.Lt: "<", ast.LtE: "<=", ast.Gt: ">", ast.GtE: ">=", ast.In: "in",
-                ast.NotIn: "not in", ast.Is: "is", ast.IsNot: "is not"}
+        return PythonSource(self.constant, name, self.fresh, plain=True).write(node)
 
 
 def _resolve_plan(plan: tuple[Any, ...], namespace: dict[str, Any]) -> Any:

@@ -25,7 +25,9 @@ import ast
 import math
 import operator
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 from .. import ggml_types
@@ -64,10 +66,30 @@ class ExpressionError(Exception):
 
 # Budgets that keep any expression, from any schema, small and quick: the largest sequence or
 # string it may build (``[0] * n``), the largest integer (in bits; sizes and offsets need 64),
-# and the longest expression text.
+# and the longest expression text. The sequence budget grows with the input being read (see
+# input_room): a list with an item per token of a 250,880-token vocabulary is as legitimate as
+# the file holding it, and costs what reading that file costs.
 MAX_SEQUENCE = 1 << 16
 MAX_INT_BITS = 256
 MAX_SOURCE = 4096
+
+_ROOM: ContextVar[int] = ContextVar("ggfmt_sequence_room", default=MAX_SEQUENCE)
+
+
+@contextmanager
+def input_room(nbytes: int) -> Iterator[None]:
+    """Inside, an expression may build sequences and strings as long as the input of ``nbytes``
+    bytes it reads (an item takes at least a byte of it), and never less than MAX_SEQUENCE."""
+    token = _ROOM.set(max(MAX_SEQUENCE, nbytes))
+    try:
+        yield
+    finally:
+        _ROOM.reset(token)
+
+
+def sequence_room() -> int:
+    """The longest sequence or string an expression may build here."""
+    return _ROOM.get()
 
 
 def _bounded(value: Any) -> Any:
@@ -76,8 +98,8 @@ def _bounded(value: Any) -> Any:
         return value
     if isinstance(value, int) and value.bit_length() > MAX_INT_BITS:
         raise ValueError(f"an integer of more than {MAX_INT_BITS} bits")
-    if isinstance(value, list | str | bytes | tuple) and len(value) > MAX_SEQUENCE:
-        raise ValueError(f"a sequence of more than {MAX_SEQUENCE} items")
+    if isinstance(value, list | str | bytes | tuple) and len(value) > (room := sequence_room()):
+        raise ValueError(f"a sequence of more than {room} items")
     return value
 
 
@@ -96,8 +118,9 @@ def _sum(values: Sequence[Any], start: Any = 0) -> Any:
     for v in values:
         if v is UNKNOWN:
             return UNKNOWN
-        if isinstance(result, list | str) and isinstance(v, list | str) and len(result) + len(v) > MAX_SEQUENCE:
-            raise ValueError(f"a sequence of more than {MAX_SEQUENCE} items")
+        if isinstance(result, list | str) and isinstance(v, list | str) and \
+                len(result) + len(v) > (room := sequence_room()):
+            raise ValueError(f"a sequence of more than {room} items")
         result = _bounded(result + v)
     return result
 
@@ -217,8 +240,8 @@ def _replace(text: Any, old: Any, new: Any) -> Any:
 
 
 def _bounded_replace(text: Any, old: Any, new: Any) -> Any:
-    if len(text) + text.count(old) * max(len(new) - len(old), 0) > MAX_SEQUENCE:
-        raise ValueError(f"a string of more than {MAX_SEQUENCE} characters")
+    if len(text) + text.count(old) * max(len(new) - len(old), 0) > (room := sequence_room()):
+        raise ValueError(f"a string of more than {room} characters")
     return text.replace(old, new)
 
 
@@ -236,8 +259,8 @@ def _join(separator: Any, items: Any) -> str:
     if not isinstance(separator, str) or not isinstance(items, list | tuple) \
             or not all(isinstance(i, str) for i in items):
         raise TypeError("join(separator, items) takes a string and a list of strings")
-    if len(separator) * max(len(items) - 1, 0) + sum(len(i) for i in items) > MAX_SEQUENCE:
-        raise ValueError(f"a string of more than {MAX_SEQUENCE} characters")
+    if len(separator) * max(len(items) - 1, 0) + sum(len(i) for i in items) > (room := sequence_room()):
+        raise ValueError(f"a string of more than {room} characters")
     return separator.join(items)
 
 
@@ -271,8 +294,8 @@ def _range(count: Any) -> list[int]:
     """``[0, 1, ..., count - 1]``: the layers of a model, for a `for` group."""
     if isinstance(count, bool) or not isinstance(count, int):
         raise TypeError("range(count) takes an integer")
-    if count > MAX_SEQUENCE:
-        raise ValueError(f"a sequence of more than {MAX_SEQUENCE} items")
+    if count > (room := sequence_room()):
+        raise ValueError(f"a sequence of more than {room} items")
     return list(range(max(count, 0)))
 
 
@@ -386,12 +409,13 @@ _CMPOPS: dict[type[ast.cmpop], Callable[[Any, Any], Any]] = {
     ast.IsNot: operator.is_not,
 }
 _ALLOWED_UNDERSCORE_NAMES = {"_", "_root", "_index"}  # _index: the element's position in a repeat
+COMPILE_AFTER = 8  # evaluations after which an expression runs as Python (see Expression._compile_python)
 
 
 class Expression:
     """A compiled expression: ``Expression("n_embd * 4")(lookup)``."""
 
-    __slots__ = ("_fn", "_locals", "names", "source")
+    __slots__ = ("_calls", "_fn", "_locals", "_tree", "names", "source")
 
     def __init__(self, source: str | int | float | bool | list[Any] | None) -> None:
         if isinstance(source, list):
@@ -407,12 +431,20 @@ class Expression:
             self.names: set[str] = set()
             self._locals: list[str] = []  # the variables of the comprehensions being compiled
             self._fn = self._compile(tree.body)
+            self._tree: ast.expr | None = tree.body
+            # a comprehension may run over a whole vocabulary: Python from its first evaluation
+            comprehension = any(isinstance(n, ast.ListComp) for n in ast.walk(tree))
+            self._calls = COMPILE_AFTER - 1 if comprehension else 0
         except SyntaxError as e:
             raise ExpressionError(f"expression {text!r} is not valid: {e.msg}") from None
         except (RecursionError, MemoryError):
             raise ExpressionError(f"expression {text[:40]!r}... is nested too deeply") from None
 
     def __call__(self, lookup: Lookup) -> Any:
+        if self._tree is not None:
+            self._calls += 1
+            if self._calls == COMPILE_AFTER:
+                self._compile_python()
         try:
             return self._fn(lookup)  # what it computed is bounded step by step; what it looked up is the file's
         except ExpressionError:
@@ -424,6 +456,21 @@ class Expression:
 
     def __repr__(self) -> str:
         return f"Expression({self.source!r})"
+
+    def _compile_python(self) -> None:
+        """From now on, run the expression as one Python function (:mod:`.exprgen`): written once
+        an expression has been evaluated a few times, so that a schema's many expressions that
+        run once each cost nothing at start-up."""
+        from .exprgen import compile_function
+
+        assert self._tree is not None
+        try:
+            fn = compile_function(self._tree)
+        except (RecursionError, MemoryError, SyntaxError):  # too deep for Python's compiler: as it was
+            fn = None
+        if fn is not None:
+            self._fn = fn
+        self._tree = None
 
     # -- compilation -------------------------------------------------------------------
     def _compile_slice(self, value: ast.expr, part: ast.Slice) -> Evaluator:
@@ -540,6 +587,7 @@ def _comprehension(items: Any, name: str, element: Evaluator, conditions: list[E
         raise TypeError(f"a comprehension goes over a list, not {type(items).__name__}")
     result = []
     spent = 0
+    budget = max(MAX_COMPREHENSION, 4 * sequence_room())
     for item in items:
         def inner(n: str, item: Any = item) -> Any:
             return item if n == name else lookup(n)
@@ -550,8 +598,8 @@ def _comprehension(items: Any, name: str, element: Evaluator, conditions: list[E
         if value is UNKNOWN:
             return UNKNOWN
         spent += 1 + (len(value) if isinstance(value, list | tuple | str | bytes) else 0)
-        if spent > MAX_COMPREHENSION:
-            raise ValueError(f"a comprehension making more than {MAX_COMPREHENSION} items and characters")
+        if spent > budget:
+            raise ValueError(f"a comprehension making more than {budget} items and characters")
         result.append(value)
     return result
 
@@ -596,15 +644,15 @@ def _binop(fn: Callable[[Any, Any], Any], left: Any, right: Any) -> Any:
     if fn is operator.mul and (isinstance(left, list | str) or isinstance(right, list | str)):
         count = right if isinstance(left, list | str) else left
         seq = left if isinstance(left, list | str) else right
-        if isinstance(count, int) and count * len(seq) > MAX_SEQUENCE:
-            raise ValueError(f"sequence of more than {MAX_SEQUENCE} items")
+        if isinstance(count, int) and count * len(seq) > (room := sequence_room()):
+            raise ValueError(f"sequence of more than {room} items")
     if fn is operator.lshift and isinstance(right, int) and right > 64:
         raise ValueError("shift by more than 64 bits")
     if fn is operator.mod and isinstance(left, str | bytes):
         raise ValueError("string formatting with % is not part of the language")
     if fn is operator.add and isinstance(left, list | str) and isinstance(right, list | str) \
-            and len(left) + len(right) > MAX_SEQUENCE:
-        raise ValueError(f"a sequence of more than {MAX_SEQUENCE} items")
+            and len(left) + len(right) > (room := sequence_room()):
+        raise ValueError(f"a sequence of more than {room} items")
     return _bounded(fn(left, right))
 
 

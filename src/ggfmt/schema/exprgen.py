@@ -1,0 +1,199 @@
+"""An expression as Python source: the tree :class:`~.expr.Expression` accepted, written once as
+one Python function instead of being walked node by node on every evaluation.
+
+Every operation is the evaluator's own helper (``_binop`` with its bounds, ``_member``,
+``_index``, the functions, the comprehension budget), so what a compiled expression computes,
+refuses and says is what the evaluator does; only the walking is gone. Constants, names and
+attributes from the schema never become source text: they are values in the function's
+namespace (``K0``, ``K1`` ...), and names are looked up as the evaluator looks them up. An
+expression whose tree uses something this module does not write (a chained comparison) keeps
+the evaluator.
+
+Values a size probe has not read (``UNKNOWN``) flow through as in the evaluator: ``and``, ``or``,
+``if``-``else`` and comparisons give UNKNOWN when what decides them is unknown. The generated
+readers of records in bulk (:mod:`.codegen`), which never see UNKNOWN, ask for plain Python
+operators instead (``plain=True``).
+"""
+
+from __future__ import annotations
+
+import ast
+import operator
+from collections.abc import Callable
+from typing import Any
+
+from . import expr as language
+from .arrays import RecordList
+
+
+class Unsupported(Exception):
+    """A node this module does not write as Python."""
+
+
+def compare(op: Callable[[Any, Any], Any], left: Any, right: Any) -> Any:
+    if left is language.UNKNOWN or right is language.UNKNOWN:
+        return language.UNKNOWN
+    return True if op(left, right) else False  # noqa: SIM210 (the evaluator's True/False)
+
+
+def comprehension(items: Any, element: Callable[[Any], Any], conditions: tuple[Callable[[Any], Any], ...]) -> Any:
+    """``[element(x) for x in items if all(c(x) for c in conditions)]`` within the evaluator's budget."""
+    if items is language.UNKNOWN:
+        return language.UNKNOWN
+    if not isinstance(items, language.ITERABLE):
+        raise TypeError(f"a comprehension goes over a list, not {type(items).__name__}")
+    result = []
+    spent = 0
+    budget = max(language.MAX_COMPREHENSION, 4 * language.sequence_room())
+    for item in items:
+        if not all(c(item) for c in conditions):
+            continue
+        value = element(item)
+        if value is language.UNKNOWN:
+            return language.UNKNOWN
+        spent += 1 + (len(value) if isinstance(value, list | tuple | str | bytes) else 0)
+        if spent > budget:
+            raise ValueError(f"a comprehension making more than {budget} items and characters")
+        result.append(value)
+    return result
+
+
+def field_at(base: Any, index: Any, attr: str, source: str) -> Any:
+    """``base[index].attr``: of a list of records read in bulk, read from the field's column."""
+    if type(base) is RecordList and type(index) is int and attr in base.reader.codec.fields:
+        return base.field(index, attr)
+    return language._member(language._index(base, index), attr, source)
+
+
+# what the generated source calls, by the names it calls them
+HELPERS: dict[str, Any] = {
+    "UNKNOWN": language.UNKNOWN, "member": language._member, "index_of": language._index,
+    "slice_of": language._slice, "binop": language._binop, "unop": language._unknown_or, "call": language._call,
+    "call_lookup": language._call_lookup, "mapping": language._mapping, "compare": compare,
+    "comprehension": comprehension, "field_at": field_at,
+}
+
+# Python's spelling of each comparison the language allows
+COMPARISONS = {ast.Eq: "==", ast.NotEq: "!=", ast.Lt: "<", ast.LtE: "<=", ast.Gt: ">", ast.GtE: ">=", ast.In: "in",
+               ast.NotIn: "not in", ast.Is: "is", ast.IsNot: "is not"}
+_OPERATORS = {ast.Eq: operator.eq, ast.NotEq: operator.ne, ast.Lt: operator.lt, ast.LtE: operator.le,
+              ast.Gt: operator.gt, ast.GtE: operator.ge, ast.In: lambda a, b: a in b,
+              ast.NotIn: lambda a, b: a not in b, ast.Is: operator.is_, ast.IsNot: operator.is_not}
+
+
+class PythonSource:
+    """Writes expression trees as Python source.
+
+    ``constant(value)`` names a value in the namespace the source runs in; ``name(identifier)``
+    gives the source that reads a name of the language (``lookup(K3)``, a local variable);
+    ``fresh(prefix)`` a new identifier. ``plain``: the values are never UNKNOWN.
+    """
+
+    def __init__(self, constant: Callable[[Any], str], name: Callable[[str], str], fresh: Callable[[str], str],
+                 plain: bool = False) -> None:
+        self.constant = constant
+        self.name = name
+        self.fresh = fresh
+        self.plain = plain
+
+    def write(self, node: ast.expr, variables: dict[str, str] | None = None) -> str:
+        """``node`` as Python; ``variables``: the comprehension variables in reach, by their Python names."""
+        variables = variables or {}
+
+        def sub(n: ast.expr) -> str:
+            return self.write(n, variables)
+
+        if isinstance(node, ast.Constant):
+            return self.constant(node.value)
+        if isinstance(node, ast.Name):
+            if node.id in ("True", "False", "None"):
+                return node.id
+            if node.id in variables:
+                return variables[node.id]
+            return self.name(node.id)
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Subscript) \
+                and not isinstance(node.value.slice, ast.Slice):  # vocab[i].text: a column's item
+            return f"field_at({sub(node.value.value)}, {sub(node.value.slice)}, {self.constant(node.attr)}, " \
+                   f"{self.constant(ast.unparse(node))})"
+        if isinstance(node, ast.Attribute):
+            return f"member({sub(node.value)}, {self.constant(node.attr)}, {self.constant(ast.unparse(node))})"
+        if isinstance(node, ast.Subscript):
+            if isinstance(node.slice, ast.Slice):
+                bounds = ", ".join(sub(b) if b is not None else "None"
+                                   for b in (node.slice.lower, node.slice.upper, node.slice.step))
+                return f"slice_of({sub(node.value)}, [{bounds}])"
+            return f"index_of({sub(node.value)}, {sub(node.slice)})"
+        if isinstance(node, ast.List | ast.Tuple):
+            return "[" + ", ".join(sub(e) for e in node.elts) + "]"
+        if isinstance(node, ast.Dict):
+            keys = ", ".join(sub(k) for k in node.keys if k is not None)
+            return f"mapping([{keys}], [{', '.join(sub(v) for v in node.values)}])"
+        if isinstance(node, ast.BinOp):
+            return f"binop({self.constant(language._BINOPS[type(node.op)])}, {sub(node.left)}, {sub(node.right)})"
+        if isinstance(node, ast.UnaryOp):
+            return f"unop({self.constant(language._UNARYOPS[type(node.op)])}, {sub(node.operand)})"
+        if isinstance(node, ast.BoolOp):
+            return self._boolean(node, sub)
+        if isinstance(node, ast.Compare):
+            if len(node.ops) != 1:
+                raise Unsupported  # a chain: the evaluator's
+            op = type(node.ops[0])
+            if self.plain:
+                return f"({sub(node.left)} {COMPARISONS[op]} {sub(node.comparators[0])})"
+            return f"compare({self.constant(_OPERATORS[op])}, {sub(node.left)}, {sub(node.comparators[0])})"
+        if isinstance(node, ast.IfExp):
+            if self.plain:
+                return f"({sub(node.body)} if {sub(node.test)} else {sub(node.orelse)})"
+            test = self.fresh("test")
+            return f"(UNKNOWN if ({test} := {sub(node.test)}) is UNKNOWN else ({sub(node.body)} if {test} " \
+                   f"else {sub(node.orelse)}))"
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and not node.keywords:
+            fn = language.FUNCTIONS[node.func.id]
+            call = "call_lookup" if fn in language._LOOKUPS else "call"
+            return f"{call}({self.constant(fn)}, [{', '.join(sub(a) for a in node.args)}])"
+        if isinstance(node, ast.ListComp):
+            generator = node.generators[0]
+            assert isinstance(generator.target, ast.Name)
+            inner = {**variables, generator.target.id: self.fresh("item")}
+            parameter = inner[generator.target.id]
+            conditions = "".join(f"lambda {parameter}: {self.write(c, inner)}, " for c in generator.ifs)
+            return f"comprehension({sub(generator.iter)}, lambda {parameter}: {self.write(node.elt, inner)}, " \
+                   f"({conditions}))"
+        raise Unsupported
+
+    def _boolean(self, node: ast.BoolOp, sub: Callable[[ast.expr], str]) -> str:
+        values = [sub(v) for v in node.values]
+        joiner = " and " if isinstance(node.op, ast.And) else " or "
+        if self.plain:
+            return "(" + joiner.join(values) + ")"
+        # each value in turn, as the evaluator: an unknown one is the answer, a deciding one too
+        decides = "not {0}" if isinstance(node.op, ast.And) else "{0}"
+        text = values[-1]
+        for value in reversed(values[:-1]):
+            held = self.fresh("held")
+            text = f"({held} if ({held} := {value}) is UNKNOWN or {decides.format(held)} else {text})"
+        return text
+
+
+def compile_function(tree: ast.expr) -> Callable[[Callable[[str], Any]], Any] | None:
+    """``tree`` as one Python function of a lookup, or None when it uses something not written here."""
+    namespace: dict[str, Any] = dict(HELPERS)
+    counter = [0]
+
+    def constant(value: Any) -> str:
+        counter[0] += 1
+        key = f"K{counter[0]}"
+        namespace[key] = value
+        return key
+
+    def fresh(prefix: str) -> str:
+        counter[0] += 1
+        return f"{prefix}{counter[0]}"
+
+    writer = PythonSource(constant, lambda name: f"lookup({constant(name)})", fresh)
+    try:
+        body = writer.write(tree)
+    except Unsupported:
+        return None
+    exec(compile(f"def evaluate(lookup):\n    return {body}\n", "<ggfmt expression>", "exec"), namespace)
+    return namespace["evaluate"]  # type: ignore[no-any-return]
