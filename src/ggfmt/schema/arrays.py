@@ -232,7 +232,11 @@ class RecordList(ReadOnDemand):
             reads = self._reads[name] = self._reads.get(name, 0) + 1
             if reads < COLUMN_AFTER:
                 return self[index][name]
-            column = self._columns[name] = [value for (value,) in self.columns(name)]
+            # every field asked for so far, in one pass (a tensor's name, type, shape and offset)
+            names = tuple(self._reads)
+            for field, values in zip(names, zip(*self.columns(*names), strict=True), strict=True):
+                self._columns[field] = list(values)
+            column = self._columns[name]
         if index < 0:
             index += len(column)
         if not 0 <= index < len(column):

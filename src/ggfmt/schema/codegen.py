@@ -26,6 +26,7 @@ from typing import Any
 import construct as cs
 
 from ..errors import FormatError
+from .arrays import BULK_MIN_ITEMS, NumberArray
 from .expr import Expression, ExpressionError, context_lookup
 from .exprgen import HELPERS, PythonSource
 from .exprgen import Unsupported as NotWritten
@@ -88,8 +89,20 @@ def hoist(frame: Frame, expr: Expression, scope: dict[str, Any]) -> Any:
 
 
 def lookup_name(scope: dict[str, Any], name: str) -> Any:
-    """A name that is not a field read earlier in the record: found as the general path finds it."""
-    return context_lookup(scope)(name)
+    """A name that is not a field read earlier in the record: found as the general path finds it
+    (this record's scope, then each enclosing one)."""
+    ctx: Any = scope
+    while type(ctx) is dict or isinstance(ctx, dict):
+        if name in ctx:
+            return ctx[name]
+        ctx = ctx.get("_")
+    raise ExpressionError(f"unknown name {name!r}")
+
+
+def tensor_record(construct: Any, record: Any) -> Any:
+    """A tensor record as :class:`~.constructs.TensorRecord` makes it (its roles checked)."""
+    construct._check_roles(record)
+    return construct._decode(record, None, "")
 
 
 def check_clause(clause: Any, value: Any, scope: dict[str, Any]) -> None:
@@ -116,6 +129,7 @@ class Generated:
         self._generator = generator
         self._top = top
         self.read: Reader = generator.namespace[top]
+        self.tensors = generator.tensor_record is not None  # records listed as tensors, made as read
         self.fields = generator.top_fields
         self.names = generator.names  # the names its expressions read
         self.bound = generator.bound  # the names its records and parameters define
@@ -134,7 +148,10 @@ class Generator:
         self.namespace.update(Container=cs.Container, ListContainer=cs.ListContainer, Short=Short, Reject=Reject,
                               StructError=struct.error, MISSING=MISSING, evaluate=evaluate, hoist=hoist,
                               check_clause=check_clause, type=type, int=int, len=len,
-                              lookup_name=lookup_name, ExpressionError=ExpressionError)
+                              lookup_name=lookup_name, ExpressionError=ExpressionError,
+                              tensor_record=tensor_record, PayloadRef=_payload_ref(),
+                              SIZES={c: struct.calcsize("<" + c) for c in "BHIQbhiqefd"},
+                              BULK_MIN_ITEMS=BULK_MIN_ITEMS, NumberArray=NumberArray, unpack_from=struct.unpack_from)
         self.namespace.update(HELPERS)
         self.functions: dict[int, str] = {}  # construct id -> name of its generated function
         self.counter = 0
@@ -143,6 +160,7 @@ class Generator:
         self.top_fields: tuple[str, ...] = ()
         self.top_record: tuple[Any, Any] | None = None  # (struct, presented) of the list's own type
         self.top_params: Any = None
+        self.tensor_record: Any = None  # the list's type when it is a tensor record
         self.params_in_reach: frozenset[str] = frozenset()  # of the parameterised type being generated
         self.params_of: dict[int, frozenset[str]] = {}  # record construct id -> its type's parameters
 
@@ -165,7 +183,7 @@ class Generator:
 
     def function(self, construct: cs.Construct, top: bool = False) -> str:
         """The name of the generated function that reads one value of ``construct``."""
-        from .constructs import Presented, WithArgs
+        from .constructs import Presented, TensorRecord, WithArgs
 
         while isinstance(construct, cs.LazyBound):
             construct = construct.subconfunc()
@@ -182,6 +200,10 @@ class Generator:
             lines = self._record(name, construct.subcon, construct, top)
         elif type(construct) is cs.Struct:
             lines = self._record(name, construct, None, top)
+        elif isinstance(construct, TensorRecord) and type(construct.subcon) is cs.Struct and top:
+            # a list of tensor records: each record made and listed as the general path lists it
+            self.tensor_record = construct
+            lines = self._record(name, construct.subcon, None, top)
         else:
             lines = [f"def {name}(buf, pos, scope, frame):", "    try:"]
             lines += self.value(construct, "v", 8, {})
@@ -279,6 +301,8 @@ class Generator:
             lines.append(f"        out[{self.constant(field_name)}] = {local[field_name]}")
         for tag, value in tags.items():
             lines.append(f"        out[{self.constant(tag)}] = {self.constant(value)}")
+        if top and self.tensor_record is not None and stop is None:
+            lines.append(f"        out = tensor_record({self.constant(self.tensor_record)}, out)")
         lines += [*_handlers(4), "    return out, pos"]
         return lines
 
@@ -370,6 +394,22 @@ class Generator:
                   f"{pad}else:"]
         subcon = field.subcon
         per_element = isinstance(subcon, SwitchOn) and "_index" in subcon.key.source
+        numbers = self._number_codes(field, local)
+        if numbers is not None:  # numbers (a tensor's dimensions): read here, no call
+            codes, key = numbers
+            code = self.fresh("code")
+            lines += [f"{pad}    {code} = {self.constant(codes)}.get({key if key is not None else 'None'})",
+                      f"{pad}    if {code} is None:",
+                      f"{pad}        raise Reject",
+                      f"{pad}    end = pos + {count} * SIZES[{code}]",
+                      f"{pad}    if end > len(buf):",
+                      f"{pad}        raise Short",
+                      f"{pad}    if {count} >= BULK_MIN_ITEMS:",
+                      f"{pad}        {variable} = NumberArray(buf[pos:end], {code})",
+                      f"{pad}    else:",
+                      f"{pad}        {variable} = ListContainer(unpack_from(f'<{{{count}}}{{{code}}}', buf, pos))",
+                      f"{pad}    pos = end"]
+            return lines
         if isinstance(subcon, SwitchOn) and not per_element:
             cases = {k: (c, self.function(c)) for k, c in subcon.cases.items()}
             default = (subcon.default, self.function(subcon.default)) if subcon.default is not None else None
@@ -382,10 +422,27 @@ class Generator:
         self.namespace[plan] = _resolve_plan(self.namespace[plan], self.namespace)
         return lines
 
+    def _number_codes(self, field: Any, local: dict[str, str]) -> tuple[dict[Any, Any], str | None] | None:
+        """When every element of a repeat is a primitive number, whatever its switch chooses: the
+        struct code of each choice and the source of the switch's key (None: no switch)."""
+        from .constructs import PRIMITIVE_CODES, SwitchOn
+
+        subcon = field.subcon
+        if field.bulk_code is not None:
+            return {None: field.bulk_code}, None
+        if not isinstance(subcon, SwitchOn) or "_index" in subcon.key.source:
+            return None
+        choices = list(subcon.cases.values()) + ([subcon.default] if subcon.default is not None else [])
+        if not all(c in PRIMITIVE_CODES for c in choices):
+            return None
+        codes = _Choices({k: PRIMITIVE_CODES[c] for k, c in subcon.cases.items()},
+                         PRIMITIVE_CODES[subcon.default] if subcon.default is not None else None)
+        return codes, self.expression(subcon.key, local)
+
     # -- values ----------------------------------------------------------------------------
     def value(self, construct: cs.Construct, variable: str, indent: int, local: dict[str, str]) -> list[str]:
         """Lines that read one value of ``construct`` at ``pos`` into ``variable`` and advance ``pos``."""
-        from .constructs import PRIMITIVE_CODES, PrefixedBytes, Presented, SizedBytes, SwitchOn, WithArgs
+        from .constructs import PRIMITIVE_CODES, Payload, PrefixedBytes, Presented, SizedBytes, SwitchOn, WithArgs
 
         pad = " " * indent
         while isinstance(construct, cs.LazyBound):
@@ -403,6 +460,17 @@ class Generator:
                     f"{pad}pos = end"]
         if isinstance(construct, PrefixedBytes):
             return self._prefixed(construct, variable, pad, local)
+        if isinstance(construct, Payload):
+            if construct.at is None or construct.size is None:
+                raise Unsupported  # in place: the data would be read into the buffer
+            size, start = self.fresh("size"), self.fresh("start")
+            return [f"{pad}{size} = {self.expression(construct.size, local)}",
+                    f"{pad}{start} = {self.expression(construct.at, local)}",
+                    f"{pad}if type({size}) is not int or {size} < 0 or type({start}) is not int or {start} < 0:",
+                    f"{pad}    raise Reject",
+                    f"{pad}if {size} > frame.file_size - {start}:",
+                    f"{pad}    raise Reject",
+                    f"{pad}{variable} = PayloadRef({start}, {size})"]
         if isinstance(construct, SizedBytes):
             if construct.size is None:
                 raise Unsupported  # `size: eos`
@@ -539,6 +607,23 @@ class _Plan:
             return None
         construct, name = chosen
         return construct, self.namespace[name]
+
+
+class _Choices(dict[Any, Any]):
+    """A switch's choices with its default (``_``): what ``get`` gives for any other key."""
+
+    def __init__(self, cases: dict[Any, Any], default: Any) -> None:
+        super().__init__(cases)
+        self.default = default
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        return super().get(key, self.default)
+
+
+def _payload_ref() -> Any:
+    from .constructs import PayloadRef
+
+    return PayloadRef
 
 
 def _handlers(indent: int) -> list[str]:

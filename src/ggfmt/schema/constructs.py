@@ -374,7 +374,7 @@ class Field(cs.Construct):  # type: ignore[misc]
         return items
 
     def _read_records(self, stream: Any, context: Any, element: Any, count: int, path: str,
-                      offset: int) -> RecordList | None:
+                      offset: int) -> RecordList | list[Any] | None:
         """A long repeat of records through the compiled reader (:mod:`.records`), or None when the
         element does not compile, or the compiled reader meets a record it does not decide and the
         general path reads that record without an error (the general path then reads them all)."""
@@ -385,6 +385,11 @@ class Field(cs.Construct):  # type: ignore[misc]
         before = budget[0] if budget is not None else 0
         got = scan(codec, stream, context, count, offset, stream_size(stream), budget, _depth[0])
         if isinstance(got, RecordList):
+            return got
+        if isinstance(got, list):  # tensor records: listed as the parse's tensors, in order
+            found = context.get("_params", {}).get("_tensors")
+            if found is not None:
+                found.extend((f"{path}[{i}]", record) for i, record in enumerate(got))
             return got
         # The general path reads the record the fast path left: its error is the one reported.
         self._read_one(stream, context, f"{path}[{got}]", got)

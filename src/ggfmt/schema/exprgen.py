@@ -70,7 +70,7 @@ HELPERS: dict[str, Any] = {
     "UNKNOWN": language.UNKNOWN, "member": language._member, "index_of": language._index,
     "slice_of": language._slice, "binop": language._binop, "unop": language._unknown_or, "call": language._call,
     "call_lookup": language._call_lookup, "mapping": language._mapping, "compare": compare,
-    "comprehension": comprehension, "field_at": field_at,
+    "comprehension": comprehension, "field_at": field_at, "bounded": language._bounded,
 }
 
 # Python's spelling of each comparison the language allows
@@ -149,8 +149,12 @@ class PythonSource:
                    f"else {sub(node.orelse)}))"
         if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and not node.keywords:
             fn = language.FUNCTIONS[node.func.id]
+            arguments = ", ".join(sub(a) for a in node.args)
+            if self.plain:  # (no argument is UNKNOWN)
+                called = f"{self.constant(fn)}({arguments})"
+                return called if fn in language._LOOKUPS else f"bounded({called})"
             call = "call_lookup" if fn in language._LOOKUPS else "call"
-            return f"{call}({self.constant(fn)}, [{', '.join(sub(a) for a in node.args)}])"
+            return f"{call}({self.constant(fn)}, [{arguments}])"
         if isinstance(node, ast.ListComp):
             generator = node.generators[0]
             assert isinstance(generator.target, ast.Name)

@@ -56,6 +56,8 @@ class Codec:
         # whether the records read the same wherever the enclosing values are the same: their
         # expressions name only their own fields, _index, and the root in expressions evaluated once
         self.self_contained = not (generated.names - generated.bound - {"_index", "_root"})
+        # tensor records: kept as made (a list of them), and listed as the parse's tensors
+        self.tensors: bool = generated.tensors
 
     def upto(self, names: tuple[str, ...]) -> Callable[..., Any]:
         """A reader of one record as far as the fields ``names``, returning their values."""
@@ -70,11 +72,11 @@ def codec_for(construct: cs.Construct) -> Codec | None:
     (or is not a record type: a repeated value is read by the field itself)."""
     key = id(construct)
     if key not in _CODECS:
-        from .constructs import Presented, WithArgs
+        from .constructs import Presented, TensorRecord, WithArgs
 
         inner = construct.subconfunc() if isinstance(construct, cs.LazyBound) else construct
         inner = inner.subcon if isinstance(inner, WithArgs) else inner
-        if not isinstance(inner.subcon if isinstance(inner, Presented) else inner, cs.Struct):
+        if not isinstance(inner.subcon if isinstance(inner, Presented | TensorRecord) else inner, cs.Struct):
             _CODECS[key] = None
             return None
         try:
@@ -232,10 +234,10 @@ class BoundReader:
 
 
 def scan(codec: Codec, stream: Any, context: Any, count: int, offset: int, file_size: int,
-         budget: list[int] | None, depth: int) -> RecordList | int:
-    """Read ``count`` records from ``stream`` at ``offset``: a :class:`RecordList`, or the index of
-    the first record the fast path does not decide (the stream is then at that record's start,
-    and the budget as it was before it)."""
+         budget: list[int] | None, depth: int) -> RecordList | list[Any] | int:
+    """Read ``count`` records from ``stream`` at ``offset``: a :class:`RecordList` (a list of the
+    records themselves, for tensor records), or the index of the first record the fast path does
+    not decide (the stream is then at that record's start, and the budget as it was before it)."""
     left = file_size - offset
     buf = stream.read(min(left, max(count * codec.min_size, 1 << 20)))
     starts = _starts(count, left)
@@ -246,12 +248,13 @@ def scan(codec: Codec, stream: Any, context: Any, count: int, offset: int, file_
     frame = Frame(offset, file_size, True, budget, depth, hoisted)
     pos = 0
     read = codec.read
+    made: list[Any] | None = cs.ListContainer() if codec.tensors else None
     i = 0
     while i < count:
         scope["_index"] = i
         spent = budget[0] if budget is not None else 0
         try:
-            _, end = read(buf, pos, scope, frame)
+            record, end = read(buf, pos, scope, frame)
         except Short:
             if budget is not None:
                 budget[0] = spent
@@ -269,5 +272,9 @@ def scan(codec: Codec, stream: Any, context: Any, count: int, offset: int, file_
         starts[i] = pos
         pos = end
         i += 1
+        if made is not None:
+            made.append(record)
     stream.seek(offset + pos)
+    if made is not None:
+        return made
     return RecordList(bytes(buf[:pos]), starts, BoundReader(codec, scope, offset, hoisted))
