@@ -44,6 +44,84 @@ def run(argv: Sequence[str], env: dict[str, str] | None = None, allow_failure: b
     return elapsed, usage.ru_maxrss * 1024
 
 
+def cpu(argv: Sequence[str], env: dict[str, str] | None = None) -> tuple[float, int]:
+    """CPU seconds (user + system) and peak RSS (bytes) of one child process."""
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            env=None if env is None else {**os.environ, **env})
+    _, status, usage = os.wait4(proc.pid, 0)
+    if os.waitstatus_to_exitcode(status) != 0:
+        assert proc.stderr is not None
+        raise SystemExit(f"{' '.join(argv)} failed: {proc.stderr.read().decode()}")
+    return usage.ru_utime + usage.ru_stime, usage.ru_maxrss * 1024
+
+
+def llama_cpp_converter(work: Path) -> tuple[Path, dict[str, str]] | None:
+    """llama.cpp's convert_llama_ggml_to_gguf.py with its own gguf-py, from the llama-cpp-python source
+    distribution of the version the tests install (pip's cache has it once the tests were set up)."""
+    import tomllib
+
+    pins = tomllib.loads((Path(__file__).resolve().parent.parent / "pyproject.toml").read_text())
+    pin = next((d for extra in pins["project"]["optional-dependencies"].values() for d in extra
+                if d.startswith("llama-cpp-python")), "llama-cpp-python")
+    where = work / "sdist"
+    got = subprocess.run([sys.executable, "-m", "pip", "download", pin, "--no-binary", ":all:", "--no-deps", "-q",
+                          "-d", str(where)], capture_output=True)
+    archives = list(where.glob("*.tar.gz")) if got.returncode == 0 else []
+    if not archives:
+        return None
+    import tarfile
+
+    with tarfile.open(archives[0]) as tar:
+        members = [m for m in tar.getmembers() if "/vendor/llama.cpp/gguf-py/" in m.name
+                   or m.name.endswith("/vendor/llama.cpp/convert_llama_ggml_to_gguf.py")]
+        tar.extractall(where, members, filter="data")
+    script = next(where.glob("*/vendor/llama.cpp/convert_llama_ggml_to_gguf.py"))
+    return script, {"PYTHONPATH": str(script.parent / "gguf-py")}
+
+
+def header_rows(work: Path, runs: int) -> list[tuple[str, str, str, str]]:
+    """2023 files whose header is the work (n_embd 32, one layer, f32): ggfmt's parse against a
+    plain struct reader of the same header, each process's CPU beyond its own start-up (fmt --help,
+    python -c pass); to-gguf against llama.cpp's convert_llama_ggml_to_gguf.py, CPU and peak RSS."""
+    maker = str(Path(__file__).resolve().parent / "make_legacy.py")
+    reader = str(Path(__file__).resolve().parent / "read_legacy_header.py")
+    converter = llama_cpp_converter(work)
+    start_fmt = statistics.median(cpu([FMT, "--help"])[0] for _ in range(runs))
+    start_python = statistics.median(cpu([sys.executable, "-c", "pass"])[0] for _ in range(runs))
+    rows = []
+    for n_vocab in (32_000, 250_880):
+        source, out, ref = work / f"vocab-{n_vocab}.bin", work / "vocab.gguf", work / "vocab-ref.gguf"
+        subprocess.run([sys.executable, maker, str(source), "--version", "3", "--layers", "1", "--embd", "32",
+                        "--vocab", str(n_vocab), "--f32"], check=True)
+        label = f"{n_vocab:,}-token 2023 file ({source.stat().st_size / 1e6:,.0f} MB)"
+        ours = statistics.median(cpu([FMT, "parse", str(source)])[0] for _ in range(runs)) - start_fmt
+        plain = statistics.median(cpu([sys.executable, reader, str(source)])[0] for _ in range(runs)) - start_python
+        rows.append(row(f"fmt parse work, {label}", f"{ours:.2f} s CPU (struct reader {plain:.2f} s, "
+                        f"x{ours / max(plain, 1e-3):.1f})", "<= 3x the reader", ours <= 3 * plain))
+        converts = []
+        for _ in range(runs):
+            drop(out)
+            converts.append(cpu([FMT, "to-gguf", str(source), "-o", str(out), "--quiet"]))
+        t = statistics.median(c[0] for c in converts)
+        peak = max(c[1] for c in converts) / 2**20
+        if converter is not None:
+            refs = []
+            for _ in range(runs):
+                drop(ref)
+                refs.append(cpu([sys.executable, str(converter[0]), "--input", str(source), "--output", str(ref)],
+                                converter[1])[0])
+            t_ref = statistics.median(refs)
+            rows.append(row(f"fmt to-gguf CPU, {label}", f"{t:.2f} s (llama.cpp's converter {t_ref:.2f} s, "
+                            f"x{t / t_ref:.2f})", "<= 0.5x llama.cpp's", t <= 0.5 * t_ref))
+        else:
+            rows.append(row(f"fmt to-gguf CPU, {label}", f"{t:.2f} s (llama.cpp's converter: not available)",
+                            "<= 0.5x llama.cpp's", None))
+        rows.append(row(f"fmt to-gguf peak RSS, {label}", f"{peak:.0f} MiB", "<= 100 MiB", peak <= 100))
+        for path in (source, out, ref):
+            drop(path)
+    return rows
+
+
 def drop(path: Path) -> None:
     path.unlink(missing_ok=True)
 
@@ -119,9 +197,14 @@ def gguf_rows(work: Path, runs: int) -> list[tuple[str, str, str, str]]:
     for kind in ("small-kvs", "small-infos", "small-array"):
         path = work / f"{kind}.gguf"
         subprocess.run([sys.executable, maker, kind, str(path)], check=True)
-        times = [run([FMT, "parse", str(path)], allow_failure=True)[0] for _ in range(runs)]
-        t = statistics.median(times)
-        rows.append(row(f"fmt parse, 10 MB of tiny items ({kind})", spread(times), "<= 1 s", t <= 1))
+        measured = [run([FMT, "parse", str(path)], allow_failure=True) for _ in range(runs)]
+        t = statistics.median(m[0] for m in measured)
+        peak = max(m[1] for m in measured) / 2**20
+        rows.append(row(f"fmt parse, 10 MB of tiny items ({kind})", spread([m[0] for m in measured])
+                        + f", {peak:.0f} MiB", "<= 2 s, <= 200 MiB", t <= 2 and peak <= 200))
+        as_json = [run([FMT, "parse", str(path), "--json"], allow_failure=True)[0] for _ in range(runs)]
+        rows.append(row(f"fmt parse --json, 10 MB of tiny items ({kind})", spread(as_json), "<= 4 s",
+                        statistics.median(as_json) <= 4))
         drop(path)
     rows.extend(nested_rows(work, runs, maker))
     big = work / "big.gguf"
@@ -205,7 +288,8 @@ def main() -> int:
     parser.add_argument("--peft-mb", type=float, default=770, help="size of the PEFT adapter in MB")
     parser.add_argument("--dir", type=Path, help="where to put the checkpoints (default: a temporary directory)")
     parser.add_argument("--only", choices=("gguf", "legacy"),
-                        help="only these rows (gguf: GGUF parse, dump, edit; legacy: 2023 model files to GGUF)")
+                        help="only these rows (gguf: GGUF parse, dump, edit; legacy: 2023 model files to GGUF, "
+                             "and header-heavy ones against a struct reader and llama.cpp's converter)")
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="ggfmt-bench-", dir=args.dir))
@@ -216,6 +300,7 @@ def main() -> int:
             args.sizes = []
         if args.only == "legacy":
             rows.extend(legacy_rows(work, args.runs))
+            rows.extend(header_rows(work, args.runs))
             return _print(rows, args.runs)
         largest = None
         for size_mb in args.sizes:
@@ -272,6 +357,7 @@ def main() -> int:
 
         rows.extend(model_rows(work, args.runs, args.peft_mb))
         rows.extend(legacy_rows(work, args.runs))
+        rows.extend(header_rows(work, args.runs))
         rows.extend(gguf_rows(work, args.runs))
 
         like7b = make_checkpoint(work / "like-7b.bin", n_layer=32, n_embd=64, n_vocab=320, n_mult=32)

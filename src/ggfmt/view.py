@@ -91,9 +91,15 @@ _SEQUENCES = (list, tuple, TypedItems, *BULK_SEQUENCES)
 _PLAIN_SEQUENCES = frozenset(_SEQUENCES)
 
 
+_SCALARS = frozenset((int, float, str, bytes, bool, type(None)))
+
+
 def is_sequence(value: Any) -> bool:
     # (the type itself first: an isinstance check against these abstract sequences is slow)
-    return type(value) in _PLAIN_SEQUENCES or isinstance(value, _SEQUENCES)
+    kind = type(value)
+    if kind in _SCALARS:
+        return False
+    return kind in _PLAIN_SEQUENCES or isinstance(value, _SEQUENCES)
 
 
 def is_records(value: Any) -> bool:
