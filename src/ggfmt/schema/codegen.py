@@ -130,6 +130,8 @@ class Generated:
         self._top = top
         self.read: Reader = generator.namespace[top]
         self.tensors = generator.tensor_record is not None  # records listed as tensors, made as read
+        # what a scan runs: every field read and checked, the record not made (tensors are kept)
+        self.skim: Reader = self.read if self.tensors else generator.column(())
         self.fields = generator.top_fields
         self.names = generator.names  # the names its expressions read
         self.bound = generator.bound  # the names its records and parameters define
@@ -213,7 +215,8 @@ class Generator:
 
     def column(self, stop: tuple[str, ...]) -> Callable[..., Any]:
         """A reader of the list's records that stops once the fields ``stop`` are read and
-        returns their values."""
+        returns their values; with no fields, one that reads and checks a whole record and returns
+        (None, the position after it): what a scan runs, the record itself not made."""
         assert self.top_record is not None
         struct_, presented = self.top_record
         name = self.fresh("column_")
@@ -287,10 +290,12 @@ class Generator:
             lines.append(f"        scope[{key}] = {variable}")
             local[field_name] = variable
             fields.append(field_name)
-            if stop is not None and all(n in local for n in stop):
+            if stop and all(n in local for n in stop):
                 values = ", ".join(local[n] for n in stop)
                 lines += [*_handlers(4), f"    return ({values},)"]
                 return lines
+        if stop == ():
+            return [*lines, "        pass", *_handlers(4), "    return None, pos"]
         if stop is not None:
             raise Unsupported
         if top:

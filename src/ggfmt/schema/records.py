@@ -50,6 +50,7 @@ class Codec:
     def __init__(self, construct: cs.Construct, generated: Any, min_size: int) -> None:
         self.construct = construct
         self.read = generated.read
+        self.skim = generated.skim  # (a scan's: the same checks, no record made)
         self.fields: tuple[str, ...] = generated.fields  # the record's own fields and instances, in order
         self._generated = generated
         self.min_size = min_size  # bytes a record takes at least (its fixed leading fields)
@@ -247,7 +248,7 @@ def scan(codec: Codec, stream: Any, context: Any, count: int, offset: int, file_
     hoisted: dict[int, Any] = {}
     frame = Frame(offset, file_size, True, budget, depth, hoisted)
     pos = 0
-    read = codec.read
+    read = codec.skim
     made: list[Any] | None = cs.ListContainer() if codec.tensors else None
     i = 0
     while i < count:
