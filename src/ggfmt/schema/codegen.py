@@ -19,6 +19,7 @@ general path then reads the record, and says what is wrong with it).
 from __future__ import annotations
 
 import ast
+import re
 import struct
 from collections.abc import Callable
 from typing import Any
@@ -259,7 +260,7 @@ class Generator:
         outer_params = self.params_in_reach
         self.params_in_reach = self.params_of.get(id(presented if presented is not None else struct_), frozenset())
         try:
-            return self._record_lines(name, struct_, presented, top, stop)
+            return _without_unread_scope(self._record_lines(name, struct_, presented, top, stop))
         finally:
             self.params_in_reach = outer_params
 
@@ -629,6 +630,19 @@ def _payload_ref() -> Any:
     from .constructs import PayloadRef
 
     return PayloadRef
+
+
+_STORE = re.compile(r"\s*scope\[K\d+\] = f\d+")
+
+
+def _without_unread_scope(lines: list[str]) -> list[str]:
+    """A record function without its scope when nothing reads the scope (no expression looks up
+    a name, no record inside it names it as its parent): the fields are local variables only, and
+    a record costs no dictionary (a vocabulary entry: its length, its text, its score)."""
+    body = [line for line in lines[2:] if not _STORE.fullmatch(line)]
+    if any("scope" in line for line in body):
+        return lines
+    return [lines[0], *body]
 
 
 def _handlers(indent: int) -> list[str]:
