@@ -28,6 +28,10 @@ from ..errors import FormatError
 BULK_MIN_ITEMS = 64
 
 
+# bytes of one item of each number code NumberArray holds
+ITEM_SIZES = {code: struct.calcsize("<" + code) for code in "BHIQbhiqefd"}
+
+
 class ReadOnDemand(Sequence[Any]):
     """A read-only sequence whose items are made when they are read: a subclass gives ``__len__``,
     ``_item(index)`` for an index in range, and ``identical(other)`` when it can tell equality

@@ -27,7 +27,7 @@ from typing import Any
 import construct as cs
 
 from ..errors import FormatError
-from .arrays import BULK_MIN_ITEMS, NumberArray
+from .arrays import BULK_MIN_ITEMS, ITEM_SIZES, NumberArray
 from .expr import Expression, ExpressionError, context_lookup
 from .exprgen import HELPERS, PythonSource
 from .exprgen import Unsupported as NotWritten
@@ -153,7 +153,7 @@ class Generator:
                               check_clause=check_clause, type=type, int=int, len=len,
                               lookup_name=lookup_name, ExpressionError=ExpressionError,
                               tensor_record=tensor_record, PayloadRef=_payload_ref(),
-                              SIZES={c: struct.calcsize("<" + c) for c in "BHIQbhiqefd"},
+                              SIZES=ITEM_SIZES,
                               BULK_MIN_ITEMS=BULK_MIN_ITEMS, NumberArray=NumberArray, unpack_from=struct.unpack_from)
         self.namespace.update(HELPERS)
         self.functions: dict[int, str] = {}  # construct id -> name of its generated function
@@ -420,12 +420,12 @@ class Generator:
             cases = {k: (c, self.function(c)) for k, c in subcon.cases.items()}
             default = (subcon.default, self.function(subcon.default)) if subcon.default is not None else None
             key = self.expression(subcon.key, local)
-            plan = self.constant((field.bulk_code, cases, default, False))
+            plan = self.constant(_Plan(field.bulk_code, cases, default, False, self.namespace))
             lines.append(f"{pad}    {variable}, pos = read_repeat(buf, pos, scope, frame, {count}, {plan}, {key})")
         else:
-            plan = self.constant((field.bulk_code, {None: (subcon, self.function(subcon))}, None, per_element))
+            plan = self.constant(_Plan(field.bulk_code, {None: (subcon, self.function(subcon))}, None, per_element,
+                                       self.namespace))
             lines.append(f"{pad}    {variable}, pos = read_repeat(buf, pos, scope, frame, {count}, {plan}, None)")
-        self.namespace[plan] = _resolve_plan(self.namespace[plan], self.namespace)
         return lines
 
     def _number_codes(self, field: Any, local: dict[str, str]) -> tuple[dict[Any, Any], str | None] | None:
@@ -588,14 +588,10 @@ class Generator:
         return PythonSource(self.constant, name, self.fresh, plain=True).write(node)
 
 
-def _resolve_plan(plan: tuple[Any, ...], namespace: dict[str, Any]) -> Any:
-    """A repeat's plan with its element functions looked up by name when it first runs (the
-    function of a type inside itself exists only once its generation ends)."""
-    bulk_code, cases, default, per_element = plan
-    return _Plan(bulk_code, cases, default, per_element, namespace)
-
-
 class _Plan:
+    """A repeat's elements: its functions looked up by name when it first runs (the function of a
+    type inside itself exists only once its generation ends)."""
+
     __slots__ = ("bulk_code", "cases", "default", "namespace", "per_element")
 
     def __init__(self, bulk_code: str | None, cases: dict[Any, tuple[Any, str]], default: tuple[Any, str] | None,

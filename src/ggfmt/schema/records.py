@@ -33,7 +33,7 @@ from typing import Any
 import construct as cs
 
 from ..errors import FormatError
-from .arrays import BULK_MIN_ITEMS, NumberArray, RecordList, StringArray
+from .arrays import BULK_MIN_ITEMS, ITEM_SIZES, NumberArray, RecordList, StringArray
 from .codegen import HOISTED, Frame, Generator, Reject, Short, Unsupported, evaluate
 
 __all__ = ["MIN_RECORDS", "BoundReader", "Codec", "Frame", "Reject", "Short", "codec_for", "scan"]
@@ -41,14 +41,12 @@ __all__ = ["MIN_RECORDS", "BoundReader", "Codec", "Frame", "Reject", "Short", "c
 # Below this many records a repeat is read into a list of containers, as a short list is best held.
 MIN_RECORDS = BULK_MIN_ITEMS
 
-_SIZES = {code: struct.calcsize("<" + code) for code in "BHIQbhiqefd"}
 
 
 class Codec:
     """The compiled reader of one record type (generated once per construct, shared by every scan)."""
 
-    def __init__(self, construct: cs.Construct, generated: Any, min_size: int) -> None:
-        self.construct = construct
+    def __init__(self, generated: Any, min_size: int) -> None:
         self.read = generated.read
         self.skim = generated.skim  # (a scan's: the same checks, no record made)
         self.fields: tuple[str, ...] = generated.fields  # the record's own fields and instances, in order
@@ -82,7 +80,7 @@ def codec_for(construct: cs.Construct) -> Codec | None:
             return None
         try:
             generated = Generator({"read_repeat": read_repeat}).compile(construct)
-            _CODECS[key] = Codec(construct, generated, max(_leading_size(inner), 1))
+            _CODECS[key] = Codec(generated, max(_leading_size(inner), 1))
         except Unsupported:
             _CODECS[key] = None
     return _CODECS[key]
@@ -115,7 +113,7 @@ def read_repeat(buf: bytes, pos: int, scope: dict[str, Any], frame: Frame, count
     element, reader = chosen
     code = plan.bulk_code or PRIMITIVE_CODES.get(element)
     if code is not None:
-        end = pos + count * _SIZES[code]
+        end = pos + count * ITEM_SIZES[code]
         if end > len(buf):
             raise Short
         if count >= BULK_MIN_ITEMS:
