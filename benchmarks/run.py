@@ -194,6 +194,7 @@ def gguf_rows(work: Path, runs: int) -> list[tuple[str, str, str, str]]:
                         f"fmt parse x{t_dump / t:.0f} faster, "
                         f"{max(d[1] for d in dump) / 2**20:.0f} MiB", None))
         drop(path)
+    printer = str(Path(__file__).resolve().parent / "print_gguf_items.py")
     for kind in ("small-kvs", "small-infos", "small-array"):
         path = work / f"{kind}.gguf"
         subprocess.run([sys.executable, maker, kind, str(path)], check=True)
@@ -202,6 +203,11 @@ def gguf_rows(work: Path, runs: int) -> list[tuple[str, str, str, str]]:
         peak = max(m[1] for m in measured) / 2**20
         rows.append(row(f"fmt parse, 10 MB of tiny items ({kind})", spread([m[0] for m in measured])
                         + f", {peak:.0f} MiB", "<= 2 s, <= 200 MiB", t <= 2 and peak <= 200))
+        # what Python itself costs: a struct reader printing a line per item, nothing checked or escaped
+        floor = [run([sys.executable, printer, str(path)]) for _ in range(runs)]
+        rows.append(row(f"  plain struct reader and printer ({kind})", spread([f[0] for f in floor])
+                        + f", {max(f[1] for f in floor) / 2**20:.0f} MiB",
+                        f"fmt parse x{t / statistics.median(f[0] for f in floor):.1f}", None))
         as_json = [run([FMT, "parse", str(path), "--json"], allow_failure=True)[0] for _ in range(runs)]
         rows.append(row(f"fmt parse --json, 10 MB of tiny items ({kind})", spread(as_json), "<= 4 s",
                         statistics.median(as_json) <= 4))

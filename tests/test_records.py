@@ -154,6 +154,19 @@ def test_gguf_of_every_value_type_reads_as_written(tmp_path: Path, fmt: Fmt) -> 
     assert [k for k, _, _ in keys] == [k.decode() for k, _, _ in mixed_pairs(700)]
 
 
+def test_report_of_pairs_read_in_bulk_is_the_general_paths(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The report reads a keyed section's key, type and value columns without making records: the
+    lines are those of the records, every value type and arrays of arrays included."""
+    from ggfmt.report import render
+
+    path = gguf(tmp_path / "m.gguf", mixed_pairs(300))
+    bulk, general = both_ways(monkeypatch, lambda: list(render(engine.parse(path))))
+    assert bulk == general
+    assert "  u64          key.00010 = 85899345920" in bulk
+    assert "  [3 × array]  key.00009 = [0, 1, 2, 3], ['a', 'bc'], [[-1, 2]]" in bulk  # noqa: RUF001
+    assert "  str          key.00008 = 'text 8 \u00e9'" in bulk
+
+
 def test_version_1_widths_read_in_bulk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     pairs = mixed_pairs(200)
     path = gguf(tmp_path / "v1.gguf", pairs, version=1)

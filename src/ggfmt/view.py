@@ -49,8 +49,22 @@ class Entries(ReadOnDemand):
         return str(record[self._key]), typed(record)
 
     def __iter__(self) -> Iterator[tuple[str, Typed]]:
-        for record in self._records:
-            yield str(record[self._key]), typed(record)
+        records = self._records
+        spec = _spec(records[0]) if isinstance(records, RecordList) and len(records) else None
+        if not isinstance(records, RecordList) or spec is None or spec.type is None \
+                or not records.has_columns(self._key, spec.type, spec.value):
+            for record in records:
+                yield str(record[self._key]), typed(record)
+            return
+        # read in bulk: each pair's key, type and value without making its record
+        names, nested, array = spec.type_names, typed, _array_value
+        for key, type_value, value in records.columns(self._key, spec.type, spec.value):
+            kind = type(value)
+            if kind in _SCALARS:
+                yield key if type(key) is str else str(key), Typed(names.get(type_value) or str(type_value), value)
+            else:
+                yield str(key), nested(value) if _spec(value) is not None else \
+                    array(names.get(type_value) or str(type_value), value)
 
 
 @dataclass(frozen=True)
@@ -123,11 +137,16 @@ def typed(record: Mapping[str, Any]) -> Typed:
         return typed(value)
     type_value = record[spec.type] if spec.type is not None else None
     name = spec.type_names.get(type_value, str(type_value)) if spec.type is not None else ""
-    if is_sequence(value):
-        if len(value) and _spec(value[0]) is not None:
-            value = TypedItems(value) if isinstance(value, RecordList) else [typed(item) for item in value]
-        return Typed(name, value, array=True)
-    return Typed(name, value)
+    return _array_value(name, value) if is_sequence(value) else Typed(name, value)
+
+
+def _array_value(name: str, value: Any) -> Typed:
+    """A value of type ``name`` that is not a record: an array when it is a sequence."""
+    if not is_sequence(value):
+        return Typed(name, value)
+    if len(value) and _spec(value[0]) is not None:
+        value = TypedItems(value) if isinstance(value, RecordList) else [typed(item) for item in value]
+    return Typed(name, value, array=True)
 
 
 def keyed_entry(record: Any) -> tuple[str, Typed] | None:
