@@ -304,6 +304,10 @@ def test_tensor_infos_in_bulk_read_as_written(tmp_path: Path, monkeypatch: pytes
         [(f"t.{i}", 0, (8,), doc.fields["data_start"] + 32 * i, 32) for i in range(300)]
     _, tensors = gguf_content(path)
     assert [t[0] for t in tensors] == [t.name for t in doc.tensors]
+    # the columns the scan kept for the unique and disjoint checks are the records' own fields
+    infos = doc.fields["infos"]
+    for name in ("name", "n_dims", "ne", "ggml_type", "offset", "nbytes"):
+        assert infos.column(name) == [record[name] for record in infos], name
 
 
 def test_a_record_the_fast_path_refuses_but_the_file_allows_is_read_by_the_general_path(

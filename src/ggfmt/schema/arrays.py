@@ -229,23 +229,35 @@ class RecordList(ReadOnDemand):
 
     def field(self, index: int, name: str) -> Any:
         """Field ``name`` (one of the records' own) of record ``index``: ``vocab[i].text``. Once
-        a field has been asked for :data:`COLUMN_AFTER` times, every record's value of it is read
-        in one pass and kept (a list of one field, not the records), and indexed from then on."""
+        a field has been asked for :data:`COLUMN_AFTER` times, every field of every record is read
+        in one pass and kept (a list per field, not the records), and indexed from then on."""
         column = self._columns.get(name)
         if column is None:
             reads = self._reads[name] = self._reads.get(name, 0) + 1
             if reads < COLUMN_AFTER:
                 return self[index][name]
-            # every field asked for so far, in one pass (a tensor's name, type, shape and offset)
-            names = tuple(self._reads)
-            for field, values in zip(names, zip(*self.columns(*names), strict=True), strict=True):
-                self._columns[field] = list(values)
-            column = self._columns[name]
+            column = self.column(name)
         if index < 0:
             index += len(column)
         if not 0 <= index < len(column):
             raise IndexError(index)
         return column[index]
+
+    def keep_columns(self, names: tuple[str, ...], rows: list[tuple[Any, ...]]) -> None:
+        """Keep the fields ``names`` of every record: ``rows`` holds each record's values of them."""
+        for field, values in zip(names, zip(*rows, strict=True), strict=True):
+            self._columns[field] = list(values)
+
+    def column(self, name: str) -> list[Any]:
+        """Field ``name`` of every record, kept. The first call reads every field of every record
+        in one pass: a tensor's offset and size are checked, then its name, type and shape asked
+        for (one pass each would read the list five times)."""
+        column = self._columns.get(name)
+        if column is None:
+            if self:
+                self.keep_columns(self.reader.codec.fields, list(self.columns(*self.reader.codec.fields)))
+            column = self._columns[name] if self else []
+        return column
 
     def has_columns(self, *names: str) -> bool:
         """Whether :meth:`columns` can give the fields ``names`` (the records' own fields)."""

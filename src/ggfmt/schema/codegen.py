@@ -138,6 +138,13 @@ class Generated:
         self.bound = generator.bound  # the names its records and parameters define
         self._columns: dict[tuple[str, ...], Callable[..., Any]] = {}
 
+    def every_field(self) -> Reader:
+        """What a scan that keeps the records' columns runs: a reader of a whole record returning
+        every field's value (a tuple) and the position after it, the record not made."""
+        if () not in self._columns:
+            self._columns[()] = self._generator.column(self.fields, positioned=True) if self.fields else self.skim
+        return self._columns[()]
+
     def upto(self, names: tuple[str, ...]) -> Callable[..., Any]:
         """A reader of a record as far as the last of ``names``, returning their values (a tuple)."""
         if names not in self._columns:
@@ -214,14 +221,15 @@ class Generator:
         self.define(lines)
         return name
 
-    def column(self, stop: tuple[str, ...]) -> Callable[..., Any]:
+    def column(self, stop: tuple[str, ...], positioned: bool = False) -> Callable[..., Any]:
         """A reader of the list's records that stops once the fields ``stop`` are read and
         returns their values; with no fields, one that reads and checks a whole record and returns
-        (None, the position after it): what a scan runs, the record itself not made."""
+        (None, the position after it): what a scan runs, the record itself not made. ``positioned``:
+        it returns (their values, the position after the last of them)."""
         assert self.top_record is not None
         struct_, presented = self.top_record
         name = self.fresh("column_")
-        lines = self._record(name, struct_, presented, False, stop=stop)
+        lines = self._record(name, struct_, presented, False, stop=stop, positioned=positioned)
         if self.top_params is not None:  # read through the parameters' scope, as the record is
             inner = name
             name = self.fresh("column_")
@@ -253,19 +261,19 @@ class Generator:
         return lines
 
     def _record(self, name: str, struct_: cs.Struct, presented: Any, top: bool,
-                stop: tuple[str, ...] | None = None) -> list[str]:
+                stop: tuple[str, ...] | None = None, positioned: bool = False) -> list[str]:
 
         if top or self.top_record is None:
             self.top_record = (struct_, presented)
         outer_params = self.params_in_reach
         self.params_in_reach = self.params_of.get(id(presented if presented is not None else struct_), frozenset())
         try:
-            return _without_unread_scope(self._record_lines(name, struct_, presented, top, stop))
+            return _without_unread_scope(self._record_lines(name, struct_, presented, top, stop, positioned))
         finally:
             self.params_in_reach = outer_params
 
     def _record_lines(self, name: str, struct_: cs.Struct, presented: Any, top: bool,
-                      stop: tuple[str, ...] | None) -> list[str]:
+                      stop: tuple[str, ...] | None, positioned: bool) -> list[str]:
         from .compiler import Instance
         from .constructs import Field
 
@@ -293,7 +301,7 @@ class Generator:
             fields.append(field_name)
             if stop and all(n in local for n in stop):
                 values = ", ".join(local[n] for n in stop)
-                lines += [*_handlers(4), f"    return ({values},)"]
+                lines += [*_handlers(4), f"    return ({values},), pos" if positioned else f"    return ({values},)"]
                 return lines
         if stop == ():
             return [*lines, "        pass", *_handlers(4), "    return None, pos"]

@@ -205,7 +205,7 @@ def _fields_of(items: Sequence[Any], *dotted: str) -> Iterator[tuple[Any, ...]]:
     """The values at the dotted paths of each item: read as columns from a list of records in
     bulk (when the paths are the records' own fields), without making the records."""
     if isinstance(items, RecordList) and items.has_columns(*dotted):
-        return items.columns(*dotted)
+        return zip(*(items.column(d) for d in dotted), strict=True)
     return (tuple(_at(item, d) for d in dotted) for item in items)
 
 
@@ -383,7 +383,9 @@ class Field(cs.Construct):  # type: ignore[misc]
             return None
         budget = context.get("_params", {}).get("_budget")
         before = budget[0] if budget is not None else 0
-        got = scan(codec, stream, context, count, offset, stream_size(stream), budget, _depth[0])
+        # a check of the whole list (unique, disjoint) reads columns of it: kept as the records are scanned
+        whole_list = any(v.unique is not None or v.disjoint is not None for v in self.valid)
+        got = scan(codec, stream, context, count, offset, stream_size(stream), budget, _depth[0], whole_list)
         if isinstance(got, RecordList):
             return got
         if isinstance(got, list):  # tensor records: listed as the parse's tensors, in order

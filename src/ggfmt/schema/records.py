@@ -49,6 +49,7 @@ class Codec:
     def __init__(self, generated: Any, min_size: int) -> None:
         self.read = generated.read
         self.skim = generated.skim  # (a scan's: the same checks, no record made)
+        self.every_field = generated.every_field  # (a scan's that keeps every field's column)
         self.fields: tuple[str, ...] = generated.fields  # the record's own fields and instances, in order
         self._generated = generated
         self.min_size = min_size  # bytes a record takes at least (its fixed leading fields)
@@ -233,10 +234,12 @@ class BoundReader:
 
 
 def scan(codec: Codec, stream: Any, context: Any, count: int, offset: int, file_size: int,
-         budget: list[int] | None, depth: int) -> RecordList | list[Any] | int:
+         budget: list[int] | None, depth: int, columns: bool = False) -> RecordList | list[Any] | int:
     """Read ``count`` records from ``stream`` at ``offset``: a :class:`RecordList` (a list of the
     records themselves, for tensor records), or the index of the first record the fast path does
-    not decide (the stream is then at that record's start, and the budget as it was before it)."""
+    not decide (the stream is then at that record's start, and the budget as it was before it).
+    ``columns``: the list keeps every field's values as it reads them (what a check of the whole
+    list, ``unique`` or ``disjoint``, reads next)."""
     left = file_size - offset
     buf = stream.read(min(left, max(count * codec.min_size, 1 << 20)))
     starts = _starts(count, left)
@@ -246,8 +249,9 @@ def scan(codec: Codec, stream: Any, context: Any, count: int, offset: int, file_
     hoisted: dict[int, Any] = {}
     frame = Frame(offset, file_size, True, budget, depth, hoisted)
     pos = 0
-    read = codec.skim
-    made: list[Any] | None = cs.ListContainer() if codec.tensors else None
+    columns = columns and not codec.tensors
+    read = codec.every_field() if columns else codec.skim
+    made: list[Any] | None = cs.ListContainer() if codec.tensors or columns else None
     i = 0
     while i < count:
         scope["_index"] = i
@@ -274,6 +278,9 @@ def scan(codec: Codec, stream: Any, context: Any, count: int, offset: int, file_
         if made is not None:
             made.append(record)
     stream.seek(offset + pos)
-    if made is not None:
+    if made is not None and not columns:
         return made
-    return RecordList(bytes(buf[:pos]), starts, BoundReader(codec, scope, offset, hoisted))
+    kept = RecordList(bytes(buf[:pos]), starts, BoundReader(codec, scope, offset, hoisted))
+    if made and codec.fields:
+        kept.keep_columns(codec.fields, made)
+    return kept
