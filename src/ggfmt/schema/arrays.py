@@ -229,35 +229,41 @@ class RecordList(ReadOnDemand):
 
     def field(self, index: int, name: str) -> Any:
         """Field ``name`` (one of the records' own) of record ``index``: ``vocab[i].text``. Once
-        a field has been asked for :data:`COLUMN_AFTER` times, every field of every record is read
+        a field has been asked for :data:`COLUMN_AFTER` times, every field asked for so far is read
         in one pass and kept (a list per field, not the records), and indexed from then on."""
         column = self._columns.get(name)
         if column is None:
             reads = self._reads[name] = self._reads.get(name, 0) + 1
             if reads < COLUMN_AFTER:
                 return self[index][name]
-            column = self.column(name)
+            # every field asked for so far and not yet kept, in one pass (a tensor's name, type, shape)
+            self._keep(tuple(n for n in self._reads if n not in self._columns))
+            column = self._columns[name]
         if index < 0:
             index += len(column)
         if not 0 <= index < len(column):
             raise IndexError(index)
         return column[index]
 
-    def keep_columns(self, names: tuple[str, ...], rows: list[tuple[Any, ...]]) -> None:
-        """Keep the fields ``names`` of every record: ``rows`` holds each record's values of them."""
-        for field, values in zip(names, zip(*rows, strict=True), strict=True):
-            self._columns[field] = list(values)
+    def keep_columns(self, columns: dict[str, list[Any]]) -> None:
+        """Keep these fields of every record (by name, each record's value in order)."""
+        self._columns.update(columns)
 
     def column(self, name: str) -> list[Any]:
-        """Field ``name`` of every record, kept. The first call reads every field of every record
-        in one pass: a tensor's offset and size are checked, then its name, type and shape asked
-        for (one pass each would read the list five times)."""
-        column = self._columns.get(name)
-        if column is None:
-            if self:
-                self.keep_columns(self.reader.codec.fields, list(self.columns(*self.reader.codec.fields)))
-            column = self._columns[name] if self else []
-        return column
+        """Field ``name`` of every record, kept once read (a scan keeps every field of a list that
+        a check reads whole: a tensor's offset and size are checked, then its name and type asked for)."""
+        if name not in self._columns:
+            self._keep((name,))
+        return self._columns[name]
+
+    def _keep(self, names: tuple[str, ...]) -> None:
+        """Read the fields ``names`` of every record in one pass, and keep them."""
+        lists: list[list[Any]] = [[] for _ in names]
+        appends = [values.append for values in lists]
+        for row in self.columns(*names):  # (a column at a time: no list of rows held besides)
+            for append, value in zip(appends, row, strict=True):
+                append(value)
+        self._columns.update(zip(names, lists, strict=True))
 
     def has_columns(self, *names: str) -> bool:
         """Whether :meth:`columns` can give the fields ``names`` (the records' own fields)."""

@@ -249,9 +249,11 @@ def scan(codec: Codec, stream: Any, context: Any, count: int, offset: int, file_
     hoisted: dict[int, Any] = {}
     frame = Frame(offset, file_size, True, budget, depth, hoisted)
     pos = 0
-    columns = columns and not codec.tensors
+    columns = columns and not codec.tensors and bool(codec.fields)
     read = codec.every_field() if columns else codec.skim
-    made: list[Any] | None = cs.ListContainer() if codec.tensors or columns else None
+    made: list[Any] | None = cs.ListContainer() if codec.tensors else None
+    kept: dict[str, list[Any]] = {name: [] for name in codec.fields} if columns else {}
+    keep = [values.append for values in kept.values()]
     i = 0
     while i < count:
         scope["_index"] = i
@@ -277,10 +279,12 @@ def scan(codec: Codec, stream: Any, context: Any, count: int, offset: int, file_
         i += 1
         if made is not None:
             made.append(record)
+        elif columns:
+            for append, value in zip(keep, record, strict=True):
+                append(value)
     stream.seek(offset + pos)
-    if made is not None and not columns:
+    if made is not None:
         return made
-    kept = RecordList(bytes(buf[:pos]), starts, BoundReader(codec, scope, offset, hoisted))
-    if made and codec.fields:
-        kept.keep_columns(codec.fields, made)
-    return kept
+    found = RecordList(bytes(buf[:pos]), starts, BoundReader(codec, scope, offset, hoisted))
+    found.keep_columns(kept)
+    return found
