@@ -109,6 +109,11 @@ CASES = [
     "_index + 1", "'%s' % n", "xs[n]", "unknown + 1", "unknown and n", "flag and unknown", "unknown if flag else n",
     "n if unknown else n", "unknown > 3", "[x for x in unknown]", "unknown.key", "len(text) == 5 and n > 1",
     "1 < n < 10",
+    # a comprehension reading only fields of its records (over their columns when read in bulk)
+    "[r.missing for r in recs]", "[r.value for r in recs if r.key == 'b']", "[r.key for r in xs]",
+    "[r.key for r in n]", "[r.value for r in [r for r in recs]]", "[r.key + r.key for r in recs]",
+    "[r.key for r in unknown]", "[r.value for r in recs if unknown]", "[r.value * unknown for r in recs]",
+    "[[r.key for r in recs if r.value < s.value] for s in recs]",
 ]
 
 
@@ -130,10 +135,34 @@ def test_an_expression_as_python_is_the_evaluator(source: str) -> None:
     assert run(Expression(source), compiled=True) == run(Expression(source), compiled=False)
 
 
+@pytest.mark.parametrize("source", ["[t.score if t.score is not None else 0.0 for t in vocab]",
+                                    "[len(t.text) for t in vocab if t.length > 1]", "[t for t in vocab][70].text",
+                                    "[t.nothing for t in vocab]"])
+def test_a_comprehension_over_records_read_in_bulk_is_the_evaluators(source: str, tmp_path: Path) -> None:
+    from ggfmt import engine
+    from ggfmt.schema.arrays import RecordList
+
+    vocab = engine.parse(legacy_file(tmp_path / "m.bin")).fields["vocab"]
+    assert isinstance(vocab, RecordList)
+
+    def evaluate(compiled: bool) -> tuple[str, Any]:
+        expression = Expression(source)
+        if compiled:
+            expression._compile_python()
+        else:
+            expression._tree = None
+        try:
+            return "value", expression({"vocab": vocab}.__getitem__)
+        except ExpressionError as e:
+            return "error", str(e)
+
+    assert evaluate(compiled=True) == evaluate(compiled=False)
+
+
 def test_every_case_is_written_as_python_but_chains() -> None:
     from ggfmt.schema.exprgen import compile_function
 
-    written = [source for source in CASES if compile_function(Expression(source)._tree) is not None]  # type: ignore[arg-type]
+    written = [source for source in CASES if compile_function(Expression(source)._tree, source) is not None]  # type: ignore[arg-type]
     assert sorted(set(CASES) - set(written)) == ["1 < n < 10"]
 
 

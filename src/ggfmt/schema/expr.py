@@ -465,7 +465,7 @@ class Expression:
 
         assert self._tree is not None
         try:
-            fn = compile_function(self._tree)
+            fn = compile_function(self._tree, self.source)
         except (RecursionError, MemoryError, SyntaxError):  # too deep for Python's compiler: as it was
             fn = None
         if fn is not None:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import ast
 import operator
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from . import expr as language
@@ -36,26 +36,38 @@ def compare(op: Callable[[Any, Any], Any], left: Any, right: Any) -> Any:
     return True if op(left, right) else False  # noqa: SIM210 (the evaluator's True/False)
 
 
-def comprehension(items: Any, element: Callable[[Any], Any], conditions: tuple[Callable[[Any], Any], ...]) -> Any:
-    """``[element(x) for x in items if all(c(x) for c in conditions)]`` within the evaluator's budget."""
+class _UnknownItem(Exception):
+    """An item of a comprehension is UNKNOWN: so is the whole list."""
+
+
+_SIZED = frozenset((list, tuple, str, bytes))
+
+
+def comprehension(items: Any, make: Callable[[Any, Callable[[Any], Any]], list[Any]]) -> Any:
+    """``make(items, spend)``: the comprehension itself, written as Python (``[spend(element) for x
+    in items if condition]``), within the evaluator's budget: ``spend`` counts each item made (and
+    the length of a sequence) and stops the list once past it, as the evaluator does."""
     if items is language.UNKNOWN:
         return language.UNKNOWN
-    if not isinstance(items, language.ITERABLE):
+    if not isinstance(items, language.ITERABLE) and type(items) is not _Rows:
         raise TypeError(f"a comprehension goes over a list, not {type(items).__name__}")
-    result = []
-    spent = 0
     budget = max(language.MAX_COMPREHENSION, 4 * language.sequence_room())
-    for item in items:
-        if not all(c(item) for c in conditions):
-            continue
-        value = element(item)
-        if value is language.UNKNOWN:
-            return language.UNKNOWN
-        spent += 1 + (len(value) if isinstance(value, list | tuple | str | bytes) else 0)
+    spent = 0
+    unknown = language.UNKNOWN
+
+    def spend(value: Any) -> Any:
+        nonlocal spent
+        spent += 1 + len(value) if type(value) in _SIZED else 1
         if spent > budget:
             raise ValueError(f"a comprehension making more than {budget} items and characters")
-        result.append(value)
-    return result
+        if value is unknown:
+            raise _UnknownItem
+        return value
+
+    try:
+        return make(items, spend)
+    except _UnknownItem:
+        return language.UNKNOWN
 
 
 def field_at(base: Any, index: Any, attr: str, source: str) -> Any:
@@ -65,12 +77,54 @@ def field_at(base: Any, index: Any, attr: str, source: str) -> Any:
     return language._member(language._index(base, index), attr, source)
 
 
+def fields_of(items: Any, names: tuple[str, ...], source: str) -> Any:
+    """The fields ``names`` of each record of ``items`` (a tuple each): of a list read in bulk,
+    from its columns, without making the records; else each record's, as ``member`` reads them."""
+    if items is language.UNKNOWN or not isinstance(items, language.ITERABLE):
+        return items  # (what comprehension() refuses)
+    if type(items) is RecordList and items.has_columns(*names):
+        return _Rows(items.columns(*names))
+    return _Rows(tuple(language._member(item, name, source) for name in names) for item in items)
+
+
+class _Rows:
+    """The fields of each record of a list, as :func:`fields_of` reads them."""
+
+    __slots__ = ("rows",)
+
+    def __init__(self, rows: Iterator[tuple[Any, ...]]) -> None:
+        self.rows = rows
+
+    def __iter__(self) -> Iterator[tuple[Any, ...]]:
+        return self.rows
+
+
+def _attributes_only(name: str, trees: list[ast.expr]) -> list[str]:
+    """The attributes read of ``name`` when every use of it in ``trees`` is ``name.attr`` (and no
+    comprehension inside binds it again); else an empty list."""
+    attrs: list[str] = []
+
+    def visit(node: ast.AST) -> bool:
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == name:
+            if node.attr not in attrs:
+                attrs.append(node.attr)
+            return True
+        if isinstance(node, ast.Name) and node.id == name:
+            return False  # the record itself is used
+        if isinstance(node, ast.comprehension) and any(isinstance(t, ast.Name) and t.id == name
+                                                       for t in ast.walk(node.target)):
+            return False
+        return all(visit(child) for child in ast.iter_child_nodes(node))
+
+    return attrs if all(visit(tree) for tree in trees) else []
+
+
 # what the generated source calls, by the names it calls them
 HELPERS: dict[str, Any] = {
     "UNKNOWN": language.UNKNOWN, "member": language._member, "index_of": language._index,
     "slice_of": language._slice, "binop": language._binop, "unop": language._unknown_or, "call": language._call,
     "call_lookup": language._call_lookup, "mapping": language._mapping, "compare": compare,
-    "comprehension": comprehension, "field_at": field_at, "bounded": language._bounded,
+    "comprehension": comprehension, "field_at": field_at, "fields_of": fields_of, "bounded": language._bounded,
 }
 
 # Python's spelling of each comparison the language allows
@@ -90,11 +144,15 @@ class PythonSource:
     """
 
     def __init__(self, constant: Callable[[Any], str], name: Callable[[str], str], fresh: Callable[[str], str],
-                 plain: bool = False) -> None:
+                 plain: bool = False, source: str | None = None) -> None:
         self.constant = constant
         self.name = name
         self.fresh = fresh
         self.plain = plain
+        self.source = source  # the whole expression, as errors name it (else each node's own text)
+
+    def _source(self, node: ast.expr) -> str:
+        return self.constant(self.source if self.source is not None else ast.unparse(node))
 
     def write(self, node: ast.expr, variables: dict[str, str] | None = None) -> str:
         """``node`` as Python; ``variables``: the comprehension variables in reach, by their Python names."""
@@ -111,12 +169,15 @@ class PythonSource:
             if node.id in variables:
                 return variables[node.id]
             return self.name(node.id)
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) \
+                and f"{node.value.id}.{node.attr}" in variables:  # a field of a comprehension's record
+            return variables[f"{node.value.id}.{node.attr}"]
         if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Subscript) \
                 and not isinstance(node.value.slice, ast.Slice):  # vocab[i].text: a column's item
             return f"field_at({sub(node.value.value)}, {sub(node.value.slice)}, {self.constant(node.attr)}, " \
-                   f"{self.constant(ast.unparse(node))})"
+                   f"{self._source(node)})"
         if isinstance(node, ast.Attribute):
-            return f"member({sub(node.value)}, {self.constant(node.attr)}, {self.constant(ast.unparse(node))})"
+            return f"member({sub(node.value)}, {self.constant(node.attr)}, {self._source(node)})"
         if isinstance(node, ast.Subscript):
             if isinstance(node.slice, ast.Slice):
                 bounds = ", ".join(sub(b) if b is not None else "None"
@@ -158,11 +219,22 @@ class PythonSource:
         if isinstance(node, ast.ListComp):
             generator = node.generators[0]
             assert isinstance(generator.target, ast.Name)
+            attrs = _attributes_only(generator.target.id, [node.elt, *generator.ifs])
+            if attrs:  # [t.score for t in vocab]: over the fields' columns, the records never made
+                names = {a: self.fresh("field") for a in attrs}
+                inner = {**variables, **{f"{generator.target.id}.{a}": v for a, v in names.items()}}
+                items, spend = self.fresh("items"), self.fresh("spend")
+                conditions = "".join(f" if ({self.write(c, inner)})" for c in generator.ifs)
+                unpacked = "".join(f"{v}, " for v in names.values())
+                return f"comprehension(fields_of({sub(generator.iter)}, {self.constant(tuple(attrs))}, " \
+                       f"{self._source(node)}), " \
+                       f"lambda {items}, {spend}: [{spend}({self.write(node.elt, inner)}) for ({unpacked}) in {items}" \
+                       f"{conditions}])"
             inner = {**variables, generator.target.id: self.fresh("item")}
-            parameter = inner[generator.target.id]
-            conditions = "".join(f"lambda {parameter}: {self.write(c, inner)}, " for c in generator.ifs)
-            return f"comprehension({sub(generator.iter)}, lambda {parameter}: {self.write(node.elt, inner)}, " \
-                   f"({conditions}))"
+            parameter, items, spend = inner[generator.target.id], self.fresh("items"), self.fresh("spend")
+            conditions = "".join(f" if ({self.write(c, inner)})" for c in generator.ifs)  # (as the evaluator's all())
+            return f"comprehension({sub(generator.iter)}, lambda {items}, {spend}: " \
+                   f"[{spend}({self.write(node.elt, inner)}) for {parameter} in {items}{conditions}])"
         raise Unsupported
 
     def _boolean(self, node: ast.BoolOp, sub: Callable[[ast.expr], str]) -> str:
@@ -179,7 +251,7 @@ class PythonSource:
         return text
 
 
-def compile_function(tree: ast.expr) -> Callable[[Callable[[str], Any]], Any] | None:
+def compile_function(tree: ast.expr, source: str) -> Callable[[Callable[[str], Any]], Any] | None:
     """``tree`` as one Python function of a lookup, or None when it uses something not written here."""
     namespace: dict[str, Any] = dict(HELPERS)
     counter = [0]
@@ -194,7 +266,7 @@ def compile_function(tree: ast.expr) -> Callable[[Callable[[str], Any]], Any] | 
         counter[0] += 1
         return f"{prefix}{counter[0]}"
 
-    writer = PythonSource(constant, lambda name: f"lookup({constant(name)})", fresh)
+    writer = PythonSource(constant, lambda name: f"lookup({constant(name)})", fresh, source=source)
     try:
         body = writer.write(tree)
     except Unsupported:
