@@ -135,6 +135,12 @@ def test_an_expression_as_python_is_the_evaluator(source: str) -> None:
     assert run(Expression(source), compiled=True) == run(Expression(source), compiled=False)
 
 
+@pytest.mark.parametrize("source", [c for c in CASES if "unknown" not in c])
+def test_a_tables_expression_as_plain_python_is_the_evaluator(source: str) -> None:
+    """A mapping table's expressions never meet UNKNOWN: Python's own operators compute the same."""
+    assert run(Expression(source, known=True), compiled=True) == run(Expression(source), compiled=False)
+
+
 @pytest.mark.parametrize("source", ["[t.score if t.score is not None else 0.0 for t in vocab]",
                                     "[len(t.text) for t in vocab if t.length > 1]", "[t for t in vocab][70].text",
                                     "[t.nothing for t in vocab]"])

@@ -480,7 +480,7 @@ def _outtypes(value: Any, where: str) -> list[str]:
 
 def _expr(value: Any, where: str) -> Expression:
     try:
-        return Expression(value)
+        return Expression(value, known=True)  # (a table reads parsed documents, never a size probe's UNKNOWN)
     except ExpressionError as e:
         raise SchemaError(where, str(e)) from None
 

@@ -496,6 +496,20 @@ def _copied(entry: CopyEntry, scopes: list[Scope], source: str) -> Iterator[Meta
                             _checked(items, type_name + ("[]" if value.array else ""), key, source))
 
 
+def _all_fit(items: list[Any] | tuple[Any, ...], item_type: str) -> bool:
+    """Whether every item already is what :func:`_checked` would make of it (then the list is kept
+    as it is); False leaves the items to be checked one by one, which says which one is wrong."""
+    kinds = set(map(type, items))
+    if item_type in INT_RANGES:
+        lo, hi = INT_RANGES[item_type]
+        return kinds <= {int} and (not items or (lo <= min(items) and max(items) <= hi))
+    if item_type in ("f32", "f64"):
+        return kinds <= {float}
+    if item_type == "bool":
+        return kinds <= {bool}
+    return item_type == "string" and kinds <= {str, bytes}
+
+
 def _checked(value: Any, value_type: str, key: str, source: str, where: tuple[str, int | None] = ("", None)) -> Any:
     def bad(why: str) -> FormatError:
         return FormatError(where[0], where[1], f"{why} for the GGUF key {key}", source)
@@ -503,7 +517,10 @@ def _checked(value: Any, value_type: str, key: str, source: str, where: tuple[st
     if value_type.endswith("[]"):
         if not isinstance(value, list | tuple):
             raise bad(f"expected a list, got {value!r}")
-        return [_checked(item, value_type[:-2], key, source, where) for item in value]
+        item_type = value_type[:-2]
+        if _all_fit(value, item_type):  # (a vocabulary's 250,000 items checked in a few passes, not one by one)
+            return list(value)
+        return [_checked(item, item_type, key, source, where) for item in value]
 
     if value_type in INT_RANGES:
         if isinstance(value, bool) or not isinstance(value, int):

@@ -10,6 +10,7 @@ Nothing the size of the whole file is ever held in memory. The plan comes from
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from ..plan import Plan
 from ..sink import Progress, Sink, open_sink
@@ -29,7 +30,7 @@ def write_gguf(plan: Plan, out_path: Path, progress: Progress | None = None) -> 
         "u64": vt.UINT64, "i64": vt.INT64, "f32": vt.FLOAT32, "f64": vt.FLOAT64, "bool": vt.BOOL,
         "string": vt.STRING,
     }
-    writer = gguf.GGUFWriter(out_path, plan.architecture)
+    writer = _writer_class()(out_path, plan.architecture)
     for item in plan.metadata:  # general.architecture comes first, from GGUFWriter itself
         if item.key == "general.alignment":  # the key, and where the writer puts the tensor data
             writer.add_custom_alignment(int(item.value))
@@ -57,6 +58,40 @@ def write_gguf(plan: Plan, out_path: Path, progress: Progress | None = None) -> 
             if out.tell() - start != t.nbytes:
                 raise OSError(f"tensor {t.name}: {out.tell() - start} bytes written, {t.nbytes} expected")
         _pad(out, alignment)
+
+
+def _writer_class() -> Any:
+    """gguf-py's ``GGUFWriter``, packing a long array in one call instead of one per item.
+
+    gguf-py packs an array item by item (three calls and a bytes concatenation each): 2.2 s of
+    a 250,880-token vocabulary's 4.9 s conversion, its three arrays holding 750,000 items. The
+    bytes are the same (``tests/test_emit_gguf.py`` holds them against gguf-py's own packing); a
+    big-endian writer, an array of arrays and anything else go to gguf-py's packing itself."""
+    import struct
+
+    import gguf
+
+    vt = gguf.GGUFValueType
+
+    class Writer(gguf.GGUFWriter):
+        def _pack_val(self, val: Any, vtype: Any, add_vtype: bool, sub_type: Any = None) -> bytes:
+            if vtype == vt.ARRAY and sub_type is not None and isinstance(val, list | tuple) and len(val) \
+                    and self.endianess == gguf.GGUFEndian.LITTLE:
+                head = struct.pack("<I", vtype) if add_vtype else b""
+                fmt = self._simple_value_packing.get(sub_type)
+                if fmt is not None:
+                    return head + struct.pack(f"<IQ{len(val)}{fmt}", sub_type, len(val), *val)
+                if sub_type == vt.STRING and all(type(v) is str or type(v) is bytes for v in val):
+                    size = struct.Struct("<Q").pack
+                    packed = bytearray(head + struct.pack("<IQ", sub_type, len(val)))
+                    for v in val:
+                        encoded = v.encode("utf-8") if type(v) is str else v
+                        packed += size(len(encoded))
+                        packed += encoded
+                    return bytes(packed)
+            return super()._pack_val(val, vtype, add_vtype, sub_type)
+
+    return Writer
 
 
 def _pad(out: Sink, alignment: int) -> None:

@@ -54,7 +54,7 @@ class Frame:
     the values of expressions that are the same for every record (``_root.version``), whether
     to check, the parse's element budget, and how deep the structures are."""
 
-    __slots__ = ("base", "budget", "check", "depth", "file_size", "hoisted")
+    __slots__ = ("base", "budget", "check", "depth", "file_size", "hoisted", "params")
 
     def __init__(self, base: int, file_size: int, check: bool, budget: list[int] | None, depth: int,
                  hoisted: dict[int, Any]) -> None:
@@ -64,6 +64,7 @@ class Frame:
         self.budget = budget
         self.depth = depth
         self.hoisted = hoisted
+        self.params: dict[str, Any] = {}  # a list's records' parameters, when the same for all of them
 
     def spend(self, count: int) -> None:
         if self.budget is not None:
@@ -205,7 +206,7 @@ class Generator:
         if isinstance(construct, WithArgs):
             if top:
                 self.top_params = construct
-            lines = self._with_args(name, construct)
+            lines = self._with_args(name, construct)  # (not per list: a type may hold itself)
         elif isinstance(construct, Presented) and type(construct.subcon) is cs.Struct:
             lines = self._record(name, construct.subcon, construct, top)
         elif type(construct) is cs.Struct:
@@ -233,14 +234,16 @@ class Generator:
         if self.top_params is not None:  # read through the parameters' scope, as the record is
             inner = name
             name = self.fresh("column_")
-            lines += self._with_args(name, self.top_params, inner)
+            lines += self._with_args(name, self.top_params, inner, per_list=True)
         self.define(lines)
         return self.namespace[name]  # type: ignore[no-any-return]
 
     # -- records ---------------------------------------------------------------------------
-    def _with_args(self, name: str, construct: Any, inner: str | None = None) -> list[str]:
+    def _with_args(self, name: str, construct: Any, inner: str | None = None, per_list: bool = False) -> list[str]:
         """A parameterised type: its arguments evaluated where it is used, then its record read in
-        a scope that holds them (as :class:`~.constructs.WithArgs` makes it, without ``_index``)."""
+        a scope that holds them (as :class:`~.constructs.WithArgs` makes it, without ``_index``).
+        ``per_list``: the type of the list's own records, read in the list's scope: arguments that
+        do not read ``_index`` are the same for every record, evaluated once per scan."""
         if inner is None:
             subcon = construct.subcon
             while isinstance(subcon, cs.LazyBound):
@@ -249,16 +252,29 @@ class Generator:
             inner = self.function(subcon, top=self.top_record is None)
         defaults = self.constant(dict(construct.defaults))
         self.bound.update(construct.defaults)
-        lines = [f"def {name}(buf, pos, scope, frame):",
-                 "    params = {'_': scope, '_root': scope['_root']}",
-                 f"    params.update({defaults})",
-                 "    try:"]
+        once = per_list and not any("_index" in self._names_of(e) for e in construct.args.values())
+        key = self.constant(name)
+        lines = [f"def {name}(buf, pos, scope, frame):"]
+        pad = "    "
+        if once:
+            lines += [f"    params = frame.params.get({key})", "    if params is None:"]
+            pad = "        "
+        lines += [f"{pad}params = {{'_': scope, '_root': scope['_root']}}",
+                  f"{pad}params.update({defaults})",
+                  f"{pad}try:"]
         for param, expr in construct.args.items():
-            lines.append(f"        params[{self.constant(param)}] = {self.expression(expr, {})}")
-        lines.append("        pass")
-        lines += _handlers(4)
+            lines.append(f"{pad}    params[{self.constant(param)}] = {self.expression(expr, {})}")
+        lines.append(f"{pad}    pass")
+        lines += _handlers(len(pad))
+        if once:
+            lines.append(f"        frame.params[{key}] = params")
         lines.append(f"    return {inner}(buf, pos, params, frame)")
         return lines
+
+    @staticmethod
+    def _names_of(expression: Any) -> set[str]:
+        names = getattr(expression, "names", None)
+        return set(names) if names is not None else {"_index"}  # (unknown: as if it read it)
 
     def _record(self, name: str, struct_: cs.Struct, presented: Any, top: bool,
                 stop: tuple[str, ...] | None = None, positioned: bool = False) -> list[str]:

@@ -415,9 +415,13 @@ COMPILE_AFTER = 8  # evaluations after which an expression runs as Python (see E
 class Expression:
     """A compiled expression: ``Expression("n_embd * 4")(lookup)``."""
 
-    __slots__ = ("_calls", "_fn", "_locals", "_tree", "names", "source")
+    __slots__ = ("_calls", "_fn", "_known", "_locals", "_tree", "names", "source")
 
-    def __init__(self, source: str | int | float | bool | list[Any] | None) -> None:
+    def __init__(self, source: str | int | float | bool | list[Any] | None, known: bool = False) -> None:
+        """``known``: the values it reads are never :data:`UNKNOWN` (a conversion's, read from a parsed
+        document, never from a size probe): written as Python, its comparisons and choices are
+        Python's own operators."""
+        self._known = known
         if isinstance(source, list):
             # A YAML list of expressions: [model.n_embd, model.n_vocab]
             text = "[" + ", ".join(item if isinstance(item, str) else repr(item) for item in source) + "]"
@@ -465,7 +469,7 @@ class Expression:
 
         assert self._tree is not None
         try:
-            fn = compile_function(self._tree, self.source)
+            fn = compile_function(self._tree, self.source, plain=self._known)
         except (RecursionError, MemoryError, SyntaxError):  # too deep for Python's compiler: as it was
             fn = None
         if fn is not None:

@@ -251,7 +251,7 @@ class PythonSource:
         return text
 
 
-def compile_function(tree: ast.expr, source: str) -> Callable[[Callable[[str], Any]], Any] | None:
+def compile_function(tree: ast.expr, source: str, plain: bool = False) -> Callable[[Callable[[str], Any]], Any] | None:
     """``tree`` as one Python function of a lookup, or None when it uses something not written here."""
     namespace: dict[str, Any] = dict(HELPERS)
     counter = [0]
@@ -266,7 +266,7 @@ def compile_function(tree: ast.expr, source: str) -> Callable[[Callable[[str], A
         counter[0] += 1
         return f"{prefix}{counter[0]}"
 
-    writer = PythonSource(constant, lambda name: f"lookup({constant(name)})", fresh, source=source)
+    writer = PythonSource(constant, lambda name: f"lookup({constant(name)})", fresh, plain=plain, source=source)
     try:
         body = writer.write(tree)
     except Unsupported:
