@@ -114,6 +114,9 @@ CASES = [
     "[r.key for r in n]", "[r.value for r in [r for r in recs]]", "[r.key + r.key for r in recs]",
     "[r.key for r in unknown]", "[r.value for r in recs if unknown]", "[r.value * unknown for r in recs]",
     "[[r.key for r in recs if r.value < s.value] for s in recs]",
+    # over range(n): the numbers counted, never listed first
+    "[i * 2 for i in range(n)]", "[i for i in range(-3)]", "[i for i in range(flag)]", "[i for i in range(f)]",
+    "[i for i in range(1 << 40)]", "[i for i in range(unknown)]", "[xs[i] for i in range(len(xs)) if i > 1]",
 ]
 
 

@@ -195,7 +195,7 @@ class RecordList(ReadOnDemand):
     :mod:`.records` that decodes one. A record is decoded when it is read, into a new container
     each time: to change records, change a copy (``list(records)``)."""
 
-    __slots__ = ("_columns", "_last", "_reads", "reader", "starts", "wire")
+    __slots__ = ("_last", "_reads", "kept", "reader", "starts", "wire")
 
     def __init__(self, wire: bytes, starts: array.array[int], reader: Any) -> None:
         self.wire = wire
@@ -205,7 +205,8 @@ class RecordList(ReadOnDemand):
         # (infos[_index].offset, then infos[_index].nbytes)
         self._last: tuple[int, Any] = (-1, None)
         self._reads: dict[str, int] = {}  # field -> how often one record's value was asked for
-        self._columns: dict[str, list[Any]] = {}  # field -> every record's value, once asked for often
+        # field -> every record's value, once asked for often (or checked whole: see scan)
+        self.kept: dict[str, list[Any]] = {}
 
     @property
     def offset(self) -> int:
@@ -231,14 +232,14 @@ class RecordList(ReadOnDemand):
         """Field ``name`` (one of the records' own) of record ``index``: ``vocab[i].text``. Once
         a field has been asked for :data:`COLUMN_AFTER` times, every field asked for so far is read
         in one pass and kept (a list per field, not the records), and indexed from then on."""
-        column = self._columns.get(name)
+        column = self.kept.get(name)
         if column is None:
             reads = self._reads[name] = self._reads.get(name, 0) + 1
             if reads < COLUMN_AFTER:
                 return self[index][name]
             # every field asked for so far and not yet kept, in one pass (a tensor's name, type, shape)
-            self._keep(tuple(n for n in self._reads if n not in self._columns))
-            column = self._columns[name]
+            self._keep(tuple(n for n in self._reads if n not in self.kept))
+            column = self.kept[name]
         if index < 0:
             index += len(column)
         if not 0 <= index < len(column):
@@ -247,14 +248,14 @@ class RecordList(ReadOnDemand):
 
     def keep_columns(self, columns: dict[str, list[Any]]) -> None:
         """Keep these fields of every record (by name, each record's value in order)."""
-        self._columns.update(columns)
+        self.kept.update(columns)
 
     def column(self, name: str) -> list[Any]:
         """Field ``name`` of every record, kept once read (a scan keeps every field of a list that
         a check reads whole: a tensor's offset and size are checked, then its name and type asked for)."""
-        if name not in self._columns:
+        if name not in self.kept:
             self._keep((name,))
-        return self._columns[name]
+        return self.kept[name]
 
     def _keep(self, names: tuple[str, ...]) -> None:
         """Read the fields ``names`` of every record in one pass, and keep them."""
@@ -263,7 +264,7 @@ class RecordList(ReadOnDemand):
         for row in self.columns(*names):  # (a column at a time: no list of rows held besides)
             for append, value in zip(appends, row, strict=True):
                 append(value)
-        self._columns.update(zip(names, lists, strict=True))
+        self.kept.update(zip(names, lists, strict=True))
 
     def has_columns(self, *names: str) -> bool:
         """Whether :meth:`columns` can give the fields ``names`` (the records' own fields)."""

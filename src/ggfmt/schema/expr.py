@@ -92,8 +92,18 @@ def sequence_room() -> int:
     return _ROOM.get()
 
 
+_SMALL = frozenset((bool, float, type(None)))
+
+
 def _bounded(value: Any) -> Any:
     """``value``, unless it is past the budgets above."""
+    kind = type(value)
+    if kind in _SMALL:
+        return value
+    if kind is int:
+        if value.bit_length() > MAX_INT_BITS:
+            raise ValueError(f"an integer of more than {MAX_INT_BITS} bits")
+        return value
     if isinstance(value, bool):
         return value
     if isinstance(value, int) and value.bit_length() > MAX_INT_BITS:
@@ -232,7 +242,8 @@ def _too_big(value: Any) -> bool:
 
 def _replace(text: Any, old: Any, new: Any) -> Any:
     """``text`` with every ``old`` replaced by ``new``; bytes take str arguments as UTF-8."""
-    if not all(isinstance(v, str) for v in (old, new)) or not old or not isinstance(text, str | bytes):
+    if not (type(old) is str and type(new) is str and old and type(text) in (str, bytes)) and (
+            not all(isinstance(v, str) for v in (old, new)) or not old or not isinstance(text, str | bytes)):
         raise TypeError("replace(text, old, new) takes a text and two strings (the first not empty)")
     if isinstance(text, bytes):
         return _bounded_replace(text, old.encode(), new.encode())
@@ -240,7 +251,8 @@ def _replace(text: Any, old: Any, new: Any) -> Any:
 
 
 def _bounded_replace(text: Any, old: Any, new: Any) -> Any:
-    if len(text) + text.count(old) * max(len(new) - len(old), 0) > (room := sequence_room()):
+    grows = len(new) - len(old)  # (a replacement no longer than what it replaces cannot pass the bound)
+    if len(text) + (text.count(old) * grows if grows > 0 else 0) > (room := sequence_room()):
         raise ValueError(f"a string of more than {room} characters")
     return text.replace(old, new)
 
@@ -292,11 +304,16 @@ def _keys(mapping: Any) -> list[Any]:
 
 def _range(count: Any) -> list[int]:
     """``[0, 1, ..., count - 1]``: the layers of a model, for a `for` group."""
+    return list(counting(count))
+
+
+def counting(count: Any) -> range:
+    """The numbers ``range(count)`` lists, checked as it checks them."""
     if isinstance(count, bool) or not isinstance(count, int):
         raise TypeError("range(count) takes an integer")
     if count > (room := sequence_room()):
         raise ValueError(f"a sequence of more than {room} items")
-    return list(range(max(count, 0)))
+    return range(max(count, 0))
 
 
 def _mapping(keys: list[Any], values: list[Any]) -> dict[str, Any]:
@@ -376,6 +393,8 @@ FUNCTIONS: dict[str, Callable[..., Any]] = {
 }
 
 _LOOKUPS = (_get, _find)
+# functions whose results are bounded by the functions themselves: no second check of them
+SELF_BOUNDED = (_replace, len)
 
 _BINOPS: dict[type[ast.operator], Callable[[Any, Any], Any]] = {
     ast.Add: operator.add,

@@ -49,7 +49,7 @@ def comprehension(items: Any, make: Callable[[Any, Callable[[Any], Any]], list[A
     the length of a sequence) and stops the list once past it, as the evaluator does."""
     if items is language.UNKNOWN:
         return language.UNKNOWN
-    if not isinstance(items, language.ITERABLE) and type(items) is not _Rows:
+    if not isinstance(items, language.ITERABLE) and type(items) is not _Rows and type(items) is not range:
         raise TypeError(f"a comprehension goes over a list, not {type(items).__name__}")
     budget = max(language.MAX_COMPREHENSION, 4 * language.sequence_room())
     spent = 0
@@ -72,8 +72,12 @@ def comprehension(items: Any, make: Callable[[Any, Callable[[Any], Any]], list[A
 
 def field_at(base: Any, index: Any, attr: str, source: str) -> Any:
     """``base[index].attr``: of a list of records read in bulk, read from the field's column."""
-    if type(base) is RecordList and type(index) is int and attr in base.reader.codec.fields:
-        return base.field(index, attr)
+    if type(base) is RecordList and type(index) is int:
+        column = base.kept.get(attr)  # (kept once read often: indexed here, no call)
+        if column is not None and 0 <= index < len(column):
+            return column[index]
+        if attr in base.reader.codec.fields:
+            return base.field(index, attr)
     return language._member(language._index(base, index), attr, source)
 
 
@@ -119,12 +123,31 @@ def _attributes_only(name: str, trees: list[ast.expr]) -> list[str]:
     return attrs if all(visit(tree) for tree in trees) else []
 
 
+def range_of(count: Any) -> Any:
+    """What ``range(count)`` lists, as a comprehension goes over it: counted, not held."""
+    return count if count is language.UNKNOWN else language.counting(count)
+
+
+def remembering(lookup: Callable[[str], Any]) -> Callable[[str], Any]:
+    """``lookup``, each name's value kept once found."""
+    found: dict[str, Any] = {}
+
+    def remembered(name: str) -> Any:
+        if name in found:
+            return found[name]
+        value = found[name] = lookup(name)
+        return value
+
+    return remembered
+
+
 # what the generated source calls, by the names it calls them
 HELPERS: dict[str, Any] = {
     "UNKNOWN": language.UNKNOWN, "member": language._member, "index_of": language._index,
     "slice_of": language._slice, "binop": language._binop, "unop": language._unknown_or, "call": language._call,
     "call_lookup": language._call_lookup, "mapping": language._mapping, "compare": compare,
-    "comprehension": comprehension, "field_at": field_at, "fields_of": fields_of, "bounded": language._bounded,
+    "comprehension": comprehension, "field_at": field_at, "fields_of": fields_of,
+    "remembering": remembering, "range_of": range_of, "bounded": language._bounded,
 }
 
 # Python's spelling of each comparison the language allows
@@ -213,7 +236,7 @@ class PythonSource:
             arguments = ", ".join(sub(a) for a in node.args)
             if self.plain:  # (no argument is UNKNOWN)
                 called = f"{self.constant(fn)}({arguments})"
-                return called if fn in language._LOOKUPS else f"bounded({called})"
+                return called if fn in language._LOOKUPS or fn in language.SELF_BOUNDED else f"bounded({called})"
             call = "call_lookup" if fn in language._LOOKUPS else "call"
             return f"{call}({self.constant(fn)}, [{arguments}])"
         if isinstance(node, ast.ListComp):
@@ -232,6 +255,12 @@ class PythonSource:
                        f"{conditions}])"
             inner = {**variables, generator.target.id: self.fresh("item")}
             parameter, items, spend = inner[generator.target.id], self.fresh("items"), self.fresh("spend")
+            over = generator.iter
+            if isinstance(over, ast.Call) and isinstance(over.func, ast.Name) and over.func.id == "range" \
+                    and len(over.args) == 1 and not over.keywords:  # the numbers counted, not listed first
+                return f"comprehension(range_of({sub(over.args[0])}), lambda {items}, {spend}: " \
+                       f"[{spend}({self.write(node.elt, inner)}) for {parameter} in {items}" \
+                       + "".join(f" if ({self.write(c, inner)})" for c in generator.ifs) + "])"
             conditions = "".join(f" if ({self.write(c, inner)})" for c in generator.ifs)  # (as the evaluator's all())
             return f"comprehension({sub(generator.iter)}, lambda {items}, {spend}: " \
                    f"[{spend}({self.write(node.elt, inner)}) for {parameter} in {items}{conditions}])"
@@ -271,5 +300,8 @@ def compile_function(tree: ast.expr, source: str, plain: bool = False) -> Callab
         body = writer.write(tree)
     except Unsupported:
         return None
-    exec(compile(f"def evaluate(lookup):\n    return {body}\n", "<ggfmt expression>", "exec"), namespace)
+    # a name inside a comprehension is looked up once, not once per item (its value cannot change
+    # while the expression runs; a name that is not found is asked for again, and fails again)
+    prologue = "    lookup = remembering(lookup)\n" if any(isinstance(n, ast.ListComp) for n in ast.walk(tree)) else ""
+    exec(compile(f"def evaluate(lookup):\n{prologue}    return {body}\n", "<ggfmt expression>", "exec"), namespace)
     return namespace["evaluate"]  # type: ignore[no-any-return]
