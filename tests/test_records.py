@@ -296,6 +296,21 @@ def test_errors_in_bulk_are_the_general_paths(case: str, tmp_path: Path, fmt: Fm
             else "metadata[") in line, line
 
 
+@pytest.mark.parametrize("levels", range(58, 67))
+def test_strings_at_the_depth_limit_read_as_the_general_path_reads_them(levels: int, tmp_path: Path, fmt: Fmt,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """A string is checked at the level it would reach, as the general path counts it: arrays of
+    arrays down to the limit, strings innermost, read alike (or refused alike) both ways."""
+    deep: Any = (STR, [b"leaf"])
+    for _ in range(levels):
+        deep = (ARR, [deep])
+    pairs = mixed_pairs(100)
+    pairs[50] = (b"deep", ARR, deep)
+    path = gguf(tmp_path / "d.gguf", pairs)
+    bulk, general = both_ways(monkeypatch, lambda: fmt("parse", path, "--json"))
+    assert (bulk.code, bulk.out, bulk.err) == (general.code, general.out, general.err)
+
+
 def test_tensor_infos_in_bulk_read_as_written(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = gguf_with_tensors(tmp_path / "t.gguf", 300)
     doc = engine.parse(path)

@@ -21,6 +21,9 @@ TEXT_LIMIT = 100  # characters of a string value before it is cut
 
 
 def _scalar(value: Any, quoted: bool = False) -> str:
+    kind = type(value)
+    if kind is int or kind is bool:  # (most values: no text from the file in them)
+        return str(value)
     if isinstance(value, bytes):
         return repr(value) if len(value) <= 16 else f"<{len(value)} bytes>"
     if isinstance(value, float):
@@ -32,6 +35,10 @@ def _scalar(value: Any, quoted: bool = False) -> str:
 
 
 def _value(value: Any, quoted: bool = False) -> str:
+    if type(value) is Typed:
+        value, quoted = value.value, True
+        if type(value) is int:
+            return str(value)
     if isinstance(value, Typed):
         return _value(value.value, quoted=True)
     if is_sequence(value):
@@ -77,18 +84,16 @@ def render(doc: Document, *, raw: bool = False, fields: Sequence[str] | None = N
         for path, value in plain:
             yield f"  {escape(path):<{width}}  {_value(value)}"
     for section in sections:
-        # two passes over the entries (made as they are read): the width of the type column, then the lines
-        def chosen(section: Section = section) -> Iterator[tuple[str, Typed]]:
-            return ((k, v) for k, v in section.entries if selected(fields, k, f"{section.path}.{k}"))
-
-        width, shown = 0, 0
-        for _, value in chosen():
-            width, shown = max(width, len(_type(value))), shown + 1
+        # one pass over the entries (each made as it is read): a line's type and the rest, padded
+        # once the widest type is known (the entries themselves are not held)
+        rows = [(_type(value), f"{escape(key)} = {_value(value)}") for key, value in section.entries
+                if selected(fields, key, f"{section.path}.{key}")]
+        width = max((len(kind) for kind in {kind for kind, _ in rows}), default=0)
         yield ""
         yield f"{escape(section.path)}: {len(section.entries):,} keys" + \
-            (f", {shown:,} shown" if shown != len(section.entries) else "")
-        for key, value in chosen():
-            yield f"  {_type(value):<{width}}  {escape(key)} = {_value(value)}"
+            (f", {len(rows):,} shown" if len(rows) != len(section.entries) else "")
+        for kind, rest in rows:
+            yield f"  {kind:<{width}}  {rest}"
     if tensors:
         yield ""
         yield from _tensor_table(doc.tensors, raw)

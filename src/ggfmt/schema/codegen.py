@@ -353,16 +353,16 @@ class Generator:
             pad += "    "
             indent += 4
         structure = field.fixed_size is None  # what the general path counts as one level deeper
-        if structure:
-            lines.append(f"{pad}frame.depth += 1")
-            lines.append(f"{pad}if frame.depth > {MAX_DEPTH}:")
-            lines.append(f"{pad}    raise Reject")
-        if field.repeat is None:
-            lines += self.value(field.subcon, variable, indent, local)
+        value = self.value(field.subcon, variable, indent, local) if field.repeat is None else \
+            self._repeat(field, variable, indent, local)
+        if structure and not any("read_" in line for line in value):  # (no call of a reader: read_N, read_repeat)
+            # a value read here, with nothing inside it (a string): the level it would reach, checked
+            lines += [f"{pad}if frame.depth >= {MAX_DEPTH}:", f"{pad}    raise Reject", *value]
+        elif structure:
+            lines += [f"{pad}frame.depth += 1", f"{pad}if frame.depth > {MAX_DEPTH}:", f"{pad}    raise Reject",
+                      *value, f"{pad}frame.depth -= 1"]
         else:
-            lines += self._repeat(field, variable, indent, local)
-        if structure:
-            lines.append(f"{pad}frame.depth -= 1")
+            lines += value
         checks = self._checks(field, variable, local)
         if checks:
             lines.append(f"{pad}if check:")
