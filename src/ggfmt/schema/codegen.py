@@ -174,6 +174,9 @@ class Generator:
         self.tensor_record: Any = None  # the list's type when it is a tensor record
         self.params_in_reach: frozenset[str] = frozenset()  # of the parameterised type being generated
         self.params_of: dict[int, frozenset[str]] = {}  # record construct id -> its type's parameters
+        # what the function being written calls the enclosing scope: a record's is `parent` (its own
+        # scope, `scope`, is made only when something reads it); a parameterised type's, `scope`
+        self.enclosing = "scope"
 
     def constant(self, value: Any) -> str:
         name = f"K{self.counter}"
@@ -194,8 +197,6 @@ class Generator:
 
     def function(self, construct: cs.Construct, top: bool = False) -> str:
         """The name of the generated function that reads one value of ``construct``."""
-        from .constructs import Presented, TensorRecord, WithArgs
-
         while isinstance(construct, cs.LazyBound):
             construct = construct.subconfunc()
         key = id(construct)
@@ -203,6 +204,17 @@ class Generator:
             return self.functions[key]
         name = self.fresh("read_")
         self.functions[key] = name  # before generating: a type inside itself calls itself by name
+        outer_enclosing, self.enclosing = self.enclosing, "scope"  # (a record's own function says `parent`)
+        try:
+            lines = self._function_lines(name, construct, top)
+        finally:
+            self.enclosing = outer_enclosing
+        self.define(lines)
+        return name
+
+    def _function_lines(self, name: str, construct: cs.Construct, top: bool) -> list[str]:
+        from .constructs import Presented, TensorRecord, WithArgs
+
         if isinstance(construct, WithArgs):
             if top:
                 self.top_params = construct
@@ -219,8 +231,7 @@ class Generator:
             lines = [f"def {name}(buf, pos, scope, frame):", "    try:"]
             lines += self.value(construct, "v", 8, {})
             lines += [*_handlers(4), "    return v, pos"]
-        self.define(lines)
-        return name
+        return lines
 
     def column(self, stop: tuple[str, ...], positioned: bool = False) -> Callable[..., Any]:
         """A reader of the list's records that stops once the fields ``stop`` are read and
@@ -281,12 +292,13 @@ class Generator:
 
         if top or self.top_record is None:
             self.top_record = (struct_, presented)
-        outer_params = self.params_in_reach
+        outer_params, outer_enclosing = self.params_in_reach, self.enclosing
         self.params_in_reach = self.params_of.get(id(presented if presented is not None else struct_), frozenset())
+        self.enclosing = "parent"
         try:
             return _without_unread_scope(self._record_lines(name, struct_, presented, top, stop, positioned))
         finally:
-            self.params_in_reach = outer_params
+            self.params_in_reach, self.enclosing = outer_params, outer_enclosing
 
     def _record_lines(self, name: str, struct_: cs.Struct, presented: Any, top: bool,
                       stop: tuple[str, ...] | None, positioned: bool) -> list[str]:
@@ -586,7 +598,7 @@ class Generator:
         if value is None and expr.names == {"_root"}:
             HOISTED[id(expr)] = expr
             known = f"frame.hoisted[{id(expr)}] if {id(expr)} in frame.hoisted"
-            return f"({known} else hoist(frame, {self.constant(expr)}, scope))"
+            return f"({known} else hoist(frame, {self.constant(expr)}, {self.enclosing}))"  # (_root: the enclosing's)
         try:
             return self._python(ast.parse(source, mode="eval").body, local, value)
         except NotWritten:  # (a chained comparison): the evaluator itself
@@ -598,11 +610,16 @@ class Generator:
         """An expression's tree (the evaluator accepted it) as Python source over the record's scope:
         a field read earlier is its local variable, a parameter of the type its frame's entry,
         ``_`` the value being checked (in a ``valid:`` clause) or the enclosing scope."""
+        in_record = self.enclosing == "parent"
+
         def name(identifier: str) -> str:
+            # (a record's _, _root and _index are its enclosing scope's: read from there)
             if identifier == "_":
-                return value if value is not None else "scope['_']"
-            if identifier in ("_root", "_index"):
-                return f"scope[{identifier!r}]"
+                return value if value is not None else "parent" if in_record else "scope['_']"
+            if identifier == "_root":
+                return f"{self.enclosing}['_root']"
+            if identifier == "_index":
+                return "parent.get('_index')" if in_record else "scope['_index']"
             if identifier in local:
                 return local[identifier]
             if identifier in self.params_in_reach:  # a parameter: in the frame the record is read in
