@@ -602,7 +602,7 @@ def _size(size: Expression | None, stream: Any, context: Any, path: str, offset:
     return evaluate(size, context, path, offset)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # (one per tensor record)
 class PayloadRef:
     """A byte range of the input that the parse recorded without reading it."""
 
