@@ -110,14 +110,13 @@ def _tensor_table(tensors: list[TensorRef], raw: bool) -> Iterator[str]:
             " x ".join(map(str, t.ne)) if t.ne else "(null)", f"{t.offset:,}", f"{t.nbytes:,}")
 
     widths = [len(h) for h in header]
-    for t in tensors:
-        widths = [max(w, len(c)) for w, c in zip(widths, row(t), strict=True)]
+    for cells in map(row, tensors):  # (the rows are made again below: 263,000 are not held)
+        widths = list(map(max, widths, map(len, cells)))
     right = {len(header) - 2, len(header) - 1}
+    layout = "  " + "  ".join(f"{{:{'>' if i in right else '<'}{w}}}" for i, w in enumerate(widths))
 
     def line(cells: tuple[str, ...]) -> str:
-        padded = [f"{c:>{w}}" if i in right else f"{c:<{w}}"
-                  for i, (c, w) in enumerate(zip(cells, widths, strict=True))]
-        return "  " + "  ".join(padded).rstrip()
+        return layout.format(*cells).rstrip()
 
     yield line(header)
     for t in tensors:

@@ -177,6 +177,7 @@ class Generator:
         # what the function being written calls the enclosing scope: a record's is `parent` (its own
         # scope, `scope`, is made only when something reads it); a parameterised type's, `scope`
         self.enclosing = "scope"
+        self.own_fields: frozenset[Any] = frozenset()  # the fields of the record being written
 
     def constant(self, value: Any) -> str:
         name = f"K{self.counter}"
@@ -292,13 +293,14 @@ class Generator:
 
         if top or self.top_record is None:
             self.top_record = (struct_, presented)
-        outer_params, outer_enclosing = self.params_in_reach, self.enclosing
+        outer = self.params_in_reach, self.enclosing, self.own_fields
         self.params_in_reach = self.params_of.get(id(presented if presented is not None else struct_), frozenset())
         self.enclosing = "parent"
+        self.own_fields = frozenset(getattr(member, "name", None) for member in struct_.subcons)
         try:
             return _without_unread_scope(self._record_lines(name, struct_, presented, top, stop, positioned))
         finally:
-            self.params_in_reach, self.enclosing = outer_params, outer_enclosing
+            self.params_in_reach, self.enclosing, self.own_fields = outer
 
     def _record_lines(self, name: str, struct_: cs.Struct, presented: Any, top: bool,
                       stop: tuple[str, ...] | None, positioned: bool) -> list[str]:
@@ -624,6 +626,8 @@ class Generator:
                 return local[identifier]
             if identifier in self.params_in_reach:  # a parameter: in the frame the record is read in
                 return f"parent[{self.constant(identifier)}]"
+            if in_record and identifier not in self.own_fields:  # not one of its own: the enclosing scopes'
+                return f"lookup_name(parent, {self.constant(identifier)})"
             return f"lookup_name(scope, {self.constant(identifier)})"
 
         return PythonSource(self.constant, name, self.fresh, plain=True).write(node)
