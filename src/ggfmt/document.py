@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
+from . import ggml_types  # (light: its tables are read when first asked for)
 from .schema.arrays import NumberArray, RecordList, StringArray
 
 if TYPE_CHECKING:
@@ -44,9 +45,7 @@ class TensorRef:
 
     @property
     def type_name(self) -> str:
-        from .ggml_types import type_name
-
-        return type_name(self.ggml_type)
+        return ggml_types.type_name(self.ggml_type)
 
     def as_json(self) -> dict[str, Any]:
         return {"path": self.path, "name": self.name, "type": self.type_name, "ggml_type": self.ggml_type,
