@@ -967,6 +967,10 @@ class TensorRecord(cs.Adapter):  # type: ignore[misc]
         super().__init__(subcon)
         self.roles = dict(roles)
         self.source = source
+        # (role, field, the type it must hold, what that is): checked for every tensor record
+        self._kinds = tuple((role, self.roles[role], kind, what) for role, (kind, what) in {
+            "data": (PayloadRef, "a payload field"), "name": (str, "a str field"),
+            "ggml_type": (int, "an integer field"), "ne": (list, "a repeated integer field")}.items())
 
     def _parse(self, stream: Any, context: Any, path: str) -> TensorContainer:
         obj = self.subcon._parsereport(stream, context, path)
@@ -985,16 +989,12 @@ class TensorRecord(cs.Adapter):  # type: ignore[misc]
         return record
 
     def _check_roles(self, obj: Any) -> None:
-        kinds: dict[str, tuple[type, str]] = {
-            "data": (PayloadRef, "a payload field"), "name": (str, "a str field"),
-            "ggml_type": (int, "an integer field"), "ne": (list, "a repeated integer field"),
-        }
-        for role, (kind, what) in kinds.items():
-            value: Any = obj[self.roles[role]]
+        for role, field, kind, what in self._kinds:
+            value: Any = obj[field]
             wrong_items = role == "ne" and isinstance(value, list) and not all(isinstance(n, int) for n in value)
             if not isinstance(value, kind) or wrong_items:
                 raise SchemaError(self.source, f"`tensor:` role {role} must name {what}; "
-                                               f"{self.roles[role]!r} holds {type(value).__name__}")
+                                               f"{field!r} holds {type(value).__name__}")
 
     def _encode(self, obj: Any, context: Any, path: str) -> Any:
         return obj
