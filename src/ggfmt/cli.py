@@ -603,9 +603,6 @@ def _convert_command(args: argparse.Namespace, target: str) -> int:
     conversion = convert(source, target, schema=getattr(args, "schema", None), params=_parameters(args),
                          mapping=getattr(args, "mapping", None), base=getattr(args, "base", None),
                          arch=getattr(args, "arch", None), options=options, outtype=args.outtype)
-    import gc
-
-    gc.collect()  # the parsed document is done with (its records refer to each other: only a collection frees them)
     for warning in conversion.warnings:
         print(f"fmt: warning: {escape(warning)}", file=sys.stderr)
     plan = conversion.plan

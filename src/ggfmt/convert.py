@@ -10,6 +10,7 @@ names. Nothing here names a format.
 from __future__ import annotations
 
 import contextlib
+import gc
 import math
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -115,6 +116,10 @@ def convert(source: Path, target: str = "gguf", *, schema: str | None = None,
     conversion = _retyped(conversion, outtype, table, source)
     if target != "hf":  # what ggml requires of tensor names; a safetensors file checks its own
         check_plan(conversion.plan, str(source))
+    # the parsed document is done with before anything is written; its records refer to each
+    # other (each scope to its parent), so only a collection frees them
+    del doc
+    gc.collect()
     return conversion
 
 

@@ -35,10 +35,6 @@ def _scalar(value: Any, quoted: bool = False) -> str:
 
 
 def _value(value: Any, quoted: bool = False) -> str:
-    if type(value) is Typed:
-        value, quoted = value.value, True
-        if type(value) is int:
-            return str(value)
     if isinstance(value, Typed):
         return _value(value.value, quoted=True)
     if is_sequence(value):

@@ -57,14 +57,8 @@ class Entries(ReadOnDemand):
                 yield str(record[self._key]), typed(record)
             return
         # read in bulk: each pair's key, type and value without making its record
-        names, nested, array = spec.type_names, typed, _array_value
         for key, type_value, value in records.columns(self._key, spec.type, spec.value):
-            kind = type(value)
-            if kind in _SCALARS:
-                yield key if type(key) is str else str(key), Typed(names.get(type_value) or str(type_value), value)
-            else:
-                yield str(key), nested(value) if _spec(value) is not None else \
-                    array(names.get(type_value) or str(type_value), value)
+            yield str(key), _typed_value(spec, type_value, value)
 
 
 @dataclass(frozen=True)
@@ -132,16 +126,15 @@ def typed(record: Mapping[str, Any]) -> Typed:
     """The typed value of a record with a ``view`` (its key aside)."""
     spec = _spec(record)
     assert spec is not None
-    value = record[spec.value]
+    return _typed_value(spec, record[spec.type] if spec.type is not None else None, record[spec.value])
+
+
+def _typed_value(spec: ViewSpec, type_value: Any, value: Any) -> Typed:
+    """The typed value of a record with the view ``spec``, from its type and value fields (also
+    read from a bulk list's columns, the record never made)."""
     if _spec(value) is not None:  # the value is itself a typed record (a GGUF array): it says what it is
         return typed(value)
-    type_value = record[spec.type] if spec.type is not None else None
     name = spec.type_names.get(type_value, str(type_value)) if spec.type is not None else ""
-    return _array_value(name, value) if is_sequence(value) else Typed(name, value)
-
-
-def _array_value(name: str, value: Any) -> Typed:
-    """A value of type ``name`` that is not a record: an array when it is a sequence."""
     if not is_sequence(value):
         return Typed(name, value)
     if len(value) and _spec(value[0]) is not None:

@@ -246,10 +246,6 @@ class RecordList(ReadOnDemand):
             raise IndexError(index)
         return column[index]
 
-    def keep_columns(self, columns: dict[str, list[Any]]) -> None:
-        """Keep these fields of every record (by name, each record's value in order)."""
-        self.kept.update(columns)
-
     def column(self, name: str) -> list[Any]:
         """Field ``name`` of every record, kept once read (a scan keeps every field of a list that
         a check reads whole: a tensor's offset and size are checked, then its name and type asked for)."""

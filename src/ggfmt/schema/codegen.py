@@ -138,13 +138,14 @@ class Generated:
         self.names = generator.names  # the names its expressions read
         self.bound = generator.bound  # the names its records and parameters define
         self._columns: dict[tuple[str, ...], Callable[..., Any]] = {}
+        self._every_field: Reader | None = None
 
     def every_field(self) -> Reader:
         """What a scan that keeps the records' columns runs: a reader of a whole record returning
         every field's value (a tuple) and the position after it, the record not made."""
-        if () not in self._columns:
-            self._columns[()] = self._generator.column(self.fields, positioned=True) if self.fields else self.skim
-        return self._columns[()]
+        if self._every_field is None:
+            self._every_field = self._generator.column(self.fields, positioned=True) if self.fields else self.skim
+        return self._every_field
 
     def upto(self, names: tuple[str, ...]) -> Callable[..., Any]:
         """A reader of a record as far as the last of ``names``, returning their values (a tuple)."""

@@ -240,31 +240,33 @@ class PythonSource:
             call = "call_lookup" if fn in language._LOOKUPS else "call"
             return f"{call}({self.constant(fn)}, [{arguments}])"
         if isinstance(node, ast.ListComp):
-            generator = node.generators[0]
-            assert isinstance(generator.target, ast.Name)
-            attrs = _attributes_only(generator.target.id, [node.elt, *generator.ifs])
-            if attrs:  # [t.score for t in vocab]: over the fields' columns, the records never made
-                names = {a: self.fresh("field") for a in attrs}
-                inner = {**variables, **{f"{generator.target.id}.{a}": v for a, v in names.items()}}
-                items, spend = self.fresh("items"), self.fresh("spend")
-                conditions = "".join(f" if ({self.write(c, inner)})" for c in generator.ifs)
-                unpacked = "".join(f"{v}, " for v in names.values())
-                return f"comprehension(fields_of({sub(generator.iter)}, {self.constant(tuple(attrs))}, " \
-                       f"{self._source(node)}), " \
-                       f"lambda {items}, {spend}: [{spend}({self.write(node.elt, inner)}) for ({unpacked}) in {items}" \
-                       f"{conditions}])"
-            inner = {**variables, generator.target.id: self.fresh("item")}
-            parameter, items, spend = inner[generator.target.id], self.fresh("items"), self.fresh("spend")
-            over = generator.iter
-            if isinstance(over, ast.Call) and isinstance(over.func, ast.Name) and over.func.id == "range" \
-                    and len(over.args) == 1 and not over.keywords:  # the numbers counted, not listed first
-                return f"comprehension(range_of({sub(over.args[0])}), lambda {items}, {spend}: " \
-                       f"[{spend}({self.write(node.elt, inner)}) for {parameter} in {items}" \
-                       + "".join(f" if ({self.write(c, inner)})" for c in generator.ifs) + "])"
-            conditions = "".join(f" if ({self.write(c, inner)})" for c in generator.ifs)  # (as the evaluator's all())
-            return f"comprehension({sub(generator.iter)}, lambda {items}, {spend}: " \
-                   f"[{spend}({self.write(node.elt, inner)}) for {parameter} in {items}{conditions}])"
+            return self._comprehension(node, variables, sub)
         raise Unsupported
+
+    def _comprehension(self, node: ast.ListComp, variables: dict[str, str], sub: Callable[[ast.expr], str]) -> str:
+        """``comprehension(ITEMS, lambda items, spend: [spend(ELEMENT) for TARGET in items if ...])``,
+        where ITEMS is the list itself; ``range_of(n)`` for ``range(n)`` (counted, not listed); or,
+        when the variable is used only for its fields, ``fields_of(...)``: those fields' values,
+        read from a bulk list's columns without making its records."""
+        generator = node.generators[0]
+        assert isinstance(generator.target, ast.Name)
+        variable, over = generator.target.id, generator.iter
+        attrs = _attributes_only(variable, [node.elt, *generator.ifs])
+        if attrs:  # [t.score for t in vocab]
+            names = {a: self.fresh("field") for a in attrs}
+            inner = {**variables, **{f"{variable}.{a}": v for a, v in names.items()}}
+            target = "(" + "".join(f"{v}, " for v in names.values()) + ")"
+            items = f"fields_of({sub(over)}, {self.constant(tuple(attrs))}, {self._source(node)})"
+        else:
+            inner = {**variables, variable: self.fresh("item")}
+            target = inner[variable]
+            counted = isinstance(over, ast.Call) and isinstance(over.func, ast.Name) and over.func.id == "range" \
+                and len(over.args) == 1 and not over.keywords
+            items = f"range_of({sub(over.args[0])})" if counted else sub(over)  # type: ignore[attr-defined]
+        listed, spend = self.fresh("items"), self.fresh("spend")
+        conditions = "".join(f" if ({self.write(c, inner)})" for c in generator.ifs)  # (as the evaluator's all())
+        return f"comprehension({items}, lambda {listed}, {spend}: " \
+               f"[{spend}({self.write(node.elt, inner)}) for {target} in {listed}{conditions}])"
 
     def _boolean(self, node: ast.BoolOp, sub: Callable[[ast.expr], str]) -> str:
         values = [sub(v) for v in node.values]

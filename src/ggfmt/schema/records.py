@@ -286,5 +286,5 @@ def scan(codec: Codec, stream: Any, context: Any, count: int, offset: int, file_
     if made is not None:
         return made
     found = RecordList(bytes(buf[:pos]), starts, BoundReader(codec, scope, offset, hoisted))
-    found.keep_columns(kept)
+    found.kept.update(kept)
     return found
