@@ -331,12 +331,91 @@ def test_a_record_the_fast_path_refuses_but_the_file_allows_is_read_by_the_gener
     never a verdict: when the general path accepts it, the whole repeat is read that way."""
     path = gguf(tmp_path / "m.gguf", mixed_pairs(200))
 
-    def refuse(*args: Any) -> Any:
-        raise records.Reject
+    def refuse(buf: bytes, pos: int, i: int, *args: Any) -> Any:
+        return i, pos, records.Reject  # (what a scan's loop returns at a record it does not decide)
 
     first = engine.parse(path).fields["metadata"]
     assert isinstance(first, RecordList)
-    monkeypatch.setattr(first.reader.codec, "skim", refuse)  # what the scan runs
+    monkeypatch.setattr(first.reader.codec, "loop", lambda kind: refuse)  # what a scan runs
     doc = engine.parse(path)
     assert not isinstance(doc.fields["metadata"], RecordList)
     assert len(doc.fields["metadata"]) == 201
+
+
+ENCLOSING_SCHEMA = """\
+meta: {id: enclosing, title: records that read values of the scopes around them, trailing: true}
+seq:
+  - {id: count, type: u32}
+  - {id: base, type: u32}
+  - {id: scale, type: f32}
+  - {id: items, type: item, repeat: count}
+  - {id: views, type: view, repeat: count}
+  - {id: x, type: u8}
+  - {id: ts, type: t, repeat: 6}
+types:
+  item:
+    seq:
+      - {id: a, type: u32, valid: {expr: "(_ + base) % 2 == 0"}}
+    instances:
+      shifted: {value: a + base}
+      ratio: {value: a % scale}
+  view:
+    seq: []
+    instances:
+      a: {value: "items[_index].a + base"}
+      shifted: {value: "items[_index].shifted"}
+  t:
+    seq:
+      - {id: k, type: u8}
+      - {id: more, type: u, if: "k == 1"}
+    instances:
+      v: {value: "k + x"}
+  u:
+    seq:
+      - {id: x, type: u8}
+      - {id: inner, type: t}
+"""
+
+
+def test_records_read_their_enclosing_values_as_the_general_path(tmp_path: Path, fmt: Fmt,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """What a list's records read of the scopes around them (``base``, ``items[_index].a``, a float
+    in an integer operation) is read once per list in bulk, and reads as the general path reads it;
+    a type inside itself through another type (``t`` in ``u`` in ``t``) reads the ``x`` nearest to it."""
+    schema = tmp_path / "enclosing.yaml"
+    schema.write_text(ENCLOSING_SCHEMA)
+    count = 40
+    ts = [(0,), (1, 7, 1, 9, 0), (2,), (1, 5, 0), (3,), (0,)]  # t: k [, u: x, t: k [...]]
+    data = struct.pack("<IIf", count, 6, 2.5) + struct.pack(f"<{count}I", *range(0, 2 * count, 2)) + bytes([40]) \
+        + bytes(b for t in ts for b in t) + bytes(count)  # (a record of no bytes still needs one in the file)
+    path = tmp_path / "e.bin"
+    path.write_bytes(data)
+
+    def run() -> Any:
+        result = fmt("parse", path, "--schema", schema, "--json")
+        assert result.code == 0, result.err
+        return json.loads(result.out)
+
+    bulk, general = both_ways(monkeypatch, run)
+    assert bulk == general
+    fields = general["fields"]
+    views = fields["views"]
+    assert [v["a"] for v in views] == [2 * i + 6 for i in range(count)]
+    assert [v["shifted"] for v in views] == [2 * i + 6 for i in range(count)]
+    assert [i["ratio"] for i in fields["items"]] == [(2 * i) % 2.5 for i in range(count)]
+    # the nested t reads its own u's x (7, then 5), the outer ones the root's (40)
+    assert [t["v"] for t in fields["ts"]] == [40, 41, 42, 41, 43, 40]
+    assert fields["ts"][1]["more"]["inner"]["v"] == 1 + 7
+    assert fields["ts"][1]["more"]["inner"]["more"]["inner"]["v"] == 0 + 9
+
+
+def test_an_enclosing_value_that_breaks_a_check_is_reported_as_the_general_path(
+        tmp_path: Path, fmt: Fmt, monkeypatch: pytest.MonkeyPatch) -> None:
+    schema = tmp_path / "enclosing.yaml"
+    schema.write_text(ENCLOSING_SCHEMA)
+    data = struct.pack("<IIf", 30, 7, 2.5) + struct.pack("<30I", *range(30)) + bytes(40)  # (a + 7) odd for a = 0
+    path = tmp_path / "e.bin"
+    path.write_bytes(data)
+    bulk, general = both_ways(monkeypatch, lambda: fmt("parse", path, "--schema", schema))
+    assert bulk.err == general.err
+    assert "items[0].a" in assert_clean_failure(bulk)

@@ -157,7 +157,7 @@ def tensor_ref(record: TensorContainer, path: str) -> TensorRef:
         path=path,
         name=str(record[roles["name"]]),
         ggml_type=int(record[roles["ggml_type"]]),
-        ne=tuple(int(n) for n in record[roles["ne"]]),
+        ne=tuple(map(int, record[roles["ne"]])),
         offset=data.offset,
         nbytes=data.nbytes,
     )

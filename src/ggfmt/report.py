@@ -8,16 +8,18 @@ records on the wire instead, for format debugging.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
+from . import ggml_types
 from .document import Document, TensorRef
 from .text import escape
-from .view import Section, Typed, is_sequence, items, selected
+from .view import Entries, Section, Typed, is_sequence, items, selected, typed_value
 
 ARRAY_ENDS = 2  # a long array shows its first items and its last one
 SHORT_ARRAY = 8  # arrays up to this long are shown whole
 TEXT_LIMIT = 100  # characters of a string value before it is cut
+_NUMBERS = frozenset((int, float, bool))  # values shown as they are, with the name of their type
 
 
 def _scalar(value: Any, quoted: bool = False) -> str:
@@ -80,58 +82,85 @@ def render(doc: Document, *, raw: bool = False, fields: Sequence[str] | None = N
         for path, value in plain:
             yield f"  {escape(path):<{width}}  {_value(value)}"
     for section in sections:
-        # one pass over the entries (each made as it is read): a line's type and the rest, padded
-        # once the widest type is known (the entries themselves are not held)
-        rows = [(_type(value), f"{escape(key)} = {_value(value)}") for key, value in section.entries
-                if selected(fields, key, f"{section.path}.{key}")]
-        width = max((len(kind) for kind in {kind for kind, _ in rows}), default=0)
-        yield ""
-        yield f"{escape(section.path)}: {len(section.entries):,} keys" + \
-            (f", {len(rows):,} shown" if len(rows) != len(section.entries) else "")
-        for kind, rest in rows:
-            yield f"  {kind:<{width}}  {rest}"
+        yield from _section(section, fields)
     if tensors:
         yield ""
         yield from _tensor_table(doc.tensors, raw)
+
+
+def _section(section: Section, fields: Sequence[str] | None) -> Iterator[str]:
+    """A keyed section: a line per entry shown, its type padded to the widest one's. Two passes
+    over the entries (the first for the width and the count), neither holding the lines."""
+    def shown() -> Iterator[tuple[str, str, Any]]:
+        """(key, type's name, value: a number as the file holds it, anything else as Typed)"""
+        pairs = section.entries.fields() if isinstance(section.entries, Entries) else None
+        if pairs is None:
+            rows: Iterable[tuple[str, str, Any]] = ((key, _type(value), value) for key, value in section.entries)
+        else:  # (a GGUF of a million pairs: no Typed made of a number)
+            spec, columns = pairs
+            names = spec.type_names
+            rows = ((key, names.get(kind) or str(kind), value) if type(value) in _NUMBERS else
+                    (key, _type(typed := typed_value(spec, kind, value)), typed)
+                    for key, kind, value in columns)
+        if fields is None:
+            return iter(rows)
+        return (row for row in rows if selected(fields, row[0], f"{section.path}.{row[0]}"))
+
+    count, kinds = 0, set()
+    for _, kind, _ in shown():
+        count += 1
+        kinds.add(kind)
+    width = max(map(len, kinds), default=0)
+    yield ""
+    yield f"{escape(section.path)}: {len(section.entries):,} keys" + \
+        (f", {count:,} shown" if count != len(section.entries) else "")
+    for key, kind, value in shown():
+        text = str(value) if type(value) is int else _value(value, quoted=True)
+        yield f"  {kind:<{width}}  {escape(f'{key} = {text}')}"  # (a value's text is already escaped: kept as is)
 
 
 def _tensor_table(tensors: list[TensorRef], raw: bool) -> Iterator[str]:
     yield "tensors:"
     with_path = raw or any(not t.name for t in tensors)  # nameless records are told apart by their path
     header = (("path",) if with_path else ()) + ("name", "type", "shape (ne)", "offset", "bytes")
+    type_names = {g: ggml_types.type_name(g) for g in {t.ggml_type for t in tensors}}
 
-    def row(t: TensorRef) -> tuple[str, ...]:
+    def text(t: TensorRef) -> tuple[str, ...]:
+        """The cells of a row that are text (the numbers are formatted by the line's layout)."""
         return ((escape(t.path),) if with_path else ()) + (
-            escape(t.name) or "-", t.type_name if not t.is_null else "-",
-            " x ".join(map(str, t.ne)) if t.ne else "(null)", f"{t.offset:,}", f"{t.nbytes:,}")
+            escape(t.name) or "-", type_names[t.ggml_type] if t.ne else "-",
+            " x ".join(map(str, t.ne)) if t.ne else "(null)")
 
+    # the widths in one pass over the text cells (263,000 rows are not held); a column of numbers
+    # is as wide as its largest or its most negative number
     widths = [len(h) for h in header]
-    for cells in map(row, tensors):  # (the rows are made again below: 263,000 are not held)
-        widths = list(map(max, widths, map(len, cells)))
-    right = {len(header) - 2, len(header) - 1}
-    layout = "  " + "  ".join(f"{{:{'>' if i in right else '<'}{w}}}" for i, w in enumerate(widths))
+    for cells in map(text, tensors):
+        widths[:-2] = map(max, widths[:-2], map(len, cells))
+    if tensors:
+        for column, numbers in ((-2, [t.offset for t in tensors]), (-1, [t.nbytes for t in tensors])):
+            widths[column] = max(widths[column], len(f"{max(numbers):,}"), len(f"{min(numbers):,}"))
+    text_layout = "  " + "  ".join(f"{{:<{w}}}" for w in widths[:-2])
+    layout = f"{text_layout}  {{:>{widths[-2]},}}  {{:>{widths[-1]},}}"
 
-    def line(cells: tuple[str, ...]) -> str:
-        return layout.format(*cells).rstrip()
-
-    yield line(header)
+    yield f"{text_layout}  {{:>{widths[-2]}}}  {{:>{widths[-1]}}}".format(*header)
+    line = layout.format
     for t in tensors:
-        yield line(row(t))
+        yield line(*text(t), t.offset, t.nbytes)
     if tensors:
         yield ""
-        yield from _totals(tensors)
+        yield from _totals(tensors, type_names)
 
 
-def _totals(tensors: list[TensorRef]) -> Iterator[str]:
+def _totals(tensors: list[TensorRef], type_names: dict[int, str]) -> Iterator[str]:
     """Tensors, parameters and bytes per ggml type, and in all."""
     by_type: dict[str, list[int]] = {}
     for t in tensors:
-        if t.is_null:
+        if not t.ne:  # (a null tensor)
             continue
         params = 1
         for n in t.ne:
             params *= n
-        counts = by_type.setdefault(t.type_name, [0, 0, 0])
+        counts = by_type.setdefault(type_names[t.ggml_type], [0, 0, 0])
         counts[0] += 1
         counts[1] += params
         counts[2] += t.nbytes

@@ -18,7 +18,9 @@ from .schema.constructs import PayloadRef, TensorContainer, ViewSpec
 SHOWN_RECORDS = 32  # of a long list of records without a view (a vocabulary, say), the first ones are listed
 
 
-@dataclass(frozen=True, slots=True)  # (slots: a diff holds one per key of each file)
+# (slots: a diff holds one per key of each file; not frozen: a frozen dataclass is three times
+# slower to make, and a GGUF may hold a million pairs; hashed as if frozen, never changed)
+@dataclass(slots=True, unsafe_hash=True)
 class Typed:
     """A value with the name of its type (``u32``, ``str``); an array holds the type of its items
     and a sequence of them (of :class:`Typed` when the items are themselves arrays)."""
@@ -49,16 +51,25 @@ class Entries(ReadOnDemand):
         return str(record[self._key]), typed(record)
 
     def __iter__(self) -> Iterator[tuple[str, Typed]]:
+        fields = self.fields()
+        if fields is None:
+            for record in self._records:
+                yield str(record[self._key]), typed(record)
+            return
+        spec, rows = fields
+        for key, type_value, value in rows:
+            yield str(key), typed_value(spec, type_value, value)
+
+    def fields(self) -> tuple[ViewSpec, Iterator[tuple[Any, Any, Any]]] | None:
+        """The view, and each pair's key, type and value fields as the file holds them, read from
+        a list read in bulk without making its records (nor a :class:`Typed` of a number: see
+        :func:`typed_value`); None when the records are not such a list."""
         records = self._records
         spec = _spec(records[0]) if isinstance(records, RecordList) and len(records) else None
         if not isinstance(records, RecordList) or spec is None or spec.type is None \
                 or not records.has_columns(self._key, spec.type, spec.value):
-            for record in records:
-                yield str(record[self._key]), typed(record)
-            return
-        # read in bulk: each pair's key, type and value without making its record
-        for key, type_value, value in records.columns(self._key, spec.type, spec.value):
-            yield str(key), _typed_value(spec, type_value, value)
+            return None
+        return spec, records.columns(self._key, spec.type, spec.value)
 
 
 @dataclass(frozen=True)
@@ -126,10 +137,10 @@ def typed(record: Mapping[str, Any]) -> Typed:
     """The typed value of a record with a ``view`` (its key aside)."""
     spec = _spec(record)
     assert spec is not None
-    return _typed_value(spec, record[spec.type] if spec.type is not None else None, record[spec.value])
+    return typed_value(spec, record[spec.type] if spec.type is not None else None, record[spec.value])
 
 
-def _typed_value(spec: ViewSpec, type_value: Any, value: Any) -> Typed:
+def typed_value(spec: ViewSpec, type_value: Any, value: Any) -> Typed:
     """The typed value of a record with the view ``spec``, from its type and value fields (also
     read from a bulk list's columns, the record never made)."""
     if _spec(value) is not None:  # the value is itself a typed record (a GGUF array): it says what it is

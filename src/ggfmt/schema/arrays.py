@@ -268,7 +268,9 @@ class RecordList(ReadOnDemand):
 
     def columns(self, *names: str) -> Iterator[tuple[Any, ...]]:
         """Fields ``names`` of every record (a tuple each), in order, read without making the
-        records (a GGUF's keys, to find one)."""
+        records (a GGUF's keys, to find one); from the columns kept, when they are."""
+        if names and all(name in self.kept for name in names):
+            return zip(*(self.kept[name] for name in names), strict=True)
         return iter(self.reader.columns(self.wire, self.starts, tuple(names)))
 
     def identical(self, other: object) -> bool:

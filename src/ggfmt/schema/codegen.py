@@ -27,9 +27,9 @@ from typing import Any
 import construct as cs
 
 from ..errors import FormatError
-from .arrays import BULK_MIN_ITEMS, ITEM_SIZES, NumberArray
+from .arrays import BULK_MIN_ITEMS, ITEM_SIZES, NumberArray, RecordList
 from .expr import Expression, ExpressionError, context_lookup
-from .exprgen import HELPERS, PythonSource
+from .exprgen import HELPERS, PythonSource, field_at
 from .exprgen import Unsupported as NotWritten
 
 Reader = Callable[..., tuple[Any, int]]  # (buffer, position, enclosing scope, frame) -> (value, end)
@@ -90,6 +90,21 @@ def hoist(frame: Frame, expr: Expression, scope: dict[str, Any]) -> Any:
     return value
 
 
+def column_reader(frame: Frame, key: int, reader: tuple[Expression, str, str], scope: dict[str, Any]) -> Any:
+    """``L[i].f`` as a function of ``i``, for a list ``L`` the records of a scan read by their
+    index (made once per scan): a list's column when it keeps one, else the general reading."""
+    base, attr, source = reader
+    items = evaluate(base, scope)
+    column = items.kept.get(attr) if type(items) is RecordList else None
+    if column is not None:
+        found = column.__getitem__  # (an index past the column fails: the general path reports it)
+    else:
+        def found(index: Any) -> Any:
+            return field_at(items, index, attr, source)
+    frame.hoisted[key] = found
+    return found
+
+
 def lookup_name(scope: dict[str, Any], name: str) -> Any:
     """A name that is not a field read earlier in the record: found as the general path finds it
     (this record's scope, then each enclosing one)."""
@@ -124,28 +139,26 @@ HOISTED: dict[int, Expression] = {}
 
 
 class Generated:
-    """The functions of one compilation: ``read`` reads a record of the list's type; ``upto(name)``
-    a function that reads a record as far as field ``name`` and returns that field's value."""
+    """The functions of one compilation: ``read`` reads a record of the list's type; ``loop(kind)``
+    reads the whole list (what a scan runs); ``upto(names)`` a function that reads a record as far
+    as the fields ``names`` and returns their values."""
 
     def __init__(self, generator: Generator, top: str) -> None:
         self._generator = generator
         self._top = top
         self.read: Reader = generator.namespace[top]
         self.tensors = generator.tensor_record is not None  # records listed as tensors, made as read
-        # what a scan runs: every field read and checked, the record not made (tensors are kept)
-        self.skim: Reader = self.read if self.tensors else generator.column(())
         self.fields = generator.top_fields
         self.names = generator.names  # the names its expressions read
         self.bound = generator.bound  # the names its records and parameters define
         self._columns: dict[tuple[str, ...], Callable[..., Any]] = {}
-        self._every_field: Reader | None = None
+        self._loops: dict[str, Callable[..., Any]] = {}
 
-    def every_field(self) -> Reader:
-        """What a scan that keeps the records' columns runs: a reader of a whole record returning
-        every field's value (a tuple) and the position after it, the record not made."""
-        if self._every_field is None:
-            self._every_field = self._generator.column(self.fields, positioned=True) if self.fields else self.skim
-        return self._every_field
+    def loop(self, kind: str) -> Callable[..., Any]:
+        """What a scan of the list runs (see :meth:`Generator.loop`), made once per kind."""
+        if kind not in self._loops:
+            self._loops[kind] = self._generator.loop(kind)
+        return self._loops[kind]
 
     def upto(self, names: tuple[str, ...]) -> Callable[..., Any]:
         """A reader of a record as far as the last of ``names``, returning their values (a tuple)."""
@@ -156,13 +169,16 @@ class Generated:
 
 class Generator:
     def __init__(self, runtime: dict[str, Any]) -> None:
+        self._runtime = runtime
+        self._once_off = False  # (compiled again with nothing read once: see compile)
         self.namespace: dict[str, Any] = dict(runtime)
         self.namespace.update(Container=cs.Container, ListContainer=cs.ListContainer, Short=Short, Reject=Reject,
                               StructError=struct.error, MISSING=MISSING, evaluate=evaluate, hoist=hoist,
                               check_clause=check_clause, type=type, int=int, len=len,
                               lookup_name=lookup_name, ExpressionError=ExpressionError,
-                              tensor_record=tensor_record, PayloadRef=_payload_ref(),
-                              SIZES=ITEM_SIZES,
+                              tensor_record=tensor_record, PayloadRef=_payload_ref(), column_reader=column_reader,
+                              TensorContainer=_tensor_container(),
+                              SIZES=ITEM_SIZES, FormatError=FormatError,
                               BULK_MIN_ITEMS=BULK_MIN_ITEMS, NumberArray=NumberArray, unpack_from=struct.unpack_from)
         self.namespace.update(HELPERS)
         self.functions: dict[int, str] = {}  # construct id -> name of its generated function
@@ -179,6 +195,17 @@ class Generator:
         # scope, `scope`, is made only when something reads it); a parameterised type's, `scope`
         self.enclosing = "scope"
         self.own_fields: frozenset[Any] = frozenset()  # the fields of the record being written
+        self.int_fields: set[str] = set()  # those of them read as integers (u8 ... i64)
+        self.int_list_fields: set[str] = set()  # and as lists of integers (a tensor's dimensions)
+        self._int_list_variables: set[str] = set()
+        self._repeat_seen = False  # whether the record being written has a repeat before this point
+        # in a scan's loop: the keys of the values read once, held in its local variables
+        self._loop_locals: set[int] | None = None
+        # whether the function being written reads the list's own records, in the scope the scan
+        # made: what they read of the enclosing scopes is the same for every record, read once
+        self.scan_level = False
+        self.top_key: int | None = None  # the list's own type, and whether a type inside it holds it
+        self.top_inside_itself = False
 
     def constant(self, value: Any) -> str:
         name = f"K{self.counter}"
@@ -195,22 +222,33 @@ class Generator:
 
     # -- entry points ----------------------------------------------------------------------
     def compile(self, construct: cs.Construct) -> Generated:
-        return Generated(self, self.function(construct, top=True))
+        top = self.function(construct, top=True)
+        if self.top_inside_itself and not self._once_off:
+            # its records may be read inside other records, in other scopes: compiled again, every
+            # value they read of the scopes around them looked up each time
+            again = Generator(self._runtime)
+            again.top_inside_itself = again._once_off = True
+            return again.compile(construct)
+        return Generated(self, top)
 
     def function(self, construct: cs.Construct, top: bool = False) -> str:
         """The name of the generated function that reads one value of ``construct``."""
         while isinstance(construct, cs.LazyBound):
             construct = construct.subconfunc()
         key = id(construct)
+        if top:
+            self.top_key = key
         if key in self.functions:
+            self.top_inside_itself |= key == self.top_key
             return self.functions[key]
         name = self.fresh("read_")
         self.functions[key] = name  # before generating: a type inside itself calls itself by name
         outer_enclosing, self.enclosing = self.enclosing, "scope"  # (a record's own function says `parent`)
+        outer_locals, self._loop_locals = self._loop_locals, None
         try:
             lines = self._function_lines(name, construct, top)
         finally:
-            self.enclosing = outer_enclosing
+            self.enclosing, self._loop_locals = outer_enclosing, outer_locals
         self.define(lines)
         return name
 
@@ -248,6 +286,37 @@ class Generator:
             inner = name
             name = self.fresh("column_")
             lines += self._with_args(name, self.top_params, inner, per_list=True)
+        self.define(lines)
+        return self.namespace[name]  # type: ignore[no-any-return]
+
+    def loop(self, kind: str) -> Callable[..., Any]:
+        """What a scan runs: a function that reads the list's records ``i`` to ``count`` from
+        ``pos`` in one loop, noting where each starts in ``starts``, and returns (the index it
+        stopped at, where that record starts, None at the end else Short or Reject: see
+        :func:`_loop_handlers`). ``kind``: ``skim`` (each record checked, not made), ``columns``
+        (each record's fields, a tuple, given to ``keep``), ``records`` (each record made, given
+        to ``keep``: tensor records)."""
+        assert self.top_record is not None
+        struct_, presented = self.top_record
+        name = self.fresh("scan_")
+        if self.top_params is not None:  # (its records read through the parameters' scope, one call each)
+            assert self.top_key is not None
+            reader: Any = self.namespace[self.functions[self.top_key]] if kind == "records" else \
+                self.column(self.top_fields if kind == "columns" else (), positioned=kind == "columns")
+            lines = [f"def {name}(buf, pos, i, count, parent, frame, starts, keep):",
+                     "    budget = frame.budget", "    spent = 0", "    first = pos", "    try:",
+                     "        while i < count:",
+                     "            parent['_index'] = i",
+                     "            first = pos",
+                     "            if budget is not None:",
+                     "                spent = budget[0]",
+                     f"            value, pos = {self.constant(reader)}(buf, pos, parent, frame)",
+                     "            starts[i] = first",
+                     *(["            keep(value)"] if kind != "skim" else []),
+                     "            i += 1", *_loop_handlers(), "    return i, pos, None"]
+        else:
+            stop = {"skim": (), "columns": self.top_fields, "records": None}[kind]
+            lines = self._record(name, struct_, presented, kind == "records", stop=stop, positioned=True, loop=kind)
         self.define(lines)
         return self.namespace[name]  # type: ignore[no-any-return]
 
@@ -290,28 +359,70 @@ class Generator:
         return set(names) if names is not None else {"_index"}  # (unknown: as if it read it)
 
     def _record(self, name: str, struct_: cs.Struct, presented: Any, top: bool,
-                stop: tuple[str, ...] | None = None, positioned: bool = False) -> list[str]:
+                stop: tuple[str, ...] | None = None, positioned: bool = False, loop: str | None = None) -> list[str]:
 
         if top or self.top_record is None:
             self.top_record = (struct_, presented)
-        outer = self.params_in_reach, self.enclosing, self.own_fields
+        outer = self.params_in_reach, self.enclosing, self.own_fields, self.int_fields, self.int_list_fields, \
+            self.scan_level, self._repeat_seen
+        self._repeat_seen = False
         self.params_in_reach = self.params_of.get(id(presented if presented is not None else struct_), frozenset())
         self.enclosing = "parent"
         self.own_fields = frozenset(getattr(member, "name", None) for member in struct_.subcons)
+        self.int_fields, self.int_list_fields = set(), set()
+        # (a type inside itself would read the enclosing values of another record: read each time)
+        self.scan_level = (top or stop is not None) and not self.top_inside_itself
         try:
-            return _without_unread_scope(self._record_lines(name, struct_, presented, top, stop, positioned))
+            return self._record_lines(name, struct_, presented, top, stop, positioned, loop)
         finally:
-            self.params_in_reach, self.enclosing, self.own_fields = outer
+            self.params_in_reach, self.enclosing, self.own_fields, self.int_fields, self.int_list_fields, \
+                self.scan_level, self._repeat_seen = outer
 
     def _record_lines(self, name: str, struct_: cs.Struct, presented: Any, top: bool,
-                      stop: tuple[str, ...] | None, positioned: bool) -> list[str]:
+                      stop: tuple[str, ...] | None, positioned: bool, loop: str | None = None) -> list[str]:
+        self._loop_locals = set() if loop is not None else None
+        try:
+            body, value = self._record_body(struct_, presented, top, stop)
+            remembered = sorted(self._loop_locals or ())
+        finally:
+            self._loop_locals = None
+        made = "scope = {'_': parent, '_root': parent['_root'], '_index': parent.get('_index')}"
+        if loop is None:
+            result = value if stop and not positioned else f"{value}, pos"
+            return _without_unread_scope([f"def {name}(buf, pos, parent, frame):", f"    {made}",
+                                          "    check = frame.check", "    try:", *body, *_handlers(4),
+                                          f"    return {result}"], 1)
+        # the whole list in one function: no call per record, the loop's own variables at hand
+        kept = [f"            keep({value})"] if loop != "skim" else []
+        lines = [f"def {name}(buf, pos, i, count, parent, frame, starts, keep):",
+                 "    check = frame.check",
+                 "    budget = frame.budget",
+                 "    spent = 0",
+                 "    first = pos",
+                 *(f"    h{key} = frame.hoisted.get({key}, MISSING)" for key in remembered),
+                 "    try:",
+                 "        while i < count:",
+                 "            parent['_index'] = i",
+                 f"            {made}",
+                 "            first = pos",
+                 "            if budget is not None:",
+                 "                spent = budget[0]",
+                 *(f"    {line}" for line in body),
+                 "            starts[i] = first",
+                 *kept,
+                 "            i += 1",
+                 *_loop_handlers(),
+                 "    return i, pos, None"]
+        return _without_unread_scope(lines, lines.index(f"            {made}"))
+
+    def _record_body(self, struct_: cs.Struct, presented: Any, top: bool,
+                     stop: tuple[str, ...] | None) -> tuple[list[str], str]:
+        """The lines that read a record (inside a ``try``, 8 spaces in), and the value they make:
+        the values of the fields ``stop`` (a tuple), None with no fields, else the record."""
         from .compiler import Instance
         from .constructs import Field
 
-        lines = [f"def {name}(buf, pos, parent, frame):",
-                 "    scope = {'_': parent, '_root': parent['_root'], '_index': parent.get('_index')}",
-                 "    check = frame.check",
-                 "    try:"]
+        lines: list[str] = []
         local: dict[str, str] = {}  # field name -> the local variable holding it
         fields: list[str] = []
         for member in struct_.subcons:
@@ -322,6 +433,8 @@ class Generator:
             variable = f"f{len(fields)}"
             if isinstance(member, Field):
                 lines += self.field(member, variable, 8, local)
+                if _integer(member):
+                    self.int_fields.add(field_name)
             elif isinstance(member, Instance):
                 lines.append(f"        {variable} = {self.expression(member.value, local)}")
             else:
@@ -331,25 +444,51 @@ class Generator:
             local[field_name] = variable
             fields.append(field_name)
             if stop and all(n in local for n in stop):
-                values = ", ".join(local[n] for n in stop)
-                lines += [*_handlers(4), f"    return ({values},), pos" if positioned else f"    return ({values},)"]
-                return lines
+                return lines, "(" + "".join(f"{local[n]}, " for n in stop) + ")"
         if stop == ():
-            return [*lines, "        pass", *_handlers(4), "    return None, pos"]
+            return [*lines, "        pass"], "None"
         if stop is not None:
             raise Unsupported
         if top:
             self.top_fields = tuple(fields)
         tags = presented.tags() if presented is not None else {}
-        lines.append("        out = Container()")
+        tensor = top and self.tensor_record is not None
+        if tensor:  # its roles' values checked as the general path checks them, without a copy
+            record = self.constant(self.tensor_record)
+            self._int_list_variables = {local[n] for n in self.int_list_fields if n in local}
+            tests = " or ".join(self._role_test(role, local[field]) for role, field, _, _ in self.tensor_record._kinds
+                                if field in local and field not in self.int_fields)
+            as_dict = "{" + ", ".join(f"{self.constant(n)}: {local[n]}" for n in fields) + "}"
+            if tests:
+                lines += [f"        if {tests}:", f"            {record}._check_roles({as_dict})"]
+        lines.append("        out = TensorContainer()" if tensor else "        out = Container()")
         for field_name in fields:
             lines.append(f"        out[{self.constant(field_name)}] = {local[field_name]}")
         for tag, value in tags.items():
             lines.append(f"        out[{self.constant(tag)}] = {self.constant(value)}")
-        if top and self.tensor_record is not None and stop is None:
-            lines.append(f"        out = tensor_record({self.constant(self.tensor_record)}, out)")
-        lines += [*_handlers(4), "    return out, pos"]
-        return lines
+        if tensor:
+            lines.append(f"        out['_roles'] = {self.constant(self.tensor_record.roles)}")
+        return lines, "out"
+
+    def _scope(self, local: dict[str, str]) -> str:
+        """The record's scope, as a record read inside it sees it: in a record function, made where
+        it is needed from the fields read so far (a GGUF pair whose value is an array), so that a
+        record that needs none (a pair of a number) makes none; ``scope`` itself once a repeat has
+        set its ``_index``, or in any other function."""
+        if self.enclosing != "parent" or self._repeat_seen:
+            return "scope"
+        fields = "".join(f", {self.constant(name)}: {variable}" for name, variable in local.items())
+        return f"{{'_': parent, '_root': parent['_root'], '_index': parent.get('_index'){fields}}}"
+
+    def _role_test(self, role: str, variable: str) -> str:
+        """A test that holds when a tensor role's value may be of the wrong kind (the general check
+        then decides): a quick one, of the exact types the records are read as."""
+        if role == "ne":
+            if variable in self._int_list_variables:  # (integers, read here: a short list of them, or not)
+                return f"type({variable}) is not ListContainer"
+            return f"not (type({variable}) is ListContainer and all(type(n) is int for n in {variable}))"
+        kind = {"data": "PayloadRef", "name": "str", "ggml_type": "int"}[role]
+        return f"type({variable}) is not {kind}"
 
     # -- fields ----------------------------------------------------------------------------
     def field(self, field: Any, variable: str, indent: int, local: dict[str, str]) -> list[str]:
@@ -395,7 +534,7 @@ class Generator:
                 continue
 
             def ev(expr: Expression) -> str:
-                return self.expression(expr, local, value=variable)
+                return self.expression(expr, local, value=variable, integer=_integer(field))
 
             tests = []
             if clause.eq is not None:
@@ -412,6 +551,13 @@ class Generator:
             if clause.guard is not None:
                 lines.append(f"if {ev(clause.guard)}:")
                 indent = "    "
+            elif clause.expr is not None and _pure_call(clause.expr) and _integer(field):
+                # a function of the value alone (ggml_type_size(_) > 0): decided once per value met
+                passed = self.constant(set())
+                tests.pop()
+                lines += [f"if {variable} not in {passed}:",
+                          f"    if not {ev(clause.expr)}:", "        raise Reject",
+                          f"    if len({passed}) < {MEMO_VALUES}:", f"        {passed}.add({variable})"]
             for test in tests:
                 lines += [f"{indent}if {test}:", f"{indent}    raise Reject"]
         return lines
@@ -423,6 +569,7 @@ class Generator:
 
         pad = " " * indent
         count = self.fresh("n")
+        self._repeat_seen = True  # (read_repeat sets the scope's _index)
         lines = [f"{pad}{count} = {self.expression(field.repeat, local)}",
                  f"{pad}if type({count}) is not int or {count} < 0:",
                  f"{pad}    raise Reject",
@@ -442,6 +589,8 @@ class Generator:
         numbers = self._number_codes(field, local)
         if numbers is not None:  # numbers (a tensor's dimensions): read here, no call
             codes, key = numbers
+            if field.condition is None and set(codes.values()) | {getattr(codes, "default", None)} <= _INTEGER_CODES:
+                self.int_list_fields.add(field.name)  # (a list of integers, or a NumberArray when long)
             code = self.fresh("code")
             lines += [f"{pad}    {code} = {self.constant(codes)}.get({key if key is not None else 'None'})",
                       f"{pad}    if {code} is None:",
@@ -529,7 +678,7 @@ class Generator:
         if isinstance(construct, SwitchOn):
             return self._switch(construct, variable, indent, local)
         if isinstance(construct, WithArgs | Presented) or type(construct) is cs.Struct:
-            return [f"{pad}{variable}, pos = {self.function(construct)}(buf, pos, scope, frame)"]
+            return [f"{pad}{variable}, pos = {self.function(construct)}(buf, pos, {self._scope(local)}, frame)"]
         raise Unsupported
 
     def _prefixed(self, construct: Any, variable: str, pad: str, local: dict[str, str]) -> list[str]:
@@ -558,17 +707,22 @@ class Generator:
 
     def _switch(self, construct: Any, variable: str, indent: int, local: dict[str, str]) -> list[str]:
         """A switch: a table of structs for the cases that are primitives, a call for the others."""
-        from .constructs import PRIMITIVE_CODES
+        from .constructs import PRIMITIVE_CODES, PrefixedBytes
 
         pad = " " * indent
         key = self.fresh("key")
         packer = self.fresh("packer")
         table: dict[Any, struct.Struct] = {}
         others: dict[Any, str] = {}
+        strings: dict[Any, Any] = {}  # (read here, no call: a GGUF string value)
         for case, sub in construct.cases.items():
+            while isinstance(sub, cs.LazyBound):
+                sub = sub.subconfunc()
             code = "?" if sub is cs.Flag else PRIMITIVE_CODES.get(sub)
             if code is not None:
                 table[case] = struct.Struct("<" + code)
+            elif isinstance(sub, PrefixedBytes):
+                strings[case] = sub
             else:
                 others[case] = self.function(sub)
         lines = [f"{pad}{key} = {self.expression(construct.key, local)}",
@@ -576,22 +730,27 @@ class Generator:
                  f"{pad}if {packer} is not None:",
                  f"{pad}    {variable} = {packer}.unpack_from(buf, pos)[0]",
                  f"{pad}    pos += {packer}.size"]
+        for case, string in strings.items():
+            lines.append(f"{pad}elif {key} == {self.constant(case)}:")
+            lines += self._prefixed(string, variable, pad + "    ", local)
         for case, function in others.items():  # (functions called by name: a type may be inside itself)
             lines += [f"{pad}elif {key} == {self.constant(case)}:",
-                      f"{pad}    {variable}, pos = {function}(buf, pos, scope, frame)"]
+                      f"{pad}    {variable}, pos = {function}(buf, pos, {self._scope(local)}, frame)"]
         lines.append(f"{pad}else:")
         if construct.default is not None:
-            lines.append(f"{pad}    {variable}, pos = {self.function(construct.default)}(buf, pos, scope, frame)")
+            lines.append(f"{pad}    {variable}, pos = {self.function(construct.default)}(buf, pos, "
+                         f"{self._scope(local)}, frame)")
         else:
             lines.append(f"{pad}    raise Reject")
         return lines
 
     # -- expressions -----------------------------------------------------------------------
-    def expression(self, expr: Expression, local: dict[str, str], value: str | None = None) -> str:
+    def expression(self, expr: Expression, local: dict[str, str], value: str | None = None,
+                   integer: bool = False) -> str:
         """Python source for an expression's value: a local variable, a value evaluated once per
         scan, or the expression itself as Python that calls the evaluator's own bounded operations
         (``_binop``, ``_member``, the functions). ``value``: the variable ``_`` names (a ``valid:``
-        clause's value)."""
+        clause's value); ``integer``: whether it holds an integer."""
         self.names.update(expr.names - {"_"} if value is not None else expr.names)
         source = expr.source.strip()
         if value is None and source in local:
@@ -600,16 +759,16 @@ class Generator:
             self.names.add("_root+")  # reads the root along with a record's fields: not evaluated once
         if value is None and expr.names == {"_root"}:
             HOISTED[id(expr)] = expr
-            known = f"frame.hoisted[{id(expr)}] if {id(expr)} in frame.hoisted"
-            return f"({known} else hoist(frame, {self.constant(expr)}, {self.enclosing}))"  # (_root: the enclosing's)
+            # (_root: the enclosing scope's)
+            return self._remembered(id(expr), f"hoist(frame, {self.constant(expr)}, {self.enclosing})")
         try:
-            return self._python(ast.parse(source, mode="eval").body, local, value)
+            return self._python(ast.parse(source, mode="eval").body, local, value, integer)
         except NotWritten:  # (a chained comparison): the evaluator itself
             if value is None:
                 return f"evaluate({self.constant(expr)}, scope)"
             return f"evaluate({self.constant(expr)}, scope, {value})"
 
-    def _python(self, node: ast.expr, local: dict[str, str], value: str | None) -> str:
+    def _python(self, node: ast.expr, local: dict[str, str], value: str | None, integer: bool = False) -> str:
         """An expression's tree (the evaluator accepted it) as Python source over the record's scope:
         a field read earlier is its local variable, a parameter of the type its frame's entry,
         ``_`` the value being checked (in a ``valid:`` clause) or the enclosing scope."""
@@ -631,7 +790,82 @@ class Generator:
                 return f"lookup_name(parent, {self.constant(identifier)})"
             return f"lookup_name(scope, {self.constant(identifier)})"
 
-        return PythonSource(self.constant, name, self.fresh, plain=True).write(node)
+        ints = frozenset(n for n in self.int_fields if n in local) | ({"_"} if value is not None and integer else set())
+        once = self._once(local, value) if in_record and self.scan_level else None
+        int_lists = frozenset(n for n in self.int_list_fields if n in local)
+        return PythonSource(self.constant, name, self.fresh, plain=True, once=once, ints=ints, int_lists=int_lists,
+                            typed=True).write(node)
+
+    def _once(self, local: dict[str, str], value: str | None) -> Callable[[ast.expr], str | None]:
+        """What a scan-level record reads of its enclosing scopes, evaluated once per scan: a part
+        of an expression that names no field of the record, nor ``_index`` (``infos``,
+        ``data_start``, ``_root.alignment.value``), and ``L[_index].f`` of such a list as its
+        column, one call per record."""
+        def enclosing(tree: ast.expr) -> bool:
+            names = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)}
+            if not names or names & {"True", "False", "None"} == names:
+                return False
+            if any(isinstance(n, ast.ListComp) for n in ast.walk(tree)):
+                return False
+            mine = set(local) | set(self.own_fields) | set(self.params_in_reach) | {"_index"}
+            if value is not None:
+                mine.add("_")
+            return not names & mine
+
+        def once(node: ast.expr) -> str | None:
+            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Subscript) \
+                    and isinstance(node.value.slice, ast.Name) and node.value.slice.id == "_index" \
+                    and enclosing(node.value.value):
+                base = self._hoisted(node.value.value)
+                reader = self.constant((base, node.attr, ast.unparse(node)))
+                key = id(self.namespace[reader])
+                index = "i" if self._loop_locals is not None else "parent.get('_index')"
+                return f"{self._remembered(key, f'column_reader(frame, {key}, {reader}, parent)')}({index})"
+            if (isinstance(node, ast.Name) and node.id == "_root") or not enclosing(node):
+                return None
+            expr = Expression(ast.unparse(node))
+            HOISTED[id(expr)] = expr
+            return self._remembered(id(expr), f"hoist(frame, {self.constant(expr)}, parent)")
+
+        return once
+
+    def _remembered(self, key: int, compute: str) -> str:
+        """A value the same for every record of a scan: the frame's, once ``compute`` (which keeps
+        it there) has run; in a scan's loop, a local variable of the loop besides."""
+        if self._loop_locals is None:
+            return f"(frame.hoisted[{key}] if {key} in frame.hoisted else {compute})"
+        self._loop_locals.add(key)
+        return f"(h{key} if h{key} is not MISSING else (h{key} := {compute}))"
+
+    def _hoisted(self, node: ast.expr) -> Expression:
+        expr = Expression(ast.unparse(node))
+        HOISTED[id(expr)] = expr
+        return expr
+
+
+_INTEGER_CODES = frozenset((None, *"bBhHiIqQ"))
+
+# the values of a field a check of it alone remembers as passed (a ggml type id: a few dozen)
+MEMO_VALUES = 4096
+
+
+def _pure_call(expr: Expression) -> bool:
+    """Whether an expression reads ``_`` alone and calls a function (of the language's: each the
+    same for the same arguments), so that its value for a value is worth remembering."""
+    if not expr.names <= {"_"}:
+        return False
+    return any(isinstance(node, ast.Call) for node in ast.walk(ast.parse(expr.source.strip(), mode="eval")))
+
+
+def _integer(field: Any) -> bool:
+    """Whether a field always holds an integer: a single integer primitive, read unconditionally."""
+    from .constructs import PRIMITIVE_CODES
+
+    subcon = field.subcon
+    while isinstance(subcon, cs.LazyBound):
+        subcon = subcon.subconfunc()
+    code = PRIMITIVE_CODES.get(subcon)
+    return code is not None and code not in "efd" and field.repeat is None and field.condition is None
 
 
 class _Plan:
@@ -668,6 +902,12 @@ class _Choices(dict[Any, Any]):
         return super().get(key, self.default)
 
 
+def _tensor_container() -> Any:
+    from .constructs import TensorContainer
+
+    return TensorContainer
+
+
 def _payload_ref() -> Any:
     from .constructs import PayloadRef
 
@@ -677,14 +917,30 @@ def _payload_ref() -> Any:
 _STORE = re.compile(r"\s*scope\[K\d+\] = f\d+")
 
 
-def _without_unread_scope(lines: list[str]) -> list[str]:
-    """A record function without its scope when nothing reads the scope (no expression looks up
-    a name, no record inside it names it as its parent): the fields are local variables only, and
-    a record costs no dictionary (a vocabulary entry: its length, its text, its score)."""
-    body = [line for line in lines[2:] if not _STORE.fullmatch(line)]
-    if any("scope" in line for line in body):
+def _without_unread_scope(lines: list[str], made: int) -> list[str]:
+    """A record function without its scope (made on line ``made``) when nothing reads the scope
+    (no expression looks up a name, no record inside it names it as its parent): the fields are
+    local variables only, and a record costs no dictionary (a vocabulary entry: its length, its
+    text, its score)."""
+    rest = [line for line in lines[made + 1:] if not _STORE.fullmatch(line)]
+    if any("scope" in line for line in rest):
         return lines
-    return [lines[0], *body]
+    return [*lines[:made], *rest]
+
+
+def _loop_handlers() -> list[str]:
+    """What ends a scan's loop early: the record at ``first`` is one its buffer does not hold
+    (Short: the scan reads more of the file), or one it does not decide (Reject: the general path
+    reads it); the budget as it was before that record."""
+    return ["    except (StructError, Short):",
+            "        if budget is not None:",
+            "            budget[0] = spent",
+            "        return i, first, Short",
+            "    except (Reject, UnicodeDecodeError, TypeError, ValueError, KeyError, IndexError, ArithmeticError,",
+            "            RecursionError, ExpressionError, FormatError):",
+            "        if budget is not None:",
+            "            budget[0] = spent",
+            "        return i, first, Reject"]
 
 
 def _handlers(indent: int) -> list[str]:

@@ -383,8 +383,9 @@ class Field(cs.Construct):  # type: ignore[misc]
             return None
         budget = context.get("_params", {}).get("_budget")
         before = budget[0] if budget is not None else 0
-        # a check of the whole list (unique, disjoint) reads columns of it: kept as the records are scanned
-        whole_list = any(v.unique is not None or v.disjoint is not None for v in self.valid)
+        # a check of the whole list (unique, disjoint) reads columns of it, and so does any reader
+        # of keyed records (GGUF metadata: its keys, types and values): kept as the records are scanned
+        whole_list = any(v.unique is not None or v.disjoint is not None for v in self.valid) or _keyed(element)
         got = scan(codec, stream, context, count, offset, stream_size(stream), budget, _depth[0], whole_list)
         if isinstance(got, RecordList):
             return got
@@ -951,6 +952,13 @@ class ChooseBySize(cs.Construct):  # type: ignore[misc]
 
 
 # -- tensor records ------------------------------------------------------------------------
+
+
+def _keyed(element: Any) -> bool:
+    """Whether a list's records have a view with a key (``key = value`` entries)."""
+    while isinstance(element, cs.LazyBound):
+        element = element.subconfunc()
+    return isinstance(element, Presented) and element.view is not None and element.view.key is not None
 
 
 class TensorContainer(cs.Container):  # type: ignore[misc]

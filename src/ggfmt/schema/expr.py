@@ -206,9 +206,12 @@ def _legacy_ggml_type(era: Any, word: Any) -> int:
 
 
 def _ggml_nbytes(t: Any, ne: Any) -> int:
-    if not isinstance(ne, SEQUENCE) or not all(isinstance(n, int) and n >= 0 for n in ne):
+    if not isinstance(ne, SEQUENCE):
         raise TypeError("ggml_nbytes(type, ne) takes a list of dimensions")
-    return ggml_types.nbytes(_ggml_int(t), ne)
+    for n in ne:  # (a loop, an exact type first: called for each of hundreds of thousands of tensor infos)
+        if (type(n) is not int and not isinstance(n, int)) or n < 0:
+            raise TypeError("ggml_nbytes(type, ne) takes a list of dimensions")
+    return ggml_types.nbytes(t if type(t) is int else _ggml_int(t), ne)
 
 
 def _str(value: Any) -> str:
@@ -393,8 +396,9 @@ FUNCTIONS: dict[str, Callable[..., Any]] = {
 }
 
 _LOOKUPS = (_get, _find)
-# functions whose results are bounded by the functions themselves: no second check of them
-SELF_BOUNDED = (_replace, len)
+# functions whose results are bounded by the functions themselves (a length, a value from ggml's
+# table of types): no second check of them
+SELF_BOUNDED = (_replace, len, _ggml_type_size, _ggml_block_size, _ggml_legacy)
 
 _BINOPS: dict[type[ast.operator], Callable[[Any, Any], Any]] = {
     ast.Add: operator.add,

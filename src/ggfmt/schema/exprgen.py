@@ -150,6 +150,13 @@ HELPERS: dict[str, Any] = {
     "remembering": remembering, "range_of": range_of, "bounded": language._bounded,
 }
 
+# The operators whose result, of two integers, is no longer than the longer of them by more than a
+# bit: written as Python's own when both sides are integers (a budget has nothing to stop)
+_INT_OPERATORS = {ast.Add: "+", ast.Sub: "-", ast.Mod: "%", ast.FloorDiv: "//", ast.BitAnd: "&",
+                  ast.BitOr: "|", ast.BitXor: "^"}
+# functions that return an integer (or fail), whatever their arguments
+_INT_FUNCTIONS = frozenset(("ggml_type_size", "ggml_block_size", "ggml_nbytes", "len"))
+
 # Python's spelling of each comparison the language allows
 COMPARISONS = {ast.Eq: "==", ast.NotEq: "!=", ast.Lt: "<", ast.LtE: "<=", ast.Gt: ">", ast.GtE: ">=", ast.In: "in",
                ast.NotIn: "not in", ast.Is: "is", ast.IsNot: "is not"}
@@ -167,12 +174,23 @@ class PythonSource:
     """
 
     def __init__(self, constant: Callable[[Any], str], name: Callable[[str], str], fresh: Callable[[str], str],
-                 plain: bool = False, source: str | None = None) -> None:
+                 plain: bool = False, source: str | None = None,
+                 once: Callable[[ast.expr], str | None] | None = None, ints: frozenset[str] = frozenset(),
+                 int_lists: frozenset[str] = frozenset(), typed: bool = False) -> None:
         self.constant = constant
         self.name = name
         self.fresh = fresh
         self.plain = plain
         self.source = source  # the whole expression, as errors name it (else each node's own text)
+        # the source of a part whose value is known before the expression runs (evaluated once
+        # for many runs), or None: asked of each part, the largest first
+        self.once = once
+        self.ints = ints  # the names that hold an integer, whatever the input (a u32 field)
+        self.int_lists = int_lists  # and those that hold a list of integers
+        # whether an operation on values of unknown kinds tests for integers first (in code of
+        # statements: an assignment expression may not stand in a comprehension's iterable)
+        self.typed = typed
+        self._in_comprehension = False
 
     def _source(self, node: ast.expr) -> str:
         return self.constant(self.source if self.source is not None else ast.unparse(node))
@@ -184,6 +202,10 @@ class PythonSource:
         def sub(n: ast.expr) -> str:
             return self.write(n, variables)
 
+        if self.once is not None and not variables and not self._in_comprehension:
+            known = self.once(node)
+            if known is not None:
+                return known
         if isinstance(node, ast.Constant):
             return self.constant(node.value)
         if isinstance(node, ast.Name):
@@ -206,6 +228,8 @@ class PythonSource:
                 bounds = ", ".join(sub(b) if b is not None else "None"
                                    for b in (node.slice.lower, node.slice.upper, node.slice.step))
                 return f"slice_of({sub(node.value)}, [{bounds}])"
+            if self.plain and self._integers(node.value) and self.integer(node.slice):
+                return f"{sub(node.value)}[{sub(node.slice)}]"  # (a list of integers: no name to refuse)
             return f"index_of({sub(node.value)}, {sub(node.slice)})"
         if isinstance(node, ast.List | ast.Tuple):
             return "[" + ", ".join(sub(e) for e in node.elts) + "]"
@@ -213,8 +237,19 @@ class PythonSource:
             keys = ", ".join(sub(k) for k in node.keys if k is not None)
             return f"mapping([{keys}], [{', '.join(sub(v) for v in node.values)}])"
         if isinstance(node, ast.BinOp):
+            spelled = _INT_OPERATORS.get(type(node.op)) if self.plain else None
+            if spelled is not None and self.integer(node.left) and self.integer(node.right):
+                return f"({sub(node.left)} {spelled} {sub(node.right)})"
+            if spelled is not None and self.typed and not self._in_comprehension:
+                # integers at run time (a field of a list, a value read once per scan): Python's own
+                left, right = self.fresh("left"), self.fresh("right")
+                general = f"binop({self.constant(language._BINOPS[type(node.op)])}, {left}, {right})"
+                return f"({left} {spelled} {right} if (type({left} := {sub(node.left)}) is int) " \
+                       f"& (type({right} := {sub(node.right)}) is int) else {general})"  # (& : both evaluated)
             return f"binop({self.constant(language._BINOPS[type(node.op)])}, {sub(node.left)}, {sub(node.right)})"
         if isinstance(node, ast.UnaryOp):
+            if self.plain and isinstance(node.op, ast.Not):
+                return f"(not {sub(node.operand)})"
             return f"unop({self.constant(language._UNARYOPS[type(node.op)])}, {sub(node.operand)})"
         if isinstance(node, ast.BoolOp):
             return self._boolean(node, sub)
@@ -243,11 +278,37 @@ class PythonSource:
             return self._comprehension(node, variables, sub)
         raise Unsupported
 
+    def integer(self, node: ast.expr) -> bool:
+        """Whether ``node`` is an integer whatever the input: what Python's own operators may
+        combine with no budget to keep (their results are no larger than their operands allow)."""
+        if isinstance(node, ast.Constant):
+            return type(node.value) is int
+        if isinstance(node, ast.Name):
+            return node.id in self.ints
+        if isinstance(node, ast.BinOp):
+            return type(node.op) in _INT_OPERATORS and self.integer(node.left) and self.integer(node.right)
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
+            return node.func.id in _INT_FUNCTIONS
+        if isinstance(node, ast.Subscript) and not isinstance(node.slice, ast.Slice):
+            return self._integers(node.value) and self.integer(node.slice)
+        return False
+
+    def _integers(self, node: ast.expr) -> bool:
+        return isinstance(node, ast.Name) and node.id in self.int_lists
+
     def _comprehension(self, node: ast.ListComp, variables: dict[str, str], sub: Callable[[ast.expr], str]) -> str:
         """``comprehension(ITEMS, lambda items, spend: [spend(ELEMENT) for TARGET in items if ...])``,
         where ITEMS is the list itself; ``range_of(n)`` for ``range(n)`` (counted, not listed); or,
         when the variable is used only for its fields, ``fields_of(...)``: those fields' values,
         read from a bulk list's columns without making its records."""
+        outer, self._in_comprehension = self._in_comprehension, True
+        try:
+            return self._comprehension_source(node, variables, sub)
+        finally:
+            self._in_comprehension = outer
+
+    def _comprehension_source(self, node: ast.ListComp, variables: dict[str, str],
+                              sub: Callable[[ast.expr], str]) -> str:
         generator = node.generators[0]
         assert isinstance(generator.target, ast.Name)
         variable, over = generator.target.id, generator.iter

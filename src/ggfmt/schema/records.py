@@ -32,7 +32,6 @@ from typing import Any
 
 import construct as cs
 
-from ..errors import FormatError
 from .arrays import BULK_MIN_ITEMS, ITEM_SIZES, NumberArray, RecordList, StringArray
 from .codegen import HOISTED, Frame, Generator, Reject, Short, Unsupported, evaluate
 
@@ -48,8 +47,7 @@ class Codec:
 
     def __init__(self, generated: Any, min_size: int) -> None:
         self.read = generated.read
-        self.skim = generated.skim  # (a scan's: the same checks, no record made)
-        self.every_field = generated.every_field  # (a scan's that keeps every field's column)
+        self.loop = generated.loop  # a scan's whole loop, by kind (skim, columns, records)
         self.fields: tuple[str, ...] = generated.fields  # the record's own fields and instances, in order
         self._generated = generated
         self.min_size = min_size  # bytes a record takes at least (its fixed leading fields)
@@ -250,41 +248,27 @@ def scan(codec: Codec, stream: Any, context: Any, count: int, offset: int, file_
     frame = Frame(offset, file_size, True, budget, depth, hoisted)
     pos = 0
     columns = columns and not codec.tensors and bool(codec.fields)
-    read = codec.every_field() if columns else codec.skim
+    loop = codec.loop("records" if codec.tensors else "columns" if columns else "skim")
     made: list[Any] | None = cs.ListContainer() if codec.tensors else None
-    kept: dict[str, list[Any]] = {name: [] for name in codec.fields} if columns else {}
-    keep = [values.append for values in kept.values()]
+    rows: list[Any] = []  # (each record's values: one append a record, made columns at the end)
+    keep = made.append if made is not None else rows.append
     i = 0
-    while i < count:
-        scope["_index"] = i
-        spent = budget[0] if budget is not None else 0
-        try:
-            record, end = read(buf, pos, scope, frame)
-        except Short:
-            if budget is not None:
-                budget[0] = spent
-            frame.depth = depth
-            if len(buf) < left:
-                buf += stream.read(min(left - len(buf), max(len(buf), 1 << 20)))
-                continue
-            stream.seek(offset + pos)
-            return i
-        except (Reject, RecursionError, FormatError):
-            if budget is not None:
-                budget[0] = spent
-            stream.seek(offset + pos)
-            return i
-        starts[i] = pos
-        pos = end
-        i += 1
-        if made is not None:
-            made.append(record)
-        elif columns:
-            for append, value in zip(keep, record, strict=True):
-                append(value)
+    while True:
+        ended: Any
+        i, pos, ended = loop(buf, pos, i, count, scope, frame, starts, keep)
+        if ended is None:
+            break
+        frame.depth = depth
+        if ended is Short and len(buf) < left:  # the record goes on past what was read: read more
+            buf += stream.read(min(left - len(buf), max(len(buf), 1 << 20)))
+            continue
+        stream.seek(offset + pos)
+        return int(i)
     stream.seek(offset + pos)
     if made is not None:
         return made
     found = RecordList(bytes(buf[:pos]), starts, BoundReader(codec, scope, offset, hoisted))
-    found.kept.update(kept)
+    if columns:
+        values = zip(*rows, strict=True) if rows else ([] for _ in codec.fields)
+        found.kept.update({name: list(column) for name, column in zip(codec.fields, values, strict=True)})
     return found
