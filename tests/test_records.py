@@ -352,7 +352,17 @@ seq:
   - {id: views, type: view, repeat: count}
   - {id: x, type: u8}
   - {id: ts, type: t, repeat: 6}
+  - {id: ps, type: p, shift: base, nth: _index, repeat: count}
+  - {id: qs, type: p, shift: base, nth: 1, repeat: count}
 types:
+  p:
+    params:
+      shift: {doc: Added to each.}
+      nth: {doc: The record's index.}
+    seq:
+      - {id: b, type: u8}
+    instances:
+      total: {value: "b + shift + nth"}
   item:
     seq:
       - {id: a, type: u32, valid: {expr: "(_ + base) % 2 == 0"}}
@@ -387,7 +397,8 @@ def test_records_read_their_enclosing_values_as_the_general_path(tmp_path: Path,
     count = 40
     ts = [(0,), (1, 7, 1, 9, 0), (2,), (1, 5, 0), (3,), (0,)]  # t: k [, u: x, t: k [...]]
     data = struct.pack("<IIf", count, 6, 2.5) + struct.pack(f"<{count}I", *range(0, 2 * count, 2)) + bytes([40]) \
-        + bytes(b for t in ts for b in t) + bytes(count)  # (a record of no bytes still needs one in the file)
+        + bytes(b for t in ts for b in t) + bytes(range(count)) * 2 \
+        + bytes(count)  # (a record of no bytes still needs one in the file)
     path = tmp_path / "e.bin"
     path.write_bytes(data)
 
@@ -407,6 +418,9 @@ def test_records_read_their_enclosing_values_as_the_general_path(tmp_path: Path,
     assert [t["v"] for t in fields["ts"]] == [40, 41, 42, 41, 43, 40]
     assert fields["ts"][1]["more"]["inner"]["v"] == 1 + 7
     assert fields["ts"][1]["more"]["inner"]["more"]["inner"]["v"] == 0 + 9
+    # a parameterised type's arguments, the same for every record or not
+    assert [p["total"] for p in fields["ps"]] == [i + 6 + i for i in range(count)]
+    assert [p["total"] for p in fields["qs"]] == [i + 6 + 1 for i in range(count)]
 
 
 def test_an_enclosing_value_that_breaks_a_check_is_reported_as_the_general_path(
@@ -419,3 +433,24 @@ def test_an_enclosing_value_that_breaks_a_check_is_reported_as_the_general_path(
     bulk, general = both_ways(monkeypatch, lambda: fmt("parse", path, "--schema", schema))
     assert bulk.err == general.err
     assert "items[0].a" in assert_clean_failure(bulk)
+
+
+def test_tensors_in_json_are_what_the_tensor_table_reads(tmp_path: Path, fmt: Fmt) -> None:
+    """Names of any text (quotes, control characters, non-ASCII) reach --json as JSON strings: the
+    document reads back (the standard library's parser) as the names the file holds."""
+    names = [b'a "quoted" \\ name', "caf\u00e9 \u202e".encode(), b"\x1b[2J", b"t.3"]
+
+    def change(i: int, info: dict[str, Any]) -> None:
+        if i < len(names):
+            info["name"] = names[i]
+
+    path = gguf_with_tensors(tmp_path / "t.gguf", 40, change)
+    result = fmt("parse", path, "--json")
+    assert result.code == 0, result.err
+    assert result.out.isascii()
+    tensors = json.loads(result.out)["tensors"]
+    start = engine.parse(path).fields["data_start"]
+    assert [t["name"] for t in tensors] == [n.decode() for n in names] + [f"t.{i}" for i in range(4, 40)]
+    assert [(t["type"], t["ggml_type"], t["ne"], t["offset"], t["nbytes"]) for t in tensors] == \
+        [("f32", 0, [8], start + 32 * i, 32) for i in range(40)]
+    assert [t["path"] for t in tensors] == [f"tensors[{i}]" for i in range(40)]

@@ -71,7 +71,7 @@ def parse(path: str | os.PathLike[str], schema: Schema | str | None = None,
     if records is None or not (records or loaded.registers_tensors):
         tensors = list(_tensors(fields, ""))
     else:
-        tensors = [tensor_ref(r, p) for p, r in records]
+        tensors = _tensor_refs(records)
     return Document(source=path, schema=loaded, fields=fields, tensors=tensors, size=size, params=values)
 
 
@@ -150,17 +150,23 @@ def _parse_root(construct: cs.Construct, stream: FileView, params: dict[str, Any
 
 def tensor_ref(record: TensorContainer, path: str) -> TensorRef:
     """The :class:`TensorRef` of a parsed tensor record."""
-    roles = record["_roles"]
-    data = record[roles["data"]]
-    assert isinstance(data, PayloadRef)
-    return TensorRef(
-        path=path,
-        name=str(record[roles["name"]]),
-        ggml_type=int(record[roles["ggml_type"]]),
-        ne=tuple(map(int, record[roles["ne"]])),
-        offset=data.offset,
-        nbytes=data.nbytes,
-    )
+    return _tensor_refs([(path, record)])[0]
+
+
+def _tensor_refs(records: list[tuple[str, TensorContainer]]) -> list[TensorRef]:
+    """The :class:`TensorRef` of each (path, record) (of a list of 263,000 tensors: the roles
+    looked up once per list, not once per record)."""
+    refs = []
+    roles: Any = None
+    for path, record in records:
+        if record["_roles"] is not roles:
+            roles = record["_roles"]
+            name, ggml_type, ne, data = roles["name"], roles["ggml_type"], roles["ne"], roles["data"]
+        payload = record[data]
+        assert isinstance(payload, PayloadRef)
+        refs.append(TensorRef(path, str(record[name]), int(record[ggml_type]), tuple(map(int, record[ne])),
+                              payload.offset, payload.nbytes))
+    return refs
 
 
 def _tensors(value: Any, path: str) -> Iterator[TensorRef]:

@@ -161,6 +161,12 @@ def keyed_entry(record: Any) -> tuple[str, Typed] | None:
     return str(record[spec.key]), typed(record)
 
 
+def _tensor_records(value: Any) -> bool:
+    """A non-empty list of tensor records only (a GGUF's tensors: the tensor table lists them)."""
+    return isinstance(value, list) and bool(value) and type(value[0]) is TensorContainer \
+        and all(isinstance(v, TensorContainer) for v in value)
+
+
 def _keyed_records(value: Any) -> bool:
     if not isinstance(value, list | RecordList) or not value:
         return False
@@ -183,14 +189,15 @@ def items(fields: Any, path: str = "", raw: bool = False) -> Iterator[Item]:
         for key, item in fields.items():
             if isinstance(key, str) and not key.startswith("_") and key not in hidden:
                 yield from items(item, f"{path}.{key}" if path else key, raw)
+    elif _tensor_records(fields):  # (the tensor table shows them)
+        return
     elif not raw and _keyed_records(fields):
         key_field = _spec(fields[0]).key  # type: ignore[union-attr]
         assert key_field is not None
         yield path, Section(path, Entries(fields, key_field))
     elif is_records(fields):
-        records = isinstance(fields, list) and all(isinstance(v, TensorContainer) for v in fields)
         for i, item in enumerate(fields):
-            if i == SHOWN_RECORDS and len(fields) > 2 * SHOWN_RECORDS and not records:
+            if i == SHOWN_RECORDS and len(fields) > 2 * SHOWN_RECORDS:
                 yield f"{path}[{i}:{len(fields)}]", f"... {len(fields) - i} more (--json shows them all)"
                 return
             yield from items(item, f"{path}[{i}]", raw)
@@ -238,13 +245,13 @@ def tree(fields: Any, patterns: Sequence[str] | None = None, path: str = "") -> 
                 if value is not _LEFT_OUT:
                     out[key] = value
         return out if out or not patterns or selected(patterns, path) else _LEFT_OUT
+    if _tensor_records(fields):
+        return _LEFT_OUT
     if _keyed_records(fields):
         section = next(v for _, v in items(fields, path))
         entries = {k: plain(v) for k, v in section.entries if selected(patterns, k, f"{path}.{k}", path)}
         return entries if entries or not patterns else _LEFT_OUT
     if is_records(fields):
-        if isinstance(fields, list) and all(isinstance(v, TensorContainer) for v in fields):
-            return _LEFT_OUT
         records = [tree(item, patterns, f"{path}[{i}]") for i, item in enumerate(fields)]
         return records if not patterns or any(r is not _LEFT_OUT and r != {} for r in records) else _LEFT_OUT
     return fields if selected(patterns, path) else _LEFT_OUT

@@ -299,34 +299,26 @@ class Generator:
         assert self.top_record is not None
         struct_, presented = self.top_record
         name = self.fresh("scan_")
-        if self.top_params is not None:  # (its records read through the parameters' scope, one call each)
-            assert self.top_key is not None
-            reader: Any = self.namespace[self.functions[self.top_key]] if kind == "records" else \
-                self.column(self.top_fields if kind == "columns" else (), positioned=kind == "columns")
-            lines = [f"def {name}(buf, pos, i, count, parent, frame, starts, keep):",
-                     "    budget = frame.budget", "    spent = 0", "    first = pos", "    try:",
-                     "        while i < count:",
-                     "            parent['_index'] = i",
-                     "            first = pos",
-                     "            if budget is not None:",
-                     "                spent = budget[0]",
-                     f"            value, pos = {self.constant(reader)}(buf, pos, parent, frame)",
-                     "            starts[i] = first",
-                     *(["            keep(value)"] if kind != "skim" else []),
-                     "            i += 1", *_loop_handlers(), "    return i, pos, None"]
-        else:
-            stop = {"skim": (), "columns": self.top_fields, "records": None}[kind]
-            lines = self._record(name, struct_, presented, kind == "records", stop=stop, positioned=True, loop=kind)
+        params = None
+        if self.top_params is not None:  # (read in the scope of the type's parameters, made once if it can be)
+            made = self.fresh("params_")
+            self.define(self._with_args(made, self.top_params, per_list=True, give=True))
+            params = (made, self._once_per_list(self.top_params))
+        stop = {"skim": (), "columns": self.top_fields, "records": None}[kind]
+        lines = self._record(name, struct_, presented, kind == "records", stop=stop, positioned=True, loop=kind,
+                             params=params)
         self.define(lines)
         return self.namespace[name]  # type: ignore[no-any-return]
 
     # -- records ---------------------------------------------------------------------------
-    def _with_args(self, name: str, construct: Any, inner: str | None = None, per_list: bool = False) -> list[str]:
+    def _with_args(self, name: str, construct: Any, inner: str | None = None, per_list: bool = False,
+                   give: bool = False) -> list[str]:
         """A parameterised type: its arguments evaluated where it is used, then its record read in
         a scope that holds them (as :class:`~.constructs.WithArgs` makes it, without ``_index``).
         ``per_list``: the type of the list's own records, read in the list's scope: arguments that
-        do not read ``_index`` are the same for every record, evaluated once per scan."""
-        if inner is None:
+        do not read ``_index`` are the same for every record, evaluated once per scan. ``give``:
+        a function that returns that scope (what a scan's loop reads its records in)."""
+        if inner is None and not give:
             subcon = construct.subcon
             while isinstance(subcon, cs.LazyBound):
                 subcon = subcon.subconfunc()
@@ -334,7 +326,7 @@ class Generator:
             inner = self.function(subcon, top=self.top_record is None)
         defaults = self.constant(dict(construct.defaults))
         self.bound.update(construct.defaults)
-        once = per_list and not any("_index" in self._names_of(e) for e in construct.args.values())
+        once = per_list and self._once_per_list(construct)
         key = self.constant(name)
         lines = [f"def {name}(buf, pos, scope, frame):"]
         pad = "    "
@@ -350,8 +342,12 @@ class Generator:
         lines += _handlers(len(pad))
         if once:
             lines.append(f"        frame.params[{key}] = params")
-        lines.append(f"    return {inner}(buf, pos, params, frame)")
+        lines.append("    return params" if give else f"    return {inner}(buf, pos, params, frame)")
         return lines
+
+    def _once_per_list(self, construct: Any) -> bool:
+        """Whether a parameterised type's arguments are the same for every record of a list."""
+        return not any("_index" in self._names_of(e) for e in construct.args.values())
 
     @staticmethod
     def _names_of(expression: Any) -> set[str]:
@@ -359,7 +355,8 @@ class Generator:
         return set(names) if names is not None else {"_index"}  # (unknown: as if it read it)
 
     def _record(self, name: str, struct_: cs.Struct, presented: Any, top: bool,
-                stop: tuple[str, ...] | None = None, positioned: bool = False, loop: str | None = None) -> list[str]:
+                stop: tuple[str, ...] | None = None, positioned: bool = False, loop: str | None = None,
+                params: tuple[str, bool] | None = None) -> list[str]:
 
         if top or self.top_record is None:
             self.top_record = (struct_, presented)
@@ -373,13 +370,14 @@ class Generator:
         # (a type inside itself would read the enclosing values of another record: read each time)
         self.scan_level = (top or stop is not None) and not self.top_inside_itself
         try:
-            return self._record_lines(name, struct_, presented, top, stop, positioned, loop)
+            return self._record_lines(name, struct_, presented, top, stop, positioned, loop, params)
         finally:
             self.params_in_reach, self.enclosing, self.own_fields, self.int_fields, self.int_list_fields, \
                 self.scan_level, self._repeat_seen = outer
 
     def _record_lines(self, name: str, struct_: cs.Struct, presented: Any, top: bool,
-                      stop: tuple[str, ...] | None, positioned: bool, loop: str | None = None) -> list[str]:
+                      stop: tuple[str, ...] | None, positioned: bool, loop: str | None = None,
+                      params: tuple[str, bool] | None = None) -> list[str]:
         self._loop_locals = set() if loop is not None else None
         try:
             body, value = self._record_body(struct_, presented, top, stop)
@@ -394,15 +392,20 @@ class Generator:
                                           f"    return {result}"], 1)
         # the whole list in one function: no call per record, the loop's own variables at hand
         kept = [f"            keep({value})"] if loop != "skim" else []
-        lines = [f"def {name}(buf, pos, i, count, parent, frame, starts, keep):",
+        # the records' enclosing scope: the list's, or the one of their type's parameters
+        enclosing = f"{self.constant(self.namespace[params[0]])}(buf, pos, outer, frame)" if params else "outer"
+        once = params is None or params[1]
+        lines = [f"def {name}(buf, pos, i, count, outer, frame, starts, keep):",
                  "    check = frame.check",
                  "    budget = frame.budget",
                  "    spent = 0",
                  "    first = pos",
                  *(f"    h{key} = frame.hoisted.get({key}, MISSING)" for key in remembered),
                  "    try:",
+                 *([f"        parent = {enclosing}"] if once else []),
                  "        while i < count:",
-                 "            parent['_index'] = i",
+                 "            outer['_index'] = i",
+                 *([] if once else [f"            parent = {enclosing}"]),
                  f"            {made}",
                  "            first = pos",
                  "            if budget is not None:",
