@@ -117,6 +117,11 @@ CASES = [
     # over range(n): the numbers counted, never listed first
     "[i * 2 for i in range(n)]", "[i for i in range(-3)]", "[i for i in range(flag)]", "[i for i in range(f)]",
     "[i for i in range(1 << 40)]", "[i for i in range(unknown)]", "[xs[i] for i in range(len(xs)) if i > 1]",
+    # a list's fields by the comprehension's variable (a column found once for all the items)
+    "[recs[i].value for i in range(2)]", "[recs[i].key + recs[i].key for i in range(2) if recs[i].value > 1]",
+    "[recs[i].value for i in range(9)]", "[undefined_name[i].key for i in range(0)]",
+    "[undefined_name[i].key for i in range(2)]", "[recs[i].missing for i in range(2)]",
+    "[unknown[i].key for i in range(2)]", "[recs[i].key for i in range(unknown)]", "[xs[i].key for i in range(2)]",
 ]
 
 
@@ -146,7 +151,9 @@ def test_a_tables_expression_as_plain_python_is_the_evaluator(source: str) -> No
 
 @pytest.mark.parametrize("source", ["[t.score if t.score is not None else 0.0 for t in vocab]",
                                     "[len(t.text) for t in vocab if t.length > 1]", "[t for t in vocab][70].text",
-                                    "[t.nothing for t in vocab]"])
+                                    "[t.nothing for t in vocab]", "[vocab[i].text for i in range(len(vocab))]",
+                                    "[vocab[i].score for i in range(-3, 0)]", "[vocab[i].nothing for i in range(2)]",
+                                    "[vocab[i].text for i in range(len(vocab) + 1)]"])
 def test_a_comprehension_over_records_read_in_bulk_is_the_evaluators(source: str, tmp_path: Path) -> None:
     from ggfmt import engine
     from ggfmt.schema.arrays import RecordList

@@ -140,8 +140,7 @@ HOISTED: dict[int, Expression] = {}
 
 class Generated:
     """The functions of one compilation: ``read`` reads a record of the list's type; ``loop(kind)``
-    reads the whole list (what a scan runs); ``upto(names)`` a function that reads a record as far
-    as the fields ``names`` and returns their values."""
+    reads the whole list (what a scan runs, and what reads its columns again)."""
 
     def __init__(self, generator: Generator, top: str) -> None:
         self._generator = generator
@@ -151,7 +150,6 @@ class Generated:
         self.fields = generator.top_fields
         self.names = generator.names  # the names its expressions read
         self.bound = generator.bound  # the names its records and parameters define
-        self._columns: dict[tuple[str, ...], Callable[..., Any]] = {}
         self._loops: dict[str, Callable[..., Any]] = {}
 
     def loop(self, kind: str) -> Callable[..., Any]:
@@ -160,11 +158,6 @@ class Generated:
             self._loops[kind] = self._generator.loop(kind)
         return self._loops[kind]
 
-    def upto(self, names: tuple[str, ...]) -> Callable[..., Any]:
-        """A reader of a record as far as the last of ``names``, returning their values (a tuple)."""
-        if names not in self._columns:
-            self._columns[names] = self._generator.column(names)
-        return self._columns[names]
 
 
 class Generator:
@@ -273,22 +266,6 @@ class Generator:
             lines += [*_handlers(4), "    return v, pos"]
         return lines
 
-    def column(self, stop: tuple[str, ...], positioned: bool = False) -> Callable[..., Any]:
-        """A reader of the list's records that stops once the fields ``stop`` are read and
-        returns their values; with no fields, one that reads and checks a whole record and returns
-        (None, the position after it): what a scan runs, the record itself not made. ``positioned``:
-        it returns (their values, the position after the last of them)."""
-        assert self.top_record is not None
-        struct_, presented = self.top_record
-        name = self.fresh("column_")
-        lines = self._record(name, struct_, presented, False, stop=stop, positioned=positioned)
-        if self.top_params is not None:  # read through the parameters' scope, as the record is
-            inner = name
-            name = self.fresh("column_")
-            lines += self._with_args(name, self.top_params, inner, per_list=True)
-        self.define(lines)
-        return self.namespace[name]  # type: ignore[no-any-return]
-
     def loop(self, kind: str) -> Callable[..., Any]:
         """What a scan runs: a function that reads the list's records ``i`` to ``count`` from
         ``pos`` in one loop, noting where each starts in ``starts``, and returns (the index it
@@ -305,8 +282,7 @@ class Generator:
             self.define(self._with_args(made, self.top_params, per_list=True, give=True))
             params = (made, self._once_per_list(self.top_params))
         stop = {"skim": (), "columns": self.top_fields, "records": None}[kind]
-        lines = self._record(name, struct_, presented, kind == "records", stop=stop, positioned=True, loop=kind,
-                             params=params)
+        lines = self._record(name, struct_, presented, kind == "records", stop=stop, loop=kind, params=params)
         self.define(lines)
         return self.namespace[name]  # type: ignore[no-any-return]
 
@@ -355,7 +331,7 @@ class Generator:
         return set(names) if names is not None else {"_index"}  # (unknown: as if it read it)
 
     def _record(self, name: str, struct_: cs.Struct, presented: Any, top: bool,
-                stop: tuple[str, ...] | None = None, positioned: bool = False, loop: str | None = None,
+                stop: tuple[str, ...] | None = None, loop: str | None = None,
                 params: tuple[str, bool] | None = None) -> list[str]:
 
         if top or self.top_record is None:
@@ -370,13 +346,13 @@ class Generator:
         # (a type inside itself would read the enclosing values of another record: read each time)
         self.scan_level = (top or stop is not None) and not self.top_inside_itself
         try:
-            return self._record_lines(name, struct_, presented, top, stop, positioned, loop, params)
+            return self._record_lines(name, struct_, presented, top, stop, loop, params)
         finally:
             self.params_in_reach, self.enclosing, self.own_fields, self.int_fields, self.int_list_fields, \
                 self.scan_level, self._repeat_seen = outer
 
     def _record_lines(self, name: str, struct_: cs.Struct, presented: Any, top: bool,
-                      stop: tuple[str, ...] | None, positioned: bool, loop: str | None = None,
+                      stop: tuple[str, ...] | None, loop: str | None = None,
                       params: tuple[str, bool] | None = None) -> list[str]:
         self._loop_locals = set() if loop is not None else None
         try:
@@ -386,10 +362,9 @@ class Generator:
             self._loop_locals = None
         made = "scope = {'_': parent, '_root': parent['_root'], '_index': parent.get('_index')}"
         if loop is None:
-            result = value if stop and not positioned else f"{value}, pos"
             return _without_unread_scope([f"def {name}(buf, pos, parent, frame):", f"    {made}",
                                           "    check = frame.check", "    try:", *body, *_handlers(4),
-                                          f"    return {result}"], 1)
+                                          f"    return {value}, pos"], 1)
         # the whole list in one function: no call per record, the loop's own variables at hand
         kept = [f"            keep({value})"] if loop != "skim" else []
         # the records' enclosing scope: the list's, or the one of their type's parameters

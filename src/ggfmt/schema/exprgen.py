@@ -123,6 +123,37 @@ def _attributes_only(name: str, trees: list[ast.expr]) -> list[str]:
     return attrs if all(visit(tree) for tree in trees) else []
 
 
+def _indexed_fields(variable: str, outer: dict[str, str], trees: list[ast.expr]) -> dict[str, tuple[ast.expr, str]]:
+    """``L[variable].f`` in ``trees`` by its text (``vocab[i].text``), with ``L`` and ``f``: ``L`` a
+    name that is neither ``variable`` nor a comprehension's (no comprehension inside ``trees``
+    binds a name again)."""
+    if any(isinstance(n, ast.ListComp) for tree in trees for n in ast.walk(tree)):
+        return {}
+    found: dict[str, tuple[ast.expr, str]] = {}
+    for tree in trees:
+        for n in ast.walk(tree):
+            if isinstance(n, ast.Attribute) and isinstance(n.value, ast.Subscript) \
+                    and isinstance(n.value.value, ast.Name) and isinstance(n.value.slice, ast.Name) \
+                    and n.value.slice.id == variable and n.value.value.id != variable \
+                    and n.value.value.id not in outer:
+                found[f"{n.value.value.id}[{variable}].{n.attr}"] = (n.value.value, n.attr)
+    return found
+
+
+def column_of(base: Callable[[], Any], attr: str, source: str) -> Callable[[Any], Any]:
+    """``lambda i: L[i].attr`` where ``base()`` gives ``L``: of a list read in bulk, its column's
+    own item reader (an int index, as range() gives, reads what :func:`field_at` reads: a negative
+    one from the end, one past the end an IndexError). A ``base`` that fails fails when an item is
+    first read, as it would without this."""
+    try:
+        items = base()
+    except Exception:  # (raised again where the expression reads an item)
+        return lambda index: field_at(base(), index, attr, source)
+    if type(items) is RecordList and attr in items.reader.codec.fields:
+        return items.column(attr).__getitem__
+    return lambda index: field_at(items, index, attr, source)
+
+
 def range_of(count: Any) -> Any:
     """What ``range(count)`` lists, as a comprehension goes over it: counted, not held."""
     return count if count is language.UNKNOWN else language.counting(count)
@@ -146,7 +177,7 @@ HELPERS: dict[str, Any] = {
     "UNKNOWN": language.UNKNOWN, "member": language._member, "index_of": language._index,
     "slice_of": language._slice, "binop": language._binop, "unop": language._unknown_or, "call": language._call,
     "call_lookup": language._call_lookup, "mapping": language._mapping, "compare": compare,
-    "comprehension": comprehension, "field_at": field_at, "fields_of": fields_of,
+    "comprehension": comprehension, "field_at": field_at, "fields_of": fields_of, "column_of": column_of,
     "remembering": remembering, "range_of": range_of, "bounded": language._bounded,
 }
 
@@ -217,6 +248,11 @@ class PythonSource:
         if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) \
                 and f"{node.value.id}.{node.attr}" in variables:  # a field of a comprehension's record
             return variables[f"{node.value.id}.{node.attr}"]
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Subscript) \
+                and isinstance(node.value.value, ast.Name) and isinstance(node.value.slice, ast.Name) \
+                and f"{node.value.value.id}[{node.value.slice.id}].{node.attr}" in variables:  # (see _indexed_fields)
+            return f"{variables[f'{node.value.value.id}[{node.value.slice.id}].{node.attr}']}" \
+                   f"({variables[node.value.slice.id]})"
         if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Subscript) \
                 and not isinstance(node.value.slice, ast.Slice):  # vocab[i].text: a column's item
             return f"field_at({sub(node.value.value)}, {sub(node.value.slice)}, {self.constant(node.attr)}, " \
@@ -318,15 +354,22 @@ class PythonSource:
             inner = {**variables, **{f"{variable}.{a}": v for a, v in names.items()}}
             target = "(" + "".join(f"{v}, " for v in names.values()) + ")"
             items = f"fields_of({sub(over)}, {self.constant(tuple(attrs))}, {self._source(node)})"
-        else:
+        columns = ""
+        if not attrs:
             inner = {**variables, variable: self.fresh("item")}
             target = inner[variable]
             counted = isinstance(over, ast.Call) and isinstance(over.func, ast.Name) and over.func.id == "range" \
                 and len(over.args) == 1 and not over.keywords
             items = f"range_of({sub(over.args[0])})" if counted else sub(over)  # type: ignore[attr-defined]
+            # vocab[i].text with i the variable: the list's column, found once for all the items
+            for key, (base, attr) in _indexed_fields(variable, variables, [node.elt, *generator.ifs]).items():
+                inner[key] = self.fresh("column")
+                source = self.constant(self.source if self.source is not None else key)  # (as _source names it)
+                columns += f", {inner[key]}=column_of(lambda: {self.write(base, variables)}, " \
+                           f"{self.constant(attr)}, {source})"
         listed, spend = self.fresh("items"), self.fresh("spend")
         conditions = "".join(f" if ({self.write(c, inner)})" for c in generator.ifs)  # (as the evaluator's all())
-        return f"comprehension({items}, lambda {listed}, {spend}: " \
+        return f"comprehension({items}, lambda {listed}, {spend}{columns}: " \
                f"[{spend}({self.write(node.elt, inner)}) for {target} in {listed}{conditions}])"
 
     def _boolean(self, node: ast.BoolOp, sub: Callable[[ast.expr], str]) -> str:

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import array
 import struct
-from collections.abc import Callable
 from typing import Any
 
 import construct as cs
@@ -57,9 +56,6 @@ class Codec:
         # tensor records: kept as made (a list of them), and listed as the parse's tensors
         self.tensors: bool = generated.tensors
 
-    def upto(self, names: tuple[str, ...]) -> Callable[..., Any]:
-        """A reader of one record as far as the fields ``names``, returning their values."""
-        return self._generated.upto(names)  # type: ignore[no-any-return]
 
 
 _CODECS: dict[int, Codec | None] = {}
@@ -198,18 +194,16 @@ class BoundReader:
             raise AssertionError(f"record {index} of a list the scan accepted cannot be read again") from None
         return record
 
-    def columns(self, wire: bytes, starts: Any, names: tuple[str, ...]) -> Any:
-        """The values of fields ``names`` of each record (a tuple each), in order, without making
-        the records."""
-        if not set(names) <= set(self.codec.fields):
-            raise KeyError(names)
-        upto = self.codec.upto(names)
+    def columns(self, wire: bytes, starts: Any) -> dict[str, list[Any]]:
+        """Every field of every record (a list per field), read in one loop without making the
+        records (the scan's own loop: what it checked is what this reads)."""
         frame = Frame(self.offset, self.offset + len(wire), False, None, 0, self.hoisted)
-        scope = self.scope
-        for index in range(len(starts)):
-            scope["_index"] = index
-            frame.depth = 0
-            yield upto(wire, starts[index], scope, frame)
+        rows: list[Any] = []
+        index, _, ended = self.codec.loop("columns")(wire, 0, 0, len(starts), self.scope, frame,
+                                                    _starts(len(starts), len(wire)), rows.append)
+        if ended is not None:  # the scan read these records: reading them again cannot fail
+            raise AssertionError(f"record {index} of a list the scan accepted cannot be read again")
+        return _as_columns(self.codec.fields, rows)
 
     def same_layout(self, other: Any) -> bool:
         """Whether the same bytes mean the same records in both (one type, one reading of it)."""
@@ -269,6 +263,11 @@ def scan(codec: Codec, stream: Any, context: Any, count: int, offset: int, file_
         return made
     found = RecordList(bytes(buf[:pos]), starts, BoundReader(codec, scope, offset, hoisted))
     if columns:
-        values = zip(*rows, strict=True) if rows else ([] for _ in codec.fields)
-        found.kept.update({name: list(column) for name, column in zip(codec.fields, values, strict=True)})
+        found.kept.update(_as_columns(codec.fields, rows))
     return found
+
+
+def _as_columns(names: tuple[str, ...], rows: list[tuple[Any, ...]]) -> dict[str, list[Any]]:
+    """The records' values by field (``rows``: a tuple of them per record)."""
+    values = zip(*rows, strict=True) if rows else ([] for _ in names)
+    return {name: list(column) for name, column in zip(names, values, strict=True)}
