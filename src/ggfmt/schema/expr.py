@@ -244,20 +244,22 @@ def _too_big(value: Any) -> bool:
 
 
 def _replace(text: Any, old: Any, new: Any) -> Any:
-    """``text`` with every ``old`` replaced by ``new``; bytes take str arguments as UTF-8."""
+    """``text`` with every ``old`` replaced by ``new``; bytes take str arguments as UTF-8. (Called
+    for each token of a vocabulary: the usual case, exact types, tested first.)"""
     if not (type(old) is str and type(new) is str and old and type(text) in (str, bytes)) and (
             not all(isinstance(v, str) for v in (old, new)) or not old or not isinstance(text, str | bytes)):
         raise TypeError("replace(text, old, new) takes a text and two strings (the first not empty)")
     if isinstance(text, bytes):
-        return _bounded_replace(text, old.encode(), new.encode())
-    return _bounded_replace(text, old, new)
-
-
-def _bounded_replace(text: Any, old: Any, new: Any) -> Any:
+        old, new = old.encode(), new.encode()
     grows = len(new) - len(old)  # (a replacement no longer than what it replaces cannot pass the bound)
-    if len(text) + (text.count(old) * grows if grows > 0 else 0) > (room := sequence_room()):
-        raise ValueError(f"a string of more than {room} characters")
+    if (grows > 0 and old in text) or len(text) > MAX_SEQUENCE:
+        _bounded_length(len(text) + (text.count(old) * grows if grows > 0 else 0))
     return text.replace(old, new)
+
+
+def _bounded_length(length: int) -> None:
+    if length > (room := sequence_room()):
+        raise ValueError(f"a string of more than {room} characters")
 
 
 def _startswith(text: Any, prefix: Any) -> bool:
