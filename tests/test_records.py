@@ -454,3 +454,19 @@ def test_tensors_in_json_are_what_the_tensor_table_reads(tmp_path: Path, fmt: Fm
     assert [(t["type"], t["ggml_type"], t["ne"], t["offset"], t["nbytes"]) for t in tensors] == \
         [("f32", 0, [8], start + 32 * i, 32) for i in range(40)]
     assert [t["path"] for t in tensors] == [f"tensors[{i}]" for i in range(40)]
+
+
+def test_columns_kept_a_chunk_at_a_time_are_the_records_fields(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A scan that keeps columns joins its records' values to them a chunk of records at a time:
+    with chunks of 7 records, every column still holds every record's field, in order."""
+    monkeypatch.setattr(records, "CHUNK", 7)
+    pairs = gguf(tmp_path / "m.gguf", mixed_pairs(200))
+    tensors = gguf_with_tensors(tmp_path / "t.gguf", 100)
+    for path, name in ((pairs, "metadata"), (tensors, "infos")):
+        listed = engine.parse(path).fields[name]
+        assert isinstance(listed, RecordList)
+        kept = dict(listed.kept)
+        assert set(kept) == set(listed.reader.codec.fields)
+        listed.kept.clear()  # (read again through the loop, in chunks too)
+        assert comparable(listed.kept or {n: listed.column(n) for n in kept}) == comparable(kept)
+        assert comparable({n: [r[n] for r in listed] for n in kept}) == comparable(kept)

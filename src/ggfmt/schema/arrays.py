@@ -230,14 +230,15 @@ class RecordList(ReadOnDemand):
 
     def field(self, index: int, name: str) -> Any:
         """Field ``name`` (one of the records' own) of record ``index``: ``vocab[i].text``. Once
-        a field has been asked for :data:`COLUMN_AFTER` times, every field is read in one pass and
-        kept (a list per field, not the records), and indexed from then on."""
+        a field has been asked for :data:`COLUMN_AFTER` times, every field asked for so far is read
+        in one pass and kept (a list per field, not the records), and indexed from then on."""
         column = self.kept.get(name)
         if column is None:
             reads = self._reads[name] = self._reads.get(name, 0) + 1
             if reads < COLUMN_AFTER:
                 return self[index][name]
-            self._keep()
+            # every field asked for so far and not yet kept, in one pass (a tensor's name, type, shape)
+            self._keep(tuple(n for n in self._reads if n not in self.kept))
             column = self.kept[name]
         if index < 0:
             index += len(column)
@@ -249,12 +250,12 @@ class RecordList(ReadOnDemand):
         """Field ``name`` of every record, kept once read (a scan keeps every field of a list that
         a check reads whole: a tensor's offset and size are checked, then its name and type asked for)."""
         if name not in self.kept:
-            self._keep()
+            self._keep((name,))
         return self.kept[name]
 
-    def _keep(self) -> None:
-        """Read every field of every record in one pass, and keep them."""
-        self.kept.update(self.reader.columns(self.wire, self.starts))
+    def _keep(self, names: tuple[str, ...]) -> None:
+        """Read the fields ``names`` of every record in one pass, and keep them."""
+        self.kept.update(self.reader.column_lists(self.wire, self.starts, names))
 
     def has_columns(self, *names: str) -> bool:
         """Whether :meth:`columns` can give the fields ``names`` (the records' own fields)."""
@@ -262,10 +263,10 @@ class RecordList(ReadOnDemand):
 
     def columns(self, *names: str) -> Iterator[tuple[Any, ...]]:
         """Fields ``names`` of every record (a tuple each), in order, read without making the
-        records (a GGUF's keys, to find one): from the columns, kept once read."""
-        if not all(name in self.kept for name in names):
-            self._keep()
-        return zip(*(self.kept[name] for name in names), strict=True)
+        records (a GGUF's keys, to find one); from the columns kept, when they are."""
+        if all(name in self.kept for name in names):
+            return zip(*(self.kept[name] for name in names), strict=True)
+        return iter(self.reader.columns(self.wire, self.starts, tuple(names)))
 
     def identical(self, other: object) -> bool:
         """The same records for certain, without reading them: the same bytes, read the same way."""

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import array
 import struct
+from collections.abc import Iterator
 from typing import Any
 
 import construct as cs
@@ -194,16 +195,36 @@ class BoundReader:
             raise AssertionError(f"record {index} of a list the scan accepted cannot be read again") from None
         return record
 
-    def columns(self, wire: bytes, starts: Any) -> dict[str, list[Any]]:
-        """Every field of every record (a list per field), read in one loop without making the
-        records (the scan's own loop: what it checked is what this reads)."""
+    def columns(self, wire: bytes, starts: Any, names: tuple[str, ...]) -> Iterator[tuple[Any, ...]]:
+        """Fields ``names`` of each record (a tuple each), in order, the records not made."""
+        wanted = [self.codec.fields.index(name) for name in names]
+        for values in self._chunks(wire, starts):
+            yield from zip(*(values[at] for at in wanted), strict=True)
+
+    def column_lists(self, wire: bytes, starts: Any, names: tuple[str, ...]) -> dict[str, list[Any]]:
+        """Fields ``names`` of every record, a list per field."""
+        wanted = [self.codec.fields.index(name) for name in names]
+        lists: list[list[Any]] = [[] for _ in names]
+        for values in self._chunks(wire, starts):
+            for column, at in zip(lists, wanted, strict=True):
+                column.extend(values[at])
+        return dict(zip(names, lists, strict=True))
+
+    def _chunks(self, wire: bytes, starts: Any) -> Iterator[list[tuple[Any, ...]]]:
+        """Every field's values of each chunk of records (a tuple per field), read by the scan's
+        own loop (what it checked is what this reads): the rows of a whole list are not held."""
         frame = Frame(self.offset, self.offset + len(wire), False, None, 0, self.hoisted)
+        loop = self.codec.loop("columns")
         rows: list[Any] = []
-        index, _, ended = self.codec.loop("columns")(wire, 0, 0, len(starts), self.scope, frame,
-                                                    _starts(len(starts), len(wire)), rows.append)
-        if ended is not None:  # the scan read these records: reading them again cannot fail
-            raise AssertionError(f"record {index} of a list the scan accepted cannot be read again")
-        return _as_columns(self.codec.fields, rows)
+        index = pos = 0
+        while index < len(starts):
+            index, pos, ended = loop(wire, pos, index, min(len(starts), index + CHUNK), self.scope, frame, starts,
+                                     rows.append)
+            if ended is not None:  # the scan read these records: reading them again cannot fail
+                raise AssertionError(f"record {index} of a list the scan accepted cannot be read again")
+            values = list(zip(*rows, strict=True))
+            rows.clear()
+            yield values
 
     def same_layout(self, other: Any) -> bool:
         """Whether the same bytes mean the same records in both (one type, one reading of it)."""
@@ -244,13 +265,17 @@ def scan(codec: Codec, stream: Any, context: Any, count: int, offset: int, file_
     columns = columns and not codec.tensors and bool(codec.fields)
     loop = codec.loop("records" if codec.tensors else "columns" if columns else "skim")
     made: list[Any] | None = cs.ListContainer() if codec.tensors else None
-    rows: list[Any] = []  # (each record's values: one append a record, made columns at the end)
+    rows: list[Any] = []  # (each record's values: one append a record, joined to the columns a chunk at a time)
+    kept: list[list[Any]] = [[] for _ in codec.fields] if columns else []
     keep = made.append if made is not None else rows.append
     i = 0
     while True:
         ended: Any
-        i, pos, ended = loop(buf, pos, i, count, scope, frame, starts, keep)
+        i, pos, ended = loop(buf, pos, i, min(count, i + CHUNK) if columns else count, scope, frame, starts, keep)
+        _extend(kept, rows)
         if ended is None:
+            if i < count:
+                continue
             break
         frame.depth = depth
         if ended is Short and len(buf) < left:  # the record goes on past what was read: read more
@@ -263,11 +288,19 @@ def scan(codec: Codec, stream: Any, context: Any, count: int, offset: int, file_
         return made
     found = RecordList(bytes(buf[:pos]), starts, BoundReader(codec, scope, offset, hoisted))
     if columns:
-        found.kept.update(_as_columns(codec.fields, rows))
+        found.kept.update(zip(codec.fields, kept, strict=True))
     return found
 
 
-def _as_columns(names: tuple[str, ...], rows: list[tuple[Any, ...]]) -> dict[str, list[Any]]:
-    """The records' values by field (``rows``: a tuple of them per record)."""
-    values = zip(*rows, strict=True) if rows else ([] for _ in names)
-    return {name: list(column) for name, column in zip(names, values, strict=True)}
+# records whose values are held as rows (a tuple each) before they join the columns: small, as
+# the rows' memory is freed in pieces Python keeps (a 250,880-token vocabulary converted: peak RSS
+# 96 MiB with chunks of 1,024 records, 106 MiB with 16,384, 131 MiB with the whole list at once)
+CHUNK = 1 << 10
+
+
+def _extend(columns: list[list[Any]], rows: list[tuple[Any, ...]]) -> None:
+    """Add each row's values to the columns, and empty ``rows``."""
+    if rows:
+        for column, values in zip(columns, zip(*rows, strict=True), strict=True):
+            column.extend(values)
+        rows.clear()
