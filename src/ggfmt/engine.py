@@ -135,7 +135,7 @@ def _parse_root(construct: cs.Construct, stream: FileView, params: dict[str, Any
     # What Construct's parse_stream() does, with an empty path so that field paths start at the root.
     context = cs.Container(**params)
     context._offsets = {}  # field path -> byte offset, filled in by the fields as they are parsed
-    context._tensors = []  # (path, record) of each tensor record, as they are parsed
+    context._tensors = []  # (path, record) of each tensor record, or (path, list) of a list of them, in order
     context._budget = element_budget(stream.size)
     context._parsing = True
     context._building = False
@@ -153,12 +153,12 @@ def tensor_ref(record: TensorContainer, path: str) -> TensorRef:
     return _tensor_refs([(path, record)])[0]
 
 
-def _tensor_refs(records: list[tuple[str, TensorContainer]]) -> list[TensorRef]:
-    """The :class:`TensorRef` of each (path, record) (of a list of 263,000 tensors: the roles
-    looked up once per list, not once per record)."""
+def _tensor_refs(records: list[tuple[str, Any]]) -> list[TensorRef]:
+    """The :class:`TensorRef` of each (path, record), and of each record of each (path, list of
+    records) (of a list of 263,000 tensors: the roles looked up once per list, not once per record)."""
     refs = []
     roles: Any = None
-    for path, record in records:
+    for path, record in _each_record(records):
         if record["_roles"] is not roles:
             roles = record["_roles"]
             name, ggml_type, ne, data = roles["name"], roles["ggml_type"], roles["ne"], roles["data"]
@@ -167,6 +167,14 @@ def _tensor_refs(records: list[tuple[str, TensorContainer]]) -> list[TensorRef]:
         refs.append(TensorRef(path, str(record[name]), int(record[ggml_type]), tuple(map(int, record[ne])),
                               payload.offset, payload.nbytes))
     return refs
+
+
+def _each_record(records: list[tuple[str, Any]]) -> Iterator[tuple[str, TensorContainer]]:
+    for path, found in records:
+        if isinstance(found, list):
+            yield from ((f"{path}[{i}]", record) for i, record in enumerate(found))
+        else:
+            yield path, found
 
 
 def _tensors(value: Any, path: str) -> Iterator[TensorRef]:

@@ -408,7 +408,7 @@ class Field(cs.Construct):  # type: ignore[misc]
         if isinstance(got, list):  # tensor records: listed as the parse's tensors, in order
             found = context.get("_params", {}).get("_tensors")
             if found is not None:
-                found.extend((f"{path}[{i}]", record) for i, record in enumerate(got))
+                found.append((path, got))  # (the whole list: a pair per record would be 263,000 more objects)
             return got
         # The general path reads the record the fast path left: its error is the one reported.
         self._read_one(stream, context, f"{path}[{got}]", got)
