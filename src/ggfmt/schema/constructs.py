@@ -619,7 +619,9 @@ def _size(size: Expression | None, stream: Any, context: Any, path: str, offset:
     return evaluate(size, context, path, offset)
 
 
-@dataclass(frozen=True, slots=True)  # (one per tensor record)
+# (one per tensor record; not frozen, as a frozen dataclass takes twice as long to make: hashed as
+# if frozen, never changed once made)
+@dataclass(slots=True, unsafe_hash=True)
 class PayloadRef:
     """A byte range of the input that the parse recorded without reading it."""
 
