@@ -1,13 +1,14 @@
 """A record type compiled to Python source: the reader :mod:`.records` runs over a buffer.
 
 Kaitai Struct and Construct's ``compile()`` turn a layout into a parser module; this does the
-same for the record types that are read in bulk, one function per type. A function reads its
-fields with ``struct.unpack_from`` at a position in a ``bytes`` buffer into local variables,
-evaluates the schema's expressions (a field read earlier in the same record is a local
-variable; an expression of ``_root`` alone is evaluated once per scan; any other goes through
-:class:`~.expr.Expression`, the same evaluator as everywhere), checks the ``valid:`` clauses,
-and returns the record as the general path makes it (a ``Container`` of the fields, with the
-type's view tags) and the position after it.
+same for the record types that are read in bulk, one function per type, and one loop per list
+(what a scan runs). A function reads its fields with ``struct.unpack_from`` at a position in a
+``bytes`` buffer into local variables, evaluates the schema's expressions (a field read earlier
+in the same record is a local variable; what a list's records read of the scopes around them,
+``_root.version``, ``data_start``, ``infos[_index].offset``, once per scan; any other as Python
+that calls the evaluator's own bounded operations, :mod:`.exprgen`), checks the ``valid:``
+clauses, and returns the record as the general path makes it (a ``Container`` of the fields,
+with the type's view tags) and the position after it.
 
 Nothing from the schema is written into the source as text: field names, constants, structs and
 expressions are values in the function's namespace, named ``K0``, ``K1`` ...; the source holds

@@ -5,17 +5,19 @@ A GGUF of 450,000 metadata pairs, or an array of 820,000 arrays, read as one Con
 and one container per record costs about 25 microseconds and 450 bytes each: seconds and
 hundreds of megabytes. Here a record type compiles once into plain functions over a ``bytes``
 buffer (``struct.unpack_from``, no stream calls, no context objects Construct builds for each
-struct), and a repeat of :data:`~ggfmt.schema.arrays.BULK_MIN_ITEMS` or more such records is
-kept as a :class:`RecordList`: the repeat's bytes, the start of each record, and the compiled
-reader, which decodes a record when it is read. The records are checked as they are scanned
-(every ``valid:`` clause, every bound); the scan and a later read run the same functions, so
-what a read returns is what the scan checked.
+struct), the whole repeat into one loop (:meth:`~.codegen.Generator.loop`), and a repeat of
+:data:`~ggfmt.schema.arrays.BULK_MIN_ITEMS` or more such records is kept as a
+:class:`RecordList`: the repeat's bytes, the start of each record, the compiled reader, which
+decodes a record when it is read, and the columns kept (a list per field). The records are
+checked as they are scanned (every ``valid:`` clause, every bound); the scan and a later read
+run the same code, so what a read returns is what the scan checked.
 
 What compiles: records (a type's ``seq`` and ``instances``) of primitives, ``contents``,
 length-prefixed and sized ``str``/``bytes``, switches, repeats counted by an expression, ``if``,
-``valid`` and nested records, recursion included (a GGUF array of arrays). Anything else (a
-payload, an alignment, a position, a parameterised type, a choice by size, a tensor record,
-``repeat: eos`` or ``until``) leaves the type to the general path, record by record.
+``valid``, parameterised types and nested records, recursion included (a GGUF array of arrays),
+and tensor records whose data lies elsewhere (a GGUF's ``tensor_data``: made as read). Anything
+else (a payload in place, an alignment, a position, a choice by size, ``repeat: eos`` or
+``until``) leaves the type to the general path, record by record.
 
 When the fast path meets anything it does not decide (a failed check, a short file, an
 expression error), it reads that record through the general path, which reports the error
