@@ -22,6 +22,7 @@ layout without reading it); any operation on an unknown value yields :data:`UNKN
 from __future__ import annotations
 
 import ast
+import functools
 import math
 import operator
 import re
@@ -250,16 +251,17 @@ def _replace(text: Any, old: Any, new: Any) -> Any:
             not all(isinstance(v, str) for v in (old, new)) or not old or not isinstance(text, str | bytes)):
         raise TypeError("replace(text, old, new) takes a text and two strings (the first not empty)")
     if isinstance(text, bytes):
-        old, new = old.encode(), new.encode()
+        old, new = _utf8(old), _utf8(new)
     grows = len(new) - len(old)  # (a replacement no longer than what it replaces cannot pass the bound)
-    if (grows > 0 and old in text) or len(text) > MAX_SEQUENCE:
-        _bounded_length(len(text) + (text.count(old) * grows if grows > 0 else 0))
+    length = len(text) + (text.count(old) * grows if grows > 0 else 0)
+    if length > MAX_SEQUENCE and length > (room := sequence_room()):  # (never less than MAX_SEQUENCE)
+        raise ValueError(f"a string of more than {room} characters")
     return text.replace(old, new)
 
 
-def _bounded_length(length: int) -> None:
-    if length > (room := sequence_room()):
-        raise ValueError(f"a string of more than {room} characters")
+@functools.lru_cache(maxsize=64)
+def _utf8(text: str) -> bytes:
+    return text.encode()
 
 
 def _startswith(text: Any, prefix: Any) -> bool:
