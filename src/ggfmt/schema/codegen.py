@@ -193,6 +193,7 @@ class Generator:
         self.int_list_fields: set[str] = set()  # and as lists of integers (a tensor's dimensions)
         self._int_list_variables: set[str] = set()
         self._repeat_seen = False  # whether the record being written has a repeat before this point
+        self._made_here: dict[str, str] = {}  # scopes made where a record inside reads them, by mark
         # in a scan's loop: the keys of the values read once, held in its local variables
         self._loop_locals: set[int] | None = None
         # whether the function being written reads the list's own records, in the scope the scan
@@ -365,7 +366,7 @@ class Generator:
         if loop is None:
             return _without_unread_scope([f"def {name}(buf, pos, parent, frame):", f"    {made}",
                                           "    check = frame.check", "    try:", *body, *_handlers(4),
-                                          f"    return {value}, pos"], 1)
+                                          f"    return {value}, pos"], 1, self._made_here)
         # the whole list in one function: no call per record, the loop's own variables at hand
         kept = [f"            keep({value})"] if loop != "skim" else []
         # the records' enclosing scope: the list's, or the one of their type's parameters
@@ -379,7 +380,7 @@ class Generator:
                  *(f"    h{key} = frame.hoisted.get({key}, MISSING)" for key in remembered),
                  "    try:",
                  *([f"        parent = {enclosing}"] if once else []),
-                 "        while i < count:",
+                 "        for i in range(i, count):",
                  "            outer['_index'] = i",
                  *([] if once else [f"            parent = {enclosing}"]),
                  f"            {made}",
@@ -389,10 +390,9 @@ class Generator:
                  *(f"    {line}" for line in body),
                  "            starts[i] = first",
                  *kept,
-                 "            i += 1",
                  *_loop_handlers(),
-                 "    return i, pos, None"]
-        return _without_unread_scope(lines, lines.index(f"            {made}"))
+                 "    return count, pos, None"]
+        return _without_unread_scope(lines, lines.index(f"            {made}"), self._made_here)
 
     def _record_body(self, struct_: cs.Struct, presented: Any, top: bool,
                      stop: tuple[str, ...] | None) -> tuple[list[str], str]:
@@ -453,11 +453,14 @@ class Generator:
         """The record's scope, as a record read inside it sees it: in a record function, made where
         it is needed from the fields read so far (a GGUF pair whose value is an array), so that a
         record that needs none (a pair of a number) makes none; ``scope`` itself once a repeat has
-        set its ``_index``, or in any other function."""
+        set its ``_index``, or in any other function. (A mark here: the record's function is done
+        with it once written, see :func:`_without_unread_scope`.)"""
         if self.enclosing != "parent" or self._repeat_seen:
             return "scope"
         fields = "".join(f", {self.constant(name)}: {variable}" for name, variable in local.items())
-        return f"{{'_': parent, '_root': parent['_root'], '_index': parent.get('_index'){fields}}}"
+        mark = f"@{len(self._made_here)}@"
+        self._made_here[mark] = f"{{'_': parent, '_root': parent['_root'], '_index': parent.get('_index'){fields}}}"
+        return mark
 
     def _role_test(self, role: str, variable: str) -> str:
         """A test that holds when a tensor role's value may be of the wrong kind (the general check
@@ -704,8 +707,17 @@ class Generator:
                 strings[case] = sub
             else:
                 others[case] = self.function(sub)
+        default = construct.default
+        while isinstance(default, cs.LazyBound):
+            default = default.subconfunc()
+        code = "?" if default is cs.Flag else PRIMITIVE_CODES.get(default)
+        if code is not None and not strings and not others:  # (a width by version: u32, else u64)
+            fallback = self.constant(struct.Struct("<" + code))
+            default = None
+        else:
+            fallback = "None"
         lines = [f"{pad}{key} = {self.expression(construct.key, local)}",
-                 f"{pad}{packer} = {self.constant(table)}.get({key})",
+                 f"{pad}{packer} = {self.constant(table)}.get({key}, {fallback})",
                  f"{pad}if {packer} is not None:",
                  f"{pad}    {variable} = {packer}.unpack_from(buf, pos)[0]",
                  f"{pad}    pos += {packer}.size"]
@@ -716,9 +728,8 @@ class Generator:
             lines += [f"{pad}elif {key} == {self.constant(case)}:",
                       f"{pad}    {variable}, pos = {function}(buf, pos, {self._scope(local)}, frame)"]
         lines.append(f"{pad}else:")
-        if construct.default is not None:
-            lines.append(f"{pad}    {variable}, pos = {self.function(construct.default)}(buf, pos, "
-                         f"{self._scope(local)}, frame)")
+        if default is not None:
+            lines.append(f"{pad}    {variable}, pos = {self.function(default)}(buf, pos, {self._scope(local)}, frame)")
         else:
             lines.append(f"{pad}    raise Reject")
         return lines
@@ -896,15 +907,19 @@ def _payload_ref() -> Any:
 _STORE = re.compile(r"\s*scope\[K\d+\] = f\d+")
 
 
-def _without_unread_scope(lines: list[str], made: int) -> list[str]:
+_MARK = re.compile(r"@\d+@")  # (see Generator._scope)
+
+
+def _without_unread_scope(lines: list[str], made: int, made_here: dict[str, str]) -> list[str]:
     """A record function without its scope (made on line ``made``) when nothing reads the scope
     (no expression looks up a name, no record inside it names it as its parent): the fields are
     local variables only, and a record costs no dictionary (a vocabulary entry: its length, its
-    text, its score)."""
+    text, its score); a record read inside it then gets one made where it is read. When the scope
+    is read, that record gets the scope itself (the same fields: each is stored as it is read)."""
     rest = [line for line in lines[made + 1:] if not _STORE.fullmatch(line)]
     if any("scope" in line for line in rest):
-        return lines
-    return [*lines[:made], *rest]
+        return [_MARK.sub("scope", line) for line in lines]
+    return [*lines[:made], *(_MARK.sub(lambda m: made_here[m.group()], line) for line in rest)]
 
 
 def _loop_handlers() -> list[str]:
