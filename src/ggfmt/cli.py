@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import itertools
 import json
 import os
 import signal
@@ -471,8 +472,10 @@ def cmd_parse(args: argparse.Namespace) -> int:
     elif args.json:
         doc.write_view_json(text, patterns, tensors=not args.no_tensors)
     else:
-        for line in render(doc, raw=args.raw, fields=patterns, tensors=not args.no_tensors):
-            text.write(line + "\n")
+        lines = render(doc, raw=args.raw, fields=patterns, tensors=not args.no_tensors)
+        while batch := list(itertools.islice(lines, 4096)):  # (a write per line: a tenth of a million-line report)
+            text.write("\n".join(batch))
+            text.write("\n")
     sys.stdout.write(text.getvalue())
     return EXIT_OK
 

@@ -115,8 +115,10 @@ def _section(section: Section, fields: Sequence[str] | None) -> Iterator[str]:
     yield f"{escape(section.path)}: {len(section.entries):,} keys" + \
         (f", {count:,} shown" if count != len(section.entries) else "")
     for key, kind, value in shown():
-        text = str(value) if type(value) is int else _value(value, quoted=True)
-        yield f"  {kind:<{width}}  {escape(f'{key} = {text}')}"  # (a value's text is already escaped: kept as is)
+        line = f"{key} = {value}" if type(value) is int else f"{key} = {_value(value, quoted=True)}"
+        if not (line.isascii() and line.isprintable()):  # (escape()'s own first test, without a call)
+            line = escape(line)  # (a value's text is already escaped: kept as is)
+        yield f"  {kind:<{width}}  {line}"
 
 
 def _tensor_table(tensors: list[TensorRef], raw: bool) -> Iterator[str]:
