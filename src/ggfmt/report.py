@@ -107,9 +107,21 @@ def _section(section: Section, fields: Sequence[str] | None) -> Iterator[str]:
         return (row for row in rows if selected(fields, row[0], f"{section.path}.{row[0]}"))
 
     count, kinds = 0, set()
-    for _, kind, _ in shown():
-        count += 1
-        kinds.add(kind)
+    pairs = section.entries.fields() if fields is None and isinstance(section.entries, Entries) else None
+    if pairs is not None:  # (every pair shown: a number's kind from its type alone, a set of a dozen)
+        spec, columns = pairs
+        numbers: set[Any] = set()
+        for _, kind, value in columns:
+            count += 1
+            if type(value) in _NUMBERS:
+                numbers.add(kind)
+            else:
+                kinds.add(_type(typed_value(spec, kind, value)))
+        kinds.update(spec.type_names.get(kind) or str(kind) for kind in numbers)
+    else:
+        for _, kind, _ in shown():
+            count += 1
+            kinds.add(kind)
     width = max(map(len, kinds), default=0)
     yield ""
     yield f"{escape(section.path)}: {len(section.entries):,} keys" + \
