@@ -148,8 +148,9 @@ def _dumps(value: Any) -> str:
 
 
 def _tensor_json(tensor: TensorRef, type_names: Mapping[int, str]) -> str:
-    """``_dumps(tensor.as_json())``, written out (263,000 tensors: a JSON encoder's call each is
-    most of the time); its strings quoted by the same function json.dumps quotes them with."""
+    """``_dumps(tensor.as_json())``, written out, the same members in the same order (263,000
+    tensors: a JSON encoder's call each is most of the time; a loop over ``as_json()``'s items
+    measured 0.7 s slower on them); its strings quoted by the same function json.dumps uses."""
     return f'{{"path": {quote(tensor.path)}, "name": {quote(tensor.name)}, ' \
         f'"type": {quote(type_names[tensor.ggml_type])}, "ggml_type": {tensor.ggml_type}, ' \
         f'"ne": [{", ".join(map(str, tensor.ne))}], "offset": {tensor.offset}, "nbytes": {tensor.nbytes}}}'

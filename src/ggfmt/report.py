@@ -90,34 +90,44 @@ def render(doc: Document, *, raw: bool = False, fields: Sequence[str] | None = N
 
 def _section(section: Section, fields: Sequence[str] | None) -> Iterator[str]:
     """A keyed section: a line per entry shown, its type padded to the widest one's. Two passes
-    over the entries (the first for the width and the count), neither holding the lines."""
+    over the entries (the first for the width and the count), neither holding the lines; from a
+    list read in bulk, no :class:`Typed` made of a number (a GGUF of a million pairs)."""
+    def pairs() -> tuple[Any, Iterable[tuple[str, Any, Any]]]:
+        """(the view, (key, type field, value) of each entry) from the columns, else (None,
+        (key, None, Typed) of each entry)."""
+        columns = section.entries.fields() if isinstance(section.entries, Entries) else None
+        if columns is not None:
+            return columns
+        return None, ((key, None, value) for key, value in section.entries)
+
+    def named(spec: Any, kind: Any) -> str:
+        return spec.type_names.get(kind) or str(kind)
+
     def shown() -> Iterator[tuple[str, str, Any]]:
         """(key, type's name, value: a number as the file holds it, anything else as Typed)"""
-        pairs = section.entries.fields() if isinstance(section.entries, Entries) else None
-        if pairs is None:
-            rows: Iterable[tuple[str, str, Any]] = ((key, _type(value), value) for key, value in section.entries)
-        else:  # (a GGUF of a million pairs: no Typed made of a number)
-            spec, columns = pairs
-            names = spec.type_names
-            rows = ((key, names.get(kind) or str(kind), value) if type(value) in _NUMBERS else
-                    (key, _type(typed := typed_value(spec, kind, value)), typed)
-                    for key, kind, value in columns)
-        if fields is None:
-            return iter(rows)
-        return (row for row in rows if selected(fields, row[0], f"{section.path}.{row[0]}"))
+        spec, rows = pairs()
+        for key, kind, value in rows:
+            if fields is not None and not selected(fields, key, f"{section.path}.{key}"):
+                continue
+            if spec is None:
+                yield key, _type(value), value
+            elif type(value) in _NUMBERS:
+                yield key, named(spec, kind), value
+            else:
+                typed = typed_value(spec, kind, value)
+                yield key, _type(typed), typed
 
     count, kinds = 0, set()
-    pairs = section.entries.fields() if fields is None and isinstance(section.entries, Entries) else None
-    if pairs is not None:  # (every pair shown: a number's kind from its type alone, a set of a dozen)
-        spec, columns = pairs
+    spec, rows = pairs()
+    if spec is not None and fields is None:  # (every pair shown: a number's kind from its type field alone)
         numbers: set[Any] = set()
-        for _, kind, value in columns:
+        for _, kind, value in rows:
             count += 1
             if type(value) in _NUMBERS:
                 numbers.add(kind)
             else:
                 kinds.add(_type(typed_value(spec, kind, value)))
-        kinds.update(spec.type_names.get(kind) or str(kind) for kind in numbers)
+        kinds.update(named(spec, kind) for kind in numbers)
     else:
         for _, kind, _ in shown():
             count += 1

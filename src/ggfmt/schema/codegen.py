@@ -28,9 +28,9 @@ from typing import Any
 import construct as cs
 
 from ..errors import FormatError
-from .arrays import BULK_MIN_ITEMS, ITEM_SIZES, NumberArray, RecordList
+from .arrays import BULK_MIN_ITEMS, ITEM_SIZES, NumberArray
 from .expr import Expression, ExpressionError, context_lookup
-from .exprgen import HELPERS, PythonSource, field_at
+from .exprgen import HELPERS, PythonSource, column_of
 from .exprgen import Unsupported as NotWritten
 
 Reader = Callable[..., tuple[Any, int]]  # (buffer, position, enclosing scope, frame) -> (value, end)
@@ -93,16 +93,10 @@ def hoist(frame: Frame, expr: Expression, scope: dict[str, Any]) -> Any:
 
 def column_reader(frame: Frame, key: int, reader: tuple[Expression, str, str], scope: dict[str, Any]) -> Any:
     """``L[i].f`` as a function of ``i``, for a list ``L`` the records of a scan read by their
-    index (made once per scan): a list's column when it keeps one, else the general reading."""
+    index (made once per scan, as :func:`~.exprgen.column_of` makes it for a comprehension; an
+    index past the column fails, and the general path reports it)."""
     base, attr, source = reader
-    items = evaluate(base, scope)
-    column = items.kept.get(attr) if type(items) is RecordList else None
-    if column is not None:
-        found = column.__getitem__  # (an index past the column fails: the general path reports it)
-    else:
-        def found(index: Any) -> Any:
-            return field_at(items, index, attr, source)
-    frame.hoisted[key] = found
+    found = frame.hoisted[key] = column_of(lambda: evaluate(base, scope), attr, source)
     return found
 
 
@@ -115,12 +109,6 @@ def lookup_name(scope: dict[str, Any], name: str) -> Any:
             return ctx[name]
         ctx = ctx.get("_")
     raise ExpressionError(f"unknown name {name!r}")
-
-
-def tensor_record(construct: Any, record: Any) -> Any:
-    """A tensor record as :class:`~.constructs.TensorRecord` makes it (its roles checked)."""
-    construct._check_roles(record)
-    return construct._decode(record, None, "")
 
 
 def check_clause(clause: Any, value: Any, scope: dict[str, Any]) -> None:
@@ -145,7 +133,6 @@ class Generated:
 
     def __init__(self, generator: Generator, top: str) -> None:
         self._generator = generator
-        self._top = top
         self.read: Reader = generator.namespace[top]
         self.tensors = generator.tensor_record is not None  # records listed as tensors, made as read
         self.fields = generator.top_fields
@@ -160,7 +147,6 @@ class Generated:
         return self._loops[kind]
 
 
-
 class Generator:
     def __init__(self, runtime: dict[str, Any]) -> None:
         self._runtime = runtime
@@ -170,7 +156,7 @@ class Generator:
                               StructError=struct.error, MISSING=MISSING, evaluate=evaluate, hoist=hoist,
                               check_clause=check_clause, type=type, int=int, len=len,
                               lookup_name=lookup_name, ExpressionError=ExpressionError,
-                              tensor_record=tensor_record, PayloadRef=_payload_ref(), column_reader=column_reader,
+                              PayloadRef=_payload_ref(), column_reader=column_reader,
                               TensorContainer=_tensor_container(),
                               SIZES=ITEM_SIZES, FormatError=FormatError,
                               BULK_MIN_ITEMS=BULK_MIN_ITEMS, NumberArray=NumberArray, unpack_from=struct.unpack_from)
@@ -191,7 +177,6 @@ class Generator:
         self.own_fields: frozenset[Any] = frozenset()  # the fields of the record being written
         self.int_fields: set[str] = set()  # those of them read as integers (u8 ... i64)
         self.int_list_fields: set[str] = set()  # and as lists of integers (a tensor's dimensions)
-        self._int_list_variables: set[str] = set()
         self._repeat_seen = False  # whether the record being written has a repeat before this point
         self._made_here: dict[str, str] = {}  # scopes made where a record inside reads them, by mark
         # in a scan's loop: the keys of the values read once, held in its local variables
@@ -434,8 +419,8 @@ class Generator:
         tensor = top and self.tensor_record is not None
         if tensor:  # its roles' values checked as the general path checks them, without a copy
             record = self.constant(self.tensor_record)
-            self._int_list_variables = {local[n] for n in self.int_list_fields if n in local}
-            tests = " or ".join(self._role_test(role, local[field]) for role, field, _, _ in self.tensor_record._kinds
+            tests = " or ".join(self._role_test(role, local[field], field in self.int_list_fields)
+                                for role, field, _, _ in self.tensor_record._kinds
                                 if field in local and field not in self.int_fields)
             as_dict = "{" + ", ".join(f"{self.constant(n)}: {local[n]}" for n in fields) + "}"
             if tests:
@@ -462,11 +447,13 @@ class Generator:
         self._made_here[mark] = f"{{'_': parent, '_root': parent['_root'], '_index': parent.get('_index'){fields}}}"
         return mark
 
-    def _role_test(self, role: str, variable: str) -> str:
+    @staticmethod
+    def _role_test(role: str, variable: str, integers: bool) -> str:
         """A test that holds when a tensor role's value may be of the wrong kind (the general check
-        then decides): a quick one, of the exact types the records are read as."""
+        then decides): a quick one, of the exact types the records are read as. ``integers``: the
+        field is read as integers (a short list of them, or a long array, which the check refuses)."""
         if role == "ne":
-            if variable in self._int_list_variables:  # (integers, read here: a short list of them, or not)
+            if integers:
                 return f"type({variable}) is not ListContainer"
             return f"not (type({variable}) is ListContainer and all(type(n) is int for n in {variable}))"
         kind = {"data": "PayloadRef", "name": "str", "ggml_type": "int"}[role]
@@ -813,8 +800,7 @@ class Generator:
                 return f"{self._remembered(key, f'column_reader(frame, {key}, {reader}, parent)')}({index})"
             if (isinstance(node, ast.Name) and node.id == "_root") or not enclosing(node):
                 return None
-            expr = Expression(ast.unparse(node))
-            HOISTED[id(expr)] = expr
+            expr = self._hoisted(node)
             return self._remembered(id(expr), f"hoist(frame, {self.constant(expr)}, parent)")
 
         return once
@@ -828,6 +814,7 @@ class Generator:
         return f"(h{key} if h{key} is not MISSING else (h{key} := {compute}))"
 
     def _hoisted(self, node: ast.expr) -> Expression:
+        """A part of an expression as one evaluated once per scan (kept in HOISTED)."""
         expr = Expression(ast.unparse(node))
         HOISTED[id(expr)] = expr
         return expr
@@ -930,11 +917,16 @@ def _loop_handlers() -> list[str]:
             "        if budget is not None:",
             "            budget[0] = spent",
             "        return i, first, Short",
-            "    except (Reject, UnicodeDecodeError, TypeError, ValueError, KeyError, IndexError, ArithmeticError,",
-            "            RecursionError, ExpressionError, FormatError):",
+            f"    except (Reject, FormatError, {_NOT_DECIDED}):",
             "        if budget is not None:",
             "            budget[0] = spent",
             "        return i, first, Reject"]
+
+
+# what a generated reader meets in a record it leaves to the general path: text that does not
+# decode, a comparison of values of different kinds, an expression that fails, and the like
+_NOT_DECIDED = "UnicodeDecodeError, TypeError, ValueError, KeyError, IndexError, ArithmeticError, RecursionError, " \
+    "ExpressionError"
 
 
 def _handlers(indent: int) -> list[str]:
@@ -943,6 +935,5 @@ def _handlers(indent: int) -> list[str]:
     pad = " " * indent
     return [f"{pad}except StructError:",
             f"{pad}    raise Short from None",
-            f"{pad}except (UnicodeDecodeError, TypeError, ValueError, KeyError, IndexError, ArithmeticError,",
-            f"{pad}        RecursionError, ExpressionError):",
+            f"{pad}except ({_NOT_DECIDED}):",
             f"{pad}    raise Reject from None"]

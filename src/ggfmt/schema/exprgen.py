@@ -336,7 +336,8 @@ class PythonSource:
         """``comprehension(ITEMS, lambda items, spend: [spend(ELEMENT) for TARGET in items if ...])``,
         where ITEMS is the list itself; ``range_of(n)`` for ``range(n)`` (counted, not listed); or,
         when the variable is used only for its fields, ``fields_of(...)``: those fields' values,
-        read from a bulk list's columns without making its records."""
+        read from a bulk list's columns without making its records. ``L[i].f``, with ``i`` the
+        variable, is read from ``L``'s column, found once (``column_of``, a default of the lambda)."""
         outer, self._in_comprehension = self._in_comprehension, True
         try:
             return self._comprehension_source(node, variables, sub)
@@ -349,13 +350,13 @@ class PythonSource:
         assert isinstance(generator.target, ast.Name)
         variable, over = generator.target.id, generator.iter
         attrs = _attributes_only(variable, [node.elt, *generator.ifs])
+        columns = ""
         if attrs:  # [t.score for t in vocab]
             names = {a: self.fresh("field") for a in attrs}
             inner = {**variables, **{f"{variable}.{a}": v for a, v in names.items()}}
             target = "(" + "".join(f"{v}, " for v in names.values()) + ")"
             items = f"fields_of({sub(over)}, {self.constant(tuple(attrs))}, {self._source(node)})"
-        columns = ""
-        if not attrs:
+        else:
             inner = {**variables, variable: self.fresh("item")}
             target = inner[variable]
             counted = isinstance(over, ast.Call) and isinstance(over.func, ast.Name) and over.func.id == "range" \

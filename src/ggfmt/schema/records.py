@@ -51,14 +51,12 @@ class Codec:
         self.read = generated.read
         self.loop = generated.loop  # a scan's whole loop, by kind (skim, columns, records)
         self.fields: tuple[str, ...] = generated.fields  # the record's own fields and instances, in order
-        self._generated = generated
         self.min_size = min_size  # bytes a record takes at least (its fixed leading fields)
         # whether the records read the same wherever the enclosing values are the same: their
         # expressions name only their own fields, _index, and the root in expressions evaluated once
         self.self_contained = not (generated.names - generated.bound - {"_index", "_root"})
         # tensor records: kept as made (a list of them), and listed as the parse's tensors
         self.tensors: bool = generated.tensors
-
 
 
 _CODECS: dict[int, Codec | None] = {}
@@ -208,8 +206,7 @@ class BoundReader:
         wanted = [self.codec.fields.index(name) for name in names]
         lists: list[list[Any]] = [[] for _ in names]
         for values in self._chunks(wire, starts):
-            for column, at in zip(lists, wanted, strict=True):
-                column.extend(values[at])
+            _extend(lists, [values[at] for at in wanted] if values else [])
         return dict(zip(names, lists, strict=True))
 
     def _chunks(self, wire: bytes, starts: Any) -> Iterator[list[tuple[Any, ...]]]:
@@ -224,9 +221,7 @@ class BoundReader:
                                      rows.append)
             if ended is not None:  # the scan read these records: reading them again cannot fail
                 raise AssertionError(f"record {index} of a list the scan accepted cannot be read again")
-            values = list(zip(*rows, strict=True))
-            rows.clear()
-            yield values
+            yield _transposed(rows)
 
     def same_layout(self, other: Any) -> bool:
         """Whether the same bytes mean the same records in both (one type, one reading of it)."""
@@ -274,7 +269,7 @@ def scan(codec: Codec, stream: Any, context: Any, count: int, offset: int, file_
     while True:
         ended: Any
         i, pos, ended = loop(buf, pos, i, min(count, i + CHUNK) if columns else count, scope, frame, starts, keep)
-        _extend(kept, rows)
+        _extend(kept, _transposed(rows))
         if ended is None:
             if i < count:
                 continue
@@ -300,9 +295,15 @@ def scan(codec: Codec, stream: Any, context: Any, count: int, offset: int, file_
 CHUNK = 1 << 10
 
 
-def _extend(columns: list[list[Any]], rows: list[tuple[Any, ...]]) -> None:
-    """Add each row's values to the columns, and empty ``rows``."""
-    if rows:
-        for column, values in zip(columns, zip(*rows, strict=True), strict=True):
-            column.extend(values)
-        rows.clear()
+def _transposed(rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """The values of ``rows`` by field (a tuple per field); ``rows`` emptied."""
+    values = list(zip(*rows, strict=True))
+    rows.clear()
+    return values
+
+
+def _extend(columns: list[list[Any]], values: list[tuple[Any, ...]]) -> None:
+    """Add each field's values to its column (no values, of no rows: nothing added)."""
+    if values:
+        for column, more in zip(columns, values, strict=True):
+            column.extend(more)
