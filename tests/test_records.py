@@ -15,9 +15,9 @@ import pytest
 
 from conftest import FIXTURES, Fmt, assert_clean_failure, gguf_content
 from ggfmt import engine
-from ggfmt.document import to_plain
+from ggfmt.document import TensorRef, TensorTable, to_plain
 from ggfmt.schema import constructs, records
-from ggfmt.schema.arrays import RecordList
+from ggfmt.schema.arrays import RecordList, TensorRecords
 from ggfmt.view import json_tree
 
 # value types of GGUF (the spec's numbering) and their struct codes
@@ -323,6 +323,68 @@ def test_tensor_infos_in_bulk_read_as_written(tmp_path: Path, monkeypatch: pytes
     infos = doc.fields["infos"]
     for name in ("name", "n_dims", "ne", "ggml_type", "offset", "nbytes"):
         assert infos.column(name) == [record[name] for record in infos], name
+
+
+def test_tensor_records_held_as_columns_are_the_general_paths(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                             fmt: Fmt) -> None:
+    """A long list of tensor records is held as columns and its records made when read: each is
+    the container the general path makes (fields, tags, roles), and the report, --json and the
+    tensor list are the same lines either way (names that need escaping and an empty one
+    included: the table then shows each tensor's path)."""
+    from ggfmt.report import render
+
+    odd = {3: b"\x1b[2J", 4: "caf\u00e9 \u202e".encode(), 5: b"", 7: b'a "quoted" name'}
+
+    def change(i: int, info: dict[str, Any]) -> None:
+        info["name"] = odd.get(i, info["name"])
+        if i % 3 == 0:
+            info["ne"], info["type"] = [4, 2], 1  # f16, 2 rows: still 16 bytes of its 32
+    path = gguf_with_tensors(tmp_path / "t.gguf", 150, change)
+
+    def run() -> tuple[Any, ...]:
+        doc = engine.parse(path)
+        records_read = doc.fields["tensors"]
+        return (type(records_read), [(type(r), {k: v for k, v in r.items() if k != "_io"}) for r in records_read],
+                list(doc.tensors), list(render(doc)), list(render(doc, raw=True)))  # (_io: Construct's stream)
+
+    bulk, general = both_ways(monkeypatch, run)
+    assert bulk[0] is TensorRecords and general[0] is not TensorRecords
+    assert bulk[1:] == general[1:]
+    assert {kind for kind, _ in bulk[1]} == {constructs.TensorContainer}
+    lines = bulk[3]
+    assert any(line.split()[:3] == ["tensors[3]", "\\x1b[2J", "f16"] for line in lines), lines[:30]
+    assert any(line.split()[:2] == ["tensors[5]", "-"] for line in lines)
+    row = next(line.split()[:6] for line in lines if line.startswith("  tensors[7] "))
+    assert row == ["tensors[7]", "a", '"quoted"', "name", "f32", "8"]
+    result = fmt("parse", path, "--json")
+    assert result.code == 0, result.err
+    listed = json.loads(result.out)["tensors"]
+    start = engine.parse(path).fields["data_start"]
+    assert [(t["path"], t["name"], t["type"], t["ne"], t["offset"], t["nbytes"]) for t in listed] == \
+        [(f"tensors[{i}]", odd.get(i, b"t.%d" % i).decode(), "f16" if i % 3 == 0 else "f32",
+          [4, 2] if i % 3 == 0 else [8], start + 32 * i, 16 if i % 3 == 0 else 32) for i in range(150)]
+
+
+def test_tensor_table_reads_as_a_list_of_its_tensors() -> None:
+    """A parse's tensors by column: indexed, sliced, iterated and compared as the list of TensorRefs
+    they stand for, each path made from its list's path."""
+    table = TensorTable()
+    table.add("model.tok", "tok", 0, [4, 2], 100, 32)
+    table.add_list("layers", ["a", "b", "c"], [1, 1, 0], [[2], [2, 2], [1]], [200, 210, 220], [4, 8, 4])
+    table.add("model.out", "out", 0, [], 0, 0)
+    expected = [TensorRef("model.tok", "tok", 0, (4, 2), 100, 32), TensorRef("layers[0]", "a", 1, (2,), 200, 4),
+                TensorRef("layers[1]", "b", 1, (2, 2), 210, 8), TensorRef("layers[2]", "c", 0, (1,), 220, 4),
+                TensorRef("model.out", "out", 0, (), 0, 0)]
+    assert len(table) == 5
+    assert list(table) == expected and table == expected
+    assert [table[i] for i in range(5)] == expected
+    assert table[-1] == expected[-1] and table[1:4] == expected[1:4] and table[::-2] == expected[::-2]
+    assert list(table.paths()) == [t.path for t in expected]
+    assert table != expected[:4] and table != [*expected[:4], TensorRef("model.out", "out", 0, (1,), 0, 0)]
+    with pytest.raises(IndexError):
+        table[5]
+    with pytest.raises(IndexError):
+        table[-6]
 
 
 def test_a_record_the_fast_path_refuses_but_the_file_allows_is_read_by_the_general_path(

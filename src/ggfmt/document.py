@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import json
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from json.encoder import encode_basestring_ascii as quote
+from operator import itemgetter
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO, overload
 
 from . import ggml_types  # (light: its tables are read when first asked for)
-from .schema.arrays import NumberArray, RecordList, StringArray
+from .schema.arrays import NumberArray, RecordList, StringArray, TensorRecords
 
 if TYPE_CHECKING:
     from .schema import Schema
@@ -55,6 +58,97 @@ class TensorRef:
                 "ne": list(self.ne), "offset": self.offset, "nbytes": self.nbytes}
 
 
+class TensorTable(Sequence[TensorRef]):
+    """The tensors of a parse held as columns, a :class:`TensorRef` made when one is read: a
+    list per attribute, and the path of each tensor made from its list's path when asked for.
+    (A GGUF of 263,000 tensors: five lists, not 263,000 objects and their paths; the tensor
+    table and ``--json`` read the columns.)"""
+
+    __slots__ = ("_lists", "ggml_types", "names", "nbytes", "nes", "offsets")
+
+    def __init__(self) -> None:
+        self.names: list[str] = []
+        self.ggml_types: list[int] = []
+        self.nes: list[Sequence[int]] = []
+        self.offsets: list[int] = []
+        self.nbytes: list[int] = []
+        self._lists: list[tuple[int, int, str, bool]] = []  # (first index, count, path, a list's path)
+
+    def add(self, path: str, name: str, ggml_type: int, ne: Sequence[int], offset: int, nbytes: int) -> None:
+        """One tensor record's tensor, at ``path``."""
+        self._lists.append((len(self.names), 1, path, False))
+        self.names.append(str(name))
+        self.ggml_types.append(int(ggml_type))
+        self.nes.append(ne)
+        self.offsets.append(offset)
+        self.nbytes.append(nbytes)
+
+    def add_list(self, path: str, names: Sequence[str], ggml_types: Sequence[int], nes: Sequence[Sequence[int]],
+                 offsets: Sequence[int], nbytes: Sequence[int]) -> None:
+        """The tensors of a list of tensor records at ``path``, by column."""
+        self._lists.append((len(self.names), len(names), path, True))
+        self.names.extend(map(str, names))
+        self.ggml_types.extend(map(int, ggml_types))
+        self.nes.extend(nes)
+        self.offsets.extend(offsets)
+        self.nbytes.extend(nbytes)
+
+    def paths(self) -> Iterator[str]:
+        """The path of each tensor, in order."""
+        for _, count, path, is_list in self._lists:
+            if is_list:
+                yield from (f"{path}[{i}]" for i in range(count))
+            else:
+                yield path
+
+    def _path(self, index: int) -> str:
+        first, _, path, is_list = self._lists[bisect.bisect_right(self._lists, index, key=itemgetter(0)) - 1]
+        return f"{path}[{index - first}]" if is_list else path
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    @overload
+    def __getitem__(self, index: int) -> TensorRef: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[TensorRef]: ...
+
+    def __getitem__(self, index: int | slice) -> TensorRef | list[TensorRef]:
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        if index < 0:
+            index += len(self)
+        if not 0 <= index < len(self):
+            raise IndexError(index)
+        return TensorRef(self._path(index), self.names[index], self.ggml_types[index],
+                         tuple(map(int, self.nes[index])), self.offsets[index], self.nbytes[index])
+
+    def __iter__(self) -> Iterator[TensorRef]:
+        for path, name, ggml_type, ne, offset, nbytes in zip(self.paths(), self.names, self.ggml_types, self.nes,
+                                                              self.offsets, self.nbytes, strict=True):
+            yield TensorRef(path, name, ggml_type, tuple(map(int, ne)), offset, nbytes)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Sequence) and not isinstance(other, str | bytes):
+            return len(self) == len(other) and all(a == b for a, b in zip(self, other, strict=True))
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"TensorTable({len(self)} tensors)"
+
+
+def by_column(tensors: Sequence[TensorRef]) -> TensorTable:
+    """``tensors`` held as columns (a parse's tensors already are)."""
+    if isinstance(tensors, TensorTable):
+        return tensors
+    table = TensorTable()
+    for t in tensors:
+        table.add(t.path, t.name, t.ggml_type, t.ne, t.offset, t.nbytes)
+    return table
+
+
 @dataclass
 class Document:
     """A parsed file: its schema, its fields (nested mappings and lists) and its tensors."""
@@ -62,7 +156,7 @@ class Document:
     source: Path
     schema: Schema
     fields: Any
-    tensors: list[TensorRef]
+    tensors: Sequence[TensorRef]  # a TensorTable, from a parse of a schema's records
     size: int
     params: dict[str, Any] = field(default_factory=dict)  # the schema's parameters, as the parse used them
     # a directory's Document: the file each top-level field was read from (``config`` ->
@@ -122,10 +216,14 @@ class Document:
         out.write("".join(pieces))
         if tensors:
             out.write(',\n "tensors": [')
-            names = {t: ggml_types.type_name(t) for t in {tensor.ggml_type for tensor in self.tensors}}
-            for first in range(0, len(self.tensors), 4096):  # (in batches, as the fields)
-                out.write("".join(("," if i else "") + "\n  " + _tensor_json(tensor, names) for i, tensor in
-                                  enumerate(self.tensors[first:first + 4096], first)))
+            table = by_column(self.tensors)
+            names = {t: ggml_types.type_name(t) for t in set(table.ggml_types)}
+            rows = zip(table.paths(), table.names, table.ggml_types, table.nes, table.offsets, table.nbytes,
+                       strict=True)
+            lines = ["\n  " + _tensor_json(row, names) for row in itertools.islice(rows, 1)]
+            while lines:  # (in batches, as the fields)
+                out.write("".join(lines))
+                lines = [",\n  " + _tensor_json(row, names) for row in itertools.islice(rows, 4096)]
             out.write("\n ]")
         out.write("\n}\n")
 
@@ -147,13 +245,16 @@ def _dumps(value: Any) -> str:
     return json.dumps(value, allow_nan=False)  # non-ASCII escaped: no bidi control reaches a terminal
 
 
-def _tensor_json(tensor: TensorRef, type_names: Mapping[int, str]) -> str:
-    """``_dumps(tensor.as_json())``, written out, the same members in the same order (263,000
-    tensors: a JSON encoder's call each is most of the time; a loop over ``as_json()``'s items
-    measured 0.7 s slower on them); its strings quoted by the same function json.dumps uses."""
-    return f'{{"path": {quote(tensor.path)}, "name": {quote(tensor.name)}, ' \
-        f'"type": {quote(type_names[tensor.ggml_type])}, "ggml_type": {tensor.ggml_type}, ' \
-        f'"ne": [{", ".join(map(str, tensor.ne))}], "offset": {tensor.offset}, "nbytes": {tensor.nbytes}}}'
+def _tensor_json(row: tuple[str, str, int, Sequence[int], int, int], type_names: Mapping[int, str]) -> str:
+    """``_dumps(tensor.as_json())`` of a tensor's row of its table (path, name, ggml type, ne,
+    offset, bytes), written out, the same members in the
+    same order (263,000 tensors: a JSON encoder's call each is most of the time; a loop over
+    ``as_json()``'s items measured 0.7 s slower on them); its strings quoted by the same function
+    json.dumps uses."""
+    path, name, ggml_type, ne, offset, nbytes = row
+    return f'{{"path": {quote(path)}, "name": {quote(name)}, "type": {quote(type_names[ggml_type])}, ' \
+        f'"ggml_type": {ggml_type}, "ne": [{", ".join(map(str, map(int, ne)))}], "offset": {offset}, ' \
+        f'"nbytes": {nbytes}}}'
 
 
 def _json_pieces(value: Any, path: str, depth: int) -> Iterator[str]:
@@ -172,7 +273,7 @@ def _json_pieces(value: Any, path: str, depth: int) -> Iterator[str]:
             yield ("," if i else "") + indent + _dumps(key) + ": "
             yield from _json_pieces(item, f"{path}.{key}" if path else key, depth + 1)
         yield "\n" + " " * depth + "}" if members else "}"
-    elif isinstance(value, list | RecordList) and value and isinstance(value[0], Mapping):
+    elif isinstance(value, list | RecordList | TensorRecords) and value and isinstance(value[0], Mapping):
         yield "["
         for i, item in enumerate(value):
             yield ("," if i else "") + indent
@@ -204,7 +305,7 @@ def _plain(value: Any, path: str) -> Any:
         return numbers if value.code not in "efd" else [_finite(v) for v in numbers]
     if isinstance(value, StringArray):
         return [v.hex() if isinstance(v, bytes) else v for v in value]
-    if isinstance(value, RecordList):
+    if isinstance(value, RecordList | TensorRecords):
         return [_plain(v, f"{path}[{i}]") for i, v in enumerate(value)]
     if isinstance(value, list):
         if all(isinstance(v, int | float | str) for v in value):  # no paths to make for leaves

@@ -8,16 +8,17 @@ from __future__ import annotations
 
 import io
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import construct as cs
 
-from .document import Document, TensorRef
+from .document import Document, TensorRef, TensorTable
 from .errors import FormatError, UsageError
 from .inputs import note_input, open_input
 from .schema import Schema, detect_schema, load_schema
+from .schema.arrays import TensorRecords
 from .schema.constructs import FileView, PayloadRef, SizeUnknown, TensorContainer, element_budget, join_path
 from .schema.expr import input_room
 
@@ -68,10 +69,11 @@ def parse(path: str | os.PathLike[str], schema: Schema | str | None = None,
     # The records the parse met (a walk of the fields would visit millions of header items); a
     # Python schema's construct may register none, and is then walked.
     records = fields.pop("_tensors", None) if isinstance(fields, cs.Container) else None
+    tensors: Sequence[TensorRef]
     if records is None or not (records or loaded.registers_tensors):
         tensors = list(_tensors(fields, ""))
     else:
-        tensors = _tensor_refs(records)
+        tensors = _tensor_table(records)
     return Document(source=path, schema=loaded, fields=fields, tensors=tensors, size=size, params=values)
 
 
@@ -150,31 +152,35 @@ def _parse_root(construct: cs.Construct, stream: FileView, params: dict[str, Any
 
 def tensor_ref(record: TensorContainer, path: str) -> TensorRef:
     """The :class:`TensorRef` of a parsed tensor record."""
-    return _tensor_refs([(path, record)])[0]
+    return _tensor_table([(path, record)])[0]
 
 
-def _tensor_refs(records: list[tuple[str, Any]]) -> list[TensorRef]:
-    """The :class:`TensorRef` of each (path, record), and of each record of each (path, list of
-    records) (of a list of 263,000 tensors: the roles looked up once per list, not once per record)."""
-    refs = []
-    roles: Any = None
-    for path, record in _each_record(records):
-        if record["_roles"] is not roles:
-            roles = record["_roles"]
-            name, ggml_type, ne, data = roles["name"], roles["ggml_type"], roles["ne"], roles["data"]
-        payload = record[data]
-        assert isinstance(payload, PayloadRef)
-        refs.append(TensorRef(path, str(record[name]), int(record[ggml_type]), tuple(map(int, record[ne])),
-                              payload.offset, payload.nbytes))
-    return refs
-
-
-def _each_record(records: list[tuple[str, Any]]) -> Iterator[tuple[str, TensorContainer]]:
+def _tensor_table(records: list[tuple[str, Any]]) -> TensorTable:
+    """The tensors of each (path, record), and of each record of each (path, list of records),
+    by column (of a list of 263,000 tensors held as columns: its columns, the records not made)."""
+    table = TensorTable()
     for path, found in records:
-        if isinstance(found, list):
-            yield from ((f"{path}[{i}]", record) for i, record in enumerate(found))
-        else:
-            yield path, found
+        if isinstance(found, TensorContainer):
+            name, ggml_type, ne, data = _roles(found)
+            payload = found[data]
+            assert isinstance(payload, PayloadRef)
+            table.add(path, found[name], found[ggml_type], found[ne], payload.offset, payload.nbytes)
+            continue
+        if not len(found):
+            continue
+        columns = found.columns if isinstance(found, TensorRecords) else \
+            {field: [record[field] for record in found] for field in found[0] if not field.startswith("_")}
+        name, ggml_type, ne, data = _roles(found[0] if isinstance(found, list) else found.extra)
+        payloads = columns[data]
+        table.add_list(path, columns[name], columns[ggml_type], columns[ne], [p.offset for p in payloads],
+                       [p.nbytes for p in payloads])
+    return table
+
+
+def _roles(record: Mapping[str, Any]) -> tuple[str, str, str, str]:
+    """The fields that hold a tensor record's name, ggml type, ne and data."""
+    roles = record["_roles"]
+    return roles["name"], roles["ggml_type"], roles["ne"], roles["data"]
 
 
 def _tensors(value: Any, path: str) -> Iterator[TensorRef]:

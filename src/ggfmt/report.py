@@ -8,11 +8,12 @@ records on the wire instead, for format debugging.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 from . import ggml_types
-from .document import Document, TensorRef
+from .document import Document, TensorRef, TensorTable, by_column
 from .text import escape
 from .view import Entries, Section, Typed, is_sequence, items, selected, typed_value
 
@@ -143,51 +144,44 @@ def _section(section: Section, fields: Sequence[str] | None) -> Iterator[str]:
         yield f"  {kind:<{width}}  {line}"
 
 
-def _tensor_table(tensors: list[TensorRef], raw: bool) -> Iterator[str]:
+def _tensor_table(tensors: Sequence[TensorRef], raw: bool) -> Iterator[str]:
+    """A row per tensor, then the totals per type; read by column (a parse's tensors are held so:
+    263,000 rows are formatted without a TensorRef each)."""
     yield "tensors:"
-    with_path = raw or any(not t.name for t in tensors)  # nameless records are told apart by their path
+    table = by_column(tensors)
+    with_path = raw or not all(table.names)  # nameless records are told apart by their path
     header = (("path",) if with_path else ()) + ("name", "type", "shape (ne)", "offset", "bytes")
-    type_names = {g: ggml_types.type_name(g) for g in {t.ggml_type for t in tensors}}
-
-    def text(t: TensorRef) -> tuple[str, ...]:
-        """The cells of a row that are text (the numbers are formatted by the line's layout)."""
-        return ((escape(t.path),) if with_path else ()) + (
-            escape(t.name) or "-", type_names[t.ggml_type] if t.ne else "-",
-            " x ".join(map(str, t.ne)) if t.ne else "(null)")
-
-    # the widths in one pass over the text cells (263,000 rows are not held); a column of numbers
-    # is as wide as its largest or its most negative number
-    widths = [len(h) for h in header]
-    for cells in map(text, tensors):
-        widths[:-2] = map(max, widths[:-2], map(len, cells))
-    if tensors:
-        for column, numbers in ((-2, [t.offset for t in tensors]), (-1, [t.nbytes for t in tensors])):
-            widths[column] = max(widths[column], len(f"{max(numbers):,}"), len(f"{min(numbers):,}"))
+    type_names = {g: ggml_types.type_name(g) for g in set(table.ggml_types)}
+    # the cells that are text, a list per column (the numbers are formatted by the line's layout)
+    names = table.names if all(n and n.isascii() and n.isprintable() for n in table.names) else \
+        [escape(n) or "-" for n in table.names]  # (escape()'s own first test, without a call per name)
+    cells = ([[escape(p) for p in table.paths()]] if with_path else []) + [
+        names, [type_names[g] if ne else "-" for g, ne in zip(table.ggml_types, table.nes, strict=True)],
+        [" x ".join(map(str, ne)) if ne else "(null)" for ne in table.nes]]
+    # a column of numbers is as wide as its largest or its most negative number
+    widths = [max(len(h), max(map(len, column), default=0)) for h, column in zip(header, cells, strict=False)]
+    for numbers in (table.offsets, table.nbytes):
+        widths.append(max(len(header[len(widths)]), len(f"{max(numbers, default=0):,}"),
+                          len(f"{min(numbers, default=0):,}")))
     text_layout = "  " + "  ".join(f"{{:<{w}}}" for w in widths[:-2])
-    layout = f"{text_layout}  {{:>{widths[-2]},}}  {{:>{widths[-1]},}}"
-
     yield f"{text_layout}  {{:>{widths[-2]}}}  {{:>{widths[-1]}}}".format(*header)
-    line = layout.format
-    for t in tensors:
-        yield line(*text(t), t.offset, t.nbytes)
-    if tensors:
+    yield from map(f"{text_layout}  {{:>{widths[-2]},}}  {{:>{widths[-1]},}}".format, *cells, table.offsets,
+                   table.nbytes)
+    if len(table):
         yield ""
-        yield from _totals(tensors, type_names)
+        yield from _totals(table, type_names)
 
 
-def _totals(tensors: list[TensorRef], type_names: dict[int, str]) -> Iterator[str]:
+def _totals(table: TensorTable, type_names: dict[int, str]) -> Iterator[str]:
     """Tensors, parameters and bytes per ggml type, and in all."""
     by_type: dict[str, list[int]] = {}
-    for t in tensors:
-        if not t.ne:  # (a null tensor)
+    for ggml_type, ne, nbytes in zip(table.ggml_types, table.nes, table.nbytes, strict=True):
+        if not ne:  # (a null tensor)
             continue
-        params = 1
-        for n in t.ne:
-            params *= n
-        counts = by_type.setdefault(type_names[t.ggml_type], [0, 0, 0])
+        counts = by_type.setdefault(type_names[ggml_type], [0, 0, 0])
         counts[0] += 1
-        counts[1] += params
-        counts[2] += t.nbytes
+        counts[1] += math.prod(ne)
+        counts[2] += nbytes
     rows = [(name, f"{c[0]:,}", f"{c[1]:,}", f"{c[2]:,}") for name, c in sorted(by_type.items())]
     total = [sum(c[i] for c in by_type.values()) for i in range(3)]
     rows.append(("total", f"{total[0]:,}", f"{total[1]:,}", f"{total[2]:,}"))

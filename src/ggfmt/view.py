@@ -12,7 +12,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .schema.arrays import BULK_SEQUENCES, ReadOnDemand, RecordList
+from .schema.arrays import BULK_SEQUENCES, ReadOnDemand, RecordList, TensorRecords
 from .schema.constructs import PayloadRef, TensorContainer, ViewSpec
 
 SHOWN_RECORDS = 32  # of a long list of records without a view (a vocabulary, say), the first ones are listed
@@ -123,7 +123,7 @@ def is_sequence(value: Any) -> bool:
 
 def is_records(value: Any) -> bool:
     """A non-empty list of records (a compiled list of records always is one)."""
-    if isinstance(value, RecordList):
+    if isinstance(value, RecordList | TensorRecords):
         return len(value) > 0
     return isinstance(value, list) and bool(value) and all(isinstance(v, Mapping) for v in value)
 
@@ -163,6 +163,8 @@ def keyed_entry(record: Any) -> tuple[str, Typed] | None:
 
 def _tensor_records(value: Any) -> bool:
     """A non-empty list of tensor records only (a GGUF's tensors: the tensor table lists them)."""
+    if isinstance(value, TensorRecords):
+        return len(value) > 0
     return isinstance(value, list) and bool(value) and type(value[0]) is TensorContainer \
         and all(isinstance(v, TensorContainer) for v in value)
 

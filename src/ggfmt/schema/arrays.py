@@ -18,7 +18,7 @@ from __future__ import annotations
 import array
 import struct
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, overload
 
 from ..errors import FormatError
@@ -276,11 +276,46 @@ class RecordList(ReadOnDemand):
         return f"RecordList({len(self)} records)"
 
 
+class TensorRecords(ReadOnDemand):
+    """A long list of tensor records held as columns, a list per field in the record's order:
+    a record (``make()``, its fields, then ``extra``: its tags and roles) is made when it is read,
+    a new container each time. A GGUF's 263,000 tensor infos become one list per field here, not
+    263,000 containers; the tensor table reads the columns."""
+
+    __slots__ = ("columns", "extra", "make")
+
+    def __init__(self, columns: dict[str, list[Any]], extra: dict[str, Any], make: Callable[[], Any]) -> None:
+        self.columns = columns
+        self.extra = extra
+        self.make = make
+
+    def __len__(self) -> int:
+        return len(next(iter(self.columns.values()), ()))
+
+    def _item(self, index: int) -> Any:
+        record = self.make()
+        for name, column in self.columns.items():
+            record[name] = column[index]
+        record.update(self.extra)
+        return record
+
+    def has_columns(self, *names: str) -> bool:
+        """Whether ``names`` are the records' own fields (see :meth:`RecordList.has_columns`)."""
+        return set(names) <= self.columns.keys()
+
+    def column(self, name: str) -> list[Any]:
+        """Field ``name`` of every record."""
+        return self.columns[name]
+
+    def __repr__(self) -> str:
+        return f"TensorRecords({len(self)} records)"
+
+
 # how often a field of single records of a list is read before the whole column is (see RecordList.field)
 COLUMN_AFTER = 64
 
 # the sequences a parse makes of long repeats, besides lists
-BULK_SEQUENCES = (NumberArray, StringArray, RecordList)
+BULK_SEQUENCES = (NumberArray, StringArray, RecordList, TensorRecords)
 
 
 def read_strings(stream: Any, count: int, prefix: struct.Struct, encoding: str | None, path: str,

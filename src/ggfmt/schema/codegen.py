@@ -30,7 +30,7 @@ import construct as cs
 from ..errors import FormatError
 from .arrays import BULK_MIN_ITEMS, ITEM_SIZES, NumberArray
 from .expr import Expression, ExpressionError, context_lookup
-from .exprgen import HELPERS, PythonSource, column_of
+from .exprgen import HELPERS, MEMO_VALUES, PythonSource, column_of
 from .exprgen import Unsupported as NotWritten
 
 Reader = Callable[..., tuple[Any, int]]  # (buffer, position, enclosing scope, frame) -> (value, end)
@@ -72,6 +72,18 @@ class Frame:
             self.budget[0] -= count
             if self.budget[0] < 0:
                 raise Reject
+
+
+class _ShortReaders(dict[str, list[Any]]):
+    """struct code -> the reader of ``n`` numbers of it, by ``n`` below BULK_MIN_ITEMS (a tensor's
+    dimensions: a prepared struct each, not a format string made and looked up per record)."""
+
+    def __missing__(self, code: str) -> list[Any]:
+        readers = self[code] = [struct.Struct(f"<{n}{code}").unpack_from for n in range(BULK_MIN_ITEMS)]
+        return readers
+
+
+SHORT_READERS = _ShortReaders()
 
 
 # -- expressions, as the generated code calls them ------------------------------------------
@@ -134,7 +146,12 @@ class Generated:
     def __init__(self, generator: Generator, top: str) -> None:
         self._generator = generator
         self.read: Reader = generator.namespace[top]
-        self.tensors = generator.tensor_record is not None  # records listed as tensors, made as read
+        self.tensors = generator.tensor_record is not None  # records listed as tensors, held as columns
+        # what a tensor record holds besides its fields: its type's tags, and its roles
+        presented = generator.top_record[1] if generator.top_record is not None else None
+        self.extra: dict[str, Any] = presented.tags() if presented is not None else {}
+        if self.tensors:
+            self.extra["_roles"] = generator.tensor_record.roles
         self.fields = generator.top_fields
         self.names = generator.names  # the names its expressions read
         self.bound = generator.bound  # the names its records and parameters define
@@ -159,7 +176,7 @@ class Generator:
                               PayloadRef=_payload_ref(), column_reader=column_reader,
                               TensorContainer=_tensor_container(),
                               SIZES=ITEM_SIZES, FormatError=FormatError,
-                              BULK_MIN_ITEMS=BULK_MIN_ITEMS, NumberArray=NumberArray, unpack_from=struct.unpack_from)
+                              BULK_MIN_ITEMS=BULK_MIN_ITEMS, NumberArray=NumberArray, SHORT_READERS=SHORT_READERS)
         self.namespace.update(HELPERS)
         self.functions: dict[int, str] = {}  # construct id -> name of its generated function
         self.counter = 0
@@ -258,8 +275,8 @@ class Generator:
         ``pos`` in one loop, noting where each starts in ``starts``, and returns (the index it
         stopped at, where that record starts, None at the end else Short or Reject: see
         :func:`_loop_handlers`). ``kind``: ``skim`` (each record checked, not made), ``columns``
-        (each record's fields, a tuple, given to ``keep``), ``records`` (each record made, given
-        to ``keep``: tensor records)."""
+        (each record's fields, a tuple, given to ``keep``), ``tensors`` (each tensor record's
+        fields and instances, a tuple, given to ``keep`` once its roles are checked)."""
         assert self.top_record is not None
         struct_, presented = self.top_record
         name = self.fresh("scan_")
@@ -268,8 +285,8 @@ class Generator:
             made = self.fresh("params_")
             self.define(self._with_args(made, self.top_params, per_list=True, give=True))
             params = (made, self._once_per_list(self.top_params))
-        stop = {"skim": (), "columns": self.top_fields, "records": None}[kind]
-        lines = self._record(name, struct_, presented, kind == "records", stop=stop, loop=kind, params=params)
+        stop = {"skim": (), "columns": self.top_fields, "tensors": None}[kind]
+        lines = self._record(name, struct_, presented, kind == "tensors", stop=stop, loop=kind, params=params)
         self.define(lines)
         return self.namespace[name]  # type: ignore[no-any-return]
 
@@ -343,7 +360,7 @@ class Generator:
                       params: tuple[str, bool] | None = None) -> list[str]:
         self._loop_locals = set() if loop is not None else None
         try:
-            body, value = self._record_body(struct_, presented, top, stop)
+            body, value = self._record_body(struct_, presented, top, stop, values=loop == "tensors")
             remembered = sorted(self._loop_locals or ())
         finally:
             self._loop_locals = None
@@ -380,9 +397,10 @@ class Generator:
         return _without_unread_scope(lines, lines.index(f"            {made}"), self._made_here)
 
     def _record_body(self, struct_: cs.Struct, presented: Any, top: bool,
-                     stop: tuple[str, ...] | None) -> tuple[list[str], str]:
+                     stop: tuple[str, ...] | None, values: bool = False) -> tuple[list[str], str]:
         """The lines that read a record (inside a ``try``, 8 spaces in), and the value they make:
-        the values of the fields ``stop`` (a tuple), None with no fields, else the record."""
+        the values of the fields ``stop`` (a tuple), None with no fields, else the record
+        (``values``: the values of all its fields, a tuple, a tensor record's roles checked)."""
         from .compiler import Instance
         from .constructs import Field
 
@@ -425,6 +443,8 @@ class Generator:
             as_dict = "{" + ", ".join(f"{self.constant(n)}: {local[n]}" for n in fields) + "}"
             if tests:
                 lines += [f"        if {tests}:", f"            {record}._check_roles({as_dict})"]
+        if values:
+            return lines, "(" + "".join(f"{local[n]}, " for n in fields) + ")"
         lines.append("        out = TensorContainer()" if tensor else "        out = Container()")
         for field_name in fields:
             lines.append(f"        out[{self.constant(field_name)}] = {local[field_name]}")
@@ -455,7 +475,7 @@ class Generator:
         if role == "ne":
             if integers:
                 return f"type({variable}) is not ListContainer"
-            return f"not (type({variable}) is ListContainer and all(type(n) is int for n in {variable}))"
+            return f"not (type({variable}) is ListContainer and not [n for n in {variable} if type(n) is not int])"
         kind = {"data": "PayloadRef", "name": "str", "ggml_type": "int"}[role]
         return f"type({variable}) is not {kind}"
 
@@ -549,7 +569,11 @@ class Generator:
             lines.append(f"{pad}        raise Reject")
         lines += [f"{pad}    if {count} > left:",
                   f"{pad}        raise Reject",
-                  f"{pad}    frame.spend({count})",
+                  *([f"{pad}    if budget is not None:",  # (the loop's own budget: Frame.spend, inline)
+                     f"{pad}        budget[0] -= {count}",
+                     f"{pad}        if budget[0] < 0:",
+                     f"{pad}            raise Reject"] if self._loop_locals is not None else
+                    [f"{pad}    frame.spend({count})"]),
                   f"{pad}if {count} == 0:",
                   f"{pad}    {variable} = ListContainer()",
                   f"{pad}else:"]
@@ -570,7 +594,7 @@ class Generator:
                       f"{pad}    if {count} >= BULK_MIN_ITEMS:",
                       f"{pad}        {variable} = NumberArray(buf[pos:end], {code})",
                       f"{pad}    else:",
-                      f"{pad}        {variable} = ListContainer(unpack_from(f'<{{{count}}}{{{code}}}', buf, pos))",
+                      f"{pad}        {variable} = ListContainer(SHORT_READERS[{code}][{count}](buf, pos))",
                       f"{pad}    pos = end"]
             return lines
         if isinstance(subcon, SwitchOn) and not per_element:
@@ -821,9 +845,6 @@ class Generator:
 
 
 _INTEGER_CODES = frozenset((None, *"bBhHiIqQ"))
-
-# the values of a field a check of it alone remembers as passed (a ggml type id: a few dozen)
-MEMO_VALUES = 4096
 
 
 def _pure_call(expr: Expression) -> bool:

@@ -38,7 +38,7 @@ import construct as cs
 
 from ..errors import FormatError, SchemaError
 from . import records
-from .arrays import BULK_MIN_ITEMS, NumberArray, RecordList, StringArray, read_strings
+from .arrays import BULK_MIN_ITEMS, NumberArray, RecordList, StringArray, TensorRecords, read_strings
 from .expr import UNKNOWN, Expression, ExpressionError, context_lookup
 from .records import codec_for, scan
 
@@ -188,7 +188,7 @@ class Validation:
 
 
 def _items(value: Any, path: str, offset: int, clause: str) -> Sequence[Any]:
-    if not isinstance(value, list | RecordList):
+    if not isinstance(value, list | RecordList | TensorRecords):
         raise FormatError(path, offset, f"`valid: {{{clause}: ...}}` applies to a repeated field, "
                                         f"not to {_show(value)}")
     return value
@@ -204,13 +204,13 @@ def _at(item: Any, dotted: str) -> Any:
 def _fields_of(items: Sequence[Any], *dotted: str) -> Iterator[tuple[Any, ...]]:
     """The values at the dotted paths of each item: read as columns from a list of records in
     bulk (when the paths are the records' own fields), without making the records."""
-    if isinstance(items, RecordList) and items.has_columns(*dotted):
+    if isinstance(items, RecordList | TensorRecords) and items.has_columns(*dotted):
         return zip(*(items.column(d) for d in dotted), strict=True)
     return (tuple(_at(item, d) for d in dotted) for item in items)
 
 
 def _check_unique(items: Sequence[Any], dotted: str, path: str, offset: int) -> None:
-    if isinstance(items, RecordList) and items.has_columns(dotted):
+    if isinstance(items, RecordList | TensorRecords) and items.has_columns(dotted):
         column = items.column(dotted)
         try:
             if len(set(column)) == len(column):  # (one C call for 263,000 names: the usual verdict)
@@ -390,7 +390,7 @@ class Field(cs.Construct):  # type: ignore[misc]
         return items
 
     def _read_records(self, stream: Any, context: Any, element: Any, count: int, path: str,
-                      offset: int) -> RecordList | list[Any] | None:
+                      offset: int) -> RecordList | TensorRecords | None:
         """A long repeat of records through the compiled reader (:mod:`.records`), or None when the
         element does not compile, or the compiled reader meets a record it does not decide and the
         general path reads that record without an error (the general path then reads them all)."""
@@ -405,7 +405,7 @@ class Field(cs.Construct):  # type: ignore[misc]
         got = scan(codec, stream, context, count, offset, stream_size(stream), budget, _depth[0], whole_list)
         if isinstance(got, RecordList):
             return got
-        if isinstance(got, list):  # tensor records: listed as the parse's tensors, in order
+        if isinstance(got, TensorRecords):  # listed as the parse's tensors, in order
             found = context.get("_params", {}).get("_tensors")
             if found is not None:
                 found.append((path, got))  # (the whole list: a pair per record would be 263,000 more objects)
@@ -531,7 +531,7 @@ class Field(cs.Construct):  # type: ignore[misc]
         count = self._count(stream, context, path, offset)
         if self.repeat is None:
             return self._build_one(obj, stream, context, path)
-        if not isinstance(obj, list | tuple | StringArray | NumberArray | RecordList):
+        if not isinstance(obj, list | tuple | StringArray | NumberArray | RecordList | TensorRecords):
             raise FormatError(path, offset, f"a list is needed to build a repeated field, got {type(obj).__name__}")
         if count is not None and len(obj) != count:
             raise FormatError(path, offset, f"{count} items expected, {len(obj)} given")

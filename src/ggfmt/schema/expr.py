@@ -32,10 +32,10 @@ from contextvars import ContextVar
 from typing import Any
 
 from .. import ggml_types
-from .arrays import NumberArray, RecordList, StringArray
+from .arrays import NumberArray, RecordList, StringArray, TensorRecords
 
 # What expressions treat as lists: lists, and the bulk arrays long repeats are read into
-SEQUENCE: tuple[type[Sequence[Any]], ...] = (list, tuple, NumberArray, StringArray, RecordList)
+SEQUENCE: tuple[type[Sequence[Any]], ...] = (list, tuple, NumberArray, StringArray, RecordList, TensorRecords)
 SLICEABLE: tuple[type[Sequence[Any]], ...] = (*SEQUENCE, str, bytes)
 INDEXABLE: tuple[type[Any], ...] = (Mapping, *SLICEABLE)
 ITERABLE: tuple[type[Sequence[Any]], ...] = (*SEQUENCE, str)

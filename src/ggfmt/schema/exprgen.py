@@ -172,13 +172,26 @@ def remembering(lookup: Callable[[str], Any]) -> Callable[[str], Any]:
     return remembered
 
 
+def remember(memo: dict[int, Any], argument: int, value: Any) -> Any:
+    """``value``, the result of a function of the language for ``argument``, kept in ``memo`` when
+    it is a number or a short text (every function gives the same result for the same arguments),
+    up to :data:`MEMO_VALUES` values."""
+    if type(value) in _MEMO_KINDS and len(memo) < MEMO_VALUES and (type(value) is not str or len(value) <= 64):
+        memo[argument] = value
+    return value
+
+
+MEMO_VALUES = 4096  # values a memo keeps (of a ggml type id: a few dozen)
+_MEMO_KINDS = frozenset((int, bool, float, str))
+
+
 # what the generated source calls, by the names it calls them
 HELPERS: dict[str, Any] = {
     "UNKNOWN": language.UNKNOWN, "member": language._member, "index_of": language._index,
     "slice_of": language._slice, "binop": language._binop, "unop": language._unknown_or, "call": language._call,
     "call_lookup": language._call_lookup, "mapping": language._mapping, "compare": compare,
     "comprehension": comprehension, "field_at": field_at, "fields_of": fields_of, "column_of": column_of,
-    "remembering": remembering, "range_of": range_of, "bounded": language._bounded,
+    "remembering": remembering, "range_of": range_of, "bounded": language._bounded, "remember": remember,
 }
 
 # The operators whose result, of two integers, is no longer than the longer of them by more than a
@@ -307,7 +320,14 @@ class PythonSource:
             arguments = ", ".join(sub(a) for a in node.args)
             if self.plain:  # (no argument is UNKNOWN)
                 called = f"{self.constant(fn)}({arguments})"
-                return called if fn in language._LOOKUPS or fn in language.SELF_BOUNDED else f"bounded({called})"
+                called = called if fn in language._LOOKUPS or fn in language.SELF_BOUNDED else f"bounded({called})"
+                if len(node.args) == 1 and isinstance(node.args[0], ast.Name) and self.integer(node.args[0]) \
+                        and fn not in language._LOOKUPS:
+                    # of an integer field alone (ggml_block_size(ggml_type)): one call per value met
+                    memo = self.constant({})
+                    return f"({memo}[{arguments}] if {arguments} in {memo} " \
+                           f"else remember({memo}, {arguments}, {called}))"
+                return called
             call = "call_lookup" if fn in language._LOOKUPS else "call"
             return f"{call}({self.constant(fn)}, [{arguments}])"
         if isinstance(node, ast.ListComp):
