@@ -365,6 +365,27 @@ def test_tensor_records_held_as_columns_are_the_general_paths(tmp_path: Path, mo
           [4, 2] if i % 3 == 0 else [8], start + 32 * i, 16 if i % 3 == 0 else 32) for i in range(150)]
 
 
+def test_values_remembered_per_argument_are_each_arguments_own(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A function of integer fields is called once per distinct argument (ggml_nbytes(type, ne),
+    ggml_block_size(type)): with room for 4 remembered values and 7 shapes of 2 types, every
+    tensor still has its own size, and the records are those the general path reads."""
+    from ggfmt.schema import exprgen
+
+    monkeypatch.setattr(exprgen, "MEMO_VALUES", 4)
+    shapes = [(0 if i % 2 else 1, [8 * (i % 7 + 1)]) for i in range(100)]  # f32 or f16, 8 to 56 elements
+    sizes = [n[0] * (4 if t == 0 else 2) for t, n in shapes]
+    offsets = [sum(-(-size // 32) * 32 for size in sizes[:i]) for i in range(100)]
+    infos = b"".join(gstr(b"t.%d" % i) + struct.pack("<IQIQ", 1, ne[0], t, offsets[i])
+                     for i, (t, ne) in enumerate(shapes))
+    head = b"GGUF" + struct.pack("<IQQ", 3, 100, 0) + infos
+    path = tmp_path / "shapes.gguf"
+    path.write_bytes(head + bytes(-len(head) % 32) + bytes(offsets[-1] + 256))
+    bulk, general = both_ways(monkeypatch, lambda: list(engine.parse(path).tensors))
+    assert bulk == general
+    assert [(t.ggml_type, list(t.ne), t.nbytes) for t in bulk] == [(t, ne, size) for (t, ne), size in
+                                                                 zip(shapes, sizes, strict=True)]
+
+
 def test_tensor_table_reads_as_a_list_of_its_tensors() -> None:
     """A parse's tensors by column: indexed, sliced, iterated and compared as the list of TensorRefs
     they stand for, each path made from its list's path."""

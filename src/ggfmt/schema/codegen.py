@@ -581,11 +581,12 @@ class Generator:
         per_element = isinstance(subcon, SwitchOn) and "_index" in subcon.key.source
         numbers = self._number_codes(field, local)
         if numbers is not None:  # numbers (a tensor's dimensions): read here, no call
-            codes, key = numbers
-            if field.condition is None and set(codes.values()) | {getattr(codes, "default", None)} <= _INTEGER_CODES:
+            codes, key, otherwise = numbers
+            if field.condition is None and set(codes.values()) | {otherwise} <= _INTEGER_CODES:
                 self.int_list_fields.add(field.name)  # (a list of integers, or a NumberArray when long)
             code = self.fresh("code")
-            lines += [f"{pad}    {code} = {self.constant(codes)}.get({key if key is not None else 'None'})",
+            lines += [f"{pad}    {code} = {self.constant(codes)}.get({key if key is not None else 'None'}, "
+                      f"{self.constant(otherwise)})",
                       f"{pad}    if {code} is None:",
                       f"{pad}        raise Reject",
                       f"{pad}    end = pos + {count} * SIZES[{code}]",
@@ -609,22 +610,22 @@ class Generator:
             lines.append(f"{pad}    {variable}, pos = read_repeat(buf, pos, scope, frame, {count}, {plan}, None)")
         return lines
 
-    def _number_codes(self, field: Any, local: dict[str, str]) -> tuple[dict[Any, Any], str | None] | None:
+    def _number_codes(self, field: Any, local: dict[str, str]) -> tuple[dict[Any, Any], str | None, str | None] | None:
         """When every element of a repeat is a primitive number, whatever its switch chooses: the
-        struct code of each choice and the source of the switch's key (None: no switch)."""
+        struct code of each choice, the source of the switch's key (None: no switch) and the code
+        of its default (None: none)."""
         from .constructs import PRIMITIVE_CODES, SwitchOn
 
         subcon = field.subcon
         if field.bulk_code is not None:
-            return {None: field.bulk_code}, None
+            return {None: field.bulk_code}, None, None
         if not isinstance(subcon, SwitchOn) or "_index" in subcon.key.source:
             return None
         choices = list(subcon.cases.values()) + ([subcon.default] if subcon.default is not None else [])
         if not all(c in PRIMITIVE_CODES for c in choices):
             return None
-        codes = _Choices({k: PRIMITIVE_CODES[c] for k, c in subcon.cases.items()},
-                         PRIMITIVE_CODES[subcon.default] if subcon.default is not None else None)
-        return codes, self.expression(subcon.key, local)
+        return {k: PRIMITIVE_CODES[c] for k, c in subcon.cases.items()}, self.expression(subcon.key, local), \
+            PRIMITIVE_CODES[subcon.default] if subcon.default is not None else None
 
     # -- values ----------------------------------------------------------------------------
     def value(self, construct: cs.Construct, variable: str, indent: int, local: dict[str, str]) -> list[str]:
@@ -887,17 +888,6 @@ class _Plan:
             return None
         construct, name = chosen
         return construct, self.namespace[name]
-
-
-class _Choices(dict[Any, Any]):
-    """A switch's choices with its default (``_``): what ``get`` gives for any other key."""
-
-    def __init__(self, cases: dict[Any, Any], default: Any) -> None:
-        super().__init__(cases)
-        self.default = default
-
-    def get(self, key: Any, default: Any = None) -> Any:
-        return super().get(key, self.default)
 
 
 def _tensor_container() -> Any:

@@ -321,18 +321,45 @@ class PythonSource:
             if self.plain:  # (no argument is UNKNOWN)
                 called = f"{self.constant(fn)}({arguments})"
                 called = called if fn in language._LOOKUPS or fn in language.SELF_BOUNDED else f"bounded({called})"
-                if len(node.args) == 1 and isinstance(node.args[0], ast.Name) and self.integer(node.args[0]) \
-                        and fn not in language._LOOKUPS:
-                    # of an integer field alone (ggml_block_size(ggml_type)): one call per value met
+                key = self._memo_key(node.args, fn)
+                if key is not None:
+                    # of integer fields and lists of them (ggml_block_size(ggml_type), ggml_nbytes(ggml_type,
+                    # ne)): one call per distinct argument met
                     memo = self.constant({})
-                    return f"({memo}[{arguments}] if {arguments} in {memo} " \
-                           f"else remember({memo}, {arguments}, {called}))"
+                    if not key.isidentifier():  # (a tuple of the arguments: made once)
+                        known = self.fresh("key")
+                        key, made = known, f"({known} := {key})"
+                    else:
+                        made = key
+                    return f"({memo}[{key}] if {made} in {memo} else remember({memo}, {key}, {called}))"
                 return called
             call = "call_lookup" if fn in language._LOOKUPS else "call"
             return f"{call}({self.constant(fn)}, [{arguments}])"
         if isinstance(node, ast.ListComp):
             return self._comprehension(node, variables, sub)
         raise Unsupported
+
+    def _memo_key(self, arguments: list[ast.expr], fn: Any) -> str | None:
+        """The source of a call's memo key when its arguments are fields that hold integers or lists
+        of them (a list as a tuple), else None (any other argument, or a lookup; a key made of
+        several, where an assignment expression may not stand: inside a comprehension)."""
+        if not arguments or fn in language._LOOKUPS:
+            return None
+        parts = []
+        for argument in arguments:
+            if not isinstance(argument, ast.Name):
+                return None
+            if self.integer(argument):
+                parts.append(self.name(argument.id))
+            elif self._integers(argument):
+                parts.append(f"tuple({self.name(argument.id)})")
+            else:
+                return None
+        if len(parts) == 1 and parts[0].isidentifier():
+            return parts[0]
+        if not self.typed or self._in_comprehension:
+            return None
+        return f"({', '.join(parts)}{',' if len(parts) == 1 else ''})"
 
     def integer(self, node: ast.expr) -> bool:
         """Whether ``node`` is an integer whatever the input: what Python's own operators may
