@@ -386,6 +386,51 @@ def test_values_remembered_per_argument_are_each_arguments_own(tmp_path: Path, m
                                                                  zip(shapes, sizes, strict=True)]
 
 
+@pytest.mark.parametrize("case", ["whole", "past the end", "duplicate name"])
+def test_records_that_read_no_bytes_are_read_a_column_at_a_time(case: str, tmp_path: Path, fmt: Fmt,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """A GGUF's tensor records read nothing (their data is placed by the infos): their values are
+    computed a chunk of records at a time, a column per field, and mean what the per-record loop
+    reads; a chunk with a record that fails a check (its data past the end of the file) is left
+    to that loop, whose error is the general path's."""
+    from ggfmt.schema import codegen
+
+    def change(i: int, info: dict[str, Any]) -> None:
+        if i == 2500 and case == "past the end":
+            info["offset"] = 32 << 30
+        if i == 2500 and case == "duplicate name":
+            info["name"] = b"t.1"
+    path = gguf_with_tensors(tmp_path / "t.gguf", 3000, change)
+    chunks: list[bool] = []  # (whether each chunk the derived function was asked for was decided there)
+    derived = codegen.Generated.derived
+
+    def spied(self: Any) -> Any:
+        function = derived(self)
+
+        def run(*args: Any) -> Any:
+            values = function(*args)
+            chunks.append(values is not None)
+            return values
+        return run if function is not None else None
+
+    monkeypatch.setattr(codegen.Generated, "derived", spied)
+    monkeypatch.setattr(records, "_CODECS", {})
+    columns = fmt("parse", path), fmt("parse", path, "--json")
+    monkeypatch.setattr(codegen.Generated, "derived", lambda self: None)
+    monkeypatch.setattr(records, "_CODECS", {})
+    per_record = fmt("parse", path), fmt("parse", path, "--json")
+    assert columns == per_record
+    if case == "whole":
+        assert columns[0].code == 0 and chunks == [True] * 6  # (3 chunks of 1,024, twice)
+        assert "  t.2999  f32   8" in columns[0].out
+    elif case == "past the end":
+        assert chunks == [True, True, False] * 2
+        assert "tensors[2500].data" in assert_clean_failure(columns[0])
+    else:  # (refused by the infos' unique check, before the tensors are read)
+        assert chunks == []
+        assert "infos[2500].name" in assert_clean_failure(columns[0])
+
+
 def test_tensor_table_reads_as_a_list_of_its_tensors() -> None:
     """A parse's tensors by column: indexed, sliced, iterated and compared as the list of TensorRefs
     they stand for, each path made from its list's path."""

@@ -51,7 +51,8 @@ class Codec:
 
     def __init__(self, generated: Any, min_size: int) -> None:
         self.read = generated.read
-        self.loop = generated.loop  # a scan's whole loop, by kind (skim, columns, records)
+        self.loop = generated.loop  # a scan's whole loop, by kind (skim, columns, tensors)
+        self.derived = generated.derived  # of records that read no bytes: their values a column at a time
         self.fields: tuple[str, ...] = generated.fields  # the record's own fields and instances, in order
         self.min_size = min_size  # bytes a record takes at least (its fixed leading fields)
         # whether the records read the same wherever the enclosing values are the same: their
@@ -267,10 +268,18 @@ def scan(codec: Codec, stream: Any, context: Any, count: int, offset: int, file_
     loop = codec.loop("tensors" if codec.tensors else "columns" if columns else "skim")
     rows: list[Any] = []  # (each record's values: one append a record, joined to the columns a chunk at a time)
     kept: list[list[Any]] = [[] for _ in codec.fields] if columns else []
+    # records that read no bytes: a chunk's values computed a column at a time, when every check holds
+    derived = codec.derived() if codec.tensors else None
     i = 0
     with _uncollected():
         while True:
             ended: Any
+            if derived is not None and (values := derived(i, min(count, i + CHUNK), scope, frame)) is not None:
+                _extend(kept, values)
+                i = min(count, i + CHUNK)
+                if i < count:
+                    continue
+                break
             i, pos, ended = loop(buf, pos, i, min(count, i + CHUNK) if columns else count, scope, frame, starts,
                                  rows.append)
             _extend(kept, _transposed(rows))
