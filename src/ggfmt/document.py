@@ -140,7 +140,8 @@ class TensorTable(Sequence[TensorRef]):
 
 
 def by_column(tensors: Sequence[TensorRef]) -> TensorTable:
-    """``tensors`` held as columns (a parse's tensors already are)."""
+    """``tensors`` held as columns (a parse's tensors already are): what the tensor table and
+    ``--json`` show of each (a reference's ``file`` and ``load`` are not kept)."""
     if isinstance(tensors, TensorTable):
         return tensors
     table = TensorTable()
