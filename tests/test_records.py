@@ -167,6 +167,28 @@ def test_report_of_pairs_read_in_bulk_is_the_general_paths(tmp_path: Path, monke
     assert "  str          key.00008 = 'text 8 \u00e9'" in bulk
 
 
+def test_numbers_of_a_keyed_section_share_their_typed_value(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Pairs read in bulk give one Typed per (type, value) of a whole number, shared by the pairs
+    that hold it (a diff holds one per pair): equal to what the general path makes for each, and
+    never shared across types (u8 1, u32 1, bool true and i8 1 stay apart)."""
+    from ggfmt.view import Section, items
+
+    pairs: list[tuple[bytes, int, Any]] = [(b"general.architecture", STR, b"llama")]
+    pairs += [(b"k.%03d" % i, (U8, U32, BOOL, I8)[i % 4], (1, 1, True, 1)[i % 4]) for i in range(200)]
+    path = gguf(tmp_path / "m.gguf", pairs)
+
+    def run() -> list[tuple[str, Any]]:
+        section = next(v for _, v in items(engine.parse(path).fields) if isinstance(v, Section))
+        return list(section.entries)
+
+    bulk, general = both_ways(monkeypatch, run)
+    assert [(k, t.type, type(t.value), t.value) for k, t in bulk] == \
+        [(k, t.type, type(t.value), t.value) for k, t in general]
+    assert [t.type for _, t in bulk[1:5]] == ["u8", "u32", "bool", "i8"]
+    assert bulk[1][1] is bulk[5][1] and bulk[2][1] is bulk[6][1]  # (the same type and value)
+    assert len({id(t) for _, t in bulk[1:]}) == 4
+
+
 def test_version_1_widths_read_in_bulk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     pairs = mixed_pairs(200)
     path = gguf(tmp_path / "v1.gguf", pairs, version=1)

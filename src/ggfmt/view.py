@@ -15,6 +15,7 @@ from typing import Any
 from .schema.arrays import BULK_SEQUENCES, ReadOnDemand, RecordList, TensorRecords
 from .schema.constructs import PayloadRef, TensorContainer, ViewSpec
 
+SHARED_NUMBERS = 4096  # whole numbers of a keyed section whose Typed is made once (see Entries)
 SHOWN_RECORDS = 32  # of a long list of records without a view (a vocabulary, say), the first ones are listed
 
 
@@ -57,8 +58,20 @@ class Entries(ReadOnDemand):
                 yield str(record[self._key]), typed(record)
             return
         spec, rows = fields
+        # a whole number's Typed made once per (type, value) and shared (a Typed is never changed):
+        # a diff holds one per pair of each file, and most pairs of a large section hold few values
+        shared: dict[tuple[Any, Any, Any], Typed] = {}
         for key, type_value, value in rows:
-            yield str(key), typed_value(spec, type_value, value)
+            kind = type(value)
+            if kind is not int and kind is not bool:
+                yield str(key), typed_value(spec, type_value, value)
+                continue
+            known = shared.get((type_value, kind, value))
+            if known is None:
+                known = typed_value(spec, type_value, value)
+                if len(shared) < SHARED_NUMBERS:
+                    shared[type_value, kind, value] = known
+            yield str(key), known
 
     def fields(self) -> tuple[ViewSpec, Iterator[tuple[Any, Any, Any]]] | None:
         """The view, and each pair's key, type and value fields as the file holds them, read from
