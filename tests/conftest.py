@@ -3,12 +3,17 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+# parsed YAML kept between runs (ggfmt.schema.yaml_cache): in a directory of this test session,
+# not the user's, for the tests and every fmt process they start
+os.environ.setdefault("GGFMT_CACHE", tempfile.mkdtemp(prefix="ggfmt-test-cache-"))
 
 from ggfmt.cli import main
 

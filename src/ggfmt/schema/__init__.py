@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import functools
 import importlib.util
+import io
 import os
 import sys
 from collections.abc import Iterator, Mapping
@@ -21,10 +22,10 @@ from stat import S_ISREG
 from typing import Any
 
 import construct as cs
-import yaml
 
 from ..errors import SchemaError, UsageError
 from ..resources import data_dirs
+from . import yaml_cache
 from .compiler import Namespace, Param, _params
 from .language import keys
 
@@ -88,17 +89,30 @@ def read_yaml(path: Path, *, shared: bool = False) -> dict[str, Any]:
 def _parsed_yaml(path: Path, mtime_ns: int, size: int) -> dict[str, Any]:
     try:
         with path.open("rb") as f:
-            data = yaml.load(f, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+            raw = f.read(MAX_SCHEMA_BYTES + 1)
     except OSError as e:
         raise SchemaError(str(path), f"cannot be read: {e.strerror}") from None
-    except yaml.YAMLError as e:
-        raise SchemaError(str(path), f"is not valid YAML: {e}".replace("\n", " ")) from None
-    except RecursionError:
-        raise SchemaError(str(path), "is nested too deeply") from None
+    if len(raw) > MAX_SCHEMA_BYTES:  # (grown since it was looked at)
+        raise SchemaError(str(path), f"larger than {MAX_SCHEMA_BYTES} bytes")
+    data = yaml_cache.load(raw)
+    kept = isinstance(data, dict)  # (anything else is a broken entry: the YAML is read again)
+    if not kept:
+        import yaml  # (only when a file is not kept already: see yaml_cache)
+
+        stream = io.BytesIO(raw)
+        stream.name = str(path)  # (PyYAML's messages name the file as they did when it read it)
+        try:
+            data = yaml.load(stream, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+        except yaml.YAMLError as e:
+            raise SchemaError(str(path), f"is not valid YAML: {e}".replace("\n", " ")) from None
+        except RecursionError:
+            raise SchemaError(str(path), "is nested too deeply") from None
     if not isinstance(data, dict):
         raise SchemaError(str(path), "a schema is a YAML mapping (meta, doc, seq, types, ...)")
     if _nodes(data, MAX_YAML_NODES) > MAX_YAML_NODES:
         raise SchemaError(str(path), f"holds more than {MAX_YAML_NODES} values once its aliases are expanded")
+    if not kept:
+        yaml_cache.store(raw, data)
     return data
 
 
