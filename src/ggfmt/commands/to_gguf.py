@@ -1,0 +1,91 @@
+"""``fmt to-gguf``: a checkpoint, an adapter, a 2023 model file, an early GGUF or a CLIP model as
+the GGUF current llama.cpp loads."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ..outtype import OUTTYPES
+from ._common import convert_to_file, output_options, parameter_options, wrap
+
+DESCRIPTION = (wrap("Convert INPUT to GGUF. A ggcp file becomes a GGUF training checkpoint "
+               "and a ggcl file a GGUF finetune checkpoint, which llama.cpp's trainers "
+               "resume from (through the schema's mapping table; fmt schema show NAME lists "
+               "what it makes). "
+               "A ggla adapter, a PEFT adapter directory or an mlx-lm adapter directory "
+               "becomes a GGUF LoRA adapter "
+               "that current llama.cpp loads and that means the same. A 2023 llama model "
+               "file (ggml, ggmf, ggjt) becomes the GGUF model llama.cpp runs, and a GGUF "
+               "of version 1 or 2 the same file in version 3. A CLIP model "
+               "directory becomes the GGUF of llama.cpp's clip/llava code. Payloads are "
+               "copied, or transformed one tensor at a time; never all held in memory. "
+               "The output is written next to its final name and renamed into place "
+               "once it is on disk."))
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("file", type=Path, metavar="INPUT",
+                        help="a ggcp, ggcl or ggla file, a 2023 model file (ggml, ggmf, ggjt), a GGUF of version 1 "
+                             "or 2, a PEFT or mlx-lm adapter directory or a CLIP model directory")
+    output_options(parser, "OUT.gguf", "output file, or a directory (ending in /) to write the default name into "
+                                   "(default: INPUT with the suffix .gguf; for a PEFT directory "
+                                   "DIR/ggml-adapter-model.gguf; for a CLIP directory "
+                                   "DIR/[text-|vision-|mmproj-]model-f16.gguf)")
+    parser.add_argument("--outtype", choices=OUTTYPES,
+                        help="tensor type of the output's matrices (vectors stay f32; quantized ones stay as they "
+                             "are): f32, f16, bf16 or q8_0 for adapters and GGUF models, f32, f16 or q8_0 for 2023 "
+                             "model files and --model-only (default: as the source), f32 or f16 for CLIP (default "
+                             "f16); training checkpoints keep f32")
+    parser.add_argument("--mapping", metavar="NAME", help="mapping table to use (default: <schema>-gguf)")
+    parser.add_argument("--base", type=Path, metavar="HF_MODEL_DIR",
+                        help="PEFT adapters: the base model's directory; only its config.json is read "
+                             "(default: base_model_name_or_path when it is a local directory)")
+    parser.add_argument("--arch", metavar="NAME", help="the base model's architecture, where the conversion lets it "
+                                                       "be chosen (ggla adapters; default: llama)")
+    clip = parser.add_argument_group("CLIP models (a directory with config.json, vocab.json, model.safetensors)")
+    towers = clip.add_mutually_exclusive_group()
+    towers.add_argument("--text-only", action="store_true", help="the text encoder only (text-model-*.gguf)")
+    towers.add_argument("--vision-only", action="store_true", help="the image encoder only (vision-model-*.gguf)")
+    towers.add_argument("--llava-projector", type=Path, metavar="FILE",
+                        help="an image encoder for LLaVA: the last layer dropped, the projector added "
+                             "(mmproj-model-*.gguf)")
+    clip.add_argument("--use-f32", action="store_true", help=argparse.SUPPRESS)  # the upstream name of --outtype f32
+    clip.add_argument("--image-mean", type=float, nargs=3, metavar=("R", "G", "B"),
+                      help="instead of preprocessor_config.json's image_mean")
+    clip.add_argument("--image-std", type=float, nargs=3, metavar=("R", "G", "B"),
+                      help="instead of preprocessor_config.json's image_std")
+    legacy = parser.add_argument_group("2023 llama model files (ggml, ggmf, ggjt), as convert-llama-ggml-to-gguf.py "
+                                  "took them")
+    legacy.add_argument("-c", "--context-length", type=int, metavar="N",
+                        help="llama.context_length (default 2048; LLaMA 2 is 4096)")
+    legacy.add_argument("--gqa", type=int, metavar="N",
+                        help="grouped-query attention factor n_head / n_head_kv (default 1; 8 for LLaMA 2 70B)")
+    legacy.add_argument("--eps", type=float, metavar="X",
+                        help="RMS norm epsilon (default 5e-6; 1e-6 for LLaMA 1 and OpenLLaMA, 1e-5 for LLaMA 2)")
+    legacy.add_argument("--name", metavar="TEXT", help="general.name (default: the input's file name)")
+    legacy.add_argument("--desc", metavar="TEXT",
+                        help="general.description (default: converted from legacy GGJTv3 MOSTLY_Q4_0 format)")
+    runnable = parser.add_argument_group("what a 2023 training checkpoint trained (ggcp, ggcl)")
+    runnable.add_argument("--model-only", action="store_true",
+                          help="ggcp: the model alone, a llama model GGUF that llama.cpp runs, as the trainer's "
+                               "--model-out wrote it (with --vocab-model; -c sets its context length, default 128)")
+    runnable.add_argument("--vocab-model", type=Path, metavar="VOCAB.gguf",
+                          help="the GGUF the trainer was given with --vocab-model: its tokenizer keys are copied")
+    runnable.add_argument("--adapter-only", action="store_true",
+                          help="ggcl: the adapter alone, a GGUF LoRA adapter llama.cpp applies, meaning what the "
+                               "finetune's --lora-out meant")
+    runnable.add_argument("--lora-alpha", type=float, metavar="A",
+                          help="the finetune's --lora-alpha (default: its --lora-r, as the finetune took it)")
+    runnable.add_argument("--lora-r", type=int, metavar="R",
+                          help="the finetune's --lora-r, by which it scaled every delta (default: the rank of "
+                               "attn_q, which --lora-r set unless --rank-wq was given)")
+    parser.add_argument("--option", action="append", default=[], metavar="NAME=VALUE",
+                        help="set an option the conversion's table declares (repeatable; see the `options:` of its "
+                             "mapping table); the flags above are such options under their upstream names")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar, no summary")
+    parameter_options(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    return convert_to_file(args, "gguf")
