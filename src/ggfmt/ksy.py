@@ -21,12 +21,14 @@ import yaml
 
 from .errors import UsageError
 from .schema import read_yaml
+from .schema.compiler import PRIMITIVES
 from .schema.language import keys
 from .text import escape
 from .workbench import meta_of
 
-KSY_TYPES = {"u8": "u1", "u16": "u2", "u32": "u4", "u64": "u8", "i8": "s1", "i16": "s2", "i32": "s4",
-             "i64": "s8", "f32": "f4", "f64": "f8", "bool": "u1"}
+# Kaitai's name of each primitive: its kind and its bytes (a bool a u1; Kaitai has no f16)
+KSY_TYPES = {name: {"i": "s", "f": "f"}.get(name[0], "u") + str(size) for name, (_, size) in PRIMITIVES.items()
+             if name != "f16"}
 FIELD_KEYS = keys("field") | keys("one-of")  # any other key of a field is an argument of its type's parameters
 MAX_DIMS = 4  # ggml's: prod(ne) is written out term by term
 _OPS = {ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.FloorDiv: "/", ast.Mod: "%", ast.BitAnd: "&",

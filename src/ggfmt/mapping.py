@@ -26,7 +26,11 @@ from .schema import read_yaml
 from .schema.expr import Expression, ExpressionError
 from .schema.language import enum, keys
 
-SCALAR_TYPES = {"u8", "i8", "u16", "i16", "u32", "i32", "u64", "i64", "f32", "f64", "bool", "string"}
+# the value types a table may write, by the names tables use, and gguf-py's GGUFValueType name of each
+GGUF_VALUE_TYPES = {"u8": "UINT8", "i8": "INT8", "u16": "UINT16", "i16": "INT16", "u32": "UINT32", "i32": "INT32",
+                    "u64": "UINT64", "i64": "INT64", "f32": "FLOAT32", "f64": "FLOAT64", "bool": "BOOL",
+                    "string": "STRING"}
+SCALAR_TYPES = set(GGUF_VALUE_TYPES)
 VALUE_TYPES = SCALAR_TYPES | {f"{t}[]" for t in SCALAR_TYPES}  # "f32[]": a GGUF array of f32
 METADATA_KEYS = keys("metadata_entry")
 COPY_KEYS = keys("copy_entry")

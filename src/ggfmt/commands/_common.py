@@ -158,6 +158,7 @@ def convert_to_file(args: argparse.Namespace, target: str) -> int:
     """``fmt to-gguf`` (target ``gguf``) and ``fmt to-ggla`` (a schema as the target): plan the
     conversion the registry finds, then write it to a temporary file that is renamed when complete."""
     from ..convert import convert, default_output
+    from ..emit import writer
     from ..output import atomic_output, check_target
     from ..plan_report import describe_plan
 
@@ -178,26 +179,16 @@ def convert_to_file(args: argparse.Namespace, target: str) -> int:
     if args.dry_run:
         print(describe_plan(plan, out, conversion.description, target))
         return EXIT_OK
-    bar = progress_bar(plan.payload_bytes, args.quiet) if target == "gguf" else None
+    write = writer(target)
+    bar = progress_bar(plan.payload_bytes, args.quiet)
     try:
         with atomic_output(out, force=args.force, inputs=[source]) as temporary:
-            if target == "gguf":
-                from ..emit.gguf import write_gguf
-
-                write_gguf(plan, temporary, bar.update if bar is not None else None)
-            else:
-                from ..emit.schema import write_schema_file
-
-                write_schema_file(plan, target, temporary)
+            summary = write(plan, target, temporary, bar.update if bar is not None else None)
     finally:
         if bar is not None:
             bar.close()
     if not args.quiet:
-        size = out.stat().st_size
-        keys = len(plan.metadata) + 1 if target == "gguf" else len(plan.metadata)
-        noun = "key" if target == "gguf" else "header field"
-        print(f"{escape(str(out))}: {count(len(plan.tensors), 'tensor')}, {count(keys, noun)}, {size:,} bytes "
-              f"({conversion.description})")
+        print(f"{escape(str(out))}: {summary}, {out.stat().st_size:,} bytes ({conversion.description})")
         for note in conversion.notes:
             print(f"  note: {escape(note)}")
     return EXIT_OK

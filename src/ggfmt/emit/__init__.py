@@ -1,1 +1,36 @@
-"""Writers of ggfmt's output formats."""
+"""Writers of ggfmt's output formats, a module each. A writer of a file has the same verb in every
+module, ``write(plan, target, out_path, progress) -> Summary`` (``target``: ``gguf``, or the id
+of the schema that builds the file, such as ``ggla``), and :func:`writer` finds it by target;
+``hf`` (a Hugging Face directory: JSON files, weights, a tokenizer) is written by :mod:`.hf`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib import import_module
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ..plan import Plan
+    from ..sink import Progress
+
+
+@dataclass(frozen=True)
+class Summary:
+    """What a writer wrote, as a command's last line says it: each count with its noun."""
+
+    counts: tuple[tuple[int, str], ...]
+
+    def __str__(self) -> str:
+        return ", ".join(f"{n} {noun}{'' if n == 1 else 's'}" for n, noun in self.counts)
+
+
+Writer = Callable[["Plan", str, Path, "Progress | None"], Summary]
+
+
+def writer(target: str) -> Writer:
+    """The writer of a file of ``target``: a GGUF, or a file a schema builds (any other id)."""
+    module = import_module(f"{__name__}.gguf" if target == "gguf" else f"{__name__}.schema")
+    write: Writer = module.write
+    return write

@@ -14,6 +14,14 @@ from typing import Any
 
 from ..plan import Plan
 from ..sink import Progress, Sink, open_sink
+from . import Summary
+
+
+def write(plan: Plan, target: str, out_path: Path, progress: Progress | None = None) -> Summary:
+    """The writer of ``gguf`` (see :mod:`ggfmt.emit`): :func:`write_gguf`, and what it wrote
+    (general.architecture, which gguf-py adds, among the keys)."""
+    write_gguf(plan, out_path, progress)
+    return Summary(((len(plan.tensors), "tensor"), (len(plan.metadata) + 1, "key")))
 
 
 def write_gguf(plan: Plan, out_path: Path, progress: Progress | None = None) -> None:
@@ -24,12 +32,10 @@ def write_gguf(plan: Plan, out_path: Path, progress: Progress | None = None) -> 
     import gguf
     import numpy as np
 
+    from ..mapping import GGUF_VALUE_TYPES
+
     vt = gguf.GGUFValueType
-    value_types = {
-        "u8": vt.UINT8, "i8": vt.INT8, "u16": vt.UINT16, "i16": vt.INT16, "u32": vt.UINT32, "i32": vt.INT32,
-        "u64": vt.UINT64, "i64": vt.INT64, "f32": vt.FLOAT32, "f64": vt.FLOAT64, "bool": vt.BOOL,
-        "string": vt.STRING,
-    }
+    value_types = {name: vt[member] for name, member in GGUF_VALUE_TYPES.items()}
     writer = _writer_class()(out_path, plan.architecture)
     for item in plan.metadata:  # general.architecture comes first, from GGUFWriter itself
         if item.key == "general.alignment":  # the key, and where the writer puts the tensor data

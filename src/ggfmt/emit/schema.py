@@ -14,6 +14,8 @@ from typing import Any
 
 from ..errors import SchemaError
 from ..plan import Plan
+from ..sink import Progress
+from . import Summary
 
 
 def tensor_list_field(schema_id: str) -> tuple[str, dict[str, str]]:
@@ -47,3 +49,12 @@ def write_schema_file(plan: Plan, schema_id: str, out_path: Path) -> None:
     from ..engine import build
 
     build(out_path, schema_id, schema_fields(plan, schema_id))
+
+
+def write(plan: Plan, target: str, out_path: Path, progress: Progress | None = None) -> Summary:
+    """The writer of a file the schema ``target`` builds (see :mod:`ggfmt.emit`): its header fields
+    from the plan's metadata, its tensor records from the plan's tensors."""
+    write_schema_file(plan, target, out_path)
+    if progress is not None:  # (built in one call: its payloads are written when it returns)
+        progress(plan.payload_bytes)
+    return Summary(((len(plan.tensors), "tensor"), (len(plan.metadata), "header field")))
