@@ -68,7 +68,7 @@ def run_list(args: argparse.Namespace) -> int:
 
 
 def run_check(args: argparse.Namespace) -> int:
-    from ..schema_check import check_paths
+    from ..workbench.check import check_paths
 
     for path in args.paths:
         if not path.is_file():
@@ -81,9 +81,9 @@ def run_check(args: argparse.Namespace) -> int:
 
 
 def run_export_ksy(args: argparse.Namespace) -> int:
-    from ..ksy import export
     from ..output import atomic_output
     from ..workbench import schema_path
+    from ..workbench.ksy import export
 
     path = schema_path(args.name)
     text = export(path)

@@ -19,12 +19,12 @@ from typing import Any
 
 import yaml
 
-from .errors import UsageError
-from .schema import read_yaml
-from .schema.compiler import PRIMITIVES
-from .schema.language import keys
-from .text import escape
-from .workbench import meta_of
+from ..errors import UsageError
+from ..schema import read_yaml
+from ..schema.compiler import PRIMITIVES
+from ..schema.language import keys
+from ..text import escape
+from . import meta_of
 
 # Kaitai's name of each primitive: its kind and its bytes (a bool a u1; Kaitai has no f16)
 KSY_TYPES = {name: {"i": "s", "f": "f"}.get(name[0], "u") + str(size) for name, (_, size) in PRIMITIVES.items()
@@ -201,7 +201,7 @@ _KAITAI_ID = re.compile(r"[a-z][a-z0-9_]*")
 def export(path: Path) -> str:
     """The ``.ksy`` of the schema at ``path``; UsageError listing what Kaitai cannot say. The schema
     is first loaded as every command loads it (its checks: expression sizes, `contents` bytes, ...)."""
-    from .schema import load_schema
+    from ..schema import load_schema
 
     load_schema(str(path))
     data = read_yaml(path, shared=True)

@@ -21,10 +21,10 @@ from typing import Any
 
 import yaml
 
-from .errors import FormatError, SchemaError, UsageError
-from .schema.expr import FUNCTIONS, Expression, ExpressionError
-from .schema.language import definition, keys
-from .workbench import meta_of
+from ..errors import FormatError, SchemaError, UsageError
+from ..schema.expr import FUNCTIONS, Expression, ExpressionError
+from ..schema.language import definition, keys
+from . import meta_of
 
 # names every expression may use without a definition in the schema
 ENGINE_NAMES = {"_", "_root", "_index", "_io", "True", "False", "None", *FUNCTIONS}
@@ -134,7 +134,7 @@ def _language_message(error: Any) -> str:
 def _bundle_problems(path: Path, data: Mapping[str, Any], positions: _Positions) -> Iterator[Problem]:
     """What loading the declaration refuses (unknown keys, malformed readers, bad expressions), and
     checks about files the declaration does not read."""
-    from .bundles import BUNDLE_KEYS, load_bundle
+    from ..bundles import BUNDLE_KEYS, load_bundle
 
     unknown = sorted(set(data) - BUNDLE_KEYS, key=str)
     for key in unknown:
@@ -164,7 +164,7 @@ def _layout_problems(path: Path, data: Mapping[str, Any], positions: _Positions)
         yield Problem(path, line, column, f"meta.id {meta.get('id')!r} is not the file's name {path.stem!r}: "
                                           "imports and --schema use file names")
     try:
-        from .schema import load_yaml_schema
+        from ..schema import load_yaml_schema
 
         load_yaml_schema(path)
     except SchemaError as e:
@@ -264,7 +264,7 @@ def _defined_names(data: Mapping[str, Any], path: Path) -> set[str]:
             names.update(str(k) for k in (holder.get("instances") or {}))
             names.update(str(k) for k in (holder.get("params") or {}))
 
-    from .schema import available_schemas, read_yaml
+    from ..schema import available_schemas, read_yaml
 
     of(data)
     for name in meta_of(data).get("imports") or []:
@@ -280,7 +280,7 @@ def _defined_names(data: Mapping[str, Any], path: Path) -> set[str]:
 
 def _importers(path: Path) -> list[Path]:
     """The schemas of the search path (and of ``path``'s folder) that import ``path``'s schema."""
-    from .schema import available_schemas, read_yaml
+    from ..schema import available_schemas, read_yaml
 
     found = {p.resolve(): p for p in [*available_schemas().values(), *path.parent.glob("*.yaml")]}
     out = []
@@ -330,7 +330,7 @@ def _unused_types(path: Path, data: Mapping[str, Any], positions: _Positions) ->
 
     visit(data.get("seq"))
     for other in _importers(path):  # a shared part's types are used by the schemas that import it
-        from .schema import read_yaml
+        from ..schema import read_yaml
 
         doc = read_yaml(other, shared=True)
         visit(doc.get("seq"))
@@ -345,7 +345,7 @@ def _unused_types(path: Path, data: Mapping[str, Any], positions: _Positions) ->
 
 def _tables_of(path: Path, data: Mapping[str, Any], positions: _Positions) -> Iterator[Problem]:
     """A `from:` of a table converting this layout must name one of its fields."""
-    from .mapping import table_headers, table_path, table_sources
+    from ..mapping import table_headers, table_path, table_sources
 
     schema_id = str(meta_of(data).get("id", path.stem))
     fields = _defined_names(data, path)
@@ -391,7 +391,7 @@ def _group_names(table: Mapping[str, Any], at: tuple[Any, ...]) -> Iterator[str]
 # -- tables ------------------------------------------------------------------------------------
 
 def _table_problems(path: Path, data: Mapping[str, Any], positions: _Positions) -> Iterator[Problem]:
-    from .mapping import _load
+    from ..mapping import _load
 
     try:
         _load(path, ())
@@ -404,14 +404,14 @@ def _table_problems(path: Path, data: Mapping[str, Any], positions: _Positions) 
 def check_sample(schema: Path, sample: Path) -> list[Problem]:
     """Parse ``sample`` with ``schema`` (the first mismatch, with its offset), then plan its
     conversion where a table converts it (an input tensor no entry selects, say)."""
-    from .engine import parse
+    from ..engine import parse
 
     try:
         doc = parse(sample, str(schema))
     except (FormatError, SchemaError, UsageError) as e:
         return [Problem(sample, 1, 1, _unprefixed(str(e), sample))]
-    from .convert import _settings, _table_or_none
-    from .plan import plan_gguf
+    from ..convert import _settings, _table_or_none
+    from ..plan import plan_gguf
 
     problems = []
     for target in ("gguf",):
