@@ -26,6 +26,11 @@ def _escaped(ch: str) -> str:
     return f"\\U{code:08x}"
 
 
+def counted(n: int, noun: str) -> str:
+    """``1 tensor``, ``2 tensors``: a count with its noun, as a summary line says it."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
 def escape(text: str) -> str:
     """``text`` with control characters, bidi controls and undecodable bytes escaped."""
     if text.isascii() and text.isprintable():

@@ -217,11 +217,6 @@ def conversion_options(args: argparse.Namespace) -> dict[str, Any]:
     return options
 
 
-def count(n: int, noun: str) -> str:
-    """``1 tensor``, ``2 tensors``."""
-    return f"{n} {noun}{'' if n == 1 else 's'}"
-
-
 def progress_bar(total: int, quiet: bool) -> Any:
     """A bar of the payload bytes written, on a terminal, for a conversion long enough to need one."""
     if quiet or total < PROGRESS_THRESHOLD or not sys.stderr.isatty():

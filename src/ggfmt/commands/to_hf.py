@@ -6,8 +6,8 @@ import argparse
 from pathlib import Path
 
 from ..errors import UsageError
-from ..text import escape
-from ._common import EXIT_OK, begin_command, conversion_options, count, progress_bar
+from ..text import counted, escape
+from ._common import EXIT_OK, begin_command, conversion_options, progress_bar
 
 DESCRIPTION = ("Convert a checkpoint of Google's original Gemma release (a PyTorch pickle\n"
                "{\"model_state_dict\": ...}, as gemma_pytorch reads it) into a directory\n"
@@ -102,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
             bar.close()
     if not args.quiet:
         tokenizer = ", tokenizer" if args.tokenizer is not None else ""
-        layer_count = f"{count(layers, 'layer')}, " if isinstance(layers, int) else ""
-        print(f"{escape(str(target))}: {count(len(tensors), 'tensor')}, {layer_count}{dtype}, {size:,} bytes"
+        layer_count = f"{counted(layers, 'layer')}, " if isinstance(layers, int) else ""
+        print(f"{escape(str(target))}: {counted(len(tensors), 'tensor')}, {layer_count}{dtype}, {size:,} bytes"
               f"{tokenizer} ({conversion.description})")
     return EXIT_OK

@@ -11,6 +11,8 @@ from importlib import import_module
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ..text import counted
+
 if TYPE_CHECKING:
     from ..plan import Plan
     from ..sink import Progress
@@ -23,7 +25,7 @@ class Summary:
     counts: tuple[tuple[int, str], ...]
 
     def __str__(self) -> str:
-        return ", ".join(f"{n} {noun}{'' if n == 1 else 's'}" for n, noun in self.counts)
+        return ", ".join(counted(n, noun) for n, noun in self.counts)
 
 
 Writer = Callable[["Plan", str, Path, "Progress | None"], Summary]
