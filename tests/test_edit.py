@@ -78,7 +78,7 @@ class Stopped(BaseException):
 def interrupt_in_place_edit(path: Path, monkeypatch: Any, fmt: Fmt, *args: str) -> None:
     """Run ``fmt edit PATH ARGS --in-place`` and stop it after half of the new header is written,
     as a power cut would: the file is torn and the edit's journal lies beside it."""
-    from ggfmt import in_place
+    from ggfmt.edit import in_place
 
     real = in_place._write_synced
 
@@ -192,7 +192,7 @@ def test_two_in_place_edits_at_once_never_lose_one_silently(tmp_path: Path) -> N
 
 
 def test_set_file_takes_regular_files_of_bounded_size_as_they_are(tmp_path: Path, fmt: Fmt, monkeypatch: Any) -> None:
-    from ggfmt import edit_values
+    from ggfmt.edit import values as edit_values
 
     out = tmp_path / "out.gguf"
     fifo = tmp_path / "fifo"

@@ -9,8 +9,8 @@ from typing import Any
 import gguf
 import pytest
 
+from ggfmt.convert.plan import _checked
 from ggfmt.emit.gguf import _writer_class
-from ggfmt.plan import _checked
 
 VT = gguf.GGUFValueType
 

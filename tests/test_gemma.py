@@ -17,10 +17,10 @@ from safetensors import safe_open
 from transformers import GemmaConfig, GemmaForCausalLM
 
 from conftest import FIXTURES, Fmt, assert_clean_failure
+from ggfmt.convert.mapping import load_mapping
 from ggfmt.emit.hf import SafetensorsTensor, write_safetensors
 from ggfmt.errors import UsageError
-from ggfmt.mapping import load_mapping
-from ggfmt.output import atomic_directory
+from ggfmt.io.output import atomic_directory
 
 GEMMA = FIXTURES / "gemma"
 INPUT_IDS = [[2, 17, 99, 250, 3, 42]]
@@ -358,7 +358,7 @@ def test_safetensors_writer_streams_a_file_the_reference_reader_reads(tmp_path: 
 
 
 def test_bf16_rounding_is_torchs() -> None:
-    from ggfmt.transforms import to_bf16_bits
+    from ggfmt.convert.transforms import to_bf16_bits
 
     values = torch.randn(100_000) * torch.logspace(-40, 38, 100_000)
     edge = torch.tensor([float("nan"), -float("nan"), float("inf"), -float("inf"), 0.0, -0.0, 3.4028235e38,

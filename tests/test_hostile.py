@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 import torch
 
-import ggfmt.output
+import ggfmt.io.output
 from conftest import FIXTURES, GENUINE, SYNTH, Fmt, assert_clean_failure, run_fmt
 
 PEFT = FIXTURES / "peft"
@@ -154,7 +154,7 @@ def test_full_disk_is_reported_not_a_bug(tmp_path: Path, fmt: Fmt, monkeypatch: 
     def full(fd: int) -> None:
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    monkeypatch.setattr(ggfmt.output.os, "fsync", full)
+    monkeypatch.setattr(ggfmt.io.output.os, "fsync", full)
     line = assert_clean_failure(fmt("to-gguf", CHECKPOINT, "-o", tmp_path / "o.gguf"), tmp_path)
     assert "o.gguf: no space left" in line and "bug" not in line
 

@@ -25,11 +25,11 @@ SOURCE = SYNTH / "ggcp-v1-adam-past3.bin"
 # fmt, with every payload copy stalled: the temporary output exists, the conversion never ends by itself
 STALLED = """
 import os, time
-import ggfmt.tensors
+import ggfmt.io.tensors
 def stall(*args, **kwargs):
     os.write(1, b"stalled\\n")  # the temporary output exists: the test may signal now
     time.sleep(3600)
-ggfmt.tensors.FileSlice.write_to = stall
+ggfmt.io.tensors.FileSlice.write_to = stall
 from ggfmt._entry import run
 run()
 """
@@ -115,8 +115,8 @@ def test_partial_output_of_a_running_conversion_is_left_alone(tmp_path: Path) ->
 # it blocked, so the kernel delivers it to that thread (as it may to a writer thread).
 SWAP_SIGNALLED = """
 import os, signal, threading
-import ggfmt.output
-swap = ggfmt.output._swap_in
+import ggfmt.io.output
+swap = ggfmt.io.output._swap_in
 def signalled_swap(temporary, target):
     sender = threading.Thread(target=os.kill, args=(os.getpid(), signal.SIGTERM))
     sender.start()
@@ -124,7 +124,7 @@ def signalled_swap(temporary, target):
     for _ in range(1000):
         pass  # bytecodes at which Python would run a pending handler
     swap(temporary, target)
-ggfmt.output._swap_in = signalled_swap
+ggfmt.io.output._swap_in = signalled_swap
 from ggfmt._entry import run
 run()
 """
@@ -168,8 +168,8 @@ def test_a_signal_while_the_output_module_is_half_imported_is_a_stop(monkeypatch
 
     from ggfmt import cli
 
-    half = types.ModuleType("ggfmt.output")  # as Python holds a module while its import runs
-    monkeypatch.setitem(sys.modules, "ggfmt.output", half)
+    half = types.ModuleType("ggfmt.io.output")  # as Python holds a module while its import runs
+    monkeypatch.setitem(sys.modules, "ggfmt.io.output", half)
     monkeypatch.setattr(cli, "_ignore_stop_signals", lambda: None)
     with pytest.raises(cli.Stopped):
         cli._stop(signal.SIGINT, None)

@@ -157,7 +157,7 @@ def test_gguf_of_every_value_type_reads_as_written(tmp_path: Path, fmt: Fmt) -> 
 def test_report_of_pairs_read_in_bulk_is_the_general_paths(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The report reads a keyed section's key, type and value columns without making records: the
     lines are those of the records, every value type and arrays of arrays included."""
-    from ggfmt.report import render
+    from ggfmt.commands._parse_report import render
 
     path = gguf(tmp_path / "m.gguf", mixed_pairs(300))
     bulk, general = both_ways(monkeypatch, lambda: list(render(engine.parse(path))))
@@ -353,7 +353,7 @@ def test_tensor_records_held_as_columns_are_the_general_paths(tmp_path: Path, mo
     the container the general path makes (fields, tags, roles), and the report, --json and the
     tensor list are the same lines either way (names that need escaping and an empty one
     included: the table then shows each tensor's path)."""
-    from ggfmt.report import render
+    from ggfmt.commands._parse_report import render
 
     odd = {3: b"\x1b[2J", 4: "caf\u00e9 \u202e".encode(), 5: b"", 7: b'a "quoted" name'}
 

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 import yaml
 
-from ggfmt.mapping import load_mapping
+from ggfmt.convert.mapping import load_mapping
 from ggfmt.schema import load_schema
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 
 from conftest import SYNTH, Fmt, gguf_content
-from ggfmt import sink as sink_module
-from ggfmt.sink import CachedSink, DirectSink, open_sink
+from ggfmt.io import sink as sink_module
+from ggfmt.io.sink import CachedSink, DirectSink, open_sink
 
 KINDS = {"direct": DirectSink, "cached": CachedSink}
 

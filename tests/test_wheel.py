@@ -37,7 +37,7 @@ def test_wheel_installs_and_converts_from_elsewhere(tmp_path: Path) -> None:
     source.write_bytes((SYNTH / "ggcp-v1-adam-past3.bin").read_bytes())
     result = run(venv / "bin" / "ggfmt", "to-gguf", "ckpt.bin", cwd=elsewhere)
     assert "ckpt.gguf: " in result.stdout
-    where = run(venv / "bin" / "python", "-c", "import ggfmt.resources as r; print(r.data_dirs('schemas'))",
+    where = run(venv / "bin" / "python", "-c", "import ggfmt.io.resources as r; print(r.data_dirs('schemas'))",
                 cwd=elsewhere).stdout
     assert str(venv) in where and str(ROOT) not in where
     assert gguf_content(elsewhere / "ckpt.gguf") == gguf_content(SYNTH / "ggcp-v1-adam-past3.ref.gguf")

@@ -20,10 +20,10 @@ from typing import Any
 
 from . import __version__
 from .commands._common import EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_OK, Formatter, Parser, debug_option
-from .environment import OPTIONAL_PACKAGES, describe_os_error, environment_error
 from .errors import GgfmtError
-from .streams import StdoutFailed
-from .text import escape
+from .io.environment import OPTIONAL_PACKAGES, describe_os_error, environment_error
+from .io.streams import StdoutFailed
+from .io.text import escape
 
 DESCRIPTION = """\
 Parse, explain and convert the binary formats around ggml / llama.cpp that current tools
@@ -114,9 +114,9 @@ _received: list[int] = []  # the stop signal taken, in case the Stopped raised f
 
 
 def _stop(signum: int, frame: FrameType | None) -> None:
-    # (no import here: a signal that arrives while ggfmt.output is itself being imported would find
+    # (no import here: a signal that arrives while ggfmt.io.output is itself being imported would find
     # it half made; until it is loaded, no output can be taking its name)
-    output = sys.modules.get("ggfmt.output")
+    output = sys.modules.get("ggfmt.io.output")
     defer_stop = getattr(output, "defer_stop", None)
     if defer_stop is not None and defer_stop(signum):  # an output is taking its name: answered once it has it
         return
@@ -164,7 +164,7 @@ def _install_signal_handlers() -> dict[int, Any]:
 
 
 def _stopped_message(signum: int) -> str:
-    from .output import committed_outputs
+    from .io.output import committed_outputs
 
     word = STOP_WORDS.get(signal.Signals(signum).name, "stopped")
     done = committed_outputs()
@@ -247,7 +247,7 @@ def main(argv: Sequence[str] | None = None, *, exiting: bool = False) -> int:
 
 def run() -> None:
     """The ``fmt`` and ``ggfmt`` programs."""
-    from .streams import guard_standard_streams
+    from .io.streams import guard_standard_streams
 
     guard_standard_streams()
     status = main(exiting=True)
@@ -266,8 +266,8 @@ def run() -> None:
 
 
 def _stdout_failed(failure: Any, status: int) -> int:
-    """The status of a command whose stdout failed (see ggfmt.streams), said on stderr."""
-    from .output import committed_outputs
+    """The status of a command whose stdout failed (see ggfmt.io.streams), said on stderr."""
+    from .io.output import committed_outputs
 
     if isinstance(failure.error, BrokenPipeError):  # the reader went away (fmt parse ... | head)
         return status

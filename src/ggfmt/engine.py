@@ -16,7 +16,7 @@ import construct as cs
 
 from .document import Document, TensorRef, TensorTable
 from .errors import FormatError, UsageError
-from .inputs import note_input, open_input
+from .io.inputs import note_input, open_input
 from .schema import Schema, detect_schema, load_schema
 from .schema.arrays import TensorRecords
 from .schema.constructs import FileView, PayloadRef, SizeUnknown, TensorContainer, element_budget, join_path
@@ -82,7 +82,7 @@ def build(path: str | os.PathLike[str], schema: Schema | str, fields: Mapping[st
     """Write ``fields`` to ``path`` through ``schema`` (Construct builds what it parses).
 
     Derived fields (``rebuild:``, ``contents:``, instances) are computed; payloads may be
-    bytes, numpy arrays or objects with ``write_to(stream)`` such as :class:`ggfmt.tensors.FileSlice`,
+    bytes, numpy arrays or objects with ``write_to(stream)`` such as :class:`ggfmt.io.tensors.FileSlice`,
     so a large file is written without holding its tensors in memory.
     """
     loaded = schema if isinstance(schema, Schema) else load_schema(schema)
@@ -98,7 +98,7 @@ def build(path: str | os.PathLike[str], schema: Schema | str, fields: Mapping[st
 def with_payloads_from(doc: Document) -> Any:
     """The document's fields with every payload replaced by a :class:`FileSlice` of its source:
     what :func:`build` needs to write the same file again."""
-    from .tensors import FileSlice
+    from .io.tensors import FileSlice
 
     def swap(value: Any) -> Any:
         if isinstance(value, PayloadRef):

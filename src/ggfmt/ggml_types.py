@@ -42,7 +42,7 @@ def _constants() -> ModuleType:
 # shuffling", made GGJT v2; PR 1508, f16 scales, made v3), which gguf-py does not know. Their ids
 # are ggfmt's own: 1000 x era + the file's type word, era 1 for unversioned ggml, ggmf and GGJT v1
 # files (ggml.c of b608b55), era 2 for GGJT v2 (6986c78). Each entry: name, elements per block,
-# bytes per block, and today's type that holds the same values (ggfmt.legacy_blocks converts).
+# bytes per block, and today's type that holds the same values (ggfmt.convert.legacy_blocks converts).
 LEGACY_TYPES: dict[int, tuple[str, int, int, str]] = {
     1002: ("q4_0_v1", 32, 20, "q4_0"),  # f32 d; byte j holds weights 2j (low nibble) and 2j+1
     1003: ("q4_1_v1", 32, 24, "q4_1"),  # f32 d, f32 m; nibbles as q4_0_v1

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UsageError
-from ..text import escape
+from ..io.text import escape
 
 EXIT_OK, EXIT_BAD_INPUT = 0, 2
 EXIT_DIFFERENT = 1  # fmt diff, as diff(1)
@@ -133,7 +133,7 @@ def parse_directory(args: argparse.Namespace) -> Any:
 
 def read_directory(path: Path, base: Path | None, schema: str | None, params: dict[str, Any]) -> Any:
     """The Document of a directory layout (a PEFT or mlx-lm adapter, a CLIP model), shown as it is."""
-    from ..bundles import read_bundle, recognise
+    from ..sources.bundles import read_bundle, recognise
 
     bundle = recognise(path)
     if bundle is None:
@@ -147,8 +147,8 @@ def read_directory(path: Path, base: Path | None, schema: str | None, params: di
 
 def begin_command() -> None:
     """Forget what an earlier command in this process read and wrote (fmt called from Python)."""
-    from ..inputs import forget_inputs
-    from ..output import forget_committed
+    from ..io.inputs import forget_inputs
+    from ..io.output import forget_committed
 
     forget_inputs()
     forget_committed()
@@ -159,8 +159,8 @@ def convert_to_file(args: argparse.Namespace, target: str) -> int:
     conversion the registry finds, then write it to a temporary file that is renamed when complete."""
     from ..convert import convert, default_output
     from ..emit import writer
-    from ..output import atomic_output, check_target
-    from ..plan_report import describe_plan
+    from ..io.output import atomic_output, check_target
+    from ._plan_report import describe_plan
 
     begin_command()
     source: Path = args.file

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..text import escape
+from ..io.text import escape
 from ._common import EXIT_DIFFERENT, EXIT_OK, read_directory, wrap
 
 DESCRIPTION = (wrap("Compare A and B, any two files (or directory layouts) fmt parse reads: "
@@ -34,8 +34,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..diff import compare, source_label
-    from ..diff_report import as_json, render
     from ..engine import parse
+    from ._diff_report import as_json, render
 
     docs = []
     for path in (args.a, args.b):

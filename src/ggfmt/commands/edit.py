@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UsageError
-from ..text import escape
+from ..io.text import escape
 from ._common import EXIT_OK, output_path, wrap
 
 DESCRIPTION = (wrap("Change keys or tensor names of a GGUF file without rewriting its "
@@ -55,8 +55,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..edit import Edits
-    from ..edit_values import pairs, utf8
-    from ..in_place import Locked, interrupted_edit, recover
+    from ..edit.in_place import Locked, interrupted_edit, recover
+    from ..edit.values import pairs, utf8
 
     edits = Edits(set=pairs(args.set, "--set"), set_type=pairs(args.set_type, "--set-type"),
                   set_file={k: Path(v) for k, v in pairs(args.set_file, "--set-file").items()},
@@ -76,9 +76,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _edit_held(args: argparse.Namespace, edits: Any) -> int:
-    from .. import edit, in_place
+    from .. import edit
+    from ..edit import in_place
     from ..engine import parse
-    from ..output import atomic_output
+    from ..io.output import atomic_output
 
     doc = parse(args.file)
     fields, changes = edit.apply(doc, edits)
@@ -93,7 +94,7 @@ def _edit_held(args: argparse.Namespace, edits: Any) -> int:
               f"{old_start:,} bytes becomes {len(header):,}); nothing was written")
         return EXIT_OK
     if args.in_place:
-        from ..output import _signals_blocked
+        from ..io.output import _signals_blocked
 
         with _signals_blocked():
             in_place.write_in_place(doc, header)

@@ -41,7 +41,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..engine import parse
-    from ..report import render
+    from ._parse_report import render
 
     if args.file.is_dir():
         doc = parse_directory(args)

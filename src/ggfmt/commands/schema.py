@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ..errors import UsageError
-from ..text import escape
+from ..io.text import escape
 from ._common import DOCS, EXIT_BAD_INPUT, EXIT_OK, Formatter, debug_option, output_path, wrap
 
 DESCRIPTION = wrap(f"Tools for the YAML schemas that describe each layout (the language: {DOCS}/schema-language.md).")
@@ -81,7 +81,7 @@ def run_check(args: argparse.Namespace) -> int:
 
 
 def run_export_ksy(args: argparse.Namespace) -> int:
-    from ..output import atomic_output
+    from ..io.output import atomic_output
     from ..workbench import schema_path
     from ..workbench.ksy import export
 

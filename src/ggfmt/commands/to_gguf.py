@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..outtype import OUTTYPES
+from ..convert.outtype import OUTTYPES
 from ._common import convert_to_file, output_options, parameter_options, wrap
 
 DESCRIPTION = (wrap("Convert INPUT to GGUF. A ggcp file becomes a GGUF training checkpoint "

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from ..errors import UsageError
-from ..text import counted, escape
+from ..io.text import counted, escape
 from ._common import EXIT_OK, begin_command, conversion_options, progress_bar
 
 DESCRIPTION = ("Convert a checkpoint of Google's original Gemma release (a PyTorch pickle\n"
@@ -58,8 +58,8 @@ def run(args: argparse.Namespace) -> int:
     to OUT_DIR and renamed into place."""
     from ..convert import convert
     from ..emit.hf import WEIGHTS, planned, write_config, write_safetensors, write_tokenizer
-    from ..output import atomic_directory, check_directory_target
-    from ..plan_report import describe_hf_conversion
+    from ..io.output import atomic_directory, check_directory_target
+    from ._plan_report import describe_hf_conversion
 
     begin_command()
     source: Path = args.file

@@ -11,11 +11,11 @@ from importlib import import_module
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..text import counted
+from ..io.text import counted
 
 if TYPE_CHECKING:
-    from ..plan import Plan
-    from ..sink import Progress
+    from ..convert.plan import Plan
+    from ..io.sink import Progress
 
 
 @dataclass(frozen=True)

@@ -1,10 +1,10 @@
 """GGUF output: a plan (keys and tensors with their payload sources) written to a file.
 
 The header, metadata and tensor infos are written by gguf-py's ``GGUFWriter``; the payloads
-are then appended by ggfmt itself (:mod:`ggfmt.sink`), each aligned as GGUF requires: copied
+are then appended by ggfmt itself (:mod:`ggfmt.io.sink`), each aligned as GGUF requires: copied
 from the input file when unchanged, computed one tensor at a time when a transform applies.
 Nothing the size of the whole file is ever held in memory. The plan comes from
-:mod:`ggfmt.plan`.
+:mod:`ggfmt.convert.plan`.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ..plan import Plan
-from ..sink import Progress, Sink, open_sink
+from ..convert.plan import Plan
+from ..io.sink import Progress, Sink, open_sink
 from . import Summary
 
 
@@ -27,12 +27,12 @@ def write(plan: Plan, target: str, out_path: Path, progress: Progress | None = N
 def write_gguf(plan: Plan, out_path: Path, progress: Progress | None = None) -> None:
     """Write ``plan`` to ``out_path``: header and metadata through gguf-py, then each payload.
 
-    The payloads are appended through a :class:`~ggfmt.sink.Sink` (direct I/O where the file
+    The payloads are appended through a :class:`~ggfmt.io.sink.Sink` (direct I/O where the file
     system allows), each at the alignment GGUF requires."""
     import gguf
     import numpy as np
 
-    from ..mapping import GGUF_VALUE_TYPES
+    from ..convert.mapping import GGUF_VALUE_TYPES
 
     vt = gguf.GGUFValueType
     value_types = {name: vt[member] for name, member in GGUF_VALUE_TYPES.items()}

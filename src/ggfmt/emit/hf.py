@@ -22,12 +22,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..errors import FormatError, UsageError
-from ..sink import Progress, open_sink
-from ..tensors import BlocksSource, PayloadSource
+from ..io.sink import Progress, open_sink
+from ..io.tensors import BlocksSource, PayloadSource
 from ..weight_dtypes import BY_SAFETENSORS, WEIGHT_DTYPES
 
 if TYPE_CHECKING:
-    from ..plan import OutputTensor
+    from ..convert.plan import OutputTensor
 
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"

@@ -12,9 +12,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from ..convert.plan import Plan
 from ..errors import SchemaError
-from ..plan import Plan
-from ..sink import Progress
+from ..io.sink import Progress
 from . import Summary
 
 

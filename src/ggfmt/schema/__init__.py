@@ -24,7 +24,7 @@ from typing import Any
 import construct as cs
 
 from ..errors import SchemaError, UsageError
-from ..resources import data_dirs
+from ..io.resources import data_dirs
 from . import yaml_cache
 from .compiler import Namespace, Param, _params
 from .language import keys
@@ -312,7 +312,7 @@ _warned: set[str] = set()
 
 
 def _warn_once(message: str) -> None:
-    from ..text import escape
+    from ..io.text import escape
 
     if message not in _warned:
         _warned.add(message)
@@ -321,7 +321,7 @@ def _warn_once(message: str) -> None:
 
 def detect_schema(path: Path) -> Schema:
     """The schema whose magic (the ``contents`` of its first field) starts ``path``."""
-    from ..inputs import open_binary
+    from ..io.inputs import open_binary
 
     try:
         with open_binary(path) as f:

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import FormatError
-from ..inputs import note_input
+from ..io.inputs import note_input
 
 SCALARS = ("name", "author", "version", "organization", "finetune", "basename", "description", "size_label",
            "license")

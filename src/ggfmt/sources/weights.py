@@ -3,7 +3,7 @@ checkpoints read the same way, see :mod:`ggfmt.sources.torchzip`; any other pick
 ``torch.load(..., weights_only=True)``, and torch is imported on that path alone).
 
 A safetensors file is its own index: a JSON header gives every tensor's dtype, shape and byte
-range. These readers give references (:mod:`ggfmt.bundles` makes them a Document); the bytes are
+range. These readers give references (:mod:`ggfmt.sources.bundles` makes them a Document); the bytes are
 read when a conversion writes them, a block of rows at a time, so memory never grows with the file.
 
 A pickle's sizes are checked before any tensor is touched: compressed zip records (which torch
@@ -23,9 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..environment import TORCH_INSTALL
 from ..errors import FormatError, UsageError
-from ..inputs import note_input, open_binary
+from ..io.environment import TORCH_INSTALL
+from ..io.inputs import note_input, open_binary
 from ..weight_dtypes import BY_SAFETENSORS, BY_TORCH, WeightDtype
 from .torchzip import RefusedGlobal, TensorRef, UnreadTensor, read_torch_zip
 
@@ -283,7 +283,7 @@ def _check_ref(ref: TensorRef, bad: Callable[[str], FormatError]) -> None:
 def state_dict(path: Path, what: str, under: str | None = None) -> dict[str, Any]:
     """A pickled state dict (the file's dict, or the dict under its key ``under``) whose keys are
     names; its tensors are not checked here."""
-    from ..text import escape
+    from ..io.text import escape
 
     state = load_pickle(path, what)
     if under is not None:
@@ -299,5 +299,5 @@ def state_dict(path: Path, what: str, under: str | None = None) -> dict[str, Any
     return state
 
 
-# Of the input, the rows of a tensor transformed at a time (plan.py): memory stays flat, calls stay few.
+# Of the input, the rows of a tensor transformed at a time (convert/plan.py): memory stays flat, calls stay few.
 ROW_BLOCK_BYTES = 2 << 20

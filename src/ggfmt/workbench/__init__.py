@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import SchemaError
-from ..resources import data_dirs
+from ..io.resources import data_dirs
+from ..io.text import escape
 from ..schema import available_schemas, catalog, read_yaml
 from ..schema.compiler import PRIMITIVES
-from ..text import escape
 
 PRIMITIVE_SIZES = {name: size for name, (_, size) in PRIMITIVES.items()}
 
@@ -36,7 +36,7 @@ def origin(path: Path) -> str:
 
 def conversions(schema_id: str) -> list[dict[str, str]]:
     """The tables whose ``source:`` names ``schema_id``: their name and target."""
-    from ..mapping import table_headers, table_sources
+    from ..convert.mapping import table_headers, table_sources
 
     found = []
     for name, data in table_headers():
@@ -210,7 +210,7 @@ def describe(name: str) -> dict[str, Any]:
 
 
 def _table(name: str, target: str) -> dict[str, Any]:
-    from ..mapping import table_path
+    from ..convert.mapping import table_path
 
     data = read_yaml(table_path(name), shared=True)
     keys: list[dict[str, str]] = []
@@ -221,7 +221,7 @@ def _table(name: str, target: str) -> dict[str, Any]:
 
 
 def _walk_table(items: list[Any], out: list[dict[str, str]], section: str, when: str) -> None:
-    from ..mapping import table_path
+    from ..convert.mapping import table_path
 
     for item in items:
         if not isinstance(item, Mapping):
@@ -250,7 +250,7 @@ def _walk_table(items: list[Any], out: list[dict[str, str]], section: str, when:
 
 
 def _gguf_key(item: Mapping[str, Any]) -> str:
-    from ..mapping import gguf_key
+    from ..convert.mapping import gguf_key
 
     if "gguf" in item:
         try:
@@ -261,7 +261,7 @@ def _gguf_key(item: Mapping[str, Any]) -> str:
 
 
 def _tensor_name(item: Mapping[str, Any]) -> str:
-    from ..mapping import gguf_tensor_name
+    from ..convert.mapping import gguf_tensor_name
 
     if "gguf" in item:
         try:

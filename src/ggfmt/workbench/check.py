@@ -134,7 +134,7 @@ def _language_message(error: Any) -> str:
 def _bundle_problems(path: Path, data: Mapping[str, Any], positions: _Positions) -> Iterator[Problem]:
     """What loading the declaration refuses (unknown keys, malformed readers, bad expressions), and
     checks about files the declaration does not read."""
-    from ..bundles import BUNDLE_KEYS, load_bundle
+    from ..sources.bundles import BUNDLE_KEYS, load_bundle
 
     unknown = sorted(set(data) - BUNDLE_KEYS, key=str)
     for key in unknown:
@@ -345,7 +345,7 @@ def _unused_types(path: Path, data: Mapping[str, Any], positions: _Positions) ->
 
 def _tables_of(path: Path, data: Mapping[str, Any], positions: _Positions) -> Iterator[Problem]:
     """A `from:` of a table converting this layout must name one of its fields."""
-    from ..mapping import table_headers, table_path, table_sources
+    from ..convert.mapping import table_headers, table_path, table_sources
 
     schema_id = str(meta_of(data).get("id", path.stem))
     fields = _defined_names(data, path)
@@ -391,7 +391,7 @@ def _group_names(table: Mapping[str, Any], at: tuple[Any, ...]) -> Iterator[str]
 # -- tables ------------------------------------------------------------------------------------
 
 def _table_problems(path: Path, data: Mapping[str, Any], positions: _Positions) -> Iterator[Problem]:
-    from ..mapping import _load
+    from ..convert.mapping import _load
 
     try:
         _load(path, ())
@@ -411,7 +411,7 @@ def check_sample(schema: Path, sample: Path) -> list[Problem]:
     except (FormatError, SchemaError, UsageError) as e:
         return [Problem(sample, 1, 1, _unprefixed(str(e), sample))]
     from ..convert import _settings, _table_or_none
-    from ..plan import plan_gguf
+    from ..convert.plan import plan_gguf
 
     problems = []
     for target in ("gguf",):

@@ -20,10 +20,10 @@ from typing import Any
 import yaml
 
 from ..errors import UsageError
+from ..io.text import escape
 from ..schema import read_yaml
 from ..schema.compiler import PRIMITIVES
 from ..schema.language import keys
-from ..text import escape
 from . import meta_of
 
 # Kaitai's name of each primitive: its kind and its bytes (a bool a u1; Kaitai has no f16)

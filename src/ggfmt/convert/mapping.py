@@ -20,11 +20,11 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from .errors import SchemaError, UsageError
-from .resources import data_dirs
-from .schema import read_yaml
-from .schema.expr import Expression, ExpressionError
-from .schema.language import enum, keys
+from ..errors import SchemaError, UsageError
+from ..io.resources import data_dirs
+from ..schema import read_yaml
+from ..schema.expr import Expression, ExpressionError
+from ..schema.language import enum, keys
 
 # the value types a table may write, by the names tables use, and gguf-py's GGUFValueType name of each
 GGUF_VALUE_TYPES = {"u8": "UINT8", "i8": "INT8", "u16": "UINT16", "i16": "INT16", "u32": "UINT32", "i32": "INT32",
@@ -314,7 +314,7 @@ def _options(spec: Any, where: str) -> dict[str, Option]:
         _check_keys(option, OPTION_KEYS, at)
         if option.get("type") not in OPTION_TYPES:
             raise SchemaError(at, f"`type` is one of {', '.join(OPTION_TYPES)}")
-        from .schema.compiler import validation
+        from ..schema.compiler import validation
 
         valid = validation(option["valid"], at) if "valid" in option else []
         out[name] = Option(name, str(option["type"]), option.get("default"), str(option.get("doc", "")), valid)

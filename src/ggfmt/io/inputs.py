@@ -2,7 +2,7 @@
 
 An input is more than the path on the command line: a PEFT or CLIP directory holds several
 files, ``--base`` names a config, ``--llava-projector`` a pickle. Every reader records the
-file it opens here (:func:`note_input`); :mod:`ggfmt.output` refuses an output that is any of
+file it opens here (:func:`note_input`); :mod:`ggfmt.io.output` refuses an output that is any of
 them, even with ``--force``.
 """
 
@@ -37,7 +37,7 @@ def open_input(path: str | os.PathLike[str]) -> int:
     It is opened without blocking, so that a FIFO with no writer, a terminal or a device is
     refused at once instead of being waited on or read for ever, and it is checked after the
     open (on the descriptor), so that what is checked is what is read."""
-    from .errors import UsageError
+    from ..errors import UsageError
 
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)

@@ -21,10 +21,10 @@ from typing import Any
 
 import numpy as np
 
-from . import ggml_types
-from .errors import FormatError
-from .schema.compiler import FLOAT_MAX
-from .tensors import BlocksSource, FileSlice
+from .. import ggml_types
+from ..errors import FormatError
+from ..io.tensors import BlocksSource, FileSlice
+from ..schema.compiler import FLOAT_MAX
 
 PIECE_BYTES = 2 << 20  # input bytes converted at a time (memory: a few times this)
 

@@ -7,11 +7,11 @@ import math
 from collections.abc import Iterator
 from typing import Any
 
-from .diff import Comparison, KeyChange, TensorChange
-from .document import TensorRef
-from .report import _type, _value
-from .text import escape
-from .view import Typed, is_sequence, plain
+from ..diff import Comparison, KeyChange, TensorChange
+from ..document import TensorRef
+from ..io.text import escape
+from ..view import Typed, is_sequence, plain
+from ._parse_report import _type, _value
 
 MARKS = {"added": "+", "removed": "-"}
 
@@ -93,7 +93,7 @@ def _finite(value: float | None) -> Any:
 
 
 def as_json(comparison: Comparison, a: str, b: str) -> str:
-    from .document import _plain
+    from ..document import _plain
 
     keys = []
     for c in comparison.keys:

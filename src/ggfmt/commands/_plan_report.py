@@ -6,8 +6,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .ggml_types import type_name
-from .text import escape
+from ..ggml_types import type_name
+from ..io.text import escape
 
 SHOWN_ITEMS = 8  # of a long list value (a vocabulary), the first ones are shown
 

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-_PACKAGE = Path(__file__).resolve().parent
+# This module is ggfmt/io/resources.py: the package is its folder's parent.
+_PACKAGE = Path(__file__).resolve().parent.parent
 
 
 def data_dirs(name: str) -> list[Path]:

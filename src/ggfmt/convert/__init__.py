@@ -3,7 +3,7 @@
 An input is a file (parsed through its schema) or a directory (read through the bundle
 declaration that recognises it, ``bundles/*.yaml``). Either is a Document with an id; the
 conversion to a target (``gguf``, or a schema id such as ``ggla``) is the mapping table whose
-``source:`` and ``target:`` say so (:func:`ggfmt.mapping.table_for`), or the one ``--mapping``
+``source:`` and ``target:`` say so (:func:`ggfmt.convert.mapping.table_for`), or the one ``--mapping``
 names. Nothing here names a format.
 """
 
@@ -17,11 +17,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import ggml_types
-from .errors import FormatError, GgfmtError, SchemaError, UsageError
+from .. import ggml_types
+from ..errors import FormatError, GgfmtError, SchemaError, UsageError
 
 if TYPE_CHECKING:
-    from .document import Document
+    from ..document import Document
     from .mapping import MappingTable
     from .plan import Plan
 
@@ -56,7 +56,7 @@ def default_output(source: Path, target: str = "gguf", options: Mapping[str, Any
     declares for the target (which may depend on the conversion's options)."""
     extension = ".gguf" if target == "gguf" else ".bin"
     if source.is_dir():
-        from .bundles import output_name
+        from ..sources.bundles import output_name
 
         bundle = _bundle_of(source)
         if bundle is not None:
@@ -65,7 +65,7 @@ def default_output(source: Path, target: str = "gguf", options: Mapping[str, Any
             return source / (output_name(bundle, target, settings) or f"{bundle.id}{extension}")
     table = _file_table(source, target)
     if table is not None and table.output is not None:
-        from .bundles import declared_name
+        from ..sources.bundles import declared_name
 
         given = options or {}
         # the options as given (files they name are not read for a name), outtype and stem
@@ -77,7 +77,7 @@ def default_output(source: Path, target: str = "gguf", options: Mapping[str, Any
 
 def _file_table(source: Path, target: str) -> MappingTable | None:
     """The table that converts a file to ``target``, by its schema (from its magic), if any."""
-    from .schema import detect_schema
+    from ..schema import detect_schema
 
     try:
         return _table_or_none(detect_schema(source).id, target)
@@ -92,8 +92,8 @@ def convert(source: Path, target: str = "gguf", *, schema: str | None = None,
     """What ``source`` (a file or a declared directory) becomes in ``target``, planned, not written.
     ``options`` are the conversion options given on the command line (``text_only``), which the
     table must declare."""
+    from ..schema.expr import input_room
     from .plan import check_plan, plan_gguf
-    from .schema.expr import input_room
 
     given = {k: v for k, v in (options or {}).items() if v is not None and v is not False}
     _check_options_apply(source, given)
@@ -128,7 +128,7 @@ def _shown(target: str) -> str:
 
 
 def _bundle_of(directory: Path) -> Any:
-    from .bundles import recognise
+    from ..sources.bundles import recognise
 
     return recognise(directory)
 
@@ -160,7 +160,7 @@ def _settings(table: MappingTable, given: Mapping[str, Any], outtype: str | None
 
 
 def _checked_option(option: Any, value: Any) -> Any:
-    from .engine import TextValue
+    from ..engine import TextValue
 
     if isinstance(value, TextValue):  # --option NAME=VALUE: read as the declared type
         value = _option_from_text(option, str(value))
@@ -183,8 +183,8 @@ def _checked_option(option: Any, value: Any) -> Any:
 
 
 def _read_json_option(option: Any, path: str | None) -> Any:
-    from .inputs import note_input
-    from .sources.weights import read_json
+    from ..io.inputs import note_input
+    from ..sources.weights import read_json
 
     if path is None:
         return None
@@ -194,7 +194,7 @@ def _read_json_option(option: Any, path: str | None) -> Any:
 
 
 def _parsed_option(option: Any, path: str | None) -> Any:
-    from .engine import parse
+    from ..engine import parse
 
     if path is None:
         return None
@@ -212,7 +212,7 @@ def _said_of(option: Any) -> Iterator[None]:
 
 
 def _option_from_text(option: Any, text: str) -> Any:
-    from .schema.compiler import read_text
+    from ..schema.compiler import read_text
 
     try:
         return read_text(option.type, text)
@@ -223,7 +223,7 @@ def _option_from_text(option: Any, text: str) -> Any:
 def _takers(name: str) -> list[tuple[str, bool]]:
     """The conversions that take an option: (``a Hugging Face CLIP model (clip-gguf)``, whether
     its input is a directory)."""
-    from .bundles import bundles
+    from ..sources.bundles import bundles
     from .mapping import table_headers, table_sources
 
     titles = {b.id: b.title for b in bundles()}
@@ -257,8 +257,8 @@ def _check_options_apply(source: Path, given: Mapping[str, Any]) -> None:
 def _add_option_tensors(doc: Document, table: MappingTable, settings: Mapping[str, Any]) -> None:
     """The tensors of the weights files that options name join the input's, after them; a JSON
     file an option names is where messages about that option's fields point."""
-    from .bundles import tensor_refs
-    from .inputs import note_input
+    from ..io.inputs import note_input
+    from ..sources.bundles import tensor_refs
 
     for name, option in table.options.items():
         if option.type == "json" and settings.get(f"{name}_file") is not None:
@@ -281,7 +281,7 @@ def _file_bundle(source: Path, target: str, schema: str | None) -> Any:
     """The single-file bundle that declares ``source``; or, when every conversion to ``target`` reads
     the same single-file bundle (a Hugging Face directory is made from a Gemma checkpoint only),
     that one, so that its reader says why a file is not one."""
-    from .bundles import bundles, recognise_file
+    from ..sources.bundles import bundles, recognise_file
     from .mapping import table_headers
 
     if schema is not None:
@@ -300,11 +300,11 @@ def _document_and_table(source: Path, target: str, schema: str | None, params: M
     from .mapping import load_mapping, table_for, table_uses
 
     if source.is_dir():
-        from .bundles import read_bundle
+        from ..sources.bundles import read_bundle
 
         bundle = _bundle_of(source)  # a directory layout declared in bundles/ (told apart by data)
         if bundle is None:
-            from .bundles import bundles
+            from ..sources.bundles import bundles
 
             known = ", ".join(b.title for b in bundles() if not b.is_file)
             raise UsageError(f"{source}: a directory, and not one ggfmt knows (it knows: {known})")
@@ -323,7 +323,7 @@ def _document_and_table(source: Path, target: str, schema: str | None, params: M
         raise UsageError("--base applies to a directory layout (an adapter and its base model), not to a file")
     file_bundle = _file_bundle(source, target, schema)
     if file_bundle is not None:  # a container file declared in bundles/ (a torch.save checkpoint)
-        from .bundles import read_file_bundle
+        from ..sources.bundles import read_file_bundle
 
         name = mapping or table_for(file_bundle.id, target)
         if name is None:
@@ -332,7 +332,7 @@ def _document_and_table(source: Path, target: str, schema: str | None, params: M
             raise UsageError(f"{source}: a {file_bundle.title} is read by its bundle declaration; schema "
                              "parameters apply to files a schema reads")
         return read_file_bundle(file_bundle, source), load_mapping(name)
-    from .engine import parse
+    from ..engine import parse
 
     doc = parse(source, schema, params)
     name = mapping or table_for(doc.schema.id, target)  # the table whose source/target say it converts these
@@ -345,7 +345,7 @@ def _document_and_table(source: Path, target: str, schema: str | None, params: M
 
 def _architecture(arch: str | None, table: MappingTable) -> str | None:
     """``--arch``, for the conversions whose table lets it name the architecture."""
-    from .ggml_types import architectures
+    from ..ggml_types import architectures
 
     if arch is None:
         return None

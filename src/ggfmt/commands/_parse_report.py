@@ -12,10 +12,10 @@ import math
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
-from . import ggml_types
-from .document import Document, TensorRef, TensorTable, by_column
-from .text import escape
-from .view import Entries, Section, Typed, is_sequence, items, selected, typed_value
+from .. import ggml_types
+from ..document import Document, TensorRef, TensorTable, by_column
+from ..io.text import escape
+from ..view import Entries, Section, Typed, is_sequence, items, selected, typed_value
 
 ARRAY_ENDS = 2  # a long array shows its first items and its last one
 SHORT_ARRAY = 8  # arrays up to this long are shown whole

@@ -1,6 +1,6 @@
 """Where a large output's bytes go: straight to the disk where the file system allows it.
 
-An output file is durable before ggfmt renames it into place (see :mod:`ggfmt.output`), so its
+An output file is durable before ggfmt renames it into place (see :mod:`ggfmt.io.output`), so its
 bytes must reach the disk before the command ends, and how they get there decides the speed.
 Written through the page cache, a gigabyte of dirty pages is flushed by the kernel in small
 pieces and the fsync waits for all of them (on a virtual disk, two to five times slower than
@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from .errors import InputShrank
+from ..errors import InputShrank
 
 Progress = Callable[[int], None]
 

@@ -17,8 +17,8 @@ import stat
 import struct
 from pathlib import Path
 
-from .document import Document
-from .errors import UsageError
+from ..document import Document
+from ..errors import UsageError
 
 JOURNAL = ".ggfmt-journal"
 
@@ -41,7 +41,7 @@ class Locked:
     and no copy is taken of a header being rewritten. Released when the command ends."""
 
     def __init__(self, path: Path, exclusive: bool) -> None:
-        from .inputs import open_input
+        from ..io.inputs import open_input
 
         self.fd = open_input(path)
         try:

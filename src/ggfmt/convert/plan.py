@@ -13,9 +13,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .document import Document, TensorRef
-from .engine import tensor_ref
-from .errors import FormatError, SchemaError, UsageError
+from ..document import Document, TensorRef
+from ..engine import tensor_ref
+from ..errors import FormatError, SchemaError, UsageError
+from ..io.tensors import FileSlice, LoadedSource, PayloadSource
+from ..schema.arrays import RecordList
+from ..schema.compiler import INT_RANGES
+from ..schema.constructs import TensorContainer
+from ..schema.expr import Expression
 from .mapping import (
     BLOCK_ID,
     CopyEntry,
@@ -32,11 +37,6 @@ from .mapping import (
     table_scope,
     walk,
 )
-from .schema.arrays import RecordList
-from .schema.compiler import INT_RANGES
-from .schema.constructs import TensorContainer
-from .schema.expr import Expression
-from .tensors import FileSlice, LoadedSource, PayloadSource
 
 
 @dataclass(frozen=True)
@@ -318,7 +318,7 @@ def _transformed(ref: TensorRef, name: str, entry: MatchEntry | NamedEntry, scop
                  doc: Document) -> OutputTensor:
     """``ref`` as ``name``, through the entry's transforms (applied when it is written)."""
 
-    from .tensors import ArraySource, BlocksSource
+    from ..io.tensors import ArraySource, BlocksSource
     from .transforms import BF16, GGML_TYPE_OF_DTYPE, from_bytes, read_dtype
 
     file = _file(ref, doc)
@@ -387,7 +387,7 @@ def _joined(refs: list[TensorRef], name: str, entry: NamedEntry, scopes: list[Sc
     through the others. The parts are read when the tensor is written, one tensor at a time."""
     import numpy as np
 
-    from .tensors import ArraySource
+    from ..io.tensors import ArraySource
     from .transforms import GGML_TYPE_OF_DTYPE, concat_shape, from_bytes, read_dtype
 
     first = refs[0]
@@ -428,7 +428,7 @@ def _row_blocks(ggml_type: int, ne: tuple[int, ...], source: FileSlice, steps: l
     """The tensor through row-wise transforms, a block of rows (the last ggml dimension) at a time
     (``sources.weights.ROW_BLOCK_BYTES`` of the input each: memory stays flat, calls stay few).
     A row-wise transform works element by element, so a block keeps its stored shape."""
-    from .sources import weights
+    from ..sources import weights
     from .transforms import from_bytes
 
     rows = ne[-1]
@@ -477,7 +477,7 @@ def _copied(entry: CopyEntry, scopes: list[Scope], source: str) -> Iterator[Meta
     aside: the GGUF writer writes it first)."""
     import fnmatch
 
-    from .view import keyed_entry
+    from ..view import keyed_entry
 
     records = evaluate_entry(entry.records, scopes, entry.where)
     entries = [keyed_entry(r) for r in records] if isinstance(records, list | RecordList) else [None]

@@ -8,9 +8,9 @@ data keeps its offsets relative to the data section, so it is cloned as one rang
   the same aligned offset and the file system shares extents, and the header is then written
   over the clone's; otherwise the header is written and the data appended by
   ``copy_file_range`` (the kernel copies, or shares extents where the file system can);
-* in place (``--in-place``): see :mod:`ggfmt.in_place` (the journal and the lock).
+* in place (``--in-place``): see :mod:`ggfmt.edit.in_place` (the journal and the lock).
 
-How a value given as text becomes a typed GGUF value is :mod:`ggfmt.edit_values`.
+How a value given as text becomes a typed GGUF value is :mod:`ggfmt.edit.values`.
 """
 
 from __future__ import annotations
@@ -25,9 +25,9 @@ from typing import Any
 
 import construct as cs
 
-from .document import Document
-from .edit_values import guess, read_value_file, standard_type, typed_value
-from .errors import InputShrank, UsageError
+from ..document import Document
+from ..errors import InputShrank, UsageError
+from .values import guess, read_value_file, standard_type, typed_value
 
 FICLONE = 0x40049409  # linux/fs.h: _IOW(0x94, 9, int)
 # what a header field may not be set to: it moves the tensor data

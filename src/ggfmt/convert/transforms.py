@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from . import ggml_types
+from .. import ggml_types
 
 # the ggml types numpy arrays are written as (ids from gguf-py's table)
 # bf16 has no numpy dtype: a bf16 array is held as its 16-bit patterns (what cast('bf16') makes)

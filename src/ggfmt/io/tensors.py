@@ -2,7 +2,7 @@
 
 A payload source is a :class:`FileSlice` (a range of an input file, copied as it is) or an
 :class:`ArraySource` (a numpy array computed when it is written, one tensor at a time). Both
-append themselves to a :class:`~ggfmt.sink.Sink`, which decides how bytes reach the disk.
+append themselves to a :class:`~ggfmt.io.sink.Sink`, which decides how bytes reach the disk.
 Memory use never grows with the size of the whole file.
 """
 
@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import InputShrank
+from ..errors import InputShrank
 from .sink import COPY_CHUNK, Progress, Sink
 
 
@@ -36,7 +36,7 @@ class FileSlice:
         return data
 
     def write_to(self, out: Sink | Any, progress: Progress | None = None) -> None:
-        """Append the bytes to a :class:`~ggfmt.sink.Sink` (copied by the kernel or by direct I/O) or
+        """Append the bytes to a :class:`~ggfmt.io.sink.Sink` (copied by the kernel or by direct I/O) or
         to any binary file object (read and written in pieces)."""
         with open(self.path, "rb") as src:
             if isinstance(out, Sink):

@@ -15,10 +15,10 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
-from .errors import UsageError
+from ..errors import UsageError
 
 if TYPE_CHECKING:  # the command line imports OUTTYPES; the tensor sources load only to convert
-    from .tensors import PayloadSource
+    from ..io.tensors import PayloadSource
 
 OUTTYPES = ("f32", "f16", "bf16", "q8_0")
 GGML_TYPES = {"f32": 0, "f16": 1, "q8_0": 8, "bf16": 30}
@@ -61,7 +61,7 @@ def retype(tensors: Sequence[Any], outtype: str | None, source: str = "") -> Ret
         if new_type == tensor.ggml_type:
             out.append(tensor)
             continue
-        from .tensors import BlocksSource
+        from ..io.tensors import BlocksSource
 
         where = TensorPlace(source, tensor.name, outtype)
         _check_readable(where, tensor.ggml_type)
@@ -102,7 +102,7 @@ def _check_readable(where: TensorPlace, ggml_type: int) -> None:
     import gguf
     import numpy as np
 
-    from . import ggml_types
+    from .. import ggml_types
 
     try:
         kind = gguf.GGMLQuantizationType(ggml_type)
@@ -114,7 +114,7 @@ def _check_readable(where: TensorPlace, ggml_type: int) -> None:
 
 def _converter(source: PayloadSource, ne: tuple[int, ...], from_type: int, to_type: int,
                where: TensorPlace) -> Any:
-    from . import ggml_types
+    from .. import ggml_types
 
     row_bytes = ggml_types.nbytes(from_type, (ne[0],))
     rows = math.prod(ne[1:])
@@ -133,7 +133,7 @@ def _row_pieces(source: PayloadSource, row_bytes: int, rows: int, step: int) -> 
     read a piece at a time, a computed array computed once, a block-computed payload regrouped."""
     import numpy as np
 
-    from .tensors import BlocksSource, FileSlice
+    from ..io.tensors import BlocksSource, FileSlice
 
     piece = step * row_bytes
     if isinstance(source, FileSlice):
@@ -179,7 +179,7 @@ def as_f32(data: bytes, from_type: int, n_rows: int, width: int) -> Any:
 
 def _q8_0_max() -> float:
     """q8_0's largest value: a block's scale, amax / 127, is an f16."""
-    from .schema.compiler import FLOAT_MAX
+    from ..schema.compiler import FLOAT_MAX
 
     return 127 * FLOAT_MAX["f16"]
 
@@ -211,7 +211,7 @@ def convert_rows(rows: Any, ggml_type: int, where: TensorPlace, first_row: int) 
 def _check_range(rows: Any, bad: Any, type_name: str, where: TensorPlace, first_row: int) -> None:
     import numpy as np
 
-    from .schema.compiler import FLOAT_MAX
+    from ..schema.compiler import FLOAT_MAX
 
     if not bad.any():
         return

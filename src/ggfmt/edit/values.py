@@ -17,8 +17,8 @@ from typing import Any
 
 import construct as cs
 
-from .errors import UsageError
-from .schema.compiler import FLOAT_MAX, INT_RANGES
+from ..errors import UsageError
+from ..schema.compiler import FLOAT_MAX, INT_RANGES
 
 
 def utf8(text: str, what: str) -> str:
@@ -115,7 +115,7 @@ VALUE_FILE_LIMIT = 64 << 20
 
 def read_value_file(key: str, path: Path) -> str:
     """The text of a regular file of at most VALUE_FILE_LIMIT bytes, exactly as it is (line ends kept)."""
-    from .inputs import open_input
+    from ..io.inputs import open_input
 
     what = f"--set-file {key}={path}"
     try:
@@ -140,7 +140,7 @@ def read_value_file(key: str, path: Path) -> str:
         raise UsageError(f"{what}: not UTF-8 text (byte {e.start}); GGUF strings are UTF-8") from None
 
 
-STANDARD_KEYS = Path(__file__).parent / "tables" / "gguf-standard-keys.yaml"
+STANDARD_KEYS = Path(__file__).with_name("gguf-standard-keys.yaml")
 
 
 @functools.cache
@@ -159,7 +159,7 @@ def _standard_keys() -> list[tuple[re.Pattern[str], str]]:
 
 
 def standard_type(key: str) -> str | None:
-    """The type the GGUF specification gives ``key`` (tables/gguf-standard-keys.yaml), if it names one."""
+    """The type the GGUF specification gives ``key`` (edit/gguf-standard-keys.yaml), if it names one."""
     return next((type_name for pattern, type_name in _standard_keys() if pattern.fullmatch(key)), None)
 
 

@@ -9,7 +9,7 @@ disk and only then given its name:
 
 The output is a regular file or absent: a device node, a FIFO or a directory at the output
 path is refused even with ``--force``. No file that the conversion reads (recorded by
-:mod:`ggfmt.inputs`) may be the output. The temporary file's mode follows the umask (0644
+:mod:`ggfmt.io.inputs`) may be the output. The temporary file's mode follows the umask (0644
 under umask 022), as any new file's would.
 
 While it is written, the temporary file is locked (``flock``). A run killed outright (SIGKILL,
@@ -36,7 +36,7 @@ import sys
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
-from .errors import UsageError
+from ..errors import UsageError
 from .inputs import describe_kind, inputs_read
 from .text import escape
 

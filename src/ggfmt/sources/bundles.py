@@ -24,8 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import FormatError, SchemaError, UsageError
-from .resources import data_dirs
+from ..errors import FormatError, SchemaError, UsageError
+from ..io.resources import data_dirs
 
 BUNDLE_KEYS = {"id", "title", "doc", "recognise", "fields", "tensors", "checks", "output", "base"}
 # A bundle is a directory (`recognise: {files: [...]}`) or a single torch.save file
@@ -76,8 +76,8 @@ class Bundle:
 
     def recognises(self, directory: Path) -> bool:
         """All its files are there, and its JSON files hold the keys that tell it apart."""
-        from .schema.expr import ExpressionError
-        from .sources.weights import read_json
+        from ..schema.expr import ExpressionError
+        from .weights import read_json
 
         if self.is_file or not all((directory / name).is_file() for name in self.files):
             return False
@@ -128,7 +128,7 @@ def recognise(directory: Path) -> Bundle | None:
     # a more specific bundle whose files are all there but one it reads to tell it apart is broken:
     # that file is what is wrong (a broken adapter_config.json beside adapters.safetensors is not a
     # PEFT adapter without weights)
-    from .sources.weights import read_json
+    from .weights import read_json
 
     for bundle in bundles():
         if bundle.is_file or (best is not None and bundle.specificity <= best.specificity):
@@ -141,8 +141,8 @@ def recognise(directory: Path) -> Bundle | None:
 
 def load_bundle(path: Path, including: tuple[str, ...] = ()) -> Bundle:
     """The declaration at ``path``; ``including``: the declarations whose checks include it."""
-    from .schema import read_yaml
-    from .schema.expr import Expression, ExpressionError
+    from ..schema import read_yaml
+    from ..schema.expr import Expression, ExpressionError
 
     where = path.name
     if path.stem in including:
@@ -182,7 +182,7 @@ def load_bundle(path: Path, including: tuple[str, ...] = ()) -> Bundle:
 def _checks(spec: Mapping[str, Any], chain: tuple[str, ...]) -> list[Check]:
     """A check, or ``{include: BUNDLE, file: FILE}``: the checks another declaration makes of FILE
     (the base model's config.json, which PEFT and mlx-lm adapters check alike)."""
-    from .schema.expr import Expression
+    from ..schema.expr import Expression
 
     if "include" not in spec:
         return [Check(str(spec["file"]), str(spec["field"]), Expression(spec["expr"]), str(spec["message"]))]
@@ -197,7 +197,7 @@ def _checks(spec: Mapping[str, Any], chain: tuple[str, ...]) -> list[Check]:
 
 def _output_name(spec: Any, where: str) -> Any:
     """``ggml-adapter-model.gguf``, or ``{expr: EXPR}``: a name computed from the options."""
-    from .schema.expr import Expression
+    from ..schema.expr import Expression
 
     if isinstance(spec, Mapping):
         if set(spec) != {"expr"}:
@@ -216,7 +216,7 @@ def output_name(bundle: Bundle, target: str, settings: Mapping[str, Any]) -> str
 
 def declared_name(spec: Any, settings: Mapping[str, Any], where: str) -> str:
     """The file name an ``output`` expression (a bundle's or a table's) gives with ``settings``."""
-    from .schema.expr import ExpressionError
+    from ..schema.expr import ExpressionError
 
     try:
         name = spec(lambda n: settings[n] if n in settings else _unknown(n))
@@ -250,7 +250,7 @@ def _weights(spec: Any, where: str) -> tuple[str, str]:
 def base_directory(bundle: Bundle, directory: Path, base: Path | None) -> Path | None:
     """--base, or where the bundle's `base: {default: EXPR}` says the base model is (when that
     names a local directory); None when the bundle reads nothing from a base."""
-    from .schema.expr import ExpressionError
+    from ..schema.expr import ExpressionError
 
     if base is not None or not any(origin == "base" for _, _, origin in bundle.fields.values()):
         return base
@@ -270,10 +270,10 @@ def base_directory(bundle: Bundle, directory: Path, base: Path | None) -> Path |
 
 
 def _read_field(reader: str, path: Path, directory: Path) -> Any:
-    from .sources.weights import read_json
+    from .weights import read_json
 
     if reader == "model_card":
-        from .sources.model_card import read_model_card
+        from .model_card import read_model_card
 
         return read_model_card(path)
     return read_json(path)
@@ -284,7 +284,7 @@ def read_bundle(bundle: Bundle, directory: Path, base: Path | None, *, convertin
     """The Document of ``directory``: its JSON files as fields, its safetensors tensors as references.
     Not ``converting`` (``fmt parse``): fields from an absent base are left out, and the checks
     (what a conversion cannot take) are not applied: the directory is shown as it is."""
-    from .schema.expr import ExpressionError, shown
+    from ..schema.expr import ExpressionError, shown
 
     fields: dict[str, Any] = {}
     field_files: dict[str, Path] = {}
@@ -327,8 +327,8 @@ def _document(bundle: Bundle, weights: Path, kind: str, fields: dict[str, Any], 
               directory: Path | None) -> Any:
     import construct as cs
 
-    from .document import Document
-    from .schema import Schema
+    from ..document import Document
+    from ..schema import Schema
 
     unread: dict[str, str] = {}
     tensors = _pickled_refs(weights, bundle.under, unread) if kind == "pickle" else _safetensors_refs(weights)
@@ -345,7 +345,7 @@ def recognise_file(path: Path) -> Bundle | None:
     candidates = [b for b in bundles() if b.is_file]
     if not candidates or not path.is_file() or not zipfile.is_zipfile(path):
         return None
-    from .sources.weights import load_pickle
+    from .weights import load_pickle
 
     try:
         top = load_pickle(path, "a PyTorch file")
@@ -376,9 +376,9 @@ def tensor_refs(weights: Path) -> list[Any]:
 
 
 def _safetensors_refs(weights: Path) -> list[Any]:
-    from .document import TensorRef
-    from .ggml_types import type_id
-    from .sources.weights import safetensors_index
+    from ..document import TensorRef
+    from ..ggml_types import type_id
+    from .weights import safetensors_index
 
     return [TensorRef(key, key, type_id(entry.dtype.ggml), tuple(reversed(entry.shape)), entry.begin,
                       entry.end - entry.begin)
@@ -403,11 +403,11 @@ def _pickled_refs(weights: Path, under: str | None = None, unread: dict[str, str
     pickle), loaded through torch when written. A tensor that cannot be read (a complex or sparse
     one, a view) goes into ``unread`` with the reason: an error when a conversion needs it,
     nothing when its table drops it."""
-    from .document import TensorRef
-    from .ggml_types import type_id
-    from .sources import torchzip
-    from .sources.weights import check_tensor, state_dict
-    from .weight_dtypes import BY_TORCH
+    from ..document import TensorRef
+    from ..ggml_types import type_id
+    from ..weight_dtypes import BY_TORCH
+    from . import torchzip
+    from .weights import check_tensor, state_dict
 
     tensors = []
     for key, tensor in state_dict(weights, "a pickled state dict", under).items():
@@ -436,6 +436,6 @@ def _pickled_refs(weights: Path, under: str | None = None, unread: dict[str, str
 
 
 def _unknown(name: str) -> Any:
-    from .schema.expr import ExpressionError
+    from ..schema.expr import ExpressionError
 
     raise ExpressionError(f"unknown name {name!r}")
