@@ -97,3 +97,5 @@ schema-docs: install
 	@rm -f docs/schemas/*.md
 	@mkdir -p docs/schemas
 	@for f in schemas/*.yaml; do n=$$(basename $$f .yaml); GGFMT_SCHEMA_PATH= $(BIN)/fmt schema show $$n > docs/schemas/$$n.md; done
+	@cp src/ggfmt/schema/language.json docs/ggfmt-schema.json
+	@$(BIN)/python -m ggfmt.workbench.reference bundle > docs/bundle-language.md

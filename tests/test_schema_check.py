@@ -152,3 +152,54 @@ def test_a_bundle_is_checked_as_a_bundle(tmp_path: Path, fmt: Fmt) -> None:
     result = fmt("schema", "check", bundle)
     assert result.code == 2 and len(lines(result)) == 1
     assert "checks[0]: other.json is not a file the declaration reads" in lines(result)[0]
+
+
+BUNDLE = """id: mine
+recognise: {files: [adapter_config.json]}
+fields:
+  config: {json: adapter_config.json}
+tensors: {safetensors: adapters.safetensors}
+checks:
+  - {file: adapter_config.json, field: r, expr: "config.r > 0", message: "expected a positive rank"}
+output: ggml-adapter-model.gguf
+"""
+
+
+@pytest.mark.parametrize("change, expected", [
+    (("output: ggml", "outptu: ggml"), ":8:1: unknown key outptu (allowed: base, checks, doc, fields, id, output, "),
+    (("{json: adapter_config.json}", "{json: adapter_config.json, model_card: .}"),
+     ":4:3: fields.config: json and model_card together: only one of them"),
+    (("{json: adapter_config.json}", "{jsn: adapter_config.json}"),
+     ":4:3: fields.config: needs one of json, model_card"),
+    (("{safetensors: adapters.safetensors}", "{safetensors: adapters.safetensors, under: x}"),
+     ":5:1: tensors: under: not allowed here"),
+    ((', message: "expected a positive rank"', ""), ":7:5: checks[0]: 'message' is a required property"),
+    (("recognise: {files: [adapter_config.json]}", "recognise: {keys: {a.json: [b]}}"),
+     ":2:1: recognise: needs one of files, pickle"),
+    (("field: r, expr:", "field: r, expr: 'config.r >', x:"), ":7:5: checks[0]: unknown key x (allowed: expr, field, "),
+    (('"config.r > 0"', '"config.r >"'), ":1:1: expression 'config.r >' is not valid: invalid syntax"),
+    (("file: adapter_config.json, field: r", "file: config.json, field: r"),
+     ":7:6: checks[0]: config.json is not a file the declaration reads (its fields read adapter_config.json)"),
+])
+def test_each_problem_of_a_bundle_is_one_line_with_its_position(change: tuple[str, str], expected: str,
+                                                               tmp_path: Path, fmt: Fmt) -> None:
+    bundle = tmp_path / "mine.yaml"
+    bundle.write_text(BUNDLE, encoding="utf-8")
+    assert fmt("schema", "check", bundle).code == 0
+    assert change[0] in BUNDLE
+    bundle.write_text(BUNDLE.replace(*change), encoding="utf-8")
+    result = fmt("schema", "check", bundle)
+    found = lines(result)
+    assert result.code == 2 and len(found) == 1 + ("jsn" in change[1]), result.out
+    assert found[0].startswith(f"{bundle}{expected}"), result.out
+
+
+def test_the_bundle_loader_takes_its_keys_from_the_language() -> None:
+    from ggfmt.schema.language import definition
+    from ggfmt.sources.bundles import BUNDLE_KEYS, FIELD_READERS, READERS, WEIGHTS
+
+    defs = definition()["$defs"]
+    assert set(defs["bundle"]["properties"]) == BUNDLE_KEYS
+    assert set(READERS) == {"json", "model_card"} == {a["required"][0] for a in defs["bundle_field"]["oneOf"]}
+    assert set(FIELD_READERS) == set(READERS)
+    assert set(WEIGHTS) == {"safetensors", "pickle"} == {a["required"][0] for a in defs["bundle_weights"]["oneOf"]}

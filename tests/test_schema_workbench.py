@@ -85,3 +85,13 @@ def test_show_prints_a_schemas_text_and_nothing_that_drives_a_terminal_or_a_page
     assert "\\x1b]0;owned\\x07\\x1b[31mRED" in result.out  # shown, escaped
     assert "&lt;script>alert(1)&lt;/script>" in result.out
     assert "\n\\# injected heading\n" in result.out
+
+
+def test_the_bundle_reference_is_written_from_the_language() -> None:
+    from ggfmt.workbench.reference import markdown
+
+    published = (ROOT / "docs" / "bundle-language.md").read_text(encoding="utf-8")
+    assert published == markdown("bundle", "The bundle language: reference"), "stale: run make schema-docs"
+    for key in ("recognise", "fields", "tensors", "checks", "output", "base", "pickle", "under", "model_card"):
+        assert f"| `{key}` |" in published
+    assert json.loads((ROOT / "docs" / "ggfmt-bundle.json").read_text())["$ref"] == "ggfmt-schema.json#/$defs/bundle"

@@ -15,14 +15,15 @@ from __future__ import annotations
 TYPE_CHECKING = False
 
 __version__ = "0.1.0"
-__all__ = ["Document", "FormatError", "TensorRef", "__version__", "load_schema", "parse"]
+__all__ = ["Document", "FormatError", "TensorRef", "Truncated", "ValidationFailed", "__version__", "load_schema",
+           "parse"]
 
 if TYPE_CHECKING:
     from typing import Any
 
     from .document import Document, TensorRef
     from .engine import parse
-    from .errors import FormatError
+    from .errors import FormatError, Truncated, ValidationFailed
     from .schema import load_schema
 
 
@@ -39,8 +40,8 @@ def __getattr__(name: str) -> Any:
         from . import document
 
         return getattr(document, name)
-    if name == "FormatError":
-        from .errors import FormatError
+    if name in ("FormatError", "Truncated", "ValidationFailed"):
+        from . import errors
 
-        return FormatError
+        return getattr(errors, name)
     raise AttributeError(f"module 'ggfmt' has no attribute {name!r}")

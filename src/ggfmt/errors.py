@@ -51,6 +51,31 @@ class FormatError(GgfmtError):
         return f"{head}: {self.message}" if head else self.message
 
 
+class Truncated(FormatError):
+    """The file ends inside a field: ``needed`` bytes from ``offset``, ``available`` left.
+
+    The message is the one line users read; the numbers are for code that decides on the kind
+    (a prefix of a file, a probe of a size) without reading the message.
+    """
+
+    def __init__(self, path: str, offset: int | None, needed: int, available: int, message: str | None = None,
+                 file: str | None = None) -> None:
+        super().__init__(path, offset, message or f"{needed} bytes expected, only {available} left in the file", file)
+        self.needed = needed
+        self.available = available
+
+
+class ValidationFailed(FormatError):
+    """A field was read whole but its value is not one its schema allows: ``expected`` (a value,
+    a list of values, a bound or an expression's text), ``actual`` the value read."""
+
+    def __init__(self, path: str, offset: int | None, expected: object, actual: object, message: str,
+                 file: str | None = None) -> None:
+        super().__init__(path, offset, message, file)
+        self.expected = expected
+        self.actual = actual
+
+
 class InputShrank(GgfmtError):
     """An input ended before bytes its header (checked against its size when it was parsed) says
     it has: it shrank while it was read, as when a download restarts over it. ``file`` is filled

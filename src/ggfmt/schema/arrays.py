@@ -21,7 +21,7 @@ import sys
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, overload
 
-from ..errors import FormatError
+from ..errors import FormatError, Truncated
 
 # Below this many items a repeat is read into a list: small lists (a tensor's dimensions) are
 # cheaper as lists, and a list is what a schema author expects to see.
@@ -325,8 +325,8 @@ def read_strings(stream: Any, count: int, prefix: struct.Struct, encoding: str |
     size = prefix.size
     left = file_size - offset
     if count * size > left:
-        raise FormatError(path, offset, f"{count} strings need at least {count * size} bytes, "
-                                        f"only {left} left in the file")
+        raise Truncated(path, offset, count * size, left,
+                        f"{count} strings need at least {count * size} bytes, only {left} left in the file")
     chunk = 1 << 20
     wire = bytearray(stream.read(min(left, max(count * size, chunk))))
     unpack = prefix.unpack_from
@@ -338,14 +338,14 @@ def read_strings(stream: Any, count: int, prefix: struct.Struct, encoding: str |
         if head_end > len(wire):
             wire += stream.read(min(left - len(wire), max(head_end - len(wire), chunk)))
             if head_end > len(wire):
-                raise FormatError(f"{path}[{i}]", offset + pos, f"unexpected end of file: a {size}-byte size "
-                                                                "expected")
+                raise Truncated(f"{path}[{i}]", offset + pos, size, len(wire) - pos,
+                                f"unexpected end of file: a {size}-byte size expected")
         (nbytes,) = unpack(wire, pos)
         pos = head_end + nbytes
         if pos > len(wire):
             if nbytes > left - head_end:
-                raise FormatError(f"{path}[{i}]", offset + head_end - size,
-                                  f"a size of {nbytes} bytes, only {left - head_end} left in the file")
+                raise Truncated(f"{path}[{i}]", offset + head_end - size, size + nbytes, left - head_end + size,
+                                f"a size of {nbytes} bytes, only {left - head_end} left in the file")
             wire += stream.read(min(left - len(wire), max(pos - len(wire), chunk)))
         mark(head_end)
     del wire[pos:]

@@ -29,6 +29,7 @@ import array
 import io
 import itertools
 import os
+import re
 import struct
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -36,7 +37,7 @@ from typing import Any
 
 import construct as cs
 
-from ..errors import FormatError, SchemaError
+from ..errors import FormatError, SchemaError, Truncated, ValidationFailed
 from . import records
 from .arrays import BULK_MIN_ITEMS, NumberArray, RecordList, StringArray, TensorRecords, read_strings
 from .expr import UNKNOWN, Expression, ExpressionError, context_lookup
@@ -170,17 +171,19 @@ class Validation:
         if self.eq is not None:
             want = ev(self.eq)
             if value != want:
-                raise FormatError(path, offset, f"expected {_show(want)}, got {_show(value)}")
+                raise ValidationFailed(path, offset, want, value, f"expected {_show(want)}, got {_show(value)}")
         if self.any_of is not None:
             options = [ev(e) for e in self.any_of]
             if value not in options:
-                raise FormatError(path, offset, f"expected one of {_show(options)}, got {_show(value)}")
+                raise ValidationFailed(path, offset, options, value,
+                                       f"expected one of {_show(options)}, got {_show(value)}")
         if self.minimum is not None and value < (lo := ev(self.minimum)):
-            raise FormatError(path, offset, f"expected at least {_show(lo)}, got {_show(value)}")
+            raise ValidationFailed(path, offset, lo, value, f"expected at least {_show(lo)}, got {_show(value)}")
         if self.maximum is not None and value > (hi := ev(self.maximum)):
-            raise FormatError(path, offset, f"expected at most {_show(hi)}, got {_show(value)}")
+            raise ValidationFailed(path, offset, hi, value, f"expected at most {_show(hi)}, got {_show(value)}")
         if self.expr is not None and not ev(self.expr):
-            raise FormatError(path, offset, f"expected {self.expr.source}, got {_show(value)}")
+            raise ValidationFailed(path, offset, self.expr.source, value,
+                                   f"expected {self.expr.source}, got {_show(value)}")
         if self.unique is not None:
             _check_unique(_items(value, path, offset, "unique"), self.unique, path, offset)
         if self.disjoint is not None:
@@ -334,7 +337,7 @@ class Field(cs.Construct):  # type: ignore[misc]
         else:
             value = self._read(stream, context, path, offset)
         if self.contents is not None and value != self.contents:
-            raise FormatError(path, offset, f"expected {self.contents!r}, got {value!r}")
+            raise ValidationFailed(path, offset, self.contents, value, f"expected {self.contents!r}, got {value!r}")
         for clause in self.valid:
             clause.check(value, context, path, offset)
         return value
@@ -366,10 +369,11 @@ class Field(cs.Construct):  # type: ignore[misc]
         if count is None:
             return self._read_one(stream, context, path, None)
         if self.fixed_size is not None and count * self.fixed_size > remaining:
-            raise FormatError(path, offset, f"{count} x {self.fixed_size} bytes expected, "
-                                            f"only {remaining} left in the file")
+            raise Truncated(path, offset, count * self.fixed_size, remaining,
+                            f"{count} x {self.fixed_size} bytes expected, only {remaining} left in the file")
         if count > remaining:  # every element takes at least a byte: refuse before looping
-            raise FormatError(path, offset, f"{count} elements expected, only {remaining} bytes left in the file")
+            raise Truncated(path, offset, count, remaining,
+                            f"{count} elements expected, only {remaining} bytes left in the file")
         spend_elements(context, count, path, offset)
         element = self._element(context, path, offset)
         if isinstance(element, PrefixedBytes):
@@ -457,7 +461,8 @@ class Field(cs.Construct):  # type: ignore[misc]
         size = struct.calcsize("<" + code)
         remaining = stream_size(stream) - offset
         if count * size > remaining:
-            raise FormatError(path, offset, f"{count} x {size} bytes expected, only {remaining} left in the file")
+            raise Truncated(path, offset, count * size, remaining,
+                            f"{count} x {size} bytes expected, only {remaining} left in the file")
         items = NumberArray(stream.read(count * size), code)
         return items if count >= BULK_MIN_ITEMS else cs.ListContainer(items.tolist())
 
@@ -467,8 +472,8 @@ class Field(cs.Construct):  # type: ignore[misc]
         if self.fixed_size is not None:
             remaining = stream_size(stream) - offset
             if remaining < self.fixed_size:
-                raise FormatError(path, offset, f"unexpected end of file: {self.fixed_size} bytes expected, "
-                                                f"{remaining} left")
+                raise Truncated(path, offset, self.fixed_size, remaining,
+                                f"unexpected end of file: {self.fixed_size} bytes expected, {remaining} left")
         if index is not None:
             context._index = index
         try:
@@ -478,7 +483,7 @@ class Field(cs.Construct):  # type: ignore[misc]
         except SizeUnknown:
             raise
         except cs.ConstructError as e:
-            raise FormatError(path, offset, _construct_message(e)) from None
+            raise _parse_error(e, path, offset) from None
 
     def _probe(self, stream: Any, context: Any, path: str, offset: int) -> Any:
         """Advance over this field under a size probe's hypothesis; see :func:`probe_size`.
@@ -597,6 +602,18 @@ def spend_elements(context: Any, count: int, path: str, offset: int) -> None:
     if budget[0] < 0:
         raise FormatError(path, offset, f"{count} more elements than a file of this size can hold "
                                         "(the layout repeats elements that take no bytes)")
+
+
+# Construct says a short read as "stream read less than specified amount, expected 4, found 2"
+_SHORT_READ = re.compile(r"stream read less than specified amount, expected (\d+), found (\d+)")
+
+
+def _parse_error(e: Exception, path: str, offset: int) -> FormatError:
+    """A Construct error while parsing, as ggfmt's kind: a short read is a :class:`Truncated`."""
+    short = _SHORT_READ.search(str(e))
+    if short is not None:
+        return Truncated(path, offset, int(short[1]), int(short[2]), "unexpected end of file")
+    return FormatError(path, offset, _construct_message(e))
 
 
 def _construct_message(e: Exception) -> str:
@@ -723,7 +740,8 @@ class AlignTo(cs.Construct):  # type: ignore[misc]
         pad = self._pad(stream, context, path)
         offset = stream.tell()
         if not is_probe(stream) and stream_size(stream) - offset < pad:
-            raise FormatError(path, offset, f"unexpected end of file in {pad} bytes of alignment padding")
+            raise Truncated(path, offset, pad, stream_size(stream) - offset,
+                            f"unexpected end of file in {pad} bytes of alignment padding")
         stream.seek(pad, os.SEEK_CUR)
         return None
 
@@ -753,7 +771,7 @@ class SizedBytes(cs.Construct):  # type: ignore[misc]
             raise FormatError(path, offset, f"size must be a non-negative integer, got {nbytes!r}")
         remaining = stream_size(stream) - offset
         if nbytes > remaining:
-            raise FormatError(path, offset, f"{nbytes} bytes expected, only {remaining} left in the file")
+            raise Truncated(path, offset, nbytes, remaining)
         return _decoded(stream.read(nbytes), self.encoding, path, offset)
 
     def _build(self, obj: Any, stream: Any, context: Any, path: str) -> Any:
@@ -809,15 +827,16 @@ class PrefixedBytes(cs.Construct):  # type: ignore[misc]
         prefix = self.prefix_for(context, path, offset)
         head = stream.read(prefix.size)
         if len(head) < prefix.size:
-            raise FormatError(path, offset, f"unexpected end of file: a {prefix.size}-byte size expected, "
-                                            f"{len(head)} left")
+            raise Truncated(path, offset, prefix.size, len(head),
+                            f"unexpected end of file: a {prefix.size}-byte size expected, {len(head)} left")
         (nbytes,) = prefix.unpack(head)
         if is_probe(stream):
             stream.seek(nbytes, os.SEEK_CUR)
             return UNKNOWN
         remaining = stream_size(stream) - offset - prefix.size
         if nbytes > remaining:
-            raise FormatError(path, offset, f"a size of {nbytes} bytes, only {remaining} left in the file")
+            raise Truncated(path, offset, prefix.size + nbytes, prefix.size + remaining,
+                            f"a size of {nbytes} bytes, only {remaining} left in the file")
         return _decoded(stream.read(nbytes), self.encoding, path, offset + prefix.size)
 
     def read_many(self, stream: Any, prefix: struct.Struct, count: int, path: str, offset: int) -> list[Any]:
@@ -829,11 +848,12 @@ class PrefixedBytes(cs.Construct):  # type: ignore[misc]
             at = stream.tell()
             head = stream.read(size)
             if len(head) < size:
-                raise FormatError(f"{path}[{i}]", at, f"unexpected end of file: a {size}-byte size expected")
+                raise Truncated(f"{path}[{i}]", at, size, len(head),
+                                f"unexpected end of file: a {size}-byte size expected")
             (nbytes,) = unpack(head)
             if nbytes > end - at - size:
-                raise FormatError(f"{path}[{i}]", at, f"a size of {nbytes} bytes, only {end - at - size} left "
-                                                      "in the file")
+                raise Truncated(f"{path}[{i}]", at, size + nbytes, end - at,
+                                f"a size of {nbytes} bytes, only {end - at - size} left in the file")
             items.append(_decoded(stream.read(nbytes), self.encoding, f"{path}[{i}]", at + size))
         return items
 

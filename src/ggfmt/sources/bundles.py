@@ -19,19 +19,25 @@ offset later, never loaded here), and so does a pickle in torch.save's zip forma
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from importlib import import_module
 from pathlib import Path
 from typing import Any
 
 from ..errors import FormatError, SchemaError, UsageError
 from ..io.resources import data_dirs
+from ..schema.language import keys as language_keys
 
-BUNDLE_KEYS = {"id", "title", "doc", "recognise", "fields", "tensors", "checks", "output", "base"}
-# A bundle is a directory (`recognise: {files: [...]}`) or a single torch.save file
-# (`recognise: {pickle: [model_state_dict]}`, `tensors: {pickle: ., under: model_state_dict}`).
-READERS = ("json", "model_card")  # what a field is read with: a JSON file, or a folder's model card
-WEIGHTS = ("safetensors", "pickle")
+# The bundle language is part of the one definition (schema/language.json, `bundle`): a bundle is a
+# directory (`recognise: {files: [...]}`) or a single torch.save file (`recognise: {pickle:
+# [model_state_dict]}`, `tensors: {pickle: ., under: model_state_dict}`).
+BUNDLE_KEYS = language_keys("bundle")
+# What a field is read with, by the key that names it: (module, function), imported when used.
+# The keys are the language's (bundle_field); a reader is added here and there.
+FIELD_READERS = {"json": (".weights", "read_json"), "model_card": (".model_card", "read_model_card")}
+READERS = tuple(sorted(language_keys("bundle_field") - {"from", "optional"}))
+WEIGHTS = tuple(sorted(language_keys("bundle_weights") - {"under"}))
 
 
 @dataclass(frozen=True)
@@ -256,7 +262,7 @@ def base_directory(bundle: Bundle, directory: Path, base: Path | None) -> Path |
         return base
     named = None
     if bundle.base_default is not None:
-        inputs = {name: _read_field(reader, directory / file, directory)
+        inputs = {name: _read_field(reader, directory / file)
                   for name, (reader, file, origin) in bundle.fields.items() if origin == "input" and reader == "json"}
         try:
             named = bundle.base_default(lambda n: inputs[n] if n in inputs else _unknown(n))
@@ -269,14 +275,10 @@ def base_directory(bundle: Bundle, directory: Path, base: Path | None) -> Path |
     raise UsageError(f"{directory}: this {bundle.title} needs its base model's {file}: pass --base DIR{said}")
 
 
-def _read_field(reader: str, path: Path, directory: Path) -> Any:
-    from .weights import read_json
-
-    if reader == "model_card":
-        from .model_card import read_model_card
-
-        return read_model_card(path)
-    return read_json(path)
+def _read_field(reader: str, path: Path) -> Any:
+    module, function = FIELD_READERS[reader]
+    read: Callable[[Path], Any] = getattr(import_module(module, __package__), function)
+    return read(path)
 
 
 def read_bundle(bundle: Bundle, directory: Path, base: Path | None, *, converting: bool = True,
@@ -303,7 +305,7 @@ def read_bundle(bundle: Bundle, directory: Path, base: Path | None, *, convertin
             continue  # fmt parse without --base: the directory as it is
         field_files[name] = folder / file
         absent = name in bundle.optional and not (folder / file).exists()
-        fields[name] = None if absent else _read_field(reader, folder / file, folder)
+        fields[name] = None if absent else _read_field(reader, folder / file)
     for check in bundle.checks if converting else []:
         if check.expr.names - set(fields):
             continue  # about a file not read (the base model's, when the conversion needs none)

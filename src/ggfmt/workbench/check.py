@@ -108,9 +108,17 @@ def _against_language(path: Path, data: Any, positions: _Positions, kind: str) -
     language["$ref"] = f"#/$defs/{kind}"
     validator = jsonschema.Draft202012Validator(language)
     for error in sorted(validator.iter_errors(data), key=lambda e: list(map(str, e.absolute_path))):
-        line, column = positions.at(tuple(error.absolute_path))
-        where = ".".join(str(p) for p in error.absolute_path) or "(top)"
-        yield Problem(path, line, column, f"{where}: {_language_message(error)}")
+        at = tuple(error.absolute_path)
+        where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in at).removeprefix(".")
+        if error.validator == "additionalProperties" and isinstance(error.instance, Mapping):
+            allowed = sorted(error.schema.get("properties", {}))
+            for key in sorted(set(error.instance) - set(allowed), key=str):  # each at its own line
+                line, column = positions.at((*at, key))
+                yield Problem(path, line, column, f"{where}: unknown key {key} (allowed: {', '.join(allowed)})"
+                              if where else f"unknown key {key} (allowed: {', '.join(allowed)})")
+            continue
+        line, column = positions.at(at)
+        yield Problem(path, line, column, f"{where or '(top)'}: {_language_message(error)}")
 
 
 def _language_message(error: Any) -> str:
@@ -118,29 +126,59 @@ def _language_message(error: Any) -> str:
         allowed = sorted(error.schema.get("properties", {}))
         extra = sorted(set(error.instance) - set(allowed)) if isinstance(error.instance, Mapping) else []
         return f"unknown key{'s' if len(extra) > 1 else ''} {', '.join(extra)} (allowed: {', '.join(allowed)})"
-    if error.validator == "anyOf" and error.context:
-        # the complaint of the alternative the value was meant to be: not one that only misses a
-        # required key or has keys of another kind
-        rank = {"required": 2, "additionalProperties": 1}
-        best = min(error.context, key=lambda e: (rank.get(e.validator, 0), -len(e.absolute_path), str(e.message)))
-        return _language_message(best)
+    one_key_each = _one_key_each(error)
+    if one_key_each and isinstance(error.instance, Mapping):
+        # alternatives told apart by one key each ({json: F} or {model_card: F}): name the keys
+        present = [k for k in one_key_each if k in error.instance]
+        if len(present) > 1:
+            return f"{' and '.join(present)} together: only one of them"
+        if not present:
+            return f"needs one of {', '.join(one_key_each)}"
+    if error.validator in ("anyOf", "oneOf") and error.context:
+        return _language_message(_meant_alternative(error))
+    if error.validator == "not" and set(error.validator_value) == {"required"}:
+        return f"{', '.join(error.validator_value['required'])}: not allowed here"
     if error.validator == "propertyNames" or "propertyNames" in error.schema_path:
         return f"{error.instance!r} is not a key of the language (a YAML flow mapping split at a comma? quote the text)"
     return str(error.message)
 
 
+def _one_key_each(error: Any) -> list[str]:
+    """The keys of a choice whose alternatives each require one key (and may say more), else []."""
+    if error.validator not in ("anyOf", "oneOf"):
+        return []
+    alternatives = error.validator_value
+    required = [a.get("required") for a in alternatives if isinstance(a, Mapping)]
+    singles = [r[0] for r in required if isinstance(r, list) and len(r) == 1]
+    return [str(k) for k in singles] if len(singles) == len(alternatives) else []
+
+
+def _meant_alternative(error: Any) -> Any:
+    """The complaint of the alternative the value was meant to be: not one of another type, then the
+    one with the fewest complaints, and among its complaints not one that only misses a required key
+    or has keys of another kind."""
+    by_alternative: dict[Any, list[Any]] = {}
+    for e in error.context:
+        by_alternative.setdefault(e.relative_schema_path[0], []).append(e)
+    depth = len(error.absolute_path)
+    fitting = [errs for errs in by_alternative.values()
+               if not any(e.validator == "type" and len(e.absolute_path) == depth for e in errs)]
+    candidates = min(fitting or list(by_alternative.values()), key=len)
+    rank = {"required": 2, "additionalProperties": 1}
+    return min(candidates, key=lambda e: (rank.get(e.validator, 0), -len(e.absolute_path), str(e.message)))
+
+
 # -- bundles -----------------------------------------------------------------------------------
 
 def _bundle_problems(path: Path, data: Mapping[str, Any], positions: _Positions) -> Iterator[Problem]:
-    """What loading the declaration refuses (unknown keys, malformed readers, bad expressions), and
-    checks about files the declaration does not read."""
-    from ..sources.bundles import BUNDLE_KEYS, load_bundle
+    """What the language's definition refuses (unknown keys, a field with two readers), what loading
+    the declaration refuses (bad expressions, an include of nothing), and checks about files the
+    declaration does not read."""
+    from ..sources.bundles import load_bundle
 
-    unknown = sorted(set(data) - BUNDLE_KEYS, key=str)
-    for key in unknown:
-        line, column = positions.at((key,))
-        yield Problem(path, line, column, f"unknown key {key} (allowed: {', '.join(sorted(BUNDLE_KEYS))})")
-    if unknown:  # the rest assumes the declaration's shape is right
+    found = list(_against_language(path, data, positions, "bundle"))
+    yield from found
+    if found:  # the rest assumes the declaration's shape is right
         return
     try:
         bundle = load_bundle(path)
