@@ -206,3 +206,54 @@ def test_legacy_pickles_are_loaded_through_torch(tmp_path: Path, fmt: Fmt) -> No
         assert result.code == 0, result.err
     zipped, legacy = (load_file(tmp_path / d / "model.safetensors") for d in ("zip-hf", "legacy-hf"))
     assert zipped.keys() == legacy.keys() and all(np.array_equal(zipped[k], legacy[k]) for k in zipped)
+
+
+FLAGGED = """
+    options_heading: "toy models (a directory with model.json)"
+    options:
+      halve: {type: bool, default: false, flags: [--halve, -H], doc: "halve every layer's weights"}
+      aux: {type: weights, metavar: AUX.safetensors, doc: "more tensors, matched by proj.{x}"}
+"""
+
+
+def flag_the_options(toy: Path, text: str) -> None:
+    table = toy.parent / "mappings" / "toy-gguf.yaml"
+    declared = "    options:\n      halve: {type: bool, default: false}\n      aux: {type: weights}\n"
+    assert declared in TABLE
+    table.write_text(textwrap.dedent(TABLE.replace(declared, text)))
+
+
+def test_a_tables_options_are_flags_of_the_command_under_its_heading(toy: Path, tmp_path: Path, fmt: Fmt) -> None:
+    flag_the_options(toy, FLAGGED)
+    shown = fmt("to-gguf", "--help").out
+    heading = shown.index("toy models (a directory with model.json):")
+    assert shown.index("-H", heading) < shown.index("halve every layer's weights", heading)
+    assert "--aux AUX.safetensors" in shown[heading:]
+    by_flag = fmt("to-gguf", toy, "-H", "-o", tmp_path / "flag.gguf")
+    by_option = fmt("to-gguf", toy, "--option", "halve=yes", "-o", tmp_path / "option.gguf")
+    assert by_flag.code == by_option.code == 0, by_flag.err + by_option.err
+    assert (tmp_path / "flag.gguf").read_bytes() == (tmp_path / "option.gguf").read_bytes()
+    assert np.array_equal(tensors(tmp_path / "flag.gguf")["blk.0.w"], WEIGHTS["layer.0.w"].ravel() * np.float32(0.5))
+
+
+def test_options_of_one_exclusive_set_are_not_given_together(toy: Path, tmp_path: Path, fmt: Fmt) -> None:
+    flag_the_options(toy, FLAGGED.replace("doc: \"halve", "exclusive: how, doc: \"halve")
+                     .replace("metavar: AUX", "exclusive: how, metavar: AUX"))
+    result = fmt("to-gguf", toy, "--halve", "--aux", tmp_path / "a.safetensors", "-o", tmp_path / "x.gguf")
+    assert result.code == 2 and "not allowed with argument" in result.err
+    assert not (tmp_path / "x.gguf").exists()
+
+
+@pytest.mark.parametrize(("flags", "said"), [
+    ("[--halve, -o]", "toy-gguf: options.halve: -o is already an option of fmt to-gguf; give it other `flags`"),
+    ("[-H]", "toy-gguf.yaml: options.halve: `flags` include --halve"),
+])
+def test_a_table_whose_flags_cannot_be_is_one_line(flags: str, said: str, toy: Path, tmp_path: Path,
+                                                    fmt: Fmt) -> None:
+    flag_the_options(toy, FLAGGED.replace("[--halve, -H]", flags))
+    result = fmt("to-gguf", toy, "-o", tmp_path / "x.gguf")
+    if "include" in said:  # the table is passed over for --help; using it says what is wrong
+        assert said in assert_clean_failure(result)
+    else:
+        assert assert_clean_failure(result) == f"fmt: error: {said}"
+    assert not (tmp_path / "x.gguf").exists()

@@ -30,3 +30,21 @@ def test_writers_share_one_verb(source: Path, target: str, command: str, nouns: 
     assert result.code == 0, result.err
     assert (tmp_path / "direct").read_bytes() == (tmp_path / "by-command").read_bytes()
     assert result.out.startswith(f"{tmp_path / 'by-command'}: {summary}, ")
+
+
+def test_the_directory_writer_has_the_same_verb(tmp_path: Path, fmt: Fmt) -> None:
+    source, config = FIXTURES / "gemma/gemma-mha.ckpt", FIXTURES / "gemma/gemma-mha-config.json"
+    plan = convert(source, "hf", options={"config": config}).plan
+    written: list[int] = []
+    (tmp_path / "direct").mkdir()
+    summary = writer("hf")(plan, "hf", tmp_path / "direct", written.append)
+    assert [noun for _, noun in summary.counts] == ["tensor", "layer"] and summary.details == ("float32",)
+    assert summary.counts[0][0] == len(plan.tensors)
+    assert sum(written) == plan.payload_bytes > 0
+    result = fmt("to-hf", source, "--config", config, "-o", tmp_path / "by-command")
+    assert result.code == 0, result.err
+    names = sorted(p.name for p in (tmp_path / "direct").iterdir())
+    assert names == sorted(p.name for p in (tmp_path / "by-command").iterdir()) == ["config.json", "model.safetensors"]
+    for name in names:
+        assert (tmp_path / "direct" / name).read_bytes() == (tmp_path / "by-command" / name).read_bytes()
+    assert result.out.startswith(f"{tmp_path / 'by-command'}: {summary}, ")

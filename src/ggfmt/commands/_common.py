@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..errors import UsageError
+from ..errors import SchemaError, UsageError
 from ..io.text import escape
 
 EXIT_OK, EXIT_BAD_INPUT = 0, 2
@@ -133,7 +133,7 @@ def parse_directory(args: argparse.Namespace) -> Any:
 
 def read_directory(path: Path, base: Path | None, schema: str | None, params: dict[str, Any]) -> Any:
     """The Document of a directory layout (a PEFT or mlx-lm adapter, a CLIP model), shown as it is."""
-    from ..sources.bundles import read_bundle, recognise
+    from ..sources.bundles import read, recognise
 
     bundle = recognise(path)
     if bundle is None:
@@ -142,7 +142,7 @@ def read_directory(path: Path, base: Path | None, schema: str | None, params: di
     if schema is not None or params:
         raise UsageError(f"{path}: this {bundle.title} is read by its bundle declaration, not by a schema")
     # Shown as it is: fields that come from the base model only when --base names it, no checks.
-    return read_bundle(bundle, path, base, converting=False)
+    return read(bundle, path, base, converting=False)
 
 
 def begin_command() -> None:
@@ -194,19 +194,53 @@ def convert_to_file(args: argparse.Namespace, target: str) -> int:
     return EXIT_OK
 
 
-# the options a conversion's table may declare (`options:`), passed on when given: the tables
-# say which take them and what they mean
-CONVERSION_OPTIONS = ("context_length", "gqa", "eps", "name", "desc", "model_only", "vocab_model", "adapter_only",
-                      "lora_alpha", "lora_r", "text_only", "vision_only", "llava_projector", "use_f32", "image_mean",
-                      "image_std", "size", "config")
+def table_options(parser: argparse.ArgumentParser, target: str) -> None:
+    """The options the conversions to ``target`` declare in their tables (`options:`), as flags
+    grouped under the tables' headings; a command that calls this passes them on when given."""
+    from ..convert.mapping import command_line_options
+
+    names = []
+    for group in command_line_options(target):
+        container: Any = parser.add_argument_group(group.heading) if group.heading else parser
+        sets: dict[str, Any] = {}
+        for option, help_text, table in group.options:
+            where = container
+            if option.exclusive is not None:
+                if option.exclusive not in sets:
+                    required = any(o.required for o, _, _ in group.options if o.exclusive == option.exclusive)
+                    sets[option.exclusive] = container.add_mutually_exclusive_group(required=required)
+                where = sets[option.exclusive]
+            shown = argparse.SUPPRESS if option.hidden else help_text
+            try:
+                where.add_argument(*option.spellings, dest=option.name, help=shown, **_argument_kind(option))
+            except argparse.ArgumentError:
+                taken = [f for f in option.spellings if f in parser._option_string_actions]
+                raise SchemaError(f"{table}: options.{option.name}",
+                                  f"{', '.join(taken)} is already an option of fmt {parser.prog.split()[-1]}; "
+                                  "give it other `flags`") from None
+            names.append(option.name)
+    parser.set_defaults(table_options=tuple(names))
+
+
+def _argument_kind(option: Any) -> dict[str, Any]:
+    """How argparse reads an option of the table language's ``type``."""
+    if option.type == "bool":
+        return {"action": "store_true"}
+    kind: dict[str, Any] = {"metavar": option.metavar} if option.metavar is not None else {}
+    if option.required and option.exclusive is None:
+        kind["required"] = True
+    if option.type == "float[]":
+        return {**kind, "type": float, "nargs": len(option.metavar) if isinstance(option.metavar, tuple) else "+"}
+    reads = {"int": int, "float": float, "str": str, "weights": Path, "json": Path, "document": Path}
+    return {**kind, "type": reads[option.type]}
 
 
 def conversion_options(args: argparse.Namespace) -> dict[str, Any]:
-    """The options given: the named flags, and ``--option NAME=VALUE`` for any option a table declares
-    (read by its declared type once the table is known)."""
+    """The options given: the tables' flags, and ``--option NAME=VALUE`` for any option a table
+    declares (read by its declared type once the table is known)."""
     from ..engine import TextValue
 
-    given = {name: getattr(args, name, None) for name in CONVERSION_OPTIONS}
+    given = {name: getattr(args, name, None) for name in getattr(args, "table_options", ())}
     # (not `in (None, False)`: 0 == False, and an explicit 0 is a value to check, not an absence)
     options = {name: value for name, value in given.items() if value is not None and value is not False}
     for item in getattr(args, "option", None) or []:

@@ -7,7 +7,7 @@ import argparse
 from pathlib import Path
 
 from ..convert.outtype import OUTTYPES
-from ._common import convert_to_file, output_options, parameter_options, wrap
+from ._common import convert_to_file, output_options, parameter_options, table_options, wrap
 
 DESCRIPTION = (wrap("Convert INPUT to GGUF. A ggcp file becomes a GGUF training checkpoint "
                "and a ggcl file a GGUF finetune checkpoint, which llama.cpp's trainers "
@@ -43,43 +43,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(default: base_model_name_or_path when it is a local directory)")
     parser.add_argument("--arch", metavar="NAME", help="the base model's architecture, where the conversion lets it "
                                                        "be chosen (ggla adapters; default: llama)")
-    clip = parser.add_argument_group("CLIP models (a directory with config.json, vocab.json, model.safetensors)")
-    towers = clip.add_mutually_exclusive_group()
-    towers.add_argument("--text-only", action="store_true", help="the text encoder only (text-model-*.gguf)")
-    towers.add_argument("--vision-only", action="store_true", help="the image encoder only (vision-model-*.gguf)")
-    towers.add_argument("--llava-projector", type=Path, metavar="FILE",
-                        help="an image encoder for LLaVA: the last layer dropped, the projector added "
-                             "(mmproj-model-*.gguf)")
-    clip.add_argument("--use-f32", action="store_true", help=argparse.SUPPRESS)  # the upstream name of --outtype f32
-    clip.add_argument("--image-mean", type=float, nargs=3, metavar=("R", "G", "B"),
-                      help="instead of preprocessor_config.json's image_mean")
-    clip.add_argument("--image-std", type=float, nargs=3, metavar=("R", "G", "B"),
-                      help="instead of preprocessor_config.json's image_std")
-    legacy = parser.add_argument_group("2023 llama model files (ggml, ggmf, ggjt), as convert-llama-ggml-to-gguf.py "
-                                  "took them")
-    legacy.add_argument("-c", "--context-length", type=int, metavar="N",
-                        help="llama.context_length (default 2048; LLaMA 2 is 4096)")
-    legacy.add_argument("--gqa", type=int, metavar="N",
-                        help="grouped-query attention factor n_head / n_head_kv (default 1; 8 for LLaMA 2 70B)")
-    legacy.add_argument("--eps", type=float, metavar="X",
-                        help="RMS norm epsilon (default 5e-6; 1e-6 for LLaMA 1 and OpenLLaMA, 1e-5 for LLaMA 2)")
-    legacy.add_argument("--name", metavar="TEXT", help="general.name (default: the input's file name)")
-    legacy.add_argument("--desc", metavar="TEXT",
-                        help="general.description (default: converted from legacy GGJTv3 MOSTLY_Q4_0 format)")
-    runnable = parser.add_argument_group("what a 2023 training checkpoint trained (ggcp, ggcl)")
-    runnable.add_argument("--model-only", action="store_true",
-                          help="ggcp: the model alone, a llama model GGUF that llama.cpp runs, as the trainer's "
-                               "--model-out wrote it (with --vocab-model; -c sets its context length, default 128)")
-    runnable.add_argument("--vocab-model", type=Path, metavar="VOCAB.gguf",
-                          help="the GGUF the trainer was given with --vocab-model: its tokenizer keys are copied")
-    runnable.add_argument("--adapter-only", action="store_true",
-                          help="ggcl: the adapter alone, a GGUF LoRA adapter llama.cpp applies, meaning what the "
-                               "finetune's --lora-out meant")
-    runnable.add_argument("--lora-alpha", type=float, metavar="A",
-                          help="the finetune's --lora-alpha (default: its --lora-r, as the finetune took it)")
-    runnable.add_argument("--lora-r", type=int, metavar="R",
-                          help="the finetune's --lora-r, by which it scaled every delta (default: the rank of "
-                               "attn_q, which --lora-r set unless --rank-wq was given)")
+    table_options(parser, "gguf")  # CLIP, 2023 model files, 2023 training checkpoints: as their tables declare
     parser.add_argument("--option", action="append", default=[], metavar="NAME=VALUE",
                         help="set an option the conversion's table declares (repeatable; see the `options:` of its "
                              "mapping table); the flags above are such options under their upstream names")

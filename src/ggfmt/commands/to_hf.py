@@ -6,8 +6,8 @@ import argparse
 from pathlib import Path
 
 from ..errors import UsageError
-from ..io.text import counted, escape
-from ._common import EXIT_OK, begin_command, conversion_options, progress_bar
+from ..io.text import escape
+from ._common import EXIT_OK, begin_command, conversion_options, progress_bar, table_options
 
 DESCRIPTION = ("Convert a checkpoint of Google's original Gemma release (a PyTorch pickle\n"
                "{\"model_state_dict\": ...}, as gemma_pytorch reads it) into a directory\n"
@@ -30,12 +30,7 @@ DESCRIPTION = ("Convert a checkpoint of Google's original Gemma release (a PyTor
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("file", type=Path, metavar="GEMMA.ckpt", help="the native checkpoint (a PyTorch pickle)")
-    dimensions = parser.add_mutually_exclusive_group(required=True)
-    dimensions.add_argument("--size", metavar="2B|7B",
-                            help="the released model the checkpoint is: the upstream converter's dimensions of "
-                                 "Gemma 2B or 7B")
-    dimensions.add_argument("--config", type=Path, metavar="CONFIG.json",
-                            help="a GemmaConfig config.json giving the dimensions; its other values are kept")
+    table_options(parser, "hf")  # --size or --config, as the table declares them
     parser.add_argument("-o", "--outfile", "--output", dest="output", type=Path, metavar="OUT_DIR", required=True,
                         help="the directory to write (made next to it, then renamed into place)")
     parser.add_argument("--outtype", choices=("f32", "f16", "bf16"),
@@ -57,7 +52,8 @@ def run(args: argparse.Namespace) -> int:
     directory: the tokenizer (on request), the table's JSON files and model.safetensors, made next
     to OUT_DIR and renamed into place."""
     from ..convert import convert
-    from ..emit.hf import WEIGHTS, planned, write_config, write_safetensors, write_tokenizer
+    from ..emit import writer
+    from ..emit.hf import WEIGHTS, planned, write_tokenizer
     from ..io.output import atomic_directory, check_directory_target
     from ._plan_report import describe_hf_conversion
 
@@ -79,12 +75,8 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"{source}: no such file")
     conversion = convert(source, "hf", options=conversion_options(args), outtype=outtype)
     plan = conversion.plan
-    tensors = [planned(t) for t in plan.tensors]
-    config = plan.files.get("config.json", {})
-    dtype = str(config.get("dtype", HF_DTYPES[outtype or "f32"])) if isinstance(config, dict) else ""
-    layers = config.get("num_hidden_layers") if isinstance(config, dict) else None
     if args.dry_run:
-        print(describe_hf_conversion(tensors, plan.files, target, conversion.description))
+        print(describe_hf_conversion([planned(t) for t in plan.tensors], plan.files, target, conversion.description))
         return EXIT_OK
     tokenizer_class = conversion.hf_tokenizer
     if args.tokenizer is not None and tokenizer_class is None:
@@ -94,15 +86,12 @@ def run(args: argparse.Namespace) -> int:
         with atomic_directory(target, force=args.force, inputs=inputs) as temporary:
             if args.tokenizer is not None and tokenizer_class is not None:
                 write_tokenizer(args.tokenizer, temporary, tokenizer_class)  # first: quick, and most likely to fail
-            for name, value in plan.files.items():
-                write_config(temporary / name, value)
-            size = write_safetensors(temporary / WEIGHTS, tensors, bar.update if bar is not None else None)
+            summary = writer("hf")(plan, "hf", temporary, bar.update if bar is not None else None)
     finally:
         if bar is not None:
             bar.close()
     if not args.quiet:
         tokenizer = ", tokenizer" if args.tokenizer is not None else ""
-        layer_count = f"{counted(layers, 'layer')}, " if isinstance(layers, int) else ""
-        print(f"{escape(str(target))}: {counted(len(tensors), 'tensor')}, {layer_count}{dtype}, {size:,} bytes"
-              f"{tokenizer} ({conversion.description})")
+        size = (target / WEIGHTS).stat().st_size
+        print(f"{escape(str(target))}: {summary}, {size:,} bytes{tokenizer} ({conversion.description})")
     return EXIT_OK

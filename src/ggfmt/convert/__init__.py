@@ -300,7 +300,7 @@ def _document_and_table(source: Path, target: str, schema: str | None, params: M
     from .mapping import load_mapping, table_for, table_uses
 
     if source.is_dir():
-        from ..sources.bundles import read_bundle
+        from ..sources.bundles import read
 
         bundle = _bundle_of(source)  # a directory layout declared in bundles/ (told apart by data)
         if bundle is None:
@@ -318,12 +318,12 @@ def _document_and_table(source: Path, target: str, schema: str | None, params: M
         table = load_mapping(name)
         if base is not None and not table_uses(table, "base"):
             raise UsageError(f"--base: this conversion ({table.name}) reads nothing from a base model")
-        return read_bundle(bundle, source, base, with_base=table_uses(table, "base")), table
+        return read(bundle, source, base, with_base=table_uses(table, "base")), table
     if base is not None:
         raise UsageError("--base applies to a directory layout (an adapter and its base model), not to a file")
     file_bundle = _file_bundle(source, target, schema)
     if file_bundle is not None:  # a container file declared in bundles/ (a torch.save checkpoint)
-        from ..sources.bundles import read_file_bundle
+        from ..sources.bundles import read
 
         name = mapping or table_for(file_bundle.id, target)
         if name is None:
@@ -331,7 +331,7 @@ def _document_and_table(source: Path, target: str, schema: str | None, params: M
         if params:
             raise UsageError(f"{source}: a {file_bundle.title} is read by its bundle declaration; schema "
                              "parameters apply to files a schema reads")
-        return read_file_bundle(file_bundle, source), load_mapping(name)
+        return read(file_bundle, source), load_mapping(name)
     from ..engine import parse
 
     doc = parse(source, schema, params)

@@ -140,10 +140,28 @@ class Option:
     default: Any
     doc: str
     valid: list[Any] = field(default_factory=list)  # Validation clauses a given value must pass
+    flags: tuple[str, ...] = ()  # its spellings as the table declares them (none: just `flag`)
+    metavar: str | tuple[str, ...] | None = None  # a tuple: that many values (--image-mean R G B)
+    exclusive: str | None = None  # the set of options of which at most one is given
+    required: bool = False  # it (or, with `exclusive`, one of its set) must be given
+    hidden: bool = False  # taken, not shown by --help (an upstream spelling)
 
     @property
     def flag(self) -> str:
         return "--" + self.name.replace("_", "-")
+
+    @property
+    def spellings(self) -> tuple[str, ...]:
+        return self.flags or (self.flag,)
+
+
+@dataclass(frozen=True)
+class OptionGroup:
+    """Options of a command shown together by --help, under the heading the tables give them
+    (None: among the command's own options); each with its help text."""
+
+    heading: str | None
+    options: list[tuple[Option, str, str]]  # (option, its help text, the table that spells it)
 
 
 @dataclass(frozen=True)
@@ -242,9 +260,20 @@ def table_for(source: str, target: str) -> str | None:
     return conventional if mapping_exists(conventional) else None
 
 
-@cache
 def load_mapping(name: str) -> MappingTable:
-    return _load(_find(name), ())
+    """The table ``name``, loaded once per version of its file (a process that converts again
+    after the file changed, as a test or a long-lived caller does, reads it again)."""
+    path = _find(name)
+    try:
+        stat = path.stat()
+    except OSError:
+        return _load(path, ())  # says what is wrong with it
+    return _load_version(path, stat.st_mtime_ns, stat.st_size, stat.st_ino)
+
+
+@cache
+def _load_version(path: Path, mtime_ns: int, size: int, inode: int) -> MappingTable:
+    return _load(path, ())
 
 
 def _load(path: Path, including: tuple[str, ...]) -> MappingTable:
@@ -317,8 +346,44 @@ def _options(spec: Any, where: str) -> dict[str, Option]:
         from ..schema.compiler import validation
 
         valid = validation(option["valid"], at) if "valid" in option else []
-        out[name] = Option(name, str(option["type"]), option.get("default"), str(option.get("doc", "")), valid)
+        flags = tuple(str(f) for f in option.get("flags") or ())
+        default_flag = "--" + name.replace("_", "-")
+        if flags and default_flag not in flags:  # messages name an option by it
+            raise SchemaError(at, f"`flags` include {default_flag}")
+        metavar = option.get("metavar")
+        doc = " ".join(str(option.get("doc", "")).split())
+        out[name] = Option(name, str(option["type"]), option.get("default"), doc, valid, flags,
+                           tuple(str(m) for m in metavar) if isinstance(metavar, list) else metavar,
+                           option.get("exclusive"), bool(option.get("required")), bool(option.get("hidden")))
     return out
+
+
+def command_line_options(target: str) -> list[OptionGroup]:
+    """The options the conversions to ``target`` declare, grouped as their tables' headings say,
+    in search order. An option several tables declare is one option: shown where a table spells
+    it (`flags:`), else where it is first declared, its help the docs of all of them. A table whose
+    options are malformed is passed over here; using it reports what is wrong."""
+    homes: dict[str, tuple[str | None, Option, str]] = {}
+    docs: dict[str, list[str]] = {}
+    for name, data in table_headers():
+        if data.get("target") != target:
+            continue
+        try:
+            options = _options(data.get("options"), f"{name}: options")
+        except SchemaError:
+            continue
+        heading = data.get("options_heading")
+        for option in options.values():
+            known = homes.get(option.name)
+            if known is None or (option.flags and not known[1].flags):
+                homes[option.name] = (heading if isinstance(heading, str) else None, option, name)
+            docs.setdefault(option.name, []).append(option.doc)
+    groups: dict[str | None, OptionGroup] = {}
+    for option_name, (heading, option, table) in homes.items():
+        first = [option.doc, *(d for d in docs[option_name] if d != option.doc)]
+        help_text = "; ".join(dict.fromkeys(d for d in first if d))
+        groups.setdefault(heading, OptionGroup(heading, [])).options.append((option, help_text, table))
+    return list(groups.values())
 
 
 def _renames(spec: Any, where: str) -> dict[str, str]:
@@ -502,7 +567,11 @@ def _items(specs: Any, section: str, where: str, chain: tuple[str, ...]) -> list
         if not isinstance(spec, Mapping):
             raise SchemaError(at, "must be a mapping")
         if "include" in spec:
-            included = _load(_find(str(spec["include"])), chain)
+            try:
+                found = _find(str(spec["include"]))
+            except UsageError:  # a mistake of this table, not of the command line
+                raise SchemaError(at, f"include: no mapping table named {str(spec['include'])!r}") from None
+            included = _load(found, chain)
             out.extend(getattr(included, section))
         elif "items" in spec:
             _check_keys(spec, GROUP_KEYS, at)
@@ -535,7 +604,7 @@ def _metadata_entry(spec: Mapping[str, Any], where: str) -> MetadataEntry:
                          {"arch", BLOCK_ID, "id"}, where)  # gguf-py spells a group's index {id} in its keys
     value_type = spec.get("type")
     if value_type not in VALUE_TYPES:
-        raise SchemaError(where, f"`type` must be one of {', '.join(sorted(VALUE_TYPES))}")
+        raise SchemaError(where, f"`type` {value_type!r} is not one of {', '.join(sorted(VALUE_TYPES))}")
     if "value" not in spec:
         raise SchemaError(where, "needs a `value` expression")
     return MetadataEntry(key, str(value_type), _expr(spec["value"], f"{where}, value"),

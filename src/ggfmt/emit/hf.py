@@ -27,7 +27,8 @@ from ..io.tensors import BlocksSource, PayloadSource
 from ..weight_dtypes import BY_SAFETENSORS, WEIGHT_DTYPES
 
 if TYPE_CHECKING:
-    from ..convert.plan import OutputTensor
+    from ..convert.plan import OutputTensor, Plan
+    from . import Summary
 
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
@@ -95,6 +96,23 @@ def safetensors_header(tensors: Sequence[SafetensorsTensor | PlannedTensor], met
     text = json.dumps(header, separators=(",", ":")).encode("utf-8")
     text += b" " * (-len(text) % HEADER_ALIGNMENT)
     return struct.pack("<Q", len(text)) + text
+
+
+def write(plan: Plan, target: str, out_path: Path, progress: Progress | None) -> Summary:
+    """The directory ``out_path`` (``target`` ``hf``): the table's JSON files (``plan.files``),
+    then model.safetensors, a tensor at a time. The caller made the directory and renames it."""
+    from . import Summary
+
+    tensors = [planned(t) for t in plan.tensors]
+    for name, value in plan.files.items():
+        write_config(out_path / name, value)
+    write_safetensors(out_path / WEIGHTS, tensors, progress)
+    config = plan.files.get(CONFIG, {})
+    config = config if isinstance(config, Mapping) else {}
+    layers = config.get("num_hidden_layers")
+    dtype = config.get("dtype")  # the table writes it (transformers reads it)
+    counts = ((len(tensors), "tensor"), *(((layers, "layer"),) if isinstance(layers, int) else ()))
+    return Summary(counts, (dtype,) if isinstance(dtype, str) else ())
 
 
 def write_safetensors(path: Path, tensors: Sequence[SafetensorsTensor | PlannedTensor],

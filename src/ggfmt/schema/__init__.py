@@ -181,6 +181,12 @@ class _Loader:
             self.loading.discard(path)
 
 
+def namespace_of(path: Path) -> Namespace:
+    """The types the schema at ``path`` can name (its own and those it imports), resolved as a
+    parse resolves them: what the author's tools ask for sizes and types."""
+    return _Loader().namespace(path)[0]
+
+
 def _magic(data: Mapping[str, Any]) -> bytes | None:
     """A schema's magic: the ``contents`` of its first field, if it has one."""
     seq = data.get("seq") or []

@@ -33,6 +33,7 @@ from .constructs import (
     WithArgs,
     evaluate,
     join_path,
+    static_size,
 )
 from .expr import Expression, ExpressionError
 from .language import keys
@@ -123,6 +124,9 @@ class Instance(cs.Construct):  # type: ignore[misc]
         self.field_name = name
         self.value = value
         self.flagbuildnone = True
+
+    def _static_size(self) -> int:
+        return 0
 
     def _parse(self, stream: Any, context: Any, path: str) -> Any:
         return evaluate(self.value, context, join_path(path, self.field_name), None)
@@ -230,6 +234,16 @@ class Namespace:
 
     def import_schema(self, name: str) -> None:
         self.merge(self._load_import(name))
+
+    # -- sizes, as the compiled nodes state them -----------------------------------------
+    def field_size(self, spec: Mapping[str, Any], where: str) -> int | None:
+        """The bytes a field of this namespace always takes; None when they depend on the file."""
+        sizes = [static_size(member) for member in self._compile_field(spec, where)]
+        return None if any(s is None for s in sizes) else sum(s for s in sizes if s is not None)
+
+    def type_size(self, name: str) -> int | None:
+        """The bytes a record of the type ``name`` always takes; None when they depend on the file."""
+        return static_size(self.construct(name))
 
     # -- compilation -------------------------------------------------------------------
     def construct(self, name: str) -> cs.Construct:

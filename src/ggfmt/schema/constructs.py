@@ -15,6 +15,10 @@ instances, primitive ``FormatField`` leaves); the classes here add what Construc
 * :class:`ChooseBySize` / :class:`SwitchOn` - choices between alternatives;
 * :class:`TensorRecord` - marks the containers a tensor-record type produces.
 
+Each node states three things, as Construct's ``_parse``/``_build``/``_sizeof`` protocol does:
+``_parse``, ``_build``, and ``_static_size()``: the bytes it always takes whatever the file holds,
+or None (:func:`static_size` asks a tree; ``fmt schema show`` prints it beside each field).
+
 Sizes without parsing: :func:`probe_size` runs a parse over a :class:`ProbeStream`, a
 hypothetical position in the real file.  Leaves take their declared value (``contents``, or
 ``valid: {eq: ...}``) when the schema declares one and are read from the file otherwise
@@ -33,7 +37,7 @@ import re
 import struct
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import construct as cs
 
@@ -582,6 +586,46 @@ class Field(cs.Construct):  # type: ignore[misc]
     def _sizeof(self, context: Any, path: str) -> int:
         raise cs.SizeofError("schema fields have no static size; use probe_size()", path=path)
 
+    def _static_size(self) -> int | None:
+        if self.condition is not None:
+            return None
+        one = self.fixed_size if self.fixed_size is not None else static_size(self.subcon)
+        if one is None or self.repeat is None:
+            return one
+        count = constant(self.repeat) if isinstance(self.repeat, Expression) else None
+        return one * count if count is not None else None
+
+
+def static_size(node: Any) -> int | None:
+    """The bytes ``node`` always takes, whatever the file holds; None when they depend on it (a
+    field's value, a condition, the position). ggfmt's nodes answer for themselves
+    (``_static_size``); Construct's own by their ``sizeof``."""
+    own = getattr(node, "_static_size", None)
+    if own is not None:
+        return cast("int | None", own())
+    if isinstance(node, cs.Struct):
+        sizes = [static_size(member) for member in node.subcons]
+        return None if any(s is None for s in sizes) else sum(s for s in sizes if s is not None)
+    if isinstance(node, cs.LazyBound):  # a type inside itself: as deep as the file nests it
+        return None
+    if isinstance(node, cs.Subconstruct):  # a tensor record, a presented type, a type given arguments
+        return static_size(node.subcon)
+    try:
+        return int(node.sizeof())
+    except (cs.SizeofError, cs.ConstructError):
+        return None
+
+
+def constant(expr: Expression) -> int | None:
+    """The whole number ``expr`` is whatever the file holds (``3``, ``2 * 16``), else None."""
+    if expr.names:
+        return None
+    try:
+        value = expr(lambda name: None)
+    except ExpressionError:
+        return None
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
 
 def element_budget(file_size: int) -> list[int]:
     """How many repeated elements a parse of a file of ``file_size`` bytes may read, in all.
@@ -701,6 +745,11 @@ class Payload(cs.Construct):  # type: ignore[misc]
             raise FormatError(path, offset, f"payload of {nbytes} bytes expected, {written} given")
         return PayloadRef(offset, written)
 
+    def _static_size(self) -> int | None:
+        if self.at is not None:  # placed elsewhere: nothing here
+            return 0
+        return constant(self.size) if self.size is not None else None
+
     def _sizeof(self, context: Any, path: str) -> int:
         raise cs.SizeofError("payload size depends on the data", path=path)
 
@@ -711,6 +760,9 @@ class Position(cs.Construct):  # type: ignore[misc]
     def __init__(self) -> None:
         super().__init__()
         self.flagbuildnone = True
+
+    def _static_size(self) -> int:
+        return 0
 
     def _parse(self, stream: Any, context: Any, path: str) -> int:
         return int(stream.tell())
@@ -736,6 +788,9 @@ class AlignTo(cs.Construct):  # type: ignore[misc]
             raise FormatError(path, stream.tell(), f"alignment must be a positive integer, got {_show(modulus)}")
         return int(-stream.tell() % modulus)
 
+    def _static_size(self) -> None:
+        return None  # the padding depends on where it starts
+
     def _parse(self, stream: Any, context: Any, path: str) -> None:
         pad = self._pad(stream, context, path)
         offset = stream.tell()
@@ -760,6 +815,9 @@ class SizedBytes(cs.Construct):  # type: ignore[misc]
         super().__init__()
         self.size = size  # None: `size: eos`, to the end of the stream
         self.encoding = encoding
+
+    def _static_size(self) -> int | None:
+        return constant(self.size) if self.size is not None else None
 
     def _parse(self, stream: Any, context: Any, path: str) -> Any:
         offset = stream.tell()
@@ -808,6 +866,9 @@ class PrefixedBytes(cs.Construct):  # type: ignore[misc]
         self.encoding = encoding
         self.key = key
         self.widths = {k: struct.Struct(v) for k, v in (widths or {}).items()}
+
+    def _static_size(self) -> None:
+        return None  # its size is in the file
 
     def prefix_for(self, context: Any, path: str, offset: int) -> struct.Struct:
         """The struct of the size prefix at this place of this file."""
@@ -907,6 +968,11 @@ class SwitchOn(cs.Construct):  # type: ignore[misc]
         self.cases = cases
         self.default = default
 
+    def _static_size(self) -> int | None:
+        """The size every case has, if they all have the same."""
+        sizes = {static_size(case) for case in [*self.cases.values(), *([self.default] if self.default else [])]}
+        return sizes.pop() if len(sizes) == 1 else None
+
     def _choose(self, stream: Any, context: Any, path: str) -> cs.Construct:
         offset = stream.tell()
         key = evaluate(self.key, context, path, offset)
@@ -961,6 +1027,9 @@ class ChooseBySize(cs.Construct):  # type: ignore[misc]
         self.select = select
         self.value_name = value_name
         self.flagbuildnone = False
+
+    def _static_size(self) -> int:
+        return 0  # the choice is recorded; the value is read by the field after it
 
     def _parse(self, stream: Any, context: Any, path: str) -> Any:
         path = join_path(path, self.name)

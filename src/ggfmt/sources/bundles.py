@@ -281,8 +281,18 @@ def _read_field(reader: str, path: Path) -> Any:
     return read(path)
 
 
-def read_bundle(bundle: Bundle, directory: Path, base: Path | None, *, converting: bool = True,
-                with_base: bool = True) -> Any:
+def read(bundle: Bundle, path: Path, base: Path | None = None, *, converting: bool = True,
+         with_base: bool = True) -> Any:
+    """The Document of ``path``, an input ``bundle`` declares: a directory (its JSON files as
+    fields, its weights' tensors as references) or a single container file (its tensors). The one
+    verb of every bundle, whichever kind; :func:`ggfmt.engine.parse` is that of files a schema reads."""
+    if bundle.is_file:
+        return _read_file(bundle, path)
+    return _read_directory(bundle, path, base, converting=converting, with_base=with_base)
+
+
+def _read_directory(bundle: Bundle, directory: Path, base: Path | None, *, converting: bool = True,
+                    with_base: bool = True) -> Any:
     """The Document of ``directory``: its JSON files as fields, its safetensors tensors as references.
     Not ``converting`` (``fmt parse``): fields from an absent base are left out, and the checks
     (what a conversion cannot take) are not applied: the directory is shown as it is."""
@@ -357,7 +367,7 @@ def recognise_file(path: Path) -> Bundle | None:
     return max(fitting, key=lambda b: b.specificity) if fitting else None
 
 
-def read_file_bundle(bundle: Bundle, path: Path) -> Any:
+def _read_file(bundle: Bundle, path: Path) -> Any:
     """The Document of a single-file input declared as a bundle: its tensors, no fields."""
     if not path.is_file():
         raise UsageError(f"{path}: no such file")

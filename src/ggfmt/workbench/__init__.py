@@ -16,10 +16,8 @@ from typing import Any
 from ..errors import SchemaError
 from ..io.resources import data_dirs
 from ..io.text import escape
-from ..schema import available_schemas, catalog, read_yaml
-from ..schema.compiler import PRIMITIVES
-
-PRIMITIVE_SIZES = {name: size for name, (_, size) in PRIMITIVES.items()}
+from ..schema import available_schemas, catalog, namespace_of, read_yaml
+from ..schema.compiler import Namespace
 
 
 def meta_of(data: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -110,45 +108,14 @@ def _type_text(spec: Mapping[str, Any]) -> str:
     return str(kind)
 
 
-def _static_size(spec: Mapping[str, Any], types: Mapping[str, Any], seen: frozenset[str] = frozenset()) -> int | None:
-    """The bytes a field always takes, or None when they depend on the file."""
-    if "align" in spec or "if" in spec or "at" in spec:
-        return None if "at" not in spec else 0
-    kind = spec.get("type")
-    one: int | None
-    if kind is None and "contents" in spec:
-        contents = spec["contents"]
-        one = len(contents.encode("latin-1")) if isinstance(contents, str) else len(contents)
-    elif isinstance(kind, str) and kind in PRIMITIVE_SIZES:
-        one = PRIMITIVE_SIZES[kind]
-    elif kind in ("bytes", "str", "payload") and isinstance(spec.get("size"), int) and "size-prefix" not in spec:
-        one = int(spec["size"])
-    elif isinstance(kind, str) and kind in types and kind not in seen:
-        one = _type_size(types[kind], types, seen | {kind})
-    else:
-        one = None
-    repeat = spec.get("repeat")
-    if repeat is None or one is None:
-        return one
-    return one * repeat if isinstance(repeat, int) and not isinstance(repeat, bool) else None
-
-
-def _type_size(typedef: Mapping[str, Any], types: Mapping[str, Any], seen: frozenset[str]) -> int | None:
-    total = 0
-    for field in typedef.get("seq") or []:
-        size = _static_size(field, types, seen) if isinstance(field, Mapping) else None
-        if size is None:
-            return None
-        total += size
-    return total
-
-
-def _fields(seq: Any, types: Mapping[str, Any]) -> list[dict[str, Any]]:
+def _fields(seq: Any, namespace: Namespace | None, where: str) -> list[dict[str, Any]]:
+    """A row per field; sizes as the compiled nodes state them (none where the schema does not
+    compile: `fmt schema check` says why)."""
     rows, offset = [], 0
-    for spec in seq or []:
+    for i, spec in enumerate(seq or []):
         if not isinstance(spec, Mapping):
             continue
-        size = _static_size(spec, types)
+        size = _size(namespace, spec, f"{where}, seq[{i}]")
         if "align" in spec:
             rows.append({"id": "(padding)", "type": f"align {spec['align']}", "size": None,
                          "offset": offset, "conditions": "", "doc": _text(spec.get("doc"))})
@@ -163,23 +130,29 @@ def _fields(seq: Any, types: Mapping[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
-def _all_types(path: Path, data: Mapping[str, Any], seen: set[Path] | None = None) -> dict[str, Any]:
-    """The types a schema can name: its own, and those of what it imports (roots by their ids)."""
-    seen = seen if seen is not None else set()
-    types: dict[str, Any] = {}
-    meta = meta_of(data)
-    for name in meta.get("imports") or []:
-        imported = path.parent / f"{name}.yaml"
-        target = imported if imported.is_file() else available_schemas().get(str(name))
-        if target is None or target in seen:
-            continue
-        seen.add(target)
-        sub = read_yaml(target, shared=True)
-        sub_meta = meta_of(sub)
-        types[str(sub_meta.get("id", name))] = sub
-        types.update(_all_types(target, sub, seen))
-    types.update(data.get("types") or {})
-    return types
+def _size(namespace: Namespace | None, spec: Mapping[str, Any], where: str) -> int | None:
+    if namespace is None:
+        return None
+    try:
+        return namespace.field_size(spec, where)
+    except SchemaError:
+        return None
+
+
+def _type_size(namespace: Namespace | None, name: str) -> int | None:
+    if namespace is None:
+        return None
+    try:
+        return namespace.type_size(name)
+    except SchemaError:
+        return None
+
+
+def _namespace(path: Path) -> Namespace | None:
+    try:
+        return namespace_of(path)
+    except SchemaError:
+        return None
 
 
 def describe(name: str) -> dict[str, Any]:
@@ -188,7 +161,7 @@ def describe(name: str) -> dict[str, Any]:
     data = read_yaml(path, shared=True)
     meta = meta_of(data)
     schema_id = str(meta.get("id", path.stem))
-    types = _all_types(path, data)
+    namespace = _namespace(path)
     own_types = data.get("types") or {}
     return {
         "id": schema_id,
@@ -198,12 +171,12 @@ def describe(name: str) -> dict[str, Any]:
         "imports": list(meta.get("imports") or []),
         "params": {str(k): _text(v.get("doc") if isinstance(v, Mapping) else v)
                    for k, v in (data.get("params") or {}).items()},
-        "fields": _fields(data.get("seq"), types),
+        "fields": _fields(data.get("seq"), namespace, path.name),
         "instances": {str(k): {"value": _text(v.get("value")), "doc": _text(v.get("doc"))}
                       for k, v in (data.get("instances") or {}).items() if isinstance(v, Mapping)},
-        "types": {str(k): {"doc": _text(v.get("doc")), "size": _type_size(v, types, frozenset({str(k)})),
+        "types": {str(k): {"doc": _text(v.get("doc")), "size": _type_size(namespace, str(k)),
                            "params": sorted(str(p) for p in (v.get("params") or {})),
-                           "fields": _fields(v.get("seq"), types)}
+                           "fields": _fields(v.get("seq"), namespace, f"{path.name}: type {k}")}
                   for k, v in own_types.items() if isinstance(v, Mapping)},
         "conversions": [_table(c["table"], c["target"]) for c in conversions(schema_id)],
     }

@@ -22,6 +22,7 @@ from typing import Any
 import yaml
 
 from ..errors import FormatError, SchemaError, UsageError
+from ..schema.compiler import Namespace
 from ..schema.expr import FUNCTIONS, Expression, ExpressionError
 from ..schema.language import definition, keys
 from . import meta_of
@@ -202,9 +203,10 @@ def _layout_problems(path: Path, data: Mapping[str, Any], positions: _Positions)
         yield Problem(path, line, column, f"meta.id {meta.get('id')!r} is not the file's name {path.stem!r}: "
                                           "imports and --schema use file names")
     try:
-        from ..schema import load_yaml_schema
+        from ..schema import load_yaml_schema, namespace_of
 
         load_yaml_schema(path)
+        namespace = namespace_of(path)  # its types and those it imports, as a parse resolves them
     except SchemaError as e:
         line, column = _where_in(e, data, positions)
         yield Problem(path, line, column, _unprefixed(str(e), path))
@@ -217,9 +219,9 @@ def _layout_problems(path: Path, data: Mapping[str, Any], positions: _Positions)
             if not typedef.get("doc"):
                 line, column = positions.at(("types", name))
                 yield Problem(path, line, column, f"type {name} has no doc")
-    yield from _undefined_names(path, data, positions)
+    yield from _undefined_names(path, data, positions, namespace)
     yield from _unused_types(path, data, positions)
-    yield from _tables_of(path, data, positions)
+    yield from _tables_of(path, data, positions, namespace)
 
 
 def _unprefixed(text: str, path: Path) -> str:
@@ -288,7 +290,7 @@ def _expressions(data: Mapping[str, Any]) -> Iterator[tuple[tuple[Any, ...], Any
                     yield ("types", tname, "instances", name, "value"), inst["value"]
 
 
-def _defined_names(data: Mapping[str, Any], path: Path) -> set[str]:
+def _defined_names(data: Mapping[str, Any], path: Path, namespace: Namespace) -> set[str]:
     """Every name a field, instance or parameter of the layout (or of what it imports) defines."""
     names: set[str] = set()
 
@@ -298,18 +300,15 @@ def _defined_names(data: Mapping[str, Any], path: Path) -> set[str]:
             for spec in seq or []:
                 if isinstance(spec, Mapping):
                     names.update(str(spec[k]) for k in ("id", "choice") if k in spec)
-        for holder in [doc] + [t for t in (doc.get("types") or {}).values() if isinstance(t, Mapping)]:
+        for holder in [doc, *typedefs]:
             names.update(str(k) for k in (holder.get("instances") or {}))
             names.update(str(k) for k in (holder.get("params") or {}))
 
-    from ..schema import available_schemas, read_yaml
+    from ..schema import read_yaml
 
-    of(data)
-    for name in meta_of(data).get("imports") or []:
-        imported = path.parent / f"{name}.yaml"
-        target = imported if imported.is_file() else available_schemas().get(str(name))
-        if target is not None:
-            of(read_yaml(target, shared=True))
+    for typedef in namespace.types.values():  # the layout's own types and the imported ones
+        of(typedef.spec)
+    of(data)  # (its parameters, which are the schema's, not a type's)
     # a shared part is read inside the schemas that import it: their names are in scope
     for other in _importers(path):
         of(read_yaml(other, shared=True))
@@ -332,8 +331,9 @@ def _importers(path: Path) -> list[Path]:
     return out
 
 
-def _undefined_names(path: Path, data: Mapping[str, Any], positions: _Positions) -> Iterator[Problem]:
-    defined = _defined_names(data, path) | ENGINE_NAMES
+def _undefined_names(path: Path, data: Mapping[str, Any], positions: _Positions,
+                     namespace: Namespace) -> Iterator[Problem]:
+    defined = _defined_names(data, path, namespace) | ENGINE_NAMES
     for at, source in _expressions(data):
         try:
             names = Expression(source).names
@@ -381,12 +381,13 @@ def _unused_types(path: Path, data: Mapping[str, Any], positions: _Positions) ->
             yield Problem(path, line, column, f"type {name} is used by no field (reachable from the layout's seq)")
 
 
-def _tables_of(path: Path, data: Mapping[str, Any], positions: _Positions) -> Iterator[Problem]:
+def _tables_of(path: Path, data: Mapping[str, Any], positions: _Positions,
+               namespace: Namespace) -> Iterator[Problem]:
     """A `from:` of a table converting this layout must name one of its fields."""
     from ..convert.mapping import table_headers, table_path, table_sources
 
     schema_id = str(meta_of(data).get("id", path.stem))
-    fields = _defined_names(data, path)
+    fields = _defined_names(data, path, namespace)
     for name, table in table_headers():
         if schema_id not in table_sources(table):
             continue
@@ -434,7 +435,24 @@ def _table_problems(path: Path, data: Mapping[str, Any], positions: _Positions) 
     try:
         _load(path, ())
     except SchemaError as e:
-        yield Problem(path, 1, 1, _unprefixed(str(e), path))
+        message = _unprefixed(str(e), path)
+        line, column = positions.at(_entry_path(message.split(": ", 1)[0]))
+        yield Problem(path, line, column, message)
+
+
+def _entry_path(where: str) -> tuple[Any, ...]:
+    """``metadata[0], value`` or ``options.scale`` (where the loader says a mistake is) as a path
+    of keys and indices into the file: the position of the deepest part the file has."""
+    import re
+
+    steps: list[Any] = []
+    for part in re.split(r", |\.", where):
+        match = re.fullmatch(r"([\w-]+)((?:\[\d+\])*)", part)
+        if match is None:
+            break
+        steps.append(match[1])
+        steps.extend(int(i) for i in re.findall(r"\[(\d+)\]", match[2]))
+    return tuple(steps)
 
 
 # -- a sample file ------------------------------------------------------------------------------

@@ -201,11 +201,13 @@ _KAITAI_ID = re.compile(r"[a-z][a-z0-9_]*")
 def export(path: Path) -> str:
     """The ``.ksy`` of the schema at ``path``; UsageError listing what Kaitai cannot say. The schema
     is first loaded as every command loads it (its checks: expression sizes, `contents` bytes, ...)."""
-    from ..schema import load_schema
+    from ..schema import load_schema, namespace_of
 
     load_schema(str(path))
     data = read_yaml(path, shared=True)
     meta = meta_of(data)
+    root = str(meta.get("id") or path.stem)  # the layout's type, named as the loader names it
+    namespace = namespace_of(path)  # the types as a parse resolves them: the layout's, then its own types
     missing: list[str] = []
     if meta.get("imports"):
         missing.append(f"meta: imports ({', '.join(meta['imports'])})")
@@ -217,12 +219,12 @@ def export(path: Path) -> str:
         ksy["meta"]["file-extension"] = extension
     if data.get("doc"):
         ksy["doc"] = str(data["doc"]).strip()
-    body = _type(data, "seq", missing)
+    body = _type(namespace.types[root].spec, "seq", missing)
     ksy.update({k: v for k, v in body.items() if k != "doc"})
     types = {}
-    for name, typedef in (data.get("types") or {}).items():
-        if isinstance(typedef, Mapping):
-            types[_ident(str(name))] = _type(typedef, f"types.{name}", missing)
+    for name, typedef in namespace.types.items():
+        if name != root:  # (no imports: every other type is the schema's own)
+            types[_ident(name)] = _type(typedef.spec, f"types.{name}", missing)
     if types:
         ksy["types"] = types
     missing += [f"{where}: {name!r} is not an id Kaitai takes (a lower-case letter, then lower-case letters, "
