@@ -78,3 +78,40 @@ def test_the_helper_can_fail(tmp_path: Path) -> None:
         roundtrip(tmp_path, "- {id: a, type: u8}", b"\x01", {"a": 2}, 1)
     with pytest.raises(AssertionError):
         roundtrip(tmp_path, "- {id: a, type: u8}", b"\x01", {"a": 1}, 2)
+
+
+def test_one_reading_of_a_schema_serves_the_engine_and_the_tools(tmp_path: Path) -> None:
+    schema = tmp_path / "feature.yaml"
+    schema.write_text(textwrap.dedent("""
+        meta: {id: feature}
+        params: {scale: {type: int, default: 1}}
+        seq:
+          - {id: n, type: u8, valid: {max: "scale + 5"}}
+          - {id: v, type: u16, repeat: n * scale}
+          - {align: "4"}
+          - {id: k, type: {switch-on: n, cases: {1: point, _: u8}}}
+          - {id: s, type: sized, count: n}
+        instances:
+          total: {value: "n + len(v)"}
+        types:
+          point: {seq: [{id: x, type: i16}]}
+          sized: {params: {count: {type: int}}, seq: [{id: w, type: u8, repeat: count}]}
+    """))
+    namespace = namespace_of(schema)
+    layout = namespace.types["feature"].layout
+    assert [(f.index, f.id, f.is_align) for f in layout.fields] == [(0, "n", False), (1, "v", False),
+                                                                     (2, None, True), (3, "k", False),
+                                                                     (4, "s", False)]
+    assert list(layout.expressions()) == [(("seq", 0, "valid", "max"), "scale + 5"),
+                                          (("seq", 1, "repeat"), "n * scale"), (("seq", 2, "align"), "4"),
+                                          (("seq", 3, "type", "switch-on"), "n"), (("seq", 4, "count"), "n"),
+                                          (("instances", "total", "value"), "n + len(v)")]
+    assert set(layout.defines()) == {"n", "v", "k", "s", "total", "scale"}
+    assert list(layout.type_names()) == ["u8", "u16", "point", "u8", "sized"]
+    assert list(namespace.types["sized"].layout.defines()) == ["w", "count"]
+    # the engine reads the same fields: what it parses is what the layout lists
+    data = tmp_path / "data.bin"
+    data.write_bytes(b"\x02" + struct.pack("<2H", 5, 6) + b"\0\0\0" + b"\x07" + b"\x08\x09")
+    doc = ggfmt.parse(data, str(schema))
+    assert [name for name in doc.fields if not name.startswith("_")] == ["n", "v", "k", "s", "total"]
+    assert doc.fields["total"] == 4 and doc.fields["s"]["w"] == [8, 9]

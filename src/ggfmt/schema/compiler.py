@@ -37,6 +37,7 @@ from .constructs import (
 )
 from .expr import Expression, ExpressionError
 from .language import keys
+from .spec import TypeSpec, type_spec
 
 # name -> (Construct leaf, size in bytes); all little-endian.
 PRIMITIVES: dict[str, tuple[cs.Construct, int]] = {
@@ -111,6 +112,7 @@ class TypeDef:
     name: str
     spec: dict[str, Any]
     source: str
+    layout: TypeSpec  # its fields in order, what they name, define and compute
     params: dict[str, Param] = field(default_factory=dict)
     compiled: cs.Construct | None = None
 
@@ -173,13 +175,9 @@ class Namespace:
         no `repeat` and no switch): parsing it could never end. A type inside itself only under a
         condition (a GGUF array of arrays) is read as deep as the file nests it, up to a
         limit that is reported in one line."""
-        def always(spec: Mapping[str, Any]) -> list[str]:
-            out = []
-            for field_spec in spec.get("seq") or []:
-                if isinstance(field_spec, Mapping) and isinstance(field_spec.get("type"), str) \
-                        and "if" not in field_spec and "repeat" not in field_spec:
-                    out.append(str(field_spec["type"]))
-            return out
+        def always(layout: TypeSpec) -> list[str]:
+            return [str(f.type) for f in layout.fields
+                    if isinstance(f.type, str) and "if" not in f.raw and "repeat" not in f.raw]
 
         def visit(name: str, trail: list[str]) -> None:
             if name in trail:
@@ -189,7 +187,7 @@ class Namespace:
             typedef = self.types.get(name)
             if typedef is None or name in done:
                 return
-            for sub in always(typedef.spec):
+            for sub in always(typedef.layout):
                 visit(sub, [*trail, name])
             done.add(name)
 
@@ -203,7 +201,8 @@ class Namespace:
         unknown = set(spec) - TYPE_KEYS
         if unknown:
             raise SchemaError(where, f"unknown keys {sorted(unknown)} (allowed: {sorted(TYPE_KEYS)})")
-        self.types[name] = TypeDef(name, dict(spec), source, _params(spec.get("params"), where))
+        self.types[name] = TypeDef(name, dict(spec), source, type_spec(name, spec, source, where),
+                                   _params(spec.get("params"), where))
         for sub_name, sub in (spec.get("types") or {}).items():
             if not isinstance(sub, Mapping):
                 raise SchemaError(where, f"type {sub_name!r} must be a mapping")
@@ -261,13 +260,9 @@ class Namespace:
         spec = typedef.spec
         members: list[cs.Construct] = []
         seen: set[str] = set()
-        fields = spec.get("seq") or []
-        if not isinstance(fields, list):
-            raise SchemaError(where, f"`seq` is a list of fields, not {type(fields).__name__}")
-        for i, field_spec in enumerate(fields):
-            if not isinstance(field_spec, Mapping):
-                raise SchemaError(where, f"seq item {i} must be a mapping")
-            for member in self._compile_field(field_spec, f"{where}, seq[{i}]"):
+        fields = [f.raw for f in typedef.layout.fields]
+        for item in typedef.layout.fields:
+            for member in self._compile_field(item.raw, f"{where}, seq[{item.index}]"):
                 if member.name is not None:
                     if member.name in seen:
                         raise SchemaError(where, f"field {member.name!r} is defined twice")

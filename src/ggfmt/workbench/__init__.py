@@ -18,6 +18,7 @@ from ..io.resources import data_dirs
 from ..io.text import escape
 from ..schema import available_schemas, catalog, namespace_of, read_yaml
 from ..schema.compiler import Namespace
+from ..schema.spec import TypeSpec, type_spec
 
 
 def meta_of(data: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -108,14 +109,23 @@ def _type_text(spec: Mapping[str, Any]) -> str:
     return str(kind)
 
 
-def _fields(seq: Any, namespace: Namespace | None, where: str) -> list[dict[str, Any]]:
+def _layout(namespace: Namespace | None, name: str, raw: Any, where: str) -> TypeSpec:
+    """The type ``name`` as the engine reads it; where the schema does not load (`fmt schema check`
+    says why), as written, so that it can still be shown."""
+    if namespace is not None and name in namespace.types:
+        return namespace.types[name].layout
+    seq = raw.get("seq") if isinstance(raw, Mapping) else None
+    items = [spec for spec in seq if isinstance(spec, Mapping)] if isinstance(seq, list) else []
+    return type_spec(name, {"seq": items}, where, where)
+
+
+def _fields(layout: TypeSpec, namespace: Namespace | None, where: str) -> list[dict[str, Any]]:
     """A row per field; sizes as the compiled nodes state them (none where the schema does not
     compile: `fmt schema check` says why)."""
     rows, offset = [], 0
-    for i, spec in enumerate(seq or []):
-        if not isinstance(spec, Mapping):
-            continue
-        size = _size(namespace, spec, f"{where}, seq[{i}]")
+    for item in layout.fields:
+        spec = item.raw
+        size = _size(namespace, spec, f"{where}, seq[{item.index}]")
         if "align" in spec:
             rows.append({"id": "(padding)", "type": f"align {spec['align']}", "size": None,
                          "offset": offset, "conditions": "", "doc": _text(spec.get("doc"))})
@@ -171,12 +181,13 @@ def describe(name: str) -> dict[str, Any]:
         "imports": list(meta.get("imports") or []),
         "params": {str(k): _text(v.get("doc") if isinstance(v, Mapping) else v)
                    for k, v in (data.get("params") or {}).items()},
-        "fields": _fields(data.get("seq"), namespace, path.name),
+        "fields": _fields(_layout(namespace, schema_id, data, path.name), namespace, path.name),
         "instances": {str(k): {"value": _text(v.get("value")), "doc": _text(v.get("doc"))}
                       for k, v in (data.get("instances") or {}).items() if isinstance(v, Mapping)},
         "types": {str(k): {"doc": _text(v.get("doc")), "size": _type_size(namespace, str(k)),
                            "params": sorted(str(p) for p in (v.get("params") or {})),
-                           "fields": _fields(v.get("seq"), namespace, f"{path.name}: type {k}")}
+                           "fields": _fields(_layout(namespace, str(k), v, f"{path.name}: type {k}"), namespace,
+                                             f"{path.name}: type {k}")}
                   for k, v in own_types.items() if isinstance(v, Mapping)},
         "conversions": [_table(c["table"], c["target"]) for c in conversions(schema_id)],
     }

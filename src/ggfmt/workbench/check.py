@@ -24,13 +24,12 @@ import yaml
 from ..errors import FormatError, SchemaError, UsageError
 from ..schema.compiler import Namespace
 from ..schema.expr import FUNCTIONS, Expression, ExpressionError
-from ..schema.language import definition, keys
+from ..schema.language import definition
 from . import meta_of
 
 # names every expression may use without a definition in the schema
 ENGINE_NAMES = {"_", "_root", "_index", "_io", "True", "False", "None", *FUNCTIONS}
 # keys of a field whose values are expressions
-EXPRESSION_KEYS = ("repeat", "size", "if", "rebuild", "at", "select")
 
 
 @dataclass(frozen=True)
@@ -220,7 +219,7 @@ def _layout_problems(path: Path, data: Mapping[str, Any], positions: _Positions)
                 line, column = positions.at(("types", name))
                 yield Problem(path, line, column, f"type {name} has no doc")
     yield from _undefined_names(path, data, positions, namespace)
-    yield from _unused_types(path, data, positions)
+    yield from _unused_types(path, data, positions, namespace)
     yield from _tables_of(path, data, positions, namespace)
 
 
@@ -252,67 +251,36 @@ def _fields_lint(path: Path, at: tuple[Any, ...], seq: list[Any], positions: _Po
             yield Problem(path, line, column, f"field {spec.get('id')} has no doc")
 
 
-def _expressions(data: Mapping[str, Any]) -> Iterator[tuple[tuple[Any, ...], Any]]:
-    """(path, source) of every expression of a layout."""
-    def of_seq(at: tuple[Any, ...], seq: Any, params: Any) -> Iterator[tuple[tuple[Any, ...], Any]]:
-        for i, spec in enumerate(seq or []):
-            if not isinstance(spec, Mapping):
-                continue
-            for key in EXPRESSION_KEYS:
-                if key in spec and isinstance(spec[key], str) and spec[key] != "eos":
-                    yield (*at, i, key), spec[key]
-            if "align" in spec and isinstance(spec["align"], str):
-                yield (*at, i, "align"), spec["align"]
-            kind = spec.get("type")
-            if isinstance(kind, Mapping) and isinstance(kind.get("switch-on"), str):
-                yield (*at, i, "type", "switch-on"), kind["switch-on"]
-            valid = spec.get("valid")
-            for clause in valid if isinstance(valid, list) else [valid]:
-                if isinstance(clause, Mapping):
-                    for key in ("expr", "if", "eq", "min", "max"):
-                        if isinstance(clause.get(key), str):
-                            yield (*at, i, "valid", key), clause[key]
-            if "one-of" in spec:
-                continue
-            for key, value in spec.items():  # arguments of the type's parameters
-                if key not in keys("field") and isinstance(value, str):
-                    yield (*at, i, key), value
-
-    yield from of_seq(("seq",), data.get("seq"), data.get("params"))
-    for name, inst in (data.get("instances") or {}).items():
-        if isinstance(inst, Mapping) and isinstance(inst.get("value"), str):
-            yield ("instances", name, "value"), inst["value"]
-    for tname, typedef in (data.get("types") or {}).items():
-        if isinstance(typedef, Mapping):
-            yield from of_seq(("types", tname, "seq"), typedef.get("seq"), typedef.get("params"))
-            for name, inst in (typedef.get("instances") or {}).items():
-                if isinstance(inst, Mapping) and isinstance(inst.get("value"), str):
-                    yield ("types", tname, "instances", name, "value"), inst["value"]
+def _expressions(data: Mapping[str, Any], namespace: Namespace, root: str) -> Iterator[tuple[tuple[Any, ...], Any]]:
+    """(path in the file, source) of every expression of the layout and of its own types."""
+    yield from namespace.types[root].layout.expressions()
+    for name in data.get("types") or {}:
+        if str(name) in namespace.types:
+            for at, source in namespace.types[str(name)].layout.expressions():
+                yield ("types", name, *at), source
 
 
-def _defined_names(data: Mapping[str, Any], path: Path, namespace: Namespace) -> set[str]:
-    """Every name a field, instance or parameter of the layout (or of what it imports) defines."""
+def _defined_names(path: Path, namespace: Namespace) -> set[str]:
+    """Every name a field, instance or parameter of the layout (or of what it imports) defines;
+    a shared part is read inside the schemas that import it, so their names are in scope too."""
     names: set[str] = set()
-
-    def of(doc: Mapping[str, Any]) -> None:
-        typedefs = [t for t in (doc.get("types") or {}).values() if isinstance(t, Mapping)]
-        for seq in [doc.get("seq"), *(t.get("seq") for t in typedefs)]:
-            for spec in seq or []:
-                if isinstance(spec, Mapping):
-                    names.update(str(spec[k]) for k in ("id", "choice") if k in spec)
-        for holder in [doc, *typedefs]:
-            names.update(str(k) for k in (holder.get("instances") or {}))
-            names.update(str(k) for k in (holder.get("params") or {}))
-
-    from ..schema import read_yaml
-
-    for typedef in namespace.types.values():  # the layout's own types and the imported ones
-        of(typedef.spec)
-    of(data)  # (its parameters, which are the schema's, not a type's)
-    # a shared part is read inside the schemas that import it: their names are in scope
-    for other in _importers(path):
-        of(read_yaml(other, shared=True))
+    for space in [namespace, *(space for _, space in _importing_namespaces(path))]:
+        for typedef in space.types.values():
+            names.update(typedef.layout.defines())
     return names
+
+
+def _importing_namespaces(path: Path) -> list[tuple[Path, Namespace]]:
+    """The schemas that import ``path``'s, each with its types as the engine resolves them."""
+    from ..schema import namespace_of
+
+    found = []
+    for other in _importers(path):
+        try:
+            found.append((other, namespace_of(other)))
+        except SchemaError:
+            continue  # its own check says why
+    return found
 
 
 def _importers(path: Path) -> list[Path]:
@@ -333,8 +301,8 @@ def _importers(path: Path) -> list[Path]:
 
 def _undefined_names(path: Path, data: Mapping[str, Any], positions: _Positions,
                      namespace: Namespace) -> Iterator[Problem]:
-    defined = _defined_names(data, path, namespace) | ENGINE_NAMES
-    for at, source in _expressions(data):
+    defined = _defined_names(path, namespace) | ENGINE_NAMES
+    for at, source in _expressions(data, namespace, _root(data, path)):
         try:
             names = Expression(source).names
         except ExpressionError:
@@ -345,40 +313,31 @@ def _undefined_names(path: Path, data: Mapping[str, Any], positions: _Positions,
                                               "parameter of the schema or its imports")
 
 
-def _type_names(value: Any) -> Iterator[str]:
-    if isinstance(value, str):
-        yield value
-    elif isinstance(value, Mapping):
-        for case in (value.get("cases") or {}).values():
-            yield from _type_names(case.get("type") if isinstance(case, Mapping) else case)
-
-
-def _unused_types(path: Path, data: Mapping[str, Any], positions: _Positions) -> Iterator[Problem]:
-    types = {str(k): v for k, v in (data.get("types") or {}).items()}
+def _unused_types(path: Path, data: Mapping[str, Any], positions: _Positions,
+                  namespace: Namespace) -> Iterator[Problem]:
+    own = [str(k) for k in data.get("types") or {}]
     used: set[str] = set()
 
-    def visit(seq: Any) -> None:
-        for spec in seq or []:
-            if not isinstance(spec, Mapping):
-                continue
-            for name in [*_type_names(spec.get("type")), *[str(v) for v in (spec.get("one-of") or {}).values()]]:
-                if name in types and name not in used:
-                    used.add(name)
-                    visit(types[name].get("seq") if isinstance(types[name], Mapping) else None)
+    def visit(space: Namespace, name: str) -> None:
+        for named in space.types[name].layout.type_names():
+            if named in space.types and named not in used:
+                used.add(named)
+                visit(space, named)
 
-    visit(data.get("seq"))
-    for other in _importers(path):  # a shared part's types are used by the schemas that import it
-        from ..schema import read_yaml
-
-        doc = read_yaml(other, shared=True)
-        visit(doc.get("seq"))
-        for typedef in (doc.get("types") or {}).values():
-            if isinstance(typedef, Mapping):
-                visit(typedef.get("seq"))
-    for name in types:
+    visit(namespace, _root(data, path))
+    for other, space in _importing_namespaces(path):  # a shared part's types are used by its importers
+        for name, typedef in list(space.types.items()):
+            if typedef.source == other.name:  # the importer's own types, not the shared part's
+                visit(space, name)
+    for name in own:
         if name not in used:
             line, column = positions.at(("types", name))
             yield Problem(path, line, column, f"type {name} is used by no field (reachable from the layout's seq)")
+
+
+def _root(data: Mapping[str, Any], path: Path) -> str:
+    """The name the loader gives the layout's own type."""
+    return str(meta_of(data).get("id") or path.stem)
 
 
 def _tables_of(path: Path, data: Mapping[str, Any], positions: _Positions,
@@ -387,7 +346,7 @@ def _tables_of(path: Path, data: Mapping[str, Any], positions: _Positions,
     from ..convert.mapping import table_headers, table_path, table_sources
 
     schema_id = str(meta_of(data).get("id", path.stem))
-    fields = _defined_names(data, path, namespace)
+    fields = _defined_names(path, namespace)
     for name, table in table_headers():
         if schema_id not in table_sources(table):
             continue

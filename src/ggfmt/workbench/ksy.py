@@ -24,6 +24,7 @@ from ..io.text import escape
 from ..schema import read_yaml
 from ..schema.compiler import PRIMITIVES
 from ..schema.language import keys
+from ..schema.spec import TypeSpec
 from . import meta_of
 
 # Kaitai's name of each primitive: its kind and its bytes (a bool a u1; Kaitai has no f16)
@@ -177,16 +178,17 @@ def _valid(valid: Any, missing: list[str], at: str) -> Any:
     return out
 
 
-def _type(spec: Mapping[str, Any], where: str, missing: list[str]) -> dict[str, Any]:
-    if spec.get("params"):
+def _type(layout: TypeSpec, where: str, missing: list[str]) -> dict[str, Any]:
+    spec = layout.raw
+    if layout.params:
         missing.append(f"{where}: parameters")
     pads = [0]
-    seq = [f for f in (_field(s, where, missing, pads) for s in spec.get("seq") or [] if isinstance(s, Mapping)) if f]
+    seq = [f for f in (_field(item.raw, where, missing, pads) for item in layout.fields) if f]
     out: dict[str, Any] = {"seq": seq}
     if spec.get("doc"):
         out["doc"] = str(spec["doc"]).strip()
     instances = {}
-    for name, inst in (spec.get("instances") or {}).items():
+    for name, inst in layout.instances.items():
         if isinstance(inst, Mapping):
             instances[_ident(str(name))] = {"value": expression(inst.get("value"), missing, f"{where}.{name}"),
                                             **({"doc": " ".join(str(inst["doc"]).split())} if inst.get("doc") else {})}
@@ -219,12 +221,12 @@ def export(path: Path) -> str:
         ksy["meta"]["file-extension"] = extension
     if data.get("doc"):
         ksy["doc"] = str(data["doc"]).strip()
-    body = _type(namespace.types[root].spec, "seq", missing)
+    body = _type(namespace.types[root].layout, "seq", missing)
     ksy.update({k: v for k, v in body.items() if k != "doc"})
     types = {}
     for name, typedef in namespace.types.items():
         if name != root:  # (no imports: every other type is the schema's own)
-            types[_ident(name)] = _type(typedef.spec, f"types.{name}", missing)
+            types[_ident(name)] = _type(typedef.layout, f"types.{name}", missing)
     if types:
         ksy["types"] = types
     missing += [f"{where}: {name!r} is not an id Kaitai takes (a lower-case letter, then lower-case letters, "
