@@ -15,12 +15,12 @@ from typing import Any
 import construct as cs
 
 from .document import Document, TensorRef, TensorTable
-from .errors import FormatError, UsageError
+from .errors import FormatError, GgfmtError, UsageError
 from .io.inputs import note_input, open_input
-from .schema import Schema, detect_schema, load_schema
+from .schema import Schema, detect_schema, detect_schemas, load_schema
 from .schema.arrays import TensorRecords
 from .schema.constructs import FileView, PayloadRef, SizeUnknown, TensorContainer, element_budget, join_path
-from .schema.expr import input_room
+from .schema.expr import ExpressionError, input_room
 
 
 def resolve_schema(path: Path, schema: Schema | str | None) -> Schema:
@@ -41,7 +41,63 @@ def parse(path: str | os.PathLike[str], schema: Schema | str | None = None,
     """
     path = Path(path)
     note_input(path)
-    loaded = resolve_schema(path, schema)
+    if schema is None:
+        candidates = detect_schemas(path)
+        if len(candidates) > 1:
+            return _parse_recognised(path, candidates, params)
+        schema = candidates[0]
+    return _parse_as(path, resolve_schema(path, schema), params)
+
+
+def _parse_recognised(path: Path, candidates: list[Schema], params: Mapping[str, Any] | None) -> Document:
+    """The parse of ``path`` by the one candidate (schemas sharing its magic) that reads the whole
+    file and whose ``recognise:`` rule holds; a tie, or no fit, is said in one line."""
+    fitting: list[Document] = []
+    failures: list[tuple[int, GgfmtError, Schema]] = []
+    for candidate in candidates:
+        try:
+            doc = _parse_as(path, candidate, params)
+        except (FormatError, UsageError) as e:
+            reached = e.offset if isinstance(e, FormatError) and e.offset is not None else -1
+            failures.append((reached, e, candidate))
+            continue
+        if _recognised(doc):
+            fitting.append(doc)
+        else:
+            failures.append((doc.size, FormatError("", None, f"not a {candidate.title}: {_rule(candidate)}",
+                                                   str(path)), candidate))
+    if len(fitting) == 1:
+        return fitting[0]
+    if fitting:
+        named = ", ".join(f"{doc.schema.id} ({doc.schema.title})" for doc in fitting)
+        raise UsageError(f"{path}: fits {len(fitting)} layouts: {named}; choose one with --schema NAME")
+    # none fits: the error of the layout that read furthest into the file, and what else was tried
+    _, error, nearest = max(failures, key=lambda f: f[0])
+    others = ", ".join(c.id for c in candidates if c is not nearest)
+    if isinstance(error, FormatError):
+        error.message += f" (read as {nearest.id}, the nearest fit; also tried: {others})"
+    raise error
+
+
+def _recognised(doc: Document) -> bool:
+    rule = doc.schema.recognise
+    if rule is None:
+        return True
+    try:
+        return bool(rule(lambda name: doc.fields[name] if name in doc.fields else _unknown(name)))
+    except ExpressionError:
+        return False
+
+
+def _rule(schema: Schema) -> str:
+    return f"`recognise: {schema.recognise.source}` does not hold" if schema.recognise is not None else ""
+
+
+def _unknown(name: str) -> Any:
+    raise ExpressionError(f"unknown name {name!r}")
+
+
+def _parse_as(path: Path, loaded: Schema, params: Mapping[str, Any] | None) -> Document:
     values = _parameters(loaded, params or {})
     try:
         raw = io.FileIO(open_input(path), "r", closefd=True)

@@ -69,6 +69,10 @@ def render(doc: Document, *, raw: bool = False, fields: Sequence[str] | None = N
     count = f"{len(doc.tensors)} tensor{'' if len(doc.tensors) == 1 else 's'}"
     yield escape(f"{doc.source}: {schema.id} - {schema.title}")
     yield f"  {doc.size:,} bytes, {count}"
+    if schema.application:
+        yield escape(f"  written by {schema.application}")
+    if schema.current:
+        yield escape(f"  current: {schema.current}")
     plain: list[tuple[str, Any]] = []
     sections: list[Section] = []
     for path, value in (doc.scalar_fields() if raw else items(doc.fields)):

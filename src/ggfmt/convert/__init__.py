@@ -336,6 +336,8 @@ def _document_and_table(source: Path, target: str, schema: str | None, params: M
 
     doc = parse(source, schema, params)
     name = mapping or table_for(doc.schema.id, target)  # the table whose source/target say it converts these
+    if name is None and doc.schema.current:  # the layout says why nothing converts it, or that it is current
+        raise UsageError(f"{source}: no {_shown(target)} conversion for a {doc.schema.title}: {doc.schema.current}")
     if name is None:
         raise UsageError(f"{source}: ggfmt has no {_shown(target)} conversion for {doc.schema.id} files (no mapping "
                          f"table with source: {doc.schema.id} and target: {target}); `fmt parse` still shows what "

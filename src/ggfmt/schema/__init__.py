@@ -27,6 +27,7 @@ from ..errors import SchemaError, UsageError
 from ..io.resources import data_dirs
 from . import yaml_cache
 from .compiler import Namespace, Param, _params
+from .expr import Expression, ExpressionError
 from .language import keys
 
 MAX_SCHEMA_BYTES = 1 << 20
@@ -51,6 +52,10 @@ class Schema:
     trailing: bool = False
     enums: dict[str, dict[Any, str]] = field(default_factory=dict)  # `enums:`, name -> {value: label}
     registers_tensors: bool = True  # its tensor records list themselves as parsed (a Python schema's may not)
+    # what must hold of a parsed file for it to be this layout rather than another with its magic
+    recognise: Expression | None = None
+    application: str = ""  # the programs that wrote or read such files
+    current: str = ""  # what makes such a file current when no table converts it
 
 
 @dataclass(frozen=True)
@@ -187,7 +192,7 @@ def namespace_of(path: Path) -> Namespace:
     return _Loader().namespace(path)[0]
 
 
-def _magic(data: Mapping[str, Any]) -> bytes | None:
+def magic_of(data: Mapping[str, Any]) -> bytes | None:
     """A schema's magic: the ``contents`` of its first field, if it has one."""
     seq = data.get("seq") or []
     first = seq[0] if isinstance(seq, list) and seq and isinstance(seq[0], Mapping) else {}
@@ -232,7 +237,22 @@ def _load_yaml_schema(path: Path) -> Schema:
         params=_params(data.get("params"), path.name),
         trailing=bool(meta.get("trailing", False)),
         enums=ns.enums,
+        recognise=_recognise(data.get("recognise"), path.name),
+        application=" ".join(str(meta.get("application", "")).split()),
+        current=" ".join(str(meta.get("current", "")).split()),
     )
+
+
+def _recognise(spec: Any, source: str) -> Expression | None:
+    """``recognise: {expr: EXPR, doc: TEXT}``."""
+    if spec is None:
+        return None
+    if not isinstance(spec, Mapping) or set(spec) - {"expr", "doc"} or "expr" not in spec:
+        raise SchemaError(source, "`recognise` is {expr: EXPR, doc: TEXT}")
+    try:
+        return Expression(spec["expr"])
+    except ExpressionError as e:
+        raise SchemaError(f"{source}: recognise", str(e)) from None
 
 
 def load_python_schema(path: Path) -> Schema:
@@ -306,7 +326,7 @@ def catalog() -> Iterator[SchemaInfo]:
             meta = data.get("meta") or {}
             if not isinstance(meta, Mapping):
                 raise SchemaError(str(path), "`meta` must be a mapping")
-            info = SchemaInfo(name, path, str(meta.get("title", name)), _magic(data))
+            info = SchemaInfo(name, path, str(meta.get("title", name)), magic_of(data))
         except (SchemaError, TypeError, ValueError) as e:
             reason = str(e).removeprefix(f"{path}: ")
             _warn_once(f"skipped schema {path}: {reason}")
@@ -326,7 +346,14 @@ def _warn_once(message: str) -> None:
 
 
 def detect_schema(path: Path) -> Schema:
-    """The schema whose magic (the ``contents`` of its first field) starts ``path``."""
+    """The schema whose magic (the ``contents`` of its first field) starts ``path``; the first
+    of the longest magics when several do (see :func:`detect_schemas`)."""
+    return detect_schemas(path)[0]
+
+
+def detect_schemas(path: Path) -> list[Schema]:
+    """Every schema whose magic (the ``contents`` of its first field) starts ``path``, longest
+    magic first: the candidates a parse tries, which their ``recognise:`` rules tell apart."""
     from ..io.inputs import open_binary
 
     try:
@@ -340,5 +367,15 @@ def detect_schema(path: Path) -> Schema:
         known = ", ".join(f"{name} ({magic!r})" for name, magic in magics)
         raise UsageError(f"{path}: its first bytes {head[:4]!r} match no schema's magic (known: {known}); "
                          "name one with --schema")
-    name = max(matches, key=lambda m: len(m[1]))[0]
-    return _load_named(name)
+    ordered = sorted(matches, key=lambda m: -len(m[1]))  # (stable: search order among equals)
+    if len(ordered) == 1:
+        return [_load_named(ordered[0][0])]
+    loaded = []
+    for name, _ in ordered:
+        try:
+            loaded.append(_load_named(name))
+        except SchemaError as e:  # one broken schema must not stop the parses the others can make
+            _warn_once(f"skipped schema {name}: {e}")
+    if not loaded:
+        raise SchemaError(ordered[0][0], "no schema with this magic loads (`fmt schema check` says why)")
+    return loaded

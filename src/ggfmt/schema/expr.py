@@ -536,7 +536,8 @@ class Expression:
     def _compile(self, node: ast.expr) -> Evaluator:
         if isinstance(node, ast.Constant):
             value = node.value
-            if not isinstance(value, int | float | str | bool) and value is not None:
+            # bytes: a token or a magic compared as the file holds it (b'<|endoftext|>')
+            if not isinstance(value, int | float | str | bool | bytes) and value is not None:
                 raise self._refuse(node, f"the constant {value!r}")
             return lambda lookup: value
         if isinstance(node, ast.Name):

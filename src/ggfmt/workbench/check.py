@@ -25,7 +25,7 @@ from ..errors import FormatError, SchemaError, UsageError
 from ..schema.compiler import Namespace
 from ..schema.expr import FUNCTIONS, Expression, ExpressionError
 from ..schema.language import definition
-from . import meta_of
+from . import magic_clashes, meta_of
 
 # names every expression may use without a definition in the schema
 ENGINE_NAMES = {"_", "_root", "_index", "_io", "True", "False", "None", *FUNCTIONS}
@@ -89,7 +89,7 @@ def check_file(path: Path) -> list[Problem]:
         return [Problem(path, line, column, f"not valid YAML: {getattr(e, 'problem', e)}")]
     if not isinstance(data, Mapping):
         return [Problem(path, 1, 1, "a schema or table is a YAML mapping")]
-    if "recognise" in data:  # a bundle declaration (bundles/*.yaml): a directory or container input
+    if "recognise" in data and "seq" not in data and "meta" not in data:  # a bundle declaration (bundles/*.yaml)
         return list(_bundle_problems(path, data, positions))
     is_table = "source" in data or "target" in data or "metadata" in data or "tensors" in data
     kind = "table" if is_table else "layout"
@@ -210,6 +210,11 @@ def _layout_problems(path: Path, data: Mapping[str, Any], positions: _Positions)
         line, column = _where_in(e, data, positions)
         yield Problem(path, line, column, _unprefixed(str(e), path))
         return
+    clashes = magic_clashes(path)
+    if clashes and "recognise" not in data:
+        line, column = positions.at(("seq", 0))
+        yield Problem(path, line, column, f"its magic is also that of {', '.join(clashes)}: give it a `recognise:` "
+                                          "rule, or a file both read to the end is a tie that needs --schema")
     types = data.get("types") or {}
     yield from _fields_lint(path, ("seq",), data.get("seq") or [], positions)
     for name, typedef in types.items():
