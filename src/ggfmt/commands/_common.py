@@ -71,7 +71,8 @@ def parameter_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("schema parameters")
     group.add_argument("--schema", metavar="NAME|PATH",
                        help="schema to read FILE with: a name (`fmt schema list`), a YAML file, or a Python "
-                            "module exposing a Construct `schema` (default: detected from the magic)")
+                            "module exposing a Construct `schema` (default: detected from the magic, and among the "
+                            "schemas that share one, by their recognise: rules)")
     group.add_argument("--ff", type=int, metavar="N",
                        help="feed-forward length, for models whose n_ff does not follow from n_mult "
                             "(sets the schema parameter ff)")
