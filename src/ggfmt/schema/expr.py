@@ -32,6 +32,7 @@ from contextvars import ContextVar
 from typing import Any
 
 from .. import ggml_types
+from . import vocab
 from .arrays import NumberArray, RecordList, StringArray, TensorRecords
 
 # What expressions treat as lists: lists, and the bulk arrays long repeats are read into
@@ -309,18 +310,20 @@ def _keys(mapping: Any) -> list[Any]:
     return list(mapping)
 
 
-def _range(count: Any) -> list[int]:
-    """``[0, 1, ..., count - 1]``: the layers of a model, for a `for` group."""
-    return list(counting(count))
+def _range(*bounds: Any) -> list[int]:
+    """``range(count)``: ``[0, 1, ..., count - 1]``, the layers of a model for a `for` group;
+    ``range(start, stop)``: ``[start, ..., stop - 1]``, a vocabulary's ids past its first."""
+    return list(counting(*bounds))
 
 
-def counting(count: Any) -> range:
-    """The numbers ``range(count)`` lists, checked as it checks them."""
-    if isinstance(count, bool) or not isinstance(count, int):
-        raise TypeError("range(count) takes an integer")
-    if count > (room := sequence_room()):
+def counting(*bounds: Any) -> range:
+    """The numbers ``range(count)`` or ``range(start, stop)`` lists, checked as it checks them."""
+    if not 1 <= len(bounds) <= 2 or any(isinstance(b, bool) or not isinstance(b, int) for b in bounds):
+        raise TypeError("range(count) or range(start, stop) takes integers")
+    start, stop = (0, bounds[0]) if len(bounds) == 1 else bounds
+    if stop - start > (room := sequence_room()):
         raise ValueError(f"a sequence of more than {room} items")
-    return range(max(count, 0))
+    return range(start, max(stop, start))
 
 
 def _mapping(keys: list[Any], values: list[Any]) -> dict[str, Any]:
@@ -389,6 +392,12 @@ FUNCTIONS: dict[str, Callable[..., Any]] = {
     # 2023 block layouts ggml has changed since (ggfmt's ids, see ggml_types.LEGACY_TYPES)
     "ggml_legacy": _ggml_legacy,
     "legacy_ggml_type": _legacy_ggml_type,
+    # vocabularies as today's tokenizers want them (schema/vocab.py)
+    "byte_level": vocab.byte_level,
+    "byte_level_from_chars": vocab.byte_level_from_chars,
+    "decode": vocab.decode,
+    "bpe_merges": vocab.bpe_merges,
+    "index_of": vocab.index_of,
     "len": len,
     "prod": _product,
     "sum": _sum,
