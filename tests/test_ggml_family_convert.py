@@ -23,7 +23,9 @@ REF = FAMILY / "ref"
 IDS = [12, 17, 42, 99, 150, 201, 257, 300]  # from position 0, no BOS (ggml-family/README.md)
 # the families converted, and the reference each file's family has
 CONVERTED = {"gpt2": "gpt2", "gpt2-realvocab": "gpt2-realvocab", "mpt": "mpt", "replit": "replit", "falcon": "falcon",
-             "falcon-ggmf": "falcon", "falcon-ggcc": "falcon"}
+             "falcon-ggmf": "falcon", "falcon-ggcc": "falcon", "starcoder": "starcoder"}
+# StarCoder's converter copied the one K/V head into n_head heads: c_attn keeps one copy of each
+DETILED = "/attn/c_attn/"
 # the special ids a file does not hold: Replit's come from its sentencepiece model, which the 2023
 # converter did not keep (the file has the pieces, their scores and so their types)
 NOT_HELD = {"replit": ("tokenizer.ggml.bos_token_id", "tokenizer.ggml.eos_token_id", "tokenizer.ggml.unknown_token_id",
@@ -90,9 +92,50 @@ def test_quantized_files_keep_their_blocks_and_run_as_the_2023_program_ran_them(
     source = ggfmt.parse(FILES / f"{stem}.bin")
     data = (FILES / f"{stem}.bin").read_bytes()
     written = {t.name: (t.tensor_type, bytes(t.data.tobytes())) for t in gguf.GGUFReader(out).tensors}
-    kept = [(int(t.ggml_type), data[t.offset:t.offset + t.nbytes]) for t in source.tensors]
-    assert sorted(kept) == sorted((int(kind), blob) for kind, blob in written.values())
+    detiled = stem.startswith("starcoder")  # (its c_attn rows: the test below)
+    kept = [(int(t.ggml_type), data[t.offset:t.offset + t.nbytes]) for t in source.tensors
+            if not (detiled and DETILED in t.name)]
+    assert sorted(kept) == sorted((int(kind), blob) for name, (kind, blob) in written.items()
+                                  if not (detiled and "attn_qkv" in name))
     got = consumer.logits(out, IDS)
     expected = np.load(FILES / f"{stem}.ggml2023-logits.npy")
     assert got.shape == expected.shape
     assert np.abs(got - expected).max() <= QUANTIZED_RUNTIME_GAP
+
+
+@pytest.mark.parametrize("stem", ["starcoder-f32", "starcoder-q4_0"])
+def test_starcoder_keeps_one_copy_of_its_k_and_v_head_row_for_row(stem: str, tmp_path: Path, fmt: Fmt) -> None:
+    out = converted(stem, tmp_path, fmt)
+    source = ggfmt.parse(FILES / f"{stem}.bin")
+    data = (FILES / f"{stem}.bin").read_bytes()
+    n_embd, n_head = source.fields["n_embd"], source.fields["n_head"]
+    head = n_embd // n_head
+    written = {t.name: t for t in gguf.GGUFReader(out).tensors}
+    for bid in range(source.fields["n_layer"]):
+        for part, suffix in (("w", "weight"), ("b", "bias")):
+            tiled = next(t for t in source.tensors if t.name == f"model/h{bid}/attn/c_attn/{part}")
+            rows = tiled.ne[-1] if len(tiled.ne) > 1 else 3 * n_embd
+            row = tiled.nbytes // rows
+            blob = data[tiled.offset:tiled.offset + tiled.nbytes]
+            kept = blob[:(n_embd + head) * row] + blob[2 * n_embd * row:(2 * n_embd + head) * row]
+            out_tensor = written[f"blk.{bid}.attn_qkv.{suffix}"]
+            assert int(out_tensor.tensor_type) == int(tiled.ggml_type)
+            assert bytes(out_tensor.data.tobytes()) == kept
+            assert list(map(int, out_tensor.shape))[-1] == n_embd + 2 * head
+    assert fields(out, ("starcoder.attention.head_count_kv",)) == {"starcoder.attention.head_count_kv": 1}
+
+
+def test_k_and_v_heads_that_are_not_copies_are_refused_in_one_line(tmp_path: Path, fmt: Fmt) -> None:
+    source = ggfmt.parse(FILES / "starcoder-f32.bin")
+    tiled = next(t for t in source.tensors if t.name == "model/h1/attn/c_attn/w")
+    data = bytearray((FILES / "starcoder-f32.bin").read_bytes())
+    n_embd = source.fields["n_embd"]
+    row = tiled.nbytes // tiled.ne[-1]
+    at = tiled.offset + (n_embd + n_embd - 1) * row  # the last K head's last row
+    data[at:at + 4] = np.float32(123.0).tobytes()
+    broken = tmp_path / "starcoder-mixed.bin"
+    broken.write_bytes(bytes(data))
+    result = fmt("to-gguf", broken, "-o", tmp_path / "x.gguf")
+    assert result.code == 2 and len(result.err.strip().splitlines()) == 1, result.err
+    assert "model/h1/attn/c_attn/w: the 4 heads of K are not copies of one head" in result.err
+    assert not (tmp_path / "x.gguf").exists()

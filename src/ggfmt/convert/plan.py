@@ -319,13 +319,15 @@ def _transformed(ref: TensorRef, name: str, entry: MatchEntry | NamedEntry, scop
     """``ref`` as ``name``, through the entry's transforms (applied when it is written)."""
 
     from ..io.tensors import ArraySource, BlocksSource
-    from .transforms import BF16, GGML_TYPE_OF_DTYPE, from_bytes, read_dtype
+    from .transforms import BF16, GGML_TYPE_OF_DTYPE, TRANSFORMS, from_bytes, read_dtype
 
     file = _file(ref, doc)
     source = _source(ref, doc)
     if not entry.transforms:
         return OutputTensor(name, ref.ne, ref.ggml_type, source)
     dtype = read_dtype(ref.ggml_type)
+    if dtype is None and ref.ne and all(TRANSFORMS[call.name].whole_rows for call in entry.transforms):
+        return _rows_of_blocks(ref, name, entry, scopes, source, file)
     if dtype is None:
         raise FormatError(ref.path, ref.offset, f"{ref.name} is {ref.type_name}; transforms apply to f32, f16 "
                                                 "and bf16 tensors", str(file))
@@ -349,9 +351,41 @@ def _transformed(ref: TensorRef, name: str, entry: MatchEntry | NamedEntry, scop
                             BlocksSource(lambda: _row_blocks(ref.ggml_type, read_ne, source, steps), nbytes))
 
     def produce() -> Any:
-        return _apply(steps, from_bytes(source.read(), ref.ggml_type, read_ne))
+        try:
+            return _apply(steps, from_bytes(source.read(), ref.ggml_type, read_ne))
+        except ValueError as e:  # (a transform that checks the data: detile_kv)
+            raise FormatError(ref.path, ref.offset, f"{ref.name}: {e}", str(file)) from None
 
     return OutputTensor(name, out_ne, out_type, ArraySource(produce, nbytes))
+
+
+def _rows_of_blocks(ref: TensorRef, name: str, entry: MatchEntry | NamedEntry, scopes: list[Scope], source: Any,
+                    file: Path) -> OutputTensor:
+    """A quantized tensor through transforms that only select and compare whole rows: each row (its
+    blocks, as bytes) is kept as it is, the type too."""
+    import numpy as np
+
+    from ..io.tensors import ArraySource
+
+    def fail(why: str) -> FormatError:
+        return FormatError(ref.path, ref.offset, f"{ref.name}: {why}", str(file))
+
+    n_rows = ref.ne[-1] if len(ref.ne) > 1 else 1
+    row_bytes = ref.nbytes // n_rows
+    steps, shape, _ = _planned_steps(entry.transforms, tuple(reversed(ref.ne)), np.dtype(np.uint8), scopes,
+                                     entry.where, fail)
+    out_rows = shape[0] if len(ref.ne) > 1 else 1
+
+    def produce() -> Any:
+        array = np.frombuffer(source.read(), dtype=np.uint8).reshape(n_rows, row_bytes)
+        try:
+            for step in steps:
+                array = step.transform.apply(array, *step.args)
+        except ValueError as e:
+            raise fail(str(e)) from None
+        return array
+
+    return OutputTensor(name, tuple(reversed(shape)), ref.ggml_type, ArraySource(produce, out_rows * row_bytes))
 
 
 def _planned_steps(calls: list[Any], shape: tuple[int, ...], dtype: Any, scopes: list[Scope], where: str,

@@ -88,6 +88,9 @@ class Transform:
     # a transform that keeps a range of whole rows (the first numpy axis): ``rows(shape, *args)``
     # is that range, or None; then only those rows are read
     rows: Callable[..., tuple[int, int] | None] | None = None
+    # selects and compares whole rows and never looks inside one: it applies to a quantized
+    # tensor too, given its rows of blocks as bytes (an array of shape (rows, bytes per row))
+    whole_rows: bool = False
 
 
 def _transpose_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
@@ -195,6 +198,34 @@ def _split_rows(shape: tuple[int, ...], axis: int, sizes: list[int], part: int) 
     return (begin, begin + sizes[part]) if axis == 0 else None
 
 
+def detile_kv(rows: Any, n_head: int) -> np.ndarray[Any, Any]:
+    """The fused q, k, v rows of a multi-query model whose converter copied its one K and one V head
+    into ``n_head`` heads (ggml's starcoder example: "Duplicate K,V heads to use MHA instead of
+    MQA"), with one copy of each: q, then one head of k, then one of v. A ValueError when the
+    copies differ: then they are not copies, and the tensor is not what this undoes."""
+    rows = np.asarray(rows)
+    n_embd, head = _tiled(rows.shape, n_head)
+    q, k, v = rows[:n_embd], rows[n_embd:2 * n_embd], rows[2 * n_embd:]
+    for name, part in (("K", k), ("V", v)):
+        heads = part.reshape(n_head, head, *rows.shape[1:])
+        if not (heads == heads[:1]).all():
+            raise ValueError(f"the {n_head} heads of {name} are not copies of one head, so the tensor is not the "
+                             "converter's tiling of one K/V head")
+    return np.ascontiguousarray(np.concatenate([q, k[:head], v[:head]]))
+
+
+def _tiled(shape: tuple[int, ...], n_head: Any) -> tuple[int, int]:
+    """(n_embd, head size) of fused q, k, v rows of ``shape`` tiled into ``n_head`` heads."""
+    if not isinstance(n_head, int) or n_head <= 0 or not shape or shape[0] % 3 or (shape[0] // 3) % n_head:
+        raise ValueError(f"{shape[0] if shape else 0} rows are not q, k and v of {n_head!r} heads each")
+    return shape[0] // 3, shape[0] // 3 // n_head
+
+
+def _detile_shape(shape: tuple[int, ...], n_head: Any) -> tuple[int, ...]:
+    n_embd, head = _tiled(shape, n_head)
+    return (n_embd + 2 * head, *shape[1:])
+
+
 TRANSFORMS: dict[str, Transform] = {
     "transpose": Transform(transpose, _transpose_shape, doc="swap the two axes of a matrix"),
     "rope_permute": Transform(rope_permute, _rope_shape,
@@ -211,4 +242,7 @@ TRANSFORMS: dict[str, Transform] = {
     # the bytes stay as they are: only the shape the output records changes
     "squeeze": Transform(squeeze, _squeeze_shape, doc="drop the dimensions of size 1, as torch's squeeze()",
                          identity=lambda dtype: True, rowwise=True),
+    "detile_kv": Transform(detile_kv, _detile_shape, doc="keep one copy of a K and a V head its converter copied into "
+                                                         "n_head heads, after checking they are copies",
+                           whole_rows=True),
 }
