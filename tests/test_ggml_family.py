@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 import ggfmt
-from conftest import FIXTURES, Fmt, assert_clean_failure
+from conftest import FIXTURES, ROOT, Fmt, assert_clean_failure
 from ggfmt.ggml_types import type_name
 
 FAMILY = FIXTURES / "ggml-family"
@@ -89,15 +89,21 @@ def test_a_truncated_file_is_one_line_naming_the_field_and_offset(tmp_path: Path
     assert "cut.bin: field tensors[" in line and "(read as gpt2, the nearest fit; also tried:" in line
 
 
-def test_two_layouts_that_fit_are_a_tie_said_in_one_line(tmp_path: Path, fmt: Fmt,
-                                                       monkeypatch: pytest.MonkeyPatch) -> None:
-    # a user's schema with the same magic and no rule of its own fits GPT-2 files too
+def own_copy_of_gpt2(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A user's folder on GGFMT_SCHEMA_PATH with mine.yaml: the gpt2 schema without its recognise rule."""
     schemas = tmp_path / "schemas"
     schemas.mkdir()
-    own = (Path(ggfmt.__file__).parent.parent.parent / "schemas" / "gpt2.yaml").read_text()
+    own = (ROOT / "schemas" / "gpt2.yaml").read_text()
     own = own.replace("id: gpt2", "id: mine").split("recognise:")[0] + "seq:" + own.split("\nseq:")[1]
     (schemas / "mine.yaml").write_text(own)
     monkeypatch.setenv("GGFMT_SCHEMA_PATH", str(schemas))
+    return schemas
+
+
+def test_two_layouts_that_fit_are_a_tie_said_in_one_line(tmp_path: Path, fmt: Fmt,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    # a user's schema with the same magic and no rule of its own fits GPT-2 files too
+    own_copy_of_gpt2(tmp_path, monkeypatch)
     line = assert_clean_failure(fmt("parse", FILES / "gpt2-f32.bin"))
     assert "fits 2 layouts: mine (GPT-2 model file (ggml examples, 2023)), gpt2 (" in line
     assert line.endswith("choose one with --schema NAME")
@@ -129,12 +135,7 @@ def test_schemas_sharing_a_magic_are_shown_and_a_rule_is_asked_for(tmp_path: Pat
     listed = {line.split()[0]: line for line in fmt("schema", "list").out.splitlines()}
     assert listed["gpt2"].endswith("(magic shared with 8 others; told apart by its recognise rule)")
     assert "shared" not in listed["ggjt"]
-    schemas = tmp_path / "schemas"
-    schemas.mkdir()
-    own = (Path(ggfmt.__file__).parent.parent.parent / "schemas" / "gpt2.yaml").read_text()
-    own = own.replace("id: gpt2", "id: mine").split("recognise:")[0] + "seq:" + own.split("\nseq:")[1]
-    (schemas / "mine.yaml").write_text(own)
-    monkeypatch.setenv("GGFMT_SCHEMA_PATH", str(schemas))
+    schemas = own_copy_of_gpt2(tmp_path, monkeypatch)
     result = fmt("schema", "check", schemas / "mine.yaml")
     assert result.code == 2
     assert re.search(r"mine\.yaml:\d+:5: its magic is also that of falcon, ggml, gpt2, gptj, gptneox, mpt, replit, "
