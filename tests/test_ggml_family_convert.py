@@ -23,9 +23,14 @@ REF = FAMILY / "ref"
 IDS = [12, 17, 42, 99, 150, 201, 257, 300]  # from position 0, no BOS (ggml-family/README.md)
 # the families converted, and the reference each file's family has
 CONVERTED = {"gpt2": "gpt2", "gpt2-realvocab": "gpt2-realvocab", "mpt": "mpt", "replit": "replit", "falcon": "falcon",
-             "falcon-ggmf": "falcon", "falcon-ggcc": "falcon", "starcoder": "starcoder"}
-# StarCoder's converter copied the one K/V head into n_head heads: c_attn keeps one copy of each
-DETILED = "/attn/c_attn/"
+             "falcon-ggmf": "falcon", "falcon-ggcc": "falcon", "starcoder": "starcoder", "gptneox": "gptneox",
+             "dolly": "dolly"}
+# the files whose vocabulary is the tokenizer's decoded text: converted with the model's own tokenizer
+VOCAB_FROM = {"gptneox": FAMILY / "hf" / "gptneox", "dolly": FAMILY / "hf" / "dolly"}
+# the fused q, k, v tensors a conversion rearranges, by family (their rows: the tests below):
+# StarCoder's converter copied the one K/V head into n_head heads, GPT-NeoX interleaves them head by head
+REARRANGED = {"starcoder": "/attn/c_attn/", "gptneox": ".attention.query_key_value.",
+              "dolly": ".attention.query_key_value."}
 # the special ids a file does not hold: Replit's come from its sentencepiece model, which the 2023
 # converter did not keep (the file has the pieces, their scores and so their types)
 NOT_HELD = {"replit": ("tokenizer.ggml.bos_token_id", "tokenizer.ggml.eos_token_id", "tokenizer.ggml.unknown_token_id",
@@ -50,7 +55,8 @@ def files(kinds: tuple[str, ...]) -> list[str]:
 
 def converted(stem: str, tmp_path: Path, fmt: Fmt) -> Path:
     out = tmp_path / f"{stem}.gguf"
-    result = fmt("to-gguf", FILES / f"{stem}.bin", "-o", out)
+    given = VOCAB_FROM.get(family(stem))
+    result = fmt("to-gguf", FILES / f"{stem}.bin", "-o", out, *(["--vocab-from", given] if given else []))
     assert result.code == 0, result.err
     return out
 
@@ -92,11 +98,11 @@ def test_quantized_files_keep_their_blocks_and_run_as_the_2023_program_ran_them(
     source = ggfmt.parse(FILES / f"{stem}.bin")
     data = (FILES / f"{stem}.bin").read_bytes()
     written = {t.name: (t.tensor_type, bytes(t.data.tobytes())) for t in gguf.GGUFReader(out).tensors}
-    detiled = stem.startswith("starcoder")  # (its c_attn rows: the test below)
+    rearranged = REARRANGED.get(family(stem))
     kept = [(int(t.ggml_type), data[t.offset:t.offset + t.nbytes]) for t in source.tensors
-            if not (detiled and DETILED in t.name)]
+            if not (rearranged and rearranged in t.name)]
     assert sorted(kept) == sorted((int(kind), blob) for name, (kind, blob) in written.items()
-                                  if not (detiled and "attn_qkv" in name))
+                                  if not (rearranged and "attn_qkv" in name))
     got = consumer.logits(out, IDS)
     expected = np.load(FILES / f"{stem}.ggml2023-logits.npy")
     assert got.shape == expected.shape
@@ -139,3 +145,36 @@ def test_k_and_v_heads_that_are_not_copies_are_refused_in_one_line(tmp_path: Pat
     assert result.code == 2 and len(result.err.strip().splitlines()) == 1, result.err
     assert "model/h1/attn/c_attn/w: the 4 heads of K are not copies of one head" in result.err
     assert not (tmp_path / "x.gguf").exists()
+
+
+@pytest.mark.parametrize("stem", ["gptneox-f32", "dolly-q4_0"])
+def test_a_lossy_vocabulary_is_refused_in_one_line_offering_vocab_from(stem: str, tmp_path: Path, fmt: Fmt) -> None:
+    result = fmt("to-gguf", FILES / f"{stem}.bin", "-o", tmp_path / "x.gguf")
+    assert result.code == 2 and len(result.err.strip().splitlines()) == 1, result.err
+    assert f"{stem}.bin: field vocab at byte 36: is the tokenizer's decoded text (partial UTF-8 became U+FFFD, " \
+           "padding ids are empty), from which the tokenizer cannot be rebuilt: pass --vocab-from HF_DIR" in result.err
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = fmt("to-gguf", FILES / f"{stem}.bin", "-o", tmp_path / "x.gguf", "--vocab-from", empty)
+    assert result.code == 2 and "neither a tokenizer.json nor a directory with tokenizer.json" in result.err
+    assert not (tmp_path / "x.gguf").exists()
+
+
+@pytest.mark.parametrize("stem", ["gptneox-f32", "dolly-q4_0"])
+def test_gpt_neox_qkv_rows_are_regrouped_as_llama_cpp_reads_them(stem: str, tmp_path: Path, fmt: Fmt) -> None:
+    out = converted(stem, tmp_path, fmt)
+    source = ggfmt.parse(FILES / f"{stem}.bin")
+    data = (FILES / f"{stem}.bin").read_bytes()
+    n_embd, n_head = source.fields["n_embd"], source.fields["n_head"]
+    head = n_embd // n_head
+    written = {t.name: t for t in gguf.GGUFReader(out).tensors}
+    for bid in range(source.fields["n_layer"]):
+        for suffix in ("weight", "bias"):
+            name = f"gpt_neox.layers.{bid}.attention.query_key_value.{suffix}"
+            fused = next(t for t in source.tensors if t.name == name)
+            row = fused.nbytes // (3 * n_embd)
+            rows = [data[fused.offset + r * row:fused.offset + (r + 1) * row] for r in range(3 * n_embd)]
+            # in the file: head h's q rows, its k rows, its v rows; today: every head's q, then k, then v
+            regrouped = b"".join(rows[(h * 3 + part) * head + i] for part in range(3) for h in range(n_head)
+                                 for i in range(head))
+            assert bytes(written[f"blk.{bid}.attn_qkv.{suffix}"].data.tobytes()) == regrouped

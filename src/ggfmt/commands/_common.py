@@ -232,7 +232,7 @@ def _argument_kind(option: Any) -> dict[str, Any]:
         kind["required"] = True
     if option.type == "float[]":
         return {**kind, "type": float, "nargs": len(option.metavar) if isinstance(option.metavar, tuple) else "+"}
-    reads = {"int": int, "float": float, "str": str, "weights": Path, "json": Path, "document": Path}
+    reads = {"int": int, "float": float, "str": str, "weights": Path, "json": Path, "document": Path, "tokenizer": Path}
     return {**kind, "type": reads[option.type]}
 
 

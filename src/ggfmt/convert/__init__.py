@@ -152,6 +152,8 @@ def _settings(table: MappingTable, given: Mapping[str, Any], outtype: str | None
         if option.type == "document":  # the file's fields, parsed by its schema (and where it is, NAME_file)
             settings[f"{name}_file"] = settings[name]
             settings[name] = _parsed_option(option, settings[name])
+        if option.type == "tokenizer":  # a Hugging Face tokenizer: tokens by id, merges, special ids
+            settings[name] = _tokenizer_option(option, settings[name])
     unknown = [name for name in given if name not in table.options]
     if unknown:
         flag = "--" + unknown[0].replace("_", "-")
@@ -165,7 +167,7 @@ def _checked_option(option: Any, value: Any) -> Any:
     if isinstance(value, TextValue):  # --option NAME=VALUE: read as the declared type
         value = _option_from_text(option, str(value))
     kinds = {"bool": bool, "int": int, "float": float | int, "str": str, "weights": Path | str, "json": Path | str,
-             "document": Path | str}
+             "document": Path | str, "tokenizer": Path | str}
     if option.type == "float[]":
         if not isinstance(value, list | tuple) or not all(isinstance(v, float | int) for v in value):
             raise UsageError(f"{option.flag}: expected numbers, got {value!r}")
@@ -179,7 +181,7 @@ def _checked_option(option: Any, value: Any) -> Any:
             clause.check(value, {}, option.flag, None)
         except FormatError as e:
             raise UsageError(f"{option.flag} {value}: {e.message}") from None
-    return str(value) if option.type in ("weights", "json", "document") else value
+    return str(value) if option.type in ("weights", "json", "document", "tokenizer") else value
 
 
 def _read_json_option(option: Any, path: str | None) -> Any:
@@ -191,6 +193,17 @@ def _read_json_option(option: Any, path: str | None) -> Any:
     note_input(Path(path))
     with _said_of(option):
         return read_json(Path(path))
+
+
+def _tokenizer_option(option: Any, path: str | None) -> Any:
+    from ..io.inputs import note_input
+    from ..sources.hf_tokenizer import read_tokenizer
+
+    if path is None:
+        return None
+    note_input(Path(path))
+    with _said_of(option):
+        return read_tokenizer(Path(path))
 
 
 def _parsed_option(option: Any, path: str | None) -> Any:

@@ -221,6 +221,20 @@ def _tiled(shape: tuple[int, ...], n_head: Any) -> tuple[int, int]:
     return shape[0] // 3, shape[0] // 3 // n_head
 
 
+def regroup_qkv(rows: Any, n_head: int) -> np.ndarray[Any, Any]:
+    """Fused q, k, v rows interleaved head by head (GPT-NeoX: head 0's q, k and v, then head 1's,
+    ...) as llama.cpp's graph reads them: all q heads, then all k, then all v."""
+    rows = np.asarray(rows)
+    _, head = _tiled(rows.shape, n_head)
+    grouped = rows.reshape(n_head, 3, head, *rows.shape[1:]).swapaxes(0, 1)
+    return np.ascontiguousarray(grouped.reshape(rows.shape))
+
+
+def _regroup_shape(shape: tuple[int, ...], n_head: Any) -> tuple[int, ...]:
+    _tiled(shape, n_head)  # (the rows must be q, k and v of n_head heads each)
+    return shape
+
+
 def _detile_shape(shape: tuple[int, ...], n_head: Any) -> tuple[int, ...]:
     n_embd, head = _tiled(shape, n_head)
     return (n_embd + 2 * head, *shape[1:])
@@ -242,6 +256,9 @@ TRANSFORMS: dict[str, Transform] = {
     # the bytes stay as they are: only the shape the output records changes
     "squeeze": Transform(squeeze, _squeeze_shape, doc="drop the dimensions of size 1, as torch's squeeze()",
                          identity=lambda dtype: True, rowwise=True),
+    "regroup_qkv": Transform(regroup_qkv, _regroup_shape,
+                             doc="fused q, k, v rows interleaved head by head (GPT-NeoX) as all q, all k, all v",
+                             whole_rows=True),
     "detile_kv": Transform(detile_kv, _detile_shape, doc="keep one copy of a K and a V head its converter copied into "
                                                          "n_head heads, after checking they are copies",
                            whole_rows=True),
