@@ -298,6 +298,27 @@ def legacy_rows(work: Path, runs: int) -> list[tuple[str, str, str, str]]:
     return rows
 
 
+def family_rows(work: Path, runs: int) -> list[tuple[str, str, str, str]]:
+    """A 2023 GPT-2 file of the ggml examples with the real 50,257-token vocabulary (q4_0, from
+    fixtures/): recognised among the nine layouts with its magic and parsed, then converted, its
+    50,000 merges rebuilt from the vocabulary."""
+    source = Path(__file__).resolve().parent.parent / "fixtures" / "ggml-family" / "ggml" / "gpt2-realvocab-q4_0.bin"
+    out, rows = work / "gpt2.gguf", []
+    for what, argv in (("fmt parse", [FMT, "parse", str(source)]),
+                       ("fmt to-gguf", [FMT, "to-gguf", str(source), "-o", str(out), "--quiet"])):
+        times, peaks = [], []
+        for _ in range(runs):
+            drop(out)
+            t, peak = run(argv)
+            times.append(t)
+            peaks.append(peak)
+        drop(out)
+        label = f"{what}, GPT-2 of 50,257 tokens (ggml example, q4_0, {source.stat().st_size / 1e6:.1f} MB)"
+        rows.append(row(f"{label}: wall", spread(times), "", None))
+        rows.append(row(f"{label}: peak RSS", f"{max(peaks) / 2**20:.1f} MiB", "", None))
+    return rows
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=7, help="runs per figure (median)")
@@ -306,7 +327,8 @@ def main() -> int:
     parser.add_argument("--dir", type=Path, help="where to put the checkpoints (default: a temporary directory)")
     parser.add_argument("--only", choices=("gguf", "legacy"),
                         help="only these rows (gguf: GGUF parse, dump, edit; legacy: 2023 model files to GGUF, "
-                             "and header-heavy ones against a struct reader and llama.cpp's converter)")
+                             "the real-vocabulary GPT-2 of the ggml examples, and header-heavy ones against a struct "
+                             "reader and llama.cpp's converter)")
     args = parser.parse_args()
 
     compiled(Path(ggfmt.__file__).parent)
@@ -318,6 +340,7 @@ def main() -> int:
             args.sizes = []
         if args.only == "legacy":
             rows.extend(legacy_rows(work, args.runs))
+            rows.extend(family_rows(work, args.runs))
             rows.extend(header_rows(work, args.runs))
             return _print(rows, args.runs)
         largest = None
@@ -375,6 +398,7 @@ def main() -> int:
 
         rows.extend(model_rows(work, args.runs, args.peft_mb))
         rows.extend(legacy_rows(work, args.runs))
+        rows.extend(family_rows(work, args.runs))
         rows.extend(header_rows(work, args.runs))
         rows.extend(gguf_rows(work, args.runs))
 
