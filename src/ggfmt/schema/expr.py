@@ -26,6 +26,7 @@ import functools
 import math
 import operator
 import re
+import struct
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -39,7 +40,7 @@ from .arrays import NumberArray, RecordList, StringArray, TensorRecords
 SEQUENCE: tuple[type[Sequence[Any]], ...] = (list, tuple, NumberArray, StringArray, RecordList, TensorRecords)
 SLICEABLE: tuple[type[Sequence[Any]], ...] = (*SEQUENCE, str, bytes)
 INDEXABLE: tuple[type[Any], ...] = (Mapping, *SLICEABLE)
-ITERABLE: tuple[type[Sequence[Any]], ...] = (*SEQUENCE, str)
+ITERABLE: tuple[type[Sequence[Any]], ...] = (*SEQUENCE, str, bytes)  # (bytes: their values, 0 to 255)
 
 
 class _Unknown:
@@ -343,6 +344,41 @@ def _merge(*mappings: Any) -> dict[str, Any]:
     return merged
 
 
+def _ord(char: Any) -> int:
+    """The code point of a one-character string (a byte's value: ``b[0]``)."""
+    if not isinstance(char, str) or len(char) != 1:
+        raise TypeError("ord(char) takes one character")
+    return ord(char)
+
+
+def _chr(code: Any) -> str:
+    """The character of a code point, 0 to 0x10FFFF."""
+    if isinstance(code, bool) or not isinstance(code, int) or not 0 <= code <= 0x10FFFF:
+        raise TypeError("chr(code) takes a code point from 0 to 0x10FFFF")
+    return chr(code)
+
+
+def _f32_from_bits(bits: Any) -> float:
+    """The f32 whose bit pattern is the u32 ``bits`` (a value a header stored as an integer word)."""
+    if isinstance(bits, bool) or not isinstance(bits, int) or not 0 <= bits < 1 << 32:
+        raise TypeError("f32_from_bits(bits) takes a u32")
+    value: float = struct.unpack("<f", struct.pack("<I", bits))[0]
+    return value
+
+
+def _lookup(items: Any) -> dict[Any, int]:
+    """Each item of ``items`` to the index where it first stands: a dict built once, so that
+    looking a token up is not a walk of the vocabulary (``get(lookup(tokens), '<|endoftext|>')``)."""
+    if not isinstance(items, ITERABLE):
+        raise TypeError("lookup(items) takes a list")
+    found: dict[Any, int] = {}
+    for i, item in enumerate(items):
+        if not isinstance(item, str | bytes | int) or isinstance(item, bool):
+            raise TypeError(f"lookup(items): item {i} is a {type(item).__name__}, not text or a number")
+        found.setdefault(item, i)
+    return found
+
+
 def _pick(mapping: Any, names: Any) -> dict[str, Any]:
     """The entries of ``mapping`` whose keys are in ``names``, in the order of ``names``."""
     if not isinstance(mapping, Mapping) or not isinstance(names, list | tuple):
@@ -392,6 +428,11 @@ FUNCTIONS: dict[str, Callable[..., Any]] = {
     # 2023 block layouts ggml has changed since (ggfmt's ids, see ggml_types.LEGACY_TYPES)
     "ggml_legacy": _ggml_legacy,
     "legacy_ggml_type": _legacy_ggml_type,
+    # bytes and characters
+    "ord": _ord,
+    "chr": _chr,
+    "f32_from_bits": _f32_from_bits,
+    "lookup": _lookup,
     # vocabularies as today's tokenizers want them (schema/vocab.py)
     "byte_level": vocab.byte_level,
     "byte_level_from_chars": vocab.byte_level_from_chars,

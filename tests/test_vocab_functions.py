@@ -1,0 +1,63 @@
+"""The expression functions the 2023 families' tables use: byte-level text, BPE merges rebuilt
+from a vocabulary's order, and the bytes basics. Each is checked against an independent truth:
+GPT-2's published byte alphabet rule, the merges of the reference GGUF, Python itself."""
+
+from __future__ import annotations
+
+import struct
+
+import gguf
+import pytest
+
+from conftest import FIXTURES
+from ggfmt.schema.expr import Expression, ExpressionError
+
+
+def value(source: str, **names: object) -> object:
+    return Expression(source)(lambda name: names[name])
+
+
+def test_byte_level_is_gpt2s_alphabet() -> None:
+    # GPT-2's bytes_to_unicode: printable bytes stand for themselves, the 68 others from U+0100 on
+    assert value("byte_level(t)", t=b" the\n") == "\u0120the\u010a"
+    assert value("byte_level(t)", t=bytes(range(256)))[33:127] == "".join(map(chr, range(33, 127)))
+    assert len(set(value("byte_level(t)", t=bytes(range(256))))) == 256
+    # the bytes 0x20 0xE9 written as the characters U+0020 U+00E9, UTF-8 encoded
+    assert value("byte_level_from_chars(t)", t=" \u00e9".encode()) == "\u0120\u00e9"
+    assert value("byte_level_from_chars(t)", t="<|\u4e00|>".encode()) == "<|\u4e00|>"  # past U+00FF: the text itself
+    assert value("decode(t)", t="▁héllo".encode()) == "▁héllo"
+    with pytest.raises(ExpressionError, match="is not UTF-8"):
+        value("decode(t)", t=b"\xff")
+
+
+def test_bpe_merges_of_the_real_gpt2_vocabulary_are_its_merges() -> None:
+    reference = gguf.GGUFReader(FIXTURES / "ggml-family" / "ref" / "gpt2-realvocab.ref.gguf")
+    tokens = reference.fields["tokenizer.ggml.tokens"].contents()
+    types = reference.fields["tokenizer.ggml.token_type"].contents()
+    merges = value("bpe_merges(tokens, types)", tokens=tokens, types=types)
+    assert merges == reference.fields["tokenizer.ggml.merges"].contents()
+    assert len(merges) == 50_000
+
+
+def test_a_vocabulary_not_in_merge_order_is_said_with_the_token() -> None:
+    tokens = ["a", "b", "c", "abc", "ab"]  # "abc" before the "ab" it is made of
+    with pytest.raises(ExpressionError, match=r"token 3 'abc' is not two tokens ranked before it"):
+        value("bpe_merges(tokens, types)", tokens=tokens, types=[1] * 5)
+    assert value("bpe_merges(tokens, types)", tokens=["a", "b", "c", "ab", "abc"], types=[1] * 5) == ["a b", "ab c"]
+    assert value("bpe_merges(tokens, types)", tokens=["a", "b", "<|x|>"], types=[1, 1, 3]) == []
+
+
+def test_bytes_basics() -> None:
+    assert value("[b for b in t]", t=b"ab") == [97, 98]
+    assert value("t[0] + ord('A')", t=b"a") == 97 + 65
+    assert value("chr(0x120)") == "\u0120"
+    assert value("t == b'GGML'", t=b"GGML") is True
+    assert value("f32_from_bits(w)", w=0x3F800000) == 1.0
+    assert value("f32_from_bits(w)", w=struct.unpack("<I", struct.pack("<f", -2.5))[0]) == -2.5
+    assert value("get(lookup(tokens), '<|endoftext|>')", tokens=["a", "<|endoftext|>", "a"]) == 1
+    assert value("lookup(tokens)", tokens=["a", "b", "a"]) == {"a": 0, "b": 1}
+    assert value("index_of(tokens, 'b')", tokens=["a", "b"]) == 1 and value("index_of(t, 'z')", t=["a"]) is None
+    assert value("range(2, 5)") == [2, 3, 4] and value("range(3)") == [0, 1, 2]
+    for failing in ("ord('ab')", "chr(-1)", "f32_from_bits(-1)", "lookup([[1]])", "range(1, 2, 3)"):
+        with pytest.raises(ExpressionError):
+            value(failing)
