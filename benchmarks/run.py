@@ -275,6 +275,18 @@ def nested_rows(work: Path, runs: int, maker: str) -> list[tuple[str, str, str, 
     return rows
 
 
+def timed(argv: list[str], out: Path, runs: int) -> tuple[list[float], list[int]]:
+    """Wall seconds and peak RSS of ``runs`` runs of ``argv``, its output ``out`` removed before each."""
+    times, peaks = [], []
+    for _ in range(runs):
+        drop(out)
+        t, peak = run(argv)
+        times.append(t)
+        peaks.append(peak)
+    drop(out)
+    return times, peaks
+
+
 def legacy_rows(work: Path, runs: int) -> list[tuple[str, str, str, str]]:
     """2023 model files (LLaMA-7B-shaped, 8 layers of q4_0) to GGUF: GGJT v3 blocks are copied,
     GGJT v1 blocks rewritten in today's layout; peak RSS at two sizes shows whether memory is flat."""
@@ -284,13 +296,7 @@ def legacy_rows(work: Path, runs: int) -> list[tuple[str, str, str, str]]:
         source = work / f"ggjt-v{version}-{layers}.bin"
         subprocess.run([sys.executable, maker, str(source), "--version", str(version), "--layers", str(layers)],
                        check=True)
-        times, peaks = [], []
-        for _ in range(runs):
-            drop(out)
-            t, peak = run([FMT, "to-gguf", str(source), "-o", str(out), "--quiet"])
-            times.append(t)
-            peaks.append(peak)
-        drop(out)
+        times, peaks = timed([FMT, "to-gguf", str(source), "-o", str(out), "--quiet"], out, runs)
         label = f"GGJT v{version} q4_0 -> GGUF ({what}), {source.stat().st_size / 1e6:,.0f} MB"
         rows.append(row(f"{label}: wall", spread(times), "", None))
         rows.append(row(f"{label}: peak RSS", f"{max(peaks) / 2**20:.1f} MiB", "(flat: the same at any size)", None))
@@ -306,13 +312,7 @@ def family_rows(work: Path, runs: int) -> list[tuple[str, str, str, str]]:
     out, rows = work / "gpt2.gguf", []
     for what, argv in (("fmt parse", [FMT, "parse", str(source)]),
                        ("fmt to-gguf", [FMT, "to-gguf", str(source), "-o", str(out), "--quiet"])):
-        times, peaks = [], []
-        for _ in range(runs):
-            drop(out)
-            t, peak = run(argv)
-            times.append(t)
-            peaks.append(peak)
-        drop(out)
+        times, peaks = timed(argv, out, runs)
         label = f"{what}, GPT-2 of 50,257 tokens (ggml example, q4_0, {source.stat().st_size / 1e6:.1f} MB)"
         rows.append(row(f"{label}: wall", spread(times), "", None))
         rows.append(row(f"{label}: peak RSS", f"{max(peaks) / 2**20:.1f} MiB", "", None))

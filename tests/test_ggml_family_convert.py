@@ -61,6 +61,12 @@ def converted(stem: str, tmp_path: Path, fmt: Fmt) -> Path:
     return out
 
 
+def read_both(stem: str, out: Path) -> tuple[Any, bytes, dict[str, Any]]:
+    """The 2023 file parsed, its bytes, and the converted GGUF's tensors by name."""
+    return (ggfmt.parse(FILES / f"{stem}.bin"), (FILES / f"{stem}.bin").read_bytes(),
+            {t.name: t for t in gguf.GGUFReader(out).tensors})
+
+
 def fields(path: Path, names: tuple[str, ...]) -> dict[str, Any]:
     reader = gguf.GGUFReader(path)
     return {name: reader.fields[name].contents() for name in names if name in reader.fields}
@@ -112,11 +118,9 @@ def test_quantized_files_keep_their_blocks_and_run_as_the_2023_program_ran_them(
 @pytest.mark.parametrize("stem", ["starcoder-f32", "starcoder-q4_0"])
 def test_starcoder_keeps_one_copy_of_its_k_and_v_head_row_for_row(stem: str, tmp_path: Path, fmt: Fmt) -> None:
     out = converted(stem, tmp_path, fmt)
-    source = ggfmt.parse(FILES / f"{stem}.bin")
-    data = (FILES / f"{stem}.bin").read_bytes()
+    source, data, written = read_both(stem, out)
     n_embd, n_head = source.fields["n_embd"], source.fields["n_head"]
     head = n_embd // n_head
-    written = {t.name: t for t in gguf.GGUFReader(out).tensors}
     for bid in range(source.fields["n_layer"]):
         for part, suffix in (("w", "weight"), ("b", "bias")):
             tiled = next(t for t in source.tensors if t.name == f"model/h{bid}/attn/c_attn/{part}")
@@ -163,11 +167,9 @@ def test_a_lossy_vocabulary_is_refused_in_one_line_offering_vocab_from(stem: str
 @pytest.mark.parametrize("stem", ["gptneox-f32", "dolly-q4_0"])
 def test_gpt_neox_qkv_rows_are_regrouped_as_llama_cpp_reads_them(stem: str, tmp_path: Path, fmt: Fmt) -> None:
     out = converted(stem, tmp_path, fmt)
-    source = ggfmt.parse(FILES / f"{stem}.bin")
-    data = (FILES / f"{stem}.bin").read_bytes()
+    source, data, written = read_both(stem, out)
     n_embd, n_head = source.fields["n_embd"], source.fields["n_head"]
     head = n_embd // n_head
-    written = {t.name: t for t in gguf.GGUFReader(out).tensors}
     for bid in range(source.fields["n_layer"]):
         for suffix in ("weight", "bias"):
             name = f"gpt_neox.layers.{bid}.attention.query_key_value.{suffix}"

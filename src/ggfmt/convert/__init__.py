@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -146,14 +146,10 @@ def _settings(table: MappingTable, given: Mapping[str, Any], outtype: str | None
     settings: dict[str, Any] = {"outtype": outtype}
     for name, option in table.options.items():
         settings[name] = _checked_option(option, given[name]) if name in given else option.default
-        if option.type == "json":  # the file's value, and where it is (NAME_file)
+        read = FILE_OPTIONS.get(option.type)
+        if read is not None:  # what the file it names holds, and where it is (NAME_file)
             settings[f"{name}_file"] = settings[name]
-            settings[name] = _read_json_option(option, settings[name])
-        if option.type == "document":  # the file's fields, parsed by its schema (and where it is, NAME_file)
-            settings[f"{name}_file"] = settings[name]
-            settings[name] = _parsed_option(option, settings[name])
-        if option.type == "tokenizer":  # a Hugging Face tokenizer: tokens by id, merges, special ids
-            settings[name] = _tokenizer_option(option, settings[name])
+            settings[name] = _read_file_option(option, settings[name], read)
     unknown = [name for name in given if name not in table.options]
     if unknown:
         flag = "--" + unknown[0].replace("_", "-")
@@ -166,8 +162,8 @@ def _checked_option(option: Any, value: Any) -> Any:
 
     if isinstance(value, TextValue):  # --option NAME=VALUE: read as the declared type
         value = _option_from_text(option, str(value))
-    kinds = {"bool": bool, "int": int, "float": float | int, "str": str, "weights": Path | str, "json": Path | str,
-             "document": Path | str, "tokenizer": Path | str}
+    kinds = {"bool": bool, "int": int, "float": float | int, "str": str,
+             **{kind: Path | str for kind in PATH_OPTIONS}}
     if option.type == "float[]":
         if not isinstance(value, list | tuple) or not all(isinstance(v, float | int) for v in value):
             raise UsageError(f"{option.flag}: expected numbers, got {value!r}")
@@ -181,38 +177,43 @@ def _checked_option(option: Any, value: Any) -> Any:
             clause.check(value, {}, option.flag, None)
         except FormatError as e:
             raise UsageError(f"{option.flag} {value}: {e.message}") from None
-    return str(value) if option.type in ("weights", "json", "document", "tokenizer") else value
+    return str(value) if option.type in PATH_OPTIONS else value
 
 
-def _read_json_option(option: Any, path: str | None) -> Any:
-    from ..io.inputs import note_input
+def _json_file(path: Path) -> Any:
     from ..sources.weights import read_json
 
-    if path is None:
-        return None
-    note_input(Path(path))
-    with _said_of(option):
-        return read_json(Path(path))
+    return read_json(path)
 
 
-def _tokenizer_option(option: Any, path: str | None) -> Any:
-    from ..io.inputs import note_input
-    from ..sources.hf_tokenizer import read_tokenizer
-
-    if path is None:
-        return None
-    note_input(Path(path))
-    with _said_of(option):
-        return read_tokenizer(Path(path))
-
-
-def _parsed_option(option: Any, path: str | None) -> Any:
+def _document_fields(path: Path) -> Any:
     from ..engine import parse
 
+    return parse(path).fields
+
+
+def _tokenizer(path: Path) -> Any:
+    from ..sources.hf_tokenizer import read_tokenizer
+
+    return read_tokenizer(path)
+
+
+# option type -> what the file such an option names becomes when the conversion starts: a JSON
+# file's value, a parsed document's fields, a Hugging Face tokenizer (tokens by id, merges, special
+# ids); a `weights` option's file joins the input's tensors instead (_add_option_tensors)
+FILE_OPTIONS: dict[str, Callable[[Path], Any]] = {"json": _json_file, "document": _document_fields,
+                                                   "tokenizer": _tokenizer}
+PATH_OPTIONS = ("weights", *FILE_OPTIONS)  # the option types whose value is a path
+
+
+def _read_file_option(option: Any, path: str | None, read: Callable[[Path], Any]) -> Any:
+    from ..io.inputs import note_input
+
     if path is None:
         return None
+    note_input(Path(path))
     with _said_of(option):
-        return parse(Path(path)).fields
+        return read(Path(path))
 
 
 @contextlib.contextmanager
