@@ -31,10 +31,13 @@ VOCAB_FROM = {"gptneox": FAMILY / "hf" / "gptneox", "dolly": FAMILY / "hf" / "do
 # StarCoder's converter copied the one K/V head into n_head heads, GPT-NeoX interleaves them head by head
 REARRANGED = {"starcoder": "/attn/c_attn/", "gptneox": ".attention.query_key_value.",
               "dolly": ".attention.query_key_value."}
-# the special ids a file does not hold: Replit's come from its sentencepiece model, which the 2023
-# converter did not keep (the file has the pieces, their scores and so their types)
-NOT_HELD = {"replit": ("tokenizer.ggml.bos_token_id", "tokenizer.ggml.eos_token_id", "tokenizer.ggml.unknown_token_id",
-                       "tokenizer.ggml.padding_token_id")}
+# the families' tokenizers (only their tokenizer files are kept here)
+HF = FAMILY / "hf"
+# Replit's special ids: llama.cpp's converter writes fixed ones for MPT models with a sentencepiece
+# vocabulary (pad 3, eos 1, unk 0: SEA-LION's), which are not Replit's; its spiece.model's are the truth
+SPECIAL_IDS = ("tokenizer.ggml.bos_token_id", "tokenizer.ggml.eos_token_id", "tokenizer.ggml.unknown_token_id",
+               "tokenizer.ggml.padding_token_id")
+NOT_AS_REF = {"replit": SPECIAL_IDS}
 FLOAT_NOISE = 1e-4
 F16_ROUNDING = 3e-2  # f16 weights: 0.012 to 0.015 measured against the f32 reference
 # today's llama.cpp and the 2023 programs differ by 0.13-0.26 on byte-identical quantized tensors;
@@ -76,10 +79,67 @@ def fields(path: Path, names: tuple[str, ...]) -> dict[str, Any]:
 def test_the_tokenizer_is_the_one_llama_cpps_converter_writes(stem: str, tmp_path: Path, fmt: Fmt) -> None:
     out = converted(stem, tmp_path, fmt)
     reference = CONVERTED[family(stem)]
-    compared = tuple(key for key in TOKENIZER_KEYS if key not in NOT_HELD.get(reference, ()))
+    compared = tuple(key for key in TOKENIZER_KEYS if key not in NOT_AS_REF.get(reference, ()))
     expected = fields(REF / f"{reference}.ref.gguf", compared)
     assert fields(out, compared) == expected
     assert len(expected["tokenizer.ggml.tokens"]) > 0
+
+
+@pytest.mark.parametrize("reference", sorted(set(CONVERTED.values())))
+def test_vocab_from_writes_the_models_own_tokenizer_for_every_family(reference: str, tmp_path: Path, fmt: Fmt) -> None:
+    stem = next(stem for stem in files(("-q4_0", "-f32")) if CONVERTED[family(stem)] == reference)
+    out = tmp_path / "out.gguf"
+    result = fmt("to-gguf", FILES / f"{stem}.bin", "-o", out, "--vocab-from", HF / reference)
+    assert result.code == 0, result.err
+    compared = tuple(key for key in TOKENIZER_KEYS if key not in NOT_AS_REF.get(reference, ()))
+    expected = fields(REF / f"{reference}.ref.gguf", compared)
+    assert fields(out, compared) == expected
+    assert len(expected["tokenizer.ggml.tokens"]) > 0
+
+
+def sentencepiece_special_ids(model: Path) -> dict[str, int]:
+    """The special ids of a sentencepiece model's TrainerSpec (ModelProto field 2; unk_id 40, bos_id
+    41, eos_id 42, pad_id 43, defaults 0, 1, 2, -1), read from the protobuf wire format."""
+    def varint(data: bytes, at: int) -> tuple[int, int]:
+        value = shift = 0
+        while True:
+            value |= (data[at] & 0x7F) << shift
+            shift += 7
+            at += 1
+            if data[at - 1] < 0x80:
+                return value, at
+
+    def message(data: bytes) -> dict[int, Any]:
+        out: dict[int, Any] = {}
+        at = 0
+        while at < len(data):
+            key, at = varint(data, at)
+            if key & 7 == 0:
+                out[key >> 3], at = varint(data, at)
+            elif key & 7 == 2:
+                size, at = varint(data, at)
+                out[key >> 3], at = data[at:at + size], at + size
+            else:
+                at += 4 if key & 7 == 5 else 8
+        return out
+
+    spec = message(message(model.read_bytes())[2])
+    ids = {name: spec.get(number, default) for name, number, default in
+           (("unk", 40, 0), ("bos", 41, 1), ("eos", 42, 2), ("pad", 43, -1))}
+    return {name: value for name, value in ids.items() if value < 1 << 63 and value >= 0}
+
+
+@pytest.mark.parametrize("vocab_from", [False, True])
+def test_replits_special_ids_are_those_of_its_sentencepiece_model(vocab_from: bool, tmp_path: Path,
+                                                                 fmt: Fmt) -> None:
+    out = tmp_path / "replit.gguf"
+    given = ["--vocab-from", HF / "replit" / "spiece.model"] if vocab_from else []
+    assert fmt("to-gguf", FILES / "replit-f32.bin", "-o", out, *given).code == 0
+    expected = sentencepiece_special_ids(HF / "replit" / "spiece.model")
+    assert expected == {"unk": 1, "eos": 2, "pad": 0}  # (no BOS)
+    names = {"tokenizer.ggml.unknown_token_id": "unk", "tokenizer.ggml.bos_token_id": "bos",
+             "tokenizer.ggml.eos_token_id": "eos", "tokenizer.ggml.padding_token_id": "pad"}
+    assert {names[key]: value for key, value in fields(out, SPECIAL_IDS).items()} == expected
 
 
 @pytest.mark.parametrize("stem", files(("-f32",)))
@@ -180,3 +240,24 @@ def test_gpt_neox_qkv_rows_are_regrouped_as_llama_cpp_reads_them(stem: str, tmp_
             regrouped = b"".join(rows[(h * 3 + part) * head + i] for part in range(3) for h in range(n_head)
                                  for i in range(head))
             assert bytes(written[f"blk.{bid}.attn_qkv.{suffix}"].data.tobytes()) == regrouped
+
+
+@pytest.mark.parametrize(("damage", "said"), [
+    (lambda model: model[:100], "field ModelProto at byte 94: protobuf field 1 runs past the end of its message"),
+    (lambda model: b"\x0a\xff\xff", "field ModelProto at byte 1: a protobuf varint that does not end"),
+    (lambda model: b"\x12\x02\x08\x01", "field pieces at byte 0: expected a sentencepiece model (tokenizer.model) "
+                                        "with its pieces"),
+    (lambda model: b"\x0a\x04\x0a\x02\xff\xfe", "field pieces[0] at byte 4: a piece that is not UTF-8 text"),
+])
+def test_a_broken_sentencepiece_model_is_one_line(damage: Any, said: str, tmp_path: Path, fmt: Fmt) -> None:
+    model = tmp_path / "tokenizer.model"
+    model.write_bytes(damage((HF / "replit" / "spiece.model").read_bytes()))
+    result = fmt("to-gguf", FILES / "replit-f32.bin", "-o", tmp_path / "x.gguf", "--vocab-from", model)
+    assert result.code == 2 and result.err.strip() == f"fmt: error: {model}: {said}"
+    assert not (tmp_path / "x.gguf").exists()
+
+
+def test_a_tokenizer_larger_than_the_model_is_refused(tmp_path: Path, fmt: Fmt) -> None:
+    result = fmt("to-gguf", FILES / "gpt2-f32.bin", "-o", tmp_path / "x.gguf", "--vocab-from", HF / "gpt2-realvocab")
+    assert result.code == 2 and result.err.strip() == ("fmt: error: --vocab-from: the tokenizer has 50257 tokens, "
+                                                       "more than the model's 401: not this model's")

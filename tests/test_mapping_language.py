@@ -88,3 +88,68 @@ def test_a_table_whose_flag_is_the_commands_own_is_one_line(table: Path, fmt: Fm
     assert line == ("fmt: error: toy-gguf: options.scale: --outtype is already an option of fmt to-gguf; "
                     "give it other `flags`")
 
+
+
+DERIVED = """\
+doc: The toy conversion with a third layer and one more key.
+include: toy-gguf
+source: toy3
+target: gguf
+values:
+  more: "layers + 1"
+  layers: "3"
+metadata:
+  - {key: toy.more, type: u32, value: more}
+  - {key: toy.layers, type: u32, value: "layers * 2"}
+tensors:
+  - {match: "w.{x}", name: "blk.{x}.w3"}
+"""
+
+
+def test_a_table_built_on_another_replaces_what_it_names_again_in_its_place(table: Path) -> None:
+    from ggfmt.convert.mapping import MatchEntry, table_scope
+
+    table.write_text(TABLE)
+    (table.parent / "toy3-gguf.yaml").write_text(DERIVED)
+    derived = load_mapping("toy3-gguf")
+    assert [(e.key, e.value.source) for e in derived.metadata] == [("toy.layers", "layers * 2"),
+                                                                     ("toy.more", "more")]
+    assert [(v, e.source) for v, e in derived.values] == [("layers", "3"), ("more", "layers + 1")]
+    (entry,) = derived.tensors
+    assert isinstance(entry, MatchEntry) and entry.name_template == "blk.{x}.w3" and not entry.transforms
+    # what it does not give is the other's: its option, its architecture, its outtypes
+    assert list(derived.options) == ["scale"] and derived.architecture == "llama"
+    assert derived.outtypes == ["f32", "f16"]
+    # a value uses one that comes after it
+    assert table_scope(derived, [{}])[-1]["more"] == 4
+
+
+def test_an_included_tables_options_are_flags_of_the_command(table: Path, fmt: Fmt) -> None:
+    table.write_text(TABLE.replace("target: gguf", "target: none"))
+    (table.parent / "toy3-gguf.yaml").write_text(DERIVED)
+    assert "--scale X" in fmt("to-gguf", "--help").out
+
+
+def test_values_that_use_each_other_in_a_circle_are_one_line(table: Path) -> None:
+    from ggfmt.convert.mapping import table_scope
+
+    table.write_text(TABLE.replace('  layers: "2"', '  layers: "depth + 1"\n  depth: "layers - 1"\n  n: "n + 1"'))
+    values = table_scope(load_mapping("toy-gguf"), [{"n": 1}])[-1]
+    assert values["n"] == 2  # its own name inside it is the one outside
+    with pytest.raises(SchemaError) as caught:
+        values["depth"]
+    assert str(caught.value) == ("toy-gguf: values.depth: the values use each other in a circle: "
+                                 "depth -> layers -> depth")
+
+
+@pytest.mark.parametrize(("include", "said"), [
+    ("no-such-table", "toy3-gguf.yaml: include: no mapping table named 'no-such-table'"),
+    ("toy3-gguf", "toy3-gguf.yaml: includes itself through toy3-gguf"),
+    ("[toy-gguf, 3]", "toy3-gguf.yaml: include: names a table, or a list of tables, this one is built on"),
+])
+def test_a_broken_include_is_one_line(include: str, said: str, table: Path) -> None:
+    table.write_text(TABLE)
+    (table.parent / "toy3-gguf.yaml").write_text(DERIVED.replace("include: toy-gguf", f"include: {include}"))
+    with pytest.raises(SchemaError) as caught:
+        load_mapping("toy3-gguf")
+    assert str(caught.value) == said

@@ -206,6 +206,7 @@ class MappingTable:
     # a Hugging Face output's tokenizer class (transformers), which saves --tokenizer's file beside it
     hf_tokenizer: str | None = None
     output: Expression | None = None  # the default output's name beside a file input
+    given: frozenset[str] = frozenset()  # the settings the table (or one it includes) gives itself
 
 
 def mapping_dirs() -> list[Path]:
@@ -285,7 +286,7 @@ def _load(path: Path, including: tuple[str, ...]) -> MappingTable:
     if unknown:
         raise SchemaError(source, f"unknown keys {sorted(unknown)} (allowed: {sorted(TOP_KEYS)})")
     chain = (*including, path.stem)
-    return MappingTable(
+    own = MappingTable(
         name=path.stem,
         doc=" ".join(str(data.get("doc", "")).split()),
         architecture=_architecture(data.get("architecture"), source),
@@ -306,9 +307,81 @@ def _load(path: Path, including: tuple[str, ...]) -> MappingTable:
         constants=_constants(data.get("constants"), f"{source}: constants"),
         hf_tokenizer=str(data["hf_tokenizer"]) if data.get("hf_tokenizer") else None,
         output=_opt_expr(data, "output", source),
+        given=frozenset(data) & frozenset(INHERITED_SETTINGS),
         json_files={str(name): _expr(text, f"{source}: json_files.{name}")
                     for name, text in _mapping_of(data.get("json_files"), f"{source}: json_files").items()},
     )
+    table = None
+    for name in _included_names(data.get("include"), source):
+        try:
+            found = _find(name)
+        except UsageError:  # a mistake of this table, not of the command line
+            raise SchemaError(f"{source}: include", f"no mapping table named {name!r}") from None
+        included = _load(found, chain)
+        table = included if table is None else _on_top_of(table, included)
+    return own if table is None else _on_top_of(table, own)
+
+
+def _included_names(spec: Any, where: str) -> list[str]:
+    """``include: gpt2-gguf`` or a list: the tables this one is built on, in order."""
+    if spec is None:
+        return []
+    names = spec if isinstance(spec, list) else [spec]
+    if not names or not all(isinstance(n, str) and n for n in names):
+        raise SchemaError(f"{where}: include", "names a table, or a list of tables, this one is built on")
+    return names
+
+
+# a table's settings it takes from the tables it includes unless it gives them itself (its name,
+# doc, source and target are its own)
+INHERITED_SETTINGS = ("architecture", "outtypes", "unmatched", "arch_option", "order", "rename_inputs",
+                      "applies_outtype", "hf_tokenizer", "output")
+
+
+def _on_top_of(base: MappingTable, top: MappingTable) -> MappingTable:
+    """``top`` built on ``base`` (``include:``): base's options, constants, values, checks, keys and
+    tensors, then top's; what top names again (a value, an option, a constant, a key it writes, a
+    `match:` pattern or `tensor:` it takes) replaces base's in base's place."""
+    settings = {name: getattr(top if name in top.given else base, name) for name in INHERITED_SETTINGS}
+    return MappingTable(
+        name=top.name, doc=top.doc, metadata=_replaced(base.metadata, top.metadata, _entry_key),
+        tensors=_replaced(base.tensors, top.tensors, _entry_key),
+        values=_replaced(base.values, top.values, lambda v: v[0]),
+        tensor_values=_replaced(base.tensor_values, top.tensor_values, lambda v: v[0]),
+        require=[*base.require, *top.require], checks=[*base.checks, *top.checks],
+        warnings=[*base.warnings, *top.warnings], options={**base.options, **top.options},
+        constants={**base.constants, **top.constants}, json_files={**base.json_files, **top.json_files},
+        given=base.given | top.given, **settings)
+
+
+def _entry_key(entry: Any) -> Any:
+    """What makes two entries the same one: a key's name, a `match:` pattern, a `tensor:` name."""
+    if isinstance(entry, MetadataEntry):
+        return ("key", entry.key)
+    if isinstance(entry, MatchEntry):
+        return ("match", entry.pattern.pattern)
+    if isinstance(entry, NamedEntry):
+        return ("tensor", str(entry.input_template))
+    return None  # (a group, a copy or a `from:` entry is never replaced)
+
+
+def _replaced(base: list[Any], top: list[Any], key: Callable[[Any], Any]) -> list[Any]:
+    """``base`` with each item ``top`` gives again (by ``key``) in its place, then top's others;
+    several top items of one key all go where base's first was."""
+    top_keys: dict[Any, list[Any]] = {}
+    for item in top:
+        if key(item) is not None:
+            top_keys.setdefault(key(item), []).append(item)
+    out: list[Any] = []
+    placed = set()
+    for item in base:
+        k = key(item)
+        if k is None or k not in top_keys:
+            out.append(item)
+        elif k not in placed:
+            out.extend(top_keys[k])
+            placed.add(k)
+    return out + [item for item in top if key(item) is None or key(item) not in placed]
 
 
 def _mapping_of(spec: Any, where: str) -> Mapping[str, Any]:
@@ -369,8 +442,8 @@ def command_line_options(target: str) -> list[OptionGroup]:
         if data.get("target") != target:
             continue
         try:
-            options = _options(data.get("options"), f"{name}: options")
-        except SchemaError:
+            options = _declared_options(name, data, ())
+        except (SchemaError, UsageError):
             continue
         heading = data.get("options_heading")
         for option in options.values():
@@ -384,6 +457,17 @@ def command_line_options(target: str) -> list[OptionGroup]:
         help_text = "; ".join(dict.fromkeys(d for d in first if d))
         groups.setdefault(heading, OptionGroup(heading, [])).options.append((option, help_text, table))
     return list(groups.values())
+
+
+def _declared_options(name: str, data: Mapping[str, Any], including: tuple[str, ...]) -> dict[str, Option]:
+    """The options a table takes, those of the tables it includes first, read from their YAML
+    alone (--help names them without loading every table)."""
+    if name in including:
+        raise SchemaError(name, f"includes itself through {' -> '.join(including)}")
+    options: dict[str, Option] = {}
+    for included in _included_names(data.get("include"), name):
+        options.update(_declared_options(included, read_yaml(_find(included), shared=True), (*including, name)))
+    return {**options, **_options(data.get("options"), f"{name}: options")}
 
 
 def _renames(spec: Any, where: str) -> dict[str, str]:
@@ -458,7 +542,7 @@ def fill_message(template: str, scopes: list[Scope], where: str, shorten: bool =
 
 def _values(spec: Any, where: str, section: str) -> list[tuple[str, Expression]]:
     """``values: {first_layer: "base.num_hidden_layers - config.num_layers"}``: names computed once,
-    in order (each may use the ones before), that every entry of the table can use."""
+    when first used (each may use the others), that every entry of the table can use."""
     if spec is None:
         return []
     if not isinstance(spec, Mapping):
@@ -472,15 +556,17 @@ def _values(spec: Any, where: str, section: str) -> list[tuple[str, Expression]]
 
 
 def table_scope(table: MappingTable, scopes: list[Scope], section: str = "values") -> list[Scope]:
-    """``scopes`` with the table's `values` (or `tensor_values`) added, each evaluated in what
-    comes before it, when it is first used: so a value may assume what the table's `checks`
-    (run before any entry) have made sure of."""
+    """``scopes`` with the table's `values` (or `tensor_values`) added, each evaluated when it is
+    first used: so a value may assume what the table's `checks` (run before any entry) have made
+    sure of."""
     values = getattr(table, section)
     return [*scopes, _LazyValues(values, scopes, f"{table.name}: {section}")] if values else scopes
 
 
 class _LazyValues(Mapping[str, Any]):
-    """A table's `values`, each computed once, when first looked up."""
+    """A table's `values`, each computed once, when first looked up. A value sees all the others,
+    in any order (as Kaitai's instances do), so that a table built on another (``include:``) can
+    give a value the other's values use; a value that comes back to itself is the table's mistake."""
 
     def __init__(self, values: list[tuple[str, Expression]], scopes: list[Scope], where: str) -> None:
         self._exprs = dict(values)
@@ -488,14 +574,21 @@ class _LazyValues(Mapping[str, Any]):
         self._scopes = scopes
         self._where = where
         self._computed: dict[str, Any] = {}
+        self._computing: list[str] = []
 
     def __getitem__(self, name: str) -> Any:
         if name in self._computed:
             return self._computed[name]
         expr = self._exprs[name]  # KeyError: not a value; the lookup goes on to the next scope
-        before = {n: self._exprs[n] for n in self._order[:self._order.index(name)]}
-        earlier = _Earlier(self, before)
-        value = _eval(expr, [*self._scopes, earlier], f"{self._where}.{name}")
+        if name in self._computing:
+            cycle = " -> ".join([*self._computing[self._computing.index(name):], name])
+            raise SchemaError(f"{self._where}.{name}", f"the values use each other in a circle: {cycle}")
+        self._computing.append(name)
+        try:
+            # the value's own name, used in it, is the one in the scopes outside (a field it adjusts)
+            value = _eval(expr, [*self._scopes, _Others(self, name)], f"{self._where}.{name}")
+        finally:
+            self._computing.pop()
         self._computed[name] = value
         return value
 
@@ -509,26 +602,26 @@ class _LazyValues(Mapping[str, Any]):
         return len(self._order)
 
 
-class _Earlier(Mapping[str, Any]):
-    """The values before one of a table's `values`: the only ones it may use."""
+class _Others(Mapping[str, Any]):
+    """A table's values but one: those the one may use."""
 
-    def __init__(self, values: _LazyValues, names: Mapping[str, Any]) -> None:
+    def __init__(self, values: _LazyValues, own: str) -> None:
         self._values = values
-        self._names = names
+        self._own = own
 
     def __getitem__(self, name: str) -> Any:
-        if name not in self._names:
+        if name == self._own:
             raise KeyError(name)
         return self._values[name]
 
     def __contains__(self, name: object) -> bool:
-        return name in self._names
+        return name != self._own and name in self._values
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self._names)
+        return (name for name in self._values if name != self._own)
 
     def __len__(self) -> int:
-        return len(self._names)
+        return len(self._values) - 1
 
 
 def _unmatched(value: Any, where: str) -> str:
