@@ -59,6 +59,9 @@ NAMED = "named: {seq: [{id: name, type: str, size-prefix: u8, doc: a name}]}"
      {"k": 2, "v": 5}, None, ""),
     ("- {id: v, type: {switch-on: 1, cases: {1: u16, 2: i16}}}", b"\x05\x00", {"v": 5}, 2, ""),
     ("- {id: s, type: sized, n: 3}", b"\x01\x02\x03", {"s": {"v": [1, 2, 3]}}, None, SIZED),
+    # a switch case passes arguments to its type
+    ("- {id: k, type: u8}\n- {id: v, type: {switch-on: k, cases: {1: {type: sized, n: 1}, _: {type: sized, n: k}}}}",
+     b"\x03\x07\x08\x09", {"k": 3, "v": {"v": [7, 8, 9]}}, None, SIZED),
     ("- {id: n, type: named, repeat: 2}", b"\x01a\x02bc", {"n": [{"name": "a"}, {"name": "bc"}]}, None, NAMED),
     ("- {id: big, one-of: {short: point, long: sized}, by: size, choice: kind}", struct.pack("<2h", 1, 2),
      {"kind": "short", "big": {"x": 1, "y": 2}}, None, POINT + "\n" + SIZED.replace("n: {type: int}",
@@ -115,3 +118,14 @@ def test_one_reading_of_a_schema_serves_the_engine_and_the_tools(tmp_path: Path)
     doc = ggfmt.parse(data, str(schema))
     assert [name for name in doc.fields if not name.startswith("_")] == ["n", "v", "k", "s", "total"]
     assert doc.fields["total"] == 4 and doc.fields["s"]["w"] == [8, 9]
+
+
+def test_a_switch_case_with_an_argument_its_type_lacks_is_one_line(tmp_path: Path) -> None:
+    from ggfmt.errors import SchemaError
+
+    schema = tmp_path / "feature.yaml"
+    schema.write_text("meta: {id: feature}\nseq:\n  - {id: v, type: {switch-on: 1, cases: {1: {type: sized, m: 2}}}}\n"
+                      "types:\n  " + SIZED + "\n")
+    with pytest.raises(SchemaError) as caught:
+        namespace_of(schema).type_size("feature")
+    assert "case 1: m not a parameter of sized (its parameters: n)" in str(caught.value)

@@ -61,3 +61,19 @@ def test_bytes_basics() -> None:
     for failing in ("ord('ab')", "chr(-1)", "f32_from_bits(-1)", "lookup([[1]])", "range(1, 2, 3)"):
         with pytest.raises(ExpressionError):
             value(failing)
+
+
+def test_local_names_are_pythons_walrus() -> None:
+    # a value computed once and read again, as Python computes it
+    assert value("(w := n * 2) + w", n=3) == 12
+    assert value("(n := 5) + n", n=3) == 10  # the local name hides the field of that name
+    assert value("[(w := len(t)) * w for t in items]", items=["ab", "c"]) == [4, 1]
+    assert value("[w for t in items if (w := len(t)) > 1]", items=["ab", "c", "xyz"]) == [2, 3]
+    expression = Expression("(w := n * 2) + w")
+    assert expression.names == {"n"}  # (w is no name a schema must define)
+    assert [expression({"n": i}.__getitem__) for i in range(12)] == [4 * i for i in range(12)]
+    with pytest.raises(ExpressionError, match=r"'w' is read before `w := \.\.\.` gives it a value"):
+        value("w + (w := 1)")
+    for refused in ("[(t := 1) for t in x]", "(_x := 1)"):
+        with pytest.raises(ExpressionError, match="a local name is a plain name"):
+            Expression(refused)

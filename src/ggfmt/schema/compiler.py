@@ -410,7 +410,10 @@ class Namespace:
         cases: dict[Any, cs.Construct] = {}
         default = None
         for key, type_name in spec["cases"].items():
-            if isinstance(type_name, Mapping) and isinstance(key, str | int | bool):
+            if isinstance(type_name, Mapping) and isinstance(key, str | int | bool) \
+                    and type_name.get("type") in self.types:  # {type: family_tensor, era: 1}: with arguments
+                sub = self._with_arguments(str(type_name["type"]), type_name, f"{where}, case {key!r}")
+            elif isinstance(type_name, Mapping) and isinstance(key, str | int | bool):
                 sub = _prefixed(type_name, f"{where}, case {key!r}")  # {type: str, size-prefix: u64}
             elif not isinstance(type_name, str) or not isinstance(key, str | int | bool):
                 raise SchemaError(where, f"switch case {key!r}: a case is `VALUE: TYPE_NAME`, not {type_name!r}")
@@ -421,6 +424,20 @@ class Namespace:
             else:
                 cases[key] = sub
         return SwitchOn(_expr(spec["switch-on"], f"{where}, switch-on"), cases, default)
+
+    def _with_arguments(self, type_name: str, spec: Mapping[str, Any], where: str) -> cs.Construct:
+        """A switch case's named type with the arguments its other keys give its parameters."""
+        typedef = self.types[type_name]
+        args = {k: v for k, v in spec.items() if k != "type"}
+        unknown = set(args) - set(typedef.params)
+        if unknown:
+            raise SchemaError(where, f"{', '.join(sorted(map(str, unknown)))} not a parameter of {type_name} "
+                                     f"(its parameters: {', '.join(sorted(typedef.params)) or 'none'})")
+        sub = self.construct(type_name)
+        if not typedef.params:
+            return sub
+        return WithArgs(sub, {k: _expr(v, f"{where}, argument {k}") for k, v in args.items()},
+                        {k: p.default for k, p in typedef.params.items()})
 
     def _compile_one_of(self, name: str, spec: Mapping[str, Any], where: str) -> list[cs.Construct]:
         unknown = set(spec) - ONE_OF_KEYS

@@ -30,7 +30,7 @@ import struct
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
-from typing import Any
+from typing import Any, cast
 
 from .. import ggml_types
 from . import vocab
@@ -489,10 +489,47 @@ _ALLOWED_UNDERSCORE_NAMES = {"_", "_root", "_index"}  # _index: the element's po
 COMPILE_AFTER = 8  # evaluations after which an expression runs as Python (see Expression._compile_python)
 
 
+class _Binding:
+    """``name := value``, handed up the lookups of an evaluation to the frame of its local names."""
+
+    __slots__ = ("name", "value")
+
+    def __init__(self, name: str, value: Any) -> None:
+        self.name = name
+        self.value = value
+
+
+def _with_locals(body: Evaluator, assigned: frozenset[str], source: str) -> Evaluator:
+    """``body`` evaluated with a frame for its local names (``:=``), one per evaluation, as in
+    Python: a comprehension's ``:=`` gives the name to the whole expression."""
+    def run(lookup: Lookup) -> Any:
+        frame: dict[str, Any] = {}
+
+        def scoped(name: Any) -> Any:
+            if isinstance(name, _Binding):
+                frame[name.name] = name.value
+                return name.value
+            if name in assigned:
+                if name in frame:
+                    return frame[name]
+                raise ExpressionError(f"expression {source!r}: {name!r} is read before `{name} := ...` gives it "
+                                      "a value")
+            return lookup(name)
+
+        return body(scoped)
+
+    return run
+
+
+def _comprehension_variables(tree: ast.AST) -> set[str]:
+    return {t.id for n in ast.walk(tree) if isinstance(n, ast.comprehension) for t in [n.target]
+            if isinstance(t, ast.Name)}
+
+
 class Expression:
     """A compiled expression: ``Expression("n_embd * 4")(lookup)``."""
 
-    __slots__ = ("_calls", "_fn", "_known", "_locals", "_tree", "names", "source")
+    __slots__ = ("_assigned", "_calls", "_fn", "_known", "_locals", "_tree", "names", "source")
 
     def __init__(self, source: str | int | float | bool | list[Any] | None, known: bool = False) -> None:
         """``known``: the values it reads are never :data:`UNKNOWN` (a conversion's, read from a parsed
@@ -511,7 +548,14 @@ class Expression:
             tree = ast.parse(text.strip(), mode="eval")
             self.names: set[str] = set()
             self._locals: list[str] = []  # the variables of the comprehensions being compiled
-            self._fn = self._compile(tree.body)
+            # local names: `(w := len(t)) * w` gives w a value the rest of the expression reads
+            self._assigned = {n.target.id for n in ast.walk(tree) if isinstance(n, ast.NamedExpr)
+                              and isinstance(n.target, ast.Name)}
+            for name in sorted(self._assigned & _comprehension_variables(tree)):
+                raise ExpressionError(f"expression {text!r}: giving {name!r} a value (a local name is a plain "
+                                      "name that no comprehension uses as its variable) is not allowed")
+            body = self._compile(tree.body)
+            self._fn = _with_locals(body, frozenset(self._assigned), text) if self._assigned else body
             self._tree: ast.expr | None = tree.body
             # a comprehension may run over a whole vocabulary: Python from its first evaluation
             comprehension = any(isinstance(n, ast.ListComp) for n in ast.walk(tree))
@@ -597,9 +641,17 @@ class Expression:
             if name in ("True", "False", "None"):
                 constant = {"True": True, "False": False, "None": None}[name]
                 return lambda lookup: constant
-            if name not in self._locals:
+            if name not in self._locals and name not in self._assigned:
                 self.names.add(name)
             return lambda lookup: lookup(name)
+        if isinstance(node, ast.NamedExpr):
+            local = node.target.id
+            if local.startswith("_") or local in self._locals:
+                raise self._refuse(node, f"giving {local!r} a value (a local name is a plain name that no "
+                                         "comprehension uses as its variable)")
+            compiled = self._compile(node.value)
+            # (handed up through the lookups, which pass on what is not theirs, to the frame)
+            return lambda lookup: lookup(cast(str, _Binding(local, compiled(lookup))))
         if isinstance(node, ast.Attribute):
             attr = node.attr
             if attr.startswith("_"):

@@ -77,6 +77,11 @@ class FieldSpec:
         kind = self.type
         if isinstance(kind, Mapping) and isinstance(kind.get("switch-on"), str):
             yield ("type", "switch-on"), kind["switch-on"]
+        cases = kind.get("cases") if isinstance(kind, Mapping) else None
+        for case, target in (cases.items() if isinstance(cases, Mapping) else ()):
+            for name, argument in (target.items() if isinstance(target, Mapping) else ()):
+                if name not in ("type", "size-prefix", "encoding") and isinstance(argument, str):
+                    yield ("type", "cases", case, name), argument  # an argument of the case's type
         valid = self.raw.get("valid")
         for clause in valid if isinstance(valid, list) else [valid]:
             if isinstance(clause, Mapping):
