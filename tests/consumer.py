@@ -48,7 +48,9 @@ def plain_cpu_params():
 
 bindings.llama_model_default_params = plain_cpu_params
 llm = Llama(model_path=request["model"], lora_path=request["lora"], n_ctx=request["n_ctx"], logits_all=True,
-            seed=1, n_threads=1, verbose=False)
+            seed=1, n_threads=1, verbose=False,
+            # the K/V cache in f32 when asked (llama.cpp's --cache-type-k/v f32): no f16 rounding of K, V
+            **({"type_k": 0, "type_v": 0} if request["f32_cache"] else {}))
 assert llm.model_params.use_extra_bufts is False, "repacking could not be turned off"
 llm.eval(request["ids"])
 np.save(request["out"], np.array(llm.scores[: len(request["ids"])], dtype=np.float32))
@@ -83,13 +85,15 @@ def run_child(code: str, request: dict[str, Any], what: str) -> None:
                              + "\n".join(said))
 
 
-def logits(model: Path, ids: list[int], lora: Path | None = None, n_ctx: int = 16) -> np.ndarray[Any, Any]:
+def logits(model: Path, ids: list[int], lora: Path | None = None, n_ctx: int = 16,
+           f32_cache: bool = False) -> np.ndarray[Any, Any]:
     """The logits llama.cpp computes for ``ids`` (one row per position) with ``model`` and, if given,
-    the LoRA adapter ``lora``, in a child process; a refusal, crash or hang raises ConsumerFailed."""
+    the LoRA adapter ``lora`` (and, ``f32_cache``, its K/V cache in f32), in a child process; a
+    refusal, crash or hang raises ConsumerFailed."""
     with tempfile.TemporaryDirectory(prefix="ggfmt-consumer-") as scratch:
         out = Path(scratch) / "logits.npy"
         request = {"model": os.fspath(model), "lora": os.fspath(lora) if lora else None, "ids": ids,
-                   "n_ctx": n_ctx, "out": os.fspath(out)}
+                   "n_ctx": n_ctx, "out": os.fspath(out), "f32_cache": f32_cache}
         run_child(_CHILD, request, f"evaluating {model}" + (f" with {lora}" if lora else ""))
         result: np.ndarray[Any, Any] = np.load(out)
         return result

@@ -195,7 +195,47 @@ def test_starcoder_keeps_one_copy_of_its_k_and_v_head_row_for_row(stem: str, tmp
     assert fields(out, ("starcoder.attention.head_count_kv",)) == {"starcoder.attention.head_count_kv": 1}
 
 
-def test_k_and_v_heads_that_are_not_copies_are_refused_in_one_line(tmp_path: Path, fmt: Fmt) -> None:
+def test_k_and_v_heads_that_are_not_copies_are_kept_as_a_multi_head_model(tmp_path: Path, fmt: Fmt) -> None:
+    """A K bias moved by one constant vector for one head moves that head's every score for a query
+    by the same amount, which softmax takes away: the model computes what it did, and its K heads
+    are no longer copies of one. So the reference's logits are still the truth, and the converter
+    must keep all n_head heads (head_count_kv n_head) to reach them."""
+    source = ggfmt.parse(FILES / "starcoder-f32.bin")
+    bias = next(t for t in source.tensors if t.name == "model/h1/attn/c_attn/b")
+    n_embd, n_head = source.fields["n_embd"], source.fields["n_head"]
+    head = n_embd // n_head
+    data = bytearray((FILES / "starcoder-f32.bin").read_bytes())
+    values = np.frombuffer(bytes(data[bias.offset:bias.offset + bias.nbytes]), dtype=np.float32).copy()
+    values[n_embd + head:n_embd + 2 * head] += np.linspace(0.25, 1.0, head, dtype=np.float32)  # head 1 of K
+    data[bias.offset:bias.offset + bias.nbytes] = values.tobytes()
+    changed = tmp_path / "starcoder-mha.bin"
+    changed.write_bytes(bytes(data))
+    out = tmp_path / "mha.gguf"
+    result = fmt("to-gguf", changed, "-o", out)
+    assert result.code == 0, result.err
+    assert fields(out, ("starcoder.attention.head_count_kv",)) == {"starcoder.attention.head_count_kv": n_head}
+    written = {t.name: t for t in gguf.GGUFReader(out).tensors}
+    for tensor in source.tensors:
+        if "/attn/c_attn/" in tensor.name:  # every head, as the file has it
+            bid, part = tensor.name.split("/")[1][1:], tensor.name.rsplit("/", 1)[1]
+            name = f"blk.{bid}.attn_qkv.{'weight' if part == 'w' else 'bias'}"
+            assert bytes(written[name].data.tobytes()) == bytes(data[tensor.offset:tensor.offset + tensor.nbytes])
+    # llama.cpp keeps K in f16 by default, whose rounding of K + c is not that of K (2e-3 measured):
+    # both models are run with an f32 cache, and the reference run is tied to the stored logits
+    reference = consumer.logits(REF / "starcoder.ref.gguf", IDS, f32_cache=True)
+    assert np.abs(reference - np.load(REF / "starcoder.ref-logits.npy")).max() <= F16_ROUNDING
+    got = consumer.logits(out, IDS, f32_cache=True)
+    assert np.abs(got - reference).max() <= FLOAT_NOISE
+
+
+def test_detile_kv_alone_refuses_heads_that_are_not_copies_in_one_line(tmp_path: Path, fmt: Fmt,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    # a table that de-tiles without testing first: the transform itself refuses
+    folder = tmp_path / "mappings"
+    folder.mkdir()
+    table = (Path(ggfmt.__file__).parent.parent.parent / "mappings" / "starcoder-gguf.yaml").read_text()
+    (folder / "starcoder-gguf.yaml").write_text(table.replace("when: kv_tiled", "when: 'True'"))
+    monkeypatch.setenv("GGFMT_MAPPING_PATH", str(folder))
     source = ggfmt.parse(FILES / "starcoder-f32.bin")
     tiled = next(t for t in source.tensors if t.name == "model/h1/attn/c_attn/w")
     data = bytearray((FILES / "starcoder-f32.bin").read_bytes())
@@ -261,3 +301,16 @@ def test_a_tokenizer_larger_than_the_model_is_refused(tmp_path: Path, fmt: Fmt) 
     result = fmt("to-gguf", FILES / "gpt2-f32.bin", "-o", tmp_path / "x.gguf", "--vocab-from", HF / "gpt2-realvocab")
     assert result.code == 2 and result.err.strip() == ("fmt: error: --vocab-from: the tokenizer has 50257 tokens, "
                                                        "more than the model's 401: not this model's")
+
+
+def test_a_tensor_test_that_selects_nothing_is_one_line(tmp_path: Path, fmt: Fmt,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    folder = tmp_path / "mappings"
+    folder.mkdir()
+    table = (Path(ggfmt.__file__).parent.parent.parent / "mappings" / "starcoder-gguf.yaml").read_text()
+    (folder / "starcoder-gguf.yaml").write_text(table.replace("/attn/c_attn/{part}", "/attn/c_attention/{part}"))
+    monkeypatch.setenv("GGFMT_MAPPING_PATH", str(folder))
+    result = fmt("to-gguf", FILES / "starcoder-f32.bin", "-o", tmp_path / "x.gguf")
+    assert result.code == 2 and result.err.strip() == (
+        "fmt: error: starcoder-gguf.yaml: tensor_tests.kv_tiled: 'model/h{bid}/attn/c_attention/{part}' selects "
+        "no input tensor")

@@ -153,3 +153,15 @@ def test_a_broken_include_is_one_line(include: str, said: str, table: Path) -> N
     with pytest.raises(SchemaError) as caught:
         load_mapping("toy3-gguf")
     assert str(caught.value) == said
+
+
+@pytest.mark.parametrize(("tests", "said"), [
+    ('{kv: {match: "w.{x}", holds: "spin(2)"}}', "tensor_tests.kv, holds: 'spin' is not a test (there are kv_copies"),
+    ('{kv: {match: "w.{x}"}}', "tensor_tests.kv: is `{match: PATTERN, holds: TEST(ARGS)}`"),
+    ('{kv: {match: "w.{x}", holds: "kv_copies(2)", colour: red}}', "tensor_tests.kv: unknown keys ['colour']"),
+])
+def test_a_broken_tensor_test_is_one_line(tests: str, said: str, table: Path) -> None:
+    table.write_text(TABLE + f"tensor_tests: {tests}\n")
+    with pytest.raises(SchemaError) as caught:
+        load_mapping("toy-gguf")
+    assert str(caught.value).startswith(f"toy-gguf.yaml: {said}"), str(caught.value)

@@ -43,6 +43,7 @@ WARNING_KEYS = keys("warning")
 # what a capture may match: `{bid}` a block number, `{name}` one dot-free part, `{name:any}` any text
 CAPTURE_KINDS = {"": "[^.]+", "any": ".+"}
 OPTION_KEYS = keys("option")
+TENSOR_TEST_KEYS = keys("tensor_test")
 # what an option holds: a value, or `weights`, a second weights file whose tensors join the input's
 # `json`: a JSON file, read as a value (its path is NAME_file)
 # `document`: a file ggfmt parses (its schema found by its magic), read as its fields (a vocab model's
@@ -99,6 +100,19 @@ class TransformCall:
     name: str
     args: list[Expression]
     source: str
+
+
+@dataclass(frozen=True)
+class TensorTest:
+    """``kv_tiled: {match: PATTERN, holds: "kv_copies(n_head)"}``: a name that is true when the data of
+    every input tensor the pattern selects passes the test (one at a time, before anything is
+    written), so that keys and entries can depend on what the tensors hold."""
+
+    name: str
+    pattern: re.Pattern[str]
+    call: TransformCall  # the test and its argument expressions (they see the tensor and the captures)
+    where: str
+    written: str = ""  # the pattern as the table writes it
 
 
 @dataclass(frozen=True)
@@ -185,6 +199,7 @@ class MappingTable:
     values: list[tuple[str, Expression]] = field(default_factory=list)  # names the entries may use
     # names computed for each tensor a `match:` entry selects, before `require` and the transforms
     tensor_values: list[tuple[str, Expression]] = field(default_factory=list)
+    tensor_tests: list[TensorTest] = field(default_factory=list)  # names from the data of input tensors
     require: list[Check] = field(default_factory=list)  # what every selected input tensor must satisfy
     checks: list[Check] = field(default_factory=list)  # what the input as a whole must satisfy
     warnings: list[Check] = field(default_factory=list)  # `expr` is when the warning is given
@@ -296,6 +311,7 @@ def _load(path: Path, including: tuple[str, ...]) -> MappingTable:
         unmatched=_unmatched(data.get("unmatched", "error"), source),
         values=_values(data.get("values"), source, "values"),
         tensor_values=_values(data.get("tensor_values"), source, "tensor_values"),
+        tensor_tests=_tensor_tests(data.get("tensor_tests"), f"{source}: tensor_tests"),
         require=_checks(data.get("require"), f"{source}: require", CHECK_KEYS, "expr"),
         checks=_checks(data.get("checks"), f"{source}: checks", CHECK_KEYS, "expr"),
         warnings=_checks(data.get("warnings"), f"{source}: warnings", WARNING_KEYS, "when"),
@@ -348,6 +364,7 @@ def _on_top_of(base: MappingTable, top: MappingTable) -> MappingTable:
         tensors=_replaced(base.tensors, top.tensors, _entry_key),
         values=_replaced(base.values, top.values, lambda v: v[0]),
         tensor_values=_replaced(base.tensor_values, top.tensor_values, lambda v: v[0]),
+        tensor_tests=_replaced(base.tensor_tests, top.tensor_tests, lambda t: t.name),
         require=[*base.require, *top.require], checks=[*base.checks, *top.checks],
         warnings=[*base.warnings, *top.warnings], options={**base.options, **top.options},
         constants={**base.constants, **top.constants}, json_files={**base.json_files, **top.json_files},
@@ -768,9 +785,27 @@ def _output_name(spec: Mapping[str, Any], where: str) -> str:
 
 
 def _match_entry(spec: Mapping[str, Any], where: str) -> MatchEntry:
+    pattern, captures = _name_pattern(str(spec["match"]), where)
+    if spec.get("drop") is True:
+        if set(spec) - {"match", "when", "drop", "doc"}:
+            raise SchemaError(where, "a `drop: true` entry has only `match` and `when`")
+        return MatchEntry(pattern, "", [], _opt_expr(spec, "when", where), where, drop=True)
+    template = check_template(_output_name(spec, where), set(captures), where)
+    transforms = spec.get("transforms") or []
+    if not isinstance(transforms, list):
+        raise SchemaError(where, "`transforms` is a list such as [transpose, 'rope_permute(n_head)']")
+    if any(str(t).startswith("concat") for t in transforms):
+        raise SchemaError(where, "concat joins the tensors of a `tensor:` list, not what a `match:` selects")
+    return MatchEntry(pattern, template, [_transform_call(t, f"{where}, transforms[{i}]")
+                                          for i, t in enumerate(transforms)],
+                      _opt_expr(spec, "when", where), where,
+                      _checks(spec.get("require"), f"{where}, require", CHECK_KEYS, "expr"))
+
+
+def _name_pattern(pattern: str, where: str) -> tuple[re.Pattern[str], list[str]]:
+    """A `match:` pattern as a regular expression, and its captures."""
     import string
 
-    pattern = str(spec["match"])
     regex, captures = "", []
     try:
         parts = list(string.Formatter().parse(pattern))
@@ -788,39 +823,48 @@ def _match_entry(spec: Mapping[str, Any], where: str) -> MatchEntry:
         # a block number has no leading zero, so that layers.01 and layers.1 are not the same block
         kind = "0|[1-9][0-9]{0,8}" if capture == BLOCK_ID else CAPTURE_KINDS[spec_]
         regex += f"(?P<{capture}>{kind})"
-    if spec.get("drop") is True:
-        if set(spec) - {"match", "when", "drop", "doc"}:
-            raise SchemaError(where, "a `drop: true` entry has only `match` and `when`")
-        return MatchEntry(re.compile(regex), "", [], _opt_expr(spec, "when", where), where, drop=True)
-    template = check_template(_output_name(spec, where), set(captures), where)
-    transforms = spec.get("transforms") or []
-    if not isinstance(transforms, list):
-        raise SchemaError(where, "`transforms` is a list such as [transpose, 'rope_permute(n_head)']")
-    if any(str(t).startswith("concat") for t in transforms):
-        raise SchemaError(where, "concat joins the tensors of a `tensor:` list, not what a `match:` selects")
-    return MatchEntry(re.compile(regex), template, [_transform_call(t, f"{where}, transforms[{i}]")
-                                                    for i, t in enumerate(transforms)],
-                      _opt_expr(spec, "when", where), where,
-                      _checks(spec.get("require"), f"{where}, require", CHECK_KEYS, "expr"))
+    return re.compile(regex), captures
 
 
-def _transform_call(text: Any, where: str) -> TransformCall:
-    """``transpose`` or ``scale(alpha / r)``: a registered transform and its argument expressions."""
+def _tensor_tests(spec: Any, where: str) -> list[TensorTest]:
+    """``tensor_tests: {kv_tiled: {match: PATTERN, holds: "kv_copies(n_head)"}}``."""
+    from .transforms import TESTS
+
+    out = []
+    for name, test in _mapping_of(spec, where).items():
+        at = f"{where}.{name}"
+        if not isinstance(name, str) or not name.isidentifier() or name.startswith("_"):
+            raise SchemaError(where, f"{name!r} is not a name")
+        if not isinstance(test, Mapping) or not isinstance(test.get("match"), str) or "holds" not in test:
+            raise SchemaError(at, "is `{match: PATTERN, holds: TEST(ARGS)}`")
+        _check_keys(test, TENSOR_TEST_KEYS, at)
+        pattern, _ = _name_pattern(str(test["match"]), at)
+        out.append(TensorTest(name, pattern, _transform_call(test["holds"], f"{at}, holds", TESTS, "test"), at,
+                              str(test["match"])))
+    return out
+
+
+def _transform_call(text: Any, where: str, registry: Mapping[str, Any] | None = None,
+                    kind: str = "transform") -> TransformCall:
+    """``transpose`` or ``scale(alpha / r)``: a registered transform (or, given its ``registry``,
+    a test) and its argument expressions."""
     import ast
 
     from .transforms import TRANSFORMS
 
+    registry = TRANSFORMS if registry is None else registry
+    example = "scale(2)" if kind == "transform" else "kv_copies(n_head)"
     source = str(text)
     try:
         node = ast.parse(source, mode="eval").body
     except SyntaxError:
-        raise SchemaError(where, f"{source!r} is not a transform call such as scale(2)") from None
+        raise SchemaError(where, f"{source!r} is not a {kind} call such as {example}") from None
     call = node if isinstance(node, ast.Call) else None
     name_node = call.func if call is not None else node
     if not isinstance(name_node, ast.Name) or (call is not None and call.keywords):
-        raise SchemaError(where, f"{source!r} is not a transform call such as scale(2)")
-    if name_node.id not in TRANSFORMS:
-        raise SchemaError(where, f"{name_node.id!r} is not a transform (there are {', '.join(sorted(TRANSFORMS))})")
+        raise SchemaError(where, f"{source!r} is not a {kind} call such as {example}")
+    if name_node.id not in registry:
+        raise SchemaError(where, f"{name_node.id!r} is not a {kind} (there are {', '.join(sorted(registry))})")
     args = [_expr(ast.unparse(a), where) for a in (call.args if call is not None else [])]
     return TransformCall(name_node.id, args, source)
 
@@ -946,6 +990,7 @@ def table_uses(table: MappingTable, name: str) -> bool:
 
 def _names(table: MappingTable) -> set[str]:
     exprs: list[Expression | None] = [e for _, e in [*table.values, *table.tensor_values]]
+    exprs += [a for test in table.tensor_tests for a in test.call.args]
     exprs += [c.expr for c in [*table.require, *table.checks, *table.warnings]]
     exprs.append(table.order)
 

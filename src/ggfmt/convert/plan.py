@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,6 +31,7 @@ from .mapping import (
     NamedEntry,
     Scope,
     TensorEntry,
+    TensorTest,
     evaluate_entry,
     fill_message,
     fill_template,
@@ -107,7 +108,9 @@ def plan_gguf(doc: Document, table: MappingTable, arch: str | None = None,
     given = {"input_tensors": inputs, "input_by_name": {t["name"]: t for t in inputs}, "arch": architecture,
              "input_name": doc.origin.resolve().name}
     # (a table's constants are the cached table's own: expressions never change a value)
-    scopes = table_scope(table, [table.constants, doc.params, doc.fields, dict(settings or {}), given])
+    tests = _TensorTests(table, doc)
+    scopes = table_scope(table, [table.constants, doc.params, doc.fields, dict(settings or {}), given, tests])
+    tests.scopes = scopes  # (a test's arguments may use the table's values)
     if isinstance(table.architecture, Expression) and not arch:  # the input's own
         found = evaluate_entry(table.architecture, scopes, f"{table.name}: architecture")
         if not isinstance(found, str) or not found:
@@ -187,6 +190,67 @@ def plan_gguf(doc: Document, table: MappingTable, arch: str | None = None,
     files = {name: evaluate_entry(expr, scopes, f"{table.name}: json_files.{name}")
              for name, expr in table.json_files.items()}
     return Plan(architecture, metadata, tensors, warnings, files)
+
+
+class _TensorTests(Mapping[str, Any]):
+    """A table's `tensor_tests`, each run once, when first looked up: the test over the data of
+    every input tensor its pattern selects, one tensor in memory at a time."""
+
+    def __init__(self, table: MappingTable, doc: Document) -> None:
+        self._tests = {test.name: test for test in table.tensor_tests}
+        self._table = table
+        self._doc = doc
+        self._results: dict[str, bool] = {}
+        self.scopes: list[Scope] = []
+
+    def __getitem__(self, name: str) -> bool:
+        if name not in self._results:
+            test = self._tests[name]  # KeyError: not a test; the lookup goes on
+            self._results[name] = self._run(test)
+        return self._results[name]
+
+    def _run(self, test: TensorTest) -> bool:
+        import numpy as np
+
+        from .transforms import TESTS, from_bytes, read_dtype
+
+        chosen = TESTS[test.call.name]
+        selected = 0
+        for index, ref in enumerate(self._doc.tensors):
+            described = _described(ref, index, self._table)
+            found = test.pattern.fullmatch(described["name"])
+            if found is None:
+                continue
+            selected += 1
+            captures = {k: int(v) if k == BLOCK_ID else v for k, v in found.groupdict().items()}
+            scopes = [*self.scopes, {"tensor": described}, captures]
+            args = [evaluate_entry(a, scopes, f"{test.where}, {test.call.source}") for a in test.call.args]
+            file = _file(ref, self._doc)
+            dtype = read_dtype(ref.ggml_type)
+            if dtype is None and not (chosen.whole_rows and ref.ne):
+                raise FormatError(ref.path, ref.offset, f"{ref.name} is {ref.type_name}; the test {test.call.name} "
+                                                        "reads f32, f16 and bf16 tensors", str(file))
+            data = _source(ref, self._doc).read()
+            n_rows = ref.ne[-1] if len(ref.ne) > 1 else 1
+            array = from_bytes(data, ref.ggml_type, ref.ne) if dtype is not None \
+                else np.frombuffer(data, dtype=np.uint8).reshape(n_rows, len(data) // n_rows)
+            try:
+                if not chosen.holds(array, *args):
+                    return False
+            except ValueError as e:
+                raise FormatError(ref.path, ref.offset, f"{ref.name}: {test.call.source}: {e}", str(file)) from None
+        if not selected:
+            raise SchemaError(test.where, f"{test.written!r} selects no input tensor")
+        return True
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._tests
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._tests)
+
+    def __len__(self) -> int:
+        return len(self._tests)
 
 
 def _source(ref: TensorRef, doc: Document) -> FileSlice | LoadedSource:

@@ -202,16 +202,29 @@ def detile_kv(rows: Any, n_head: int) -> np.ndarray[Any, Any]:
     """The fused q, k, v rows of a multi-query model whose converter copied its one K and one V head
     into ``n_head`` heads (ggml's starcoder example: "Duplicate K,V heads to use MHA instead of
     MQA"), with one copy of each: q, then one head of k, then one of v. A ValueError when the
-    copies differ: then they are not copies, and the tensor is not what this undoes."""
+    copies differ: then they are not copies, and the tensor is not what this undoes (a table
+    tells the two apart first with the test ``kv_copies``)."""
     rows = np.asarray(rows)
     n_embd, head = _tiled(rows.shape, n_head)
-    q, k, v = rows[:n_embd], rows[n_embd:2 * n_embd], rows[2 * n_embd:]
-    for name, part in (("K", k), ("V", v)):
-        heads = part.reshape(n_head, head, *rows.shape[1:])
-        if not (heads == heads[:1]).all():
+    for name, part in (("K", 1), ("V", 2)):
+        if not _copies(rows[part * n_embd:(part + 1) * n_embd], n_head, head):
             raise ValueError(f"the {n_head} heads of {name} are not copies of one head, so the tensor is not the "
                              "converter's tiling of one K/V head")
+    q, k, v = rows[:n_embd], rows[n_embd:2 * n_embd], rows[2 * n_embd:]
     return np.ascontiguousarray(np.concatenate([q, k[:head], v[:head]]))
+
+
+def kv_copies(rows: Any, n_head: int) -> bool:
+    """Whether the K rows and the V rows of fused q, k, v rows are each ``n_head`` copies of one
+    head: a multi-query model tiled by its converter, not a multi-head one."""
+    rows = np.asarray(rows)
+    n_embd, head = _tiled(rows.shape, n_head)
+    return all(_copies(rows[part * n_embd:(part + 1) * n_embd], n_head, head) for part in (1, 2))
+
+
+def _copies(part: Any, n_head: int, head: int) -> bool:
+    heads = part.reshape(n_head, head, *part.shape[1:])
+    return bool((heads == heads[:1]).all())
 
 
 def _tiled(shape: tuple[int, ...], n_head: Any) -> tuple[int, int]:
@@ -262,4 +275,20 @@ TRANSFORMS: dict[str, Transform] = {
     "detile_kv": Transform(detile_kv, _detile_shape, doc="keep one copy of a K and a V head its converter copied into "
                                                          "n_head heads, after checking they are copies",
                            whole_rows=True),
+}
+
+
+@dataclass(frozen=True)
+class Test:
+    """A named test of a tensor's data, ``holds(array, *args)``, that a table's `tensor_tests` run
+    before anything is written (whether a transform applies, which keys follow)."""
+
+    holds: Callable[..., bool]
+    doc: str = ""
+    whole_rows: bool = False  # as Transform.whole_rows: a quantized tensor is given as its rows of blocks
+
+
+TESTS: dict[str, Test] = {
+    "kv_copies": Test(kv_copies, doc="whether the K and V heads of fused q, k, v rows are copies of one head",
+                      whole_rows=True),
 }
