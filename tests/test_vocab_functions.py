@@ -77,3 +77,36 @@ def test_local_names_are_pythons_walrus() -> None:
     for refused in ("[(t := 1) for t in x]", "(_x := 1)"):
         with pytest.raises(ExpressionError, match="a local name is a plain name"):
             Expression(refused)
+
+
+def test_the_adapter_functions() -> None:
+    assert value("split(name, '.')", name="blk.3.attn_q") == ["blk", "3", "attn_q"]
+    assert value("sqrt(16)") == 4.0
+    patterns = {"q_proj": 4, "layers.1.self_attn.k_proj": 2}
+    assert value("pattern_value(p, 'model.layers.0.self_attn.q_proj', 8)", p=patterns) == 4
+    assert value("pattern_value(p, 'model.layers.1.self_attn.k_proj', 8)", p=patterns) == 2
+    assert value("pattern_value(p, 'model.layers.0.self_attn.k_proj', 8)", p=patterns) == 8
+    assert value("pattern_value(p, 'model.layers.0.self_attn.xq_proj', 8)", p=patterns) == 8  # a whole part only
+    with pytest.raises(ExpressionError, match="is not a module name"):
+        value("pattern_value(p, 'q_proj', 8)", p={".*q_proj": 4})
+    # gguf-py's own map of Hugging Face names, the block number kept whatever it is
+    assert value("gguf_name('model.layers.117.self_attn.qkv_proj', 'phi3')") == "blk.117.attn_qkv"
+    assert value("gguf_name('gpt_neox.layers.2.attention.query_key_value.weight', 'gptneox')") == \
+        "blk.2.attn_qkv.weight"
+    assert value("gguf_name('model.layers.0.mlp.experts.3.up_proj', 'qwen2moe')") is None
+
+
+@pytest.mark.parametrize(("n_head", "n_head_kv"), [(4, 4), (8, 2), (4, 1)])
+def test_regroup_qkv_is_llama_cpps_grouping(n_head: int, n_head_kv: int) -> None:
+    import numpy as np
+
+    from ggfmt.convert.transforms import regroup_qkv
+
+    head, per_group = 3, n_head // n_head_kv + 2
+    rows = np.arange((n_head + 2 * n_head_kv) * head * 2, dtype=np.float32).reshape(-1, 2)
+    # stored: group g holds its q heads, then its k head, then its v head (llama.cpp's falcon.py and
+    # gptneox.py read them so); written: every q head, then every k, then every v
+    q = [(g * per_group + j) * head + i for g in range(n_head_kv) for j in range(per_group - 2) for i in range(head)]
+    k = [(g * per_group + per_group - 2) * head + i for g in range(n_head_kv) for i in range(head)]
+    v = [(g * per_group + per_group - 1) * head + i for g in range(n_head_kv) for i in range(head)]
+    assert np.array_equal(regroup_qkv(rows, n_head, n_head_kv), rows[q + k + v])

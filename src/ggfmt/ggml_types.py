@@ -20,6 +20,7 @@ import sys
 from collections.abc import Sequence
 from functools import cache
 from types import ModuleType
+from typing import Any
 
 
 @cache
@@ -137,3 +138,31 @@ def is_model_tensor(name: str, arch: str) -> bool:
     """Whether ``name`` is one of the tensors of an ``arch`` model by gguf-py's names
     (``blk.3.attn_q.weight``; the ``.weight`` or ``.bias`` may be left off)."""
     return _model_tensor_names(arch).fullmatch(name) is not None
+
+
+def gguf_name_of(hf_name: str, arch: str) -> str | None:
+    """The GGUF name gguf-py's own map of Hugging Face names gives the module or tensor ``hf_name``
+    of an ``arch`` model (``model.layers.7.self_attn.q_proj`` is ``blk.7.attn_q``; a trailing
+    ``.weight`` or ``.bias`` is kept), or None when it has none. The map is built for one block and
+    the block number put back, so that its cost does not grow with a number a file gives."""
+    suffix = next((s for s in (".weight", ".bias") if hf_name.endswith(s)), "")
+    stem = hf_name[:len(hf_name) - len(suffix)]
+    names = _name_map(arch)
+    found = names.get_name(stem)
+    if found is not None:
+        return str(found) + suffix
+    for number in re.finditer(r"(?<=\.)[0-9]+(?=\.)", stem):  # the block number: one of the dotted numbers
+        found = names.get_name(stem[:number.start()] + "0" + stem[number.end():])
+        if found is not None and str(found).startswith("blk.0."):
+            return f"blk.{int(number.group())}." + str(found)[len("blk.0."):] + suffix
+    return None
+
+
+@cache
+def _name_map(arch: str) -> Any:
+    import gguf
+
+    found = [a for a, n in gguf.MODEL_ARCH_NAMES.items() if n == arch]
+    if not found:
+        raise ValueError(f"{arch!r} is not an architecture gguf-py knows (for example llama)")
+    return gguf.get_tensor_name_map(found[0], 1)

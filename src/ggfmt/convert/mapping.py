@@ -306,7 +306,8 @@ def _load(path: Path, including: tuple[str, ...]) -> MappingTable:
         doc=" ".join(str(data.get("doc", "")).split()),
         architecture=_architecture(data.get("architecture"), source),
         metadata=_items(data.get("metadata") or [], "metadata", f"{source}: metadata", chain),
-        tensors=_items(data.get("tensors") or [], "tensors", f"{source}: tensors", chain),
+        tensors=_items(data.get("tensors") or [], "tensors", f"{source}: tensors", chain,
+                       frozenset(_mapping_of(data.get("tensor_values"), f"{source}: tensor_values"))),
         outtypes=_outtypes(data.get("outtypes"), source),
         unmatched=_unmatched(data.get("unmatched", "error"), source),
         values=_values(data.get("values"), source, "values"),
@@ -668,7 +669,10 @@ def _opt_expr(spec: Mapping[str, Any], key: str, where: str) -> Expression | Non
     return _expr(spec[key], f"{where}, {key}") if key in spec else None
 
 
-def _items(specs: Any, section: str, where: str, chain: tuple[str, ...]) -> list[Any]:
+def _items(specs: Any, section: str, where: str, chain: tuple[str, ...],
+           tensor_names: frozenset[str] = frozenset()) -> list[Any]:
+    """The entries of a section; ``tensor_names``: the table's `tensor_values`, which a `match:`
+    entry's output name may use beside its captures."""
     if not isinstance(specs, list):
         raise SchemaError(where, "must be a list")
     out: list[Any] = []
@@ -686,7 +690,7 @@ def _items(specs: Any, section: str, where: str, chain: tuple[str, ...]) -> list
         elif "items" in spec:
             _check_keys(spec, GROUP_KEYS, at)
             out.append(Group(
-                items=_items(spec["items"], section, f"{at}.items", chain),
+                items=_items(spec["items"], section, f"{at}.items", chain, tensor_names),
                 when=_opt_expr(spec, "when", at),
                 each=_opt_expr(spec, "for", at),
                 item_name=str(spec.get("as", "item")),
@@ -696,7 +700,7 @@ def _items(specs: Any, section: str, where: str, chain: tuple[str, ...]) -> list
         elif section == "metadata":
             out.append(_metadata_entry(spec, at))
         else:
-            out.append(_tensor_entry(spec, at))
+            out.append(_tensor_entry(spec, at, tensor_names))
     return out
 
 
@@ -742,13 +746,14 @@ def _architecture(value: Any, where: str) -> str | Expression | None:
     raise SchemaError(where, "`architecture` is a name (llama) or {value: EXPR}")
 
 
-def _tensor_entry(spec: Mapping[str, Any], where: str) -> TensorEntry | MatchEntry | NamedEntry:
+def _tensor_entry(spec: Mapping[str, Any], where: str,
+                  tensor_names: frozenset[str] = frozenset()) -> TensorEntry | MatchEntry | NamedEntry:
     _check_keys(spec, TENSOR_KEYS, where)
     if len({"from", "match", "tensor"} & set(spec)) != 1:
         raise SchemaError(where, "needs one of `from` (a parsed tensor record), `match` (a pattern of tensor names) "
                                  "and `tensor` (one tensor's name)")
     if "match" in spec:
-        return _match_entry(spec, where)
+        return _match_entry(spec, where, tensor_names)
     if "tensor" in spec:
         if spec.get("drop"):
             raise SchemaError(where, "`drop` applies to `match` entries")
@@ -784,13 +789,13 @@ def _output_name(spec: Mapping[str, Any], where: str) -> str:
     return str(spec["name"]) + str(spec.get("suffix", ""))
 
 
-def _match_entry(spec: Mapping[str, Any], where: str) -> MatchEntry:
+def _match_entry(spec: Mapping[str, Any], where: str, tensor_names: frozenset[str] = frozenset()) -> MatchEntry:
     pattern, captures = _name_pattern(str(spec["match"]), where)
     if spec.get("drop") is True:
         if set(spec) - {"match", "when", "drop", "doc"}:
             raise SchemaError(where, "a `drop: true` entry has only `match` and `when`")
         return MatchEntry(pattern, "", [], _opt_expr(spec, "when", where), where, drop=True)
-    template = check_template(_output_name(spec, where), set(captures), where)
+    template = check_template(_output_name(spec, where), set(captures) | tensor_names, where)
     transforms = spec.get("transforms") or []
     if not isinstance(transforms, list):
         raise SchemaError(where, "`transforms` is a list such as [transpose, 'rope_permute(n_head)']")
@@ -890,6 +895,21 @@ def check_template(template: str, allowed: set[str] | frozenset[str], where: str
             raise SchemaError(where, f"name template {template!r}: {{{field_name}}} is not one of "
                                      f"{', '.join('{' + a + '}' for a in sorted(allowed))}")
     return template
+
+
+def template_names(template: str) -> list[str]:
+    """The ``{name}`` fields of a checked template."""
+    import string
+
+    return [name for _text, name, _spec, _conversion in string.Formatter().parse(template) if name is not None]
+
+
+def lookup_in(scopes: list[Scope], name: str, where: str) -> Any:
+    """The value of ``name`` in ``scopes`` (the innermost first)."""
+    try:
+        return _lookup(scopes)(name)
+    except ExpressionError as e:
+        raise SchemaError(where, str(e)) from None
 
 
 def fill_template(template: str, where: str, **values: Any) -> str:

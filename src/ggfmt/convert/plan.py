@@ -35,7 +35,9 @@ from .mapping import (
     evaluate_entry,
     fill_message,
     fill_template,
+    lookup_in,
     table_scope,
+    template_names,
     walk,
 )
 
@@ -114,6 +116,7 @@ def plan_gguf(doc: Document, table: MappingTable, arch: str | None = None,
     if isinstance(table.architecture, Expression) and not arch:  # the input's own
         found = evaluate_entry(table.architecture, scopes, f"{table.name}: architecture")
         if not isinstance(found, str) or not found:
+            check_input(doc, table, scopes)  # a check of the table may say why
             raise FormatError("", None, f"names no architecture ({table.name} takes the input's own)", str(doc.source))
         architecture = given["arch"] = found
     _check_unread(doc, table)
@@ -361,17 +364,19 @@ def _matched(ref: TensorRef, index: int, matchers: list[tuple[MatchEntry, list[S
             continue
         captures: dict[str, Any] = {k: int(v) if k == BLOCK_ID else v for k, v in found.groupdict().items()}
         # the selected tensor itself: its name, ne (ggml order) and type name, beside the captures
-        scopes = [*entry_scopes, {"tensor": described}, captures]
+        # (the table's tensor_values, computed when first used, are names the entry's `when` may use)
+        scopes = table_scope(table, [*entry_scopes, {"tensor": described}, captures], "tensor_values")
         if entry.when is not None and not evaluate_entry(entry.when, scopes, entry.where):
             continue
         if entry.drop:
             return DROPPED
-        scopes = table_scope(table, scopes, "tensor_values")
         for check in [*table.require, *entry.require]:
             if not evaluate_entry(check.expr, scopes, check.where):
                 raise FormatError(ref.path, ref.offset, fill_message(check.message, scopes, check.where),
                                   str(_file(ref, doc)))
-        output = fill_template(entry.name_template, entry.where, **captures)
+        # the output name: the captures, and the table's tensor_values it names
+        named = {n: lookup_in(scopes, n, entry.where) for n in template_names(entry.name_template) if n not in captures}
+        output = fill_template(entry.name_template, entry.where, **named, **captures)
         key = None if table.order is None else evaluate_entry(
             table.order, [*scopes, {"output": output, "entry": position}], f"{table.name}: order")
         return key, _transformed(ref, output, entry, [*scopes, {"output": output}], doc)

@@ -234,17 +234,32 @@ def _tiled(shape: tuple[int, ...], n_head: Any) -> tuple[int, int]:
     return shape[0] // 3, shape[0] // 3 // n_head
 
 
-def regroup_qkv(rows: Any, n_head: int) -> np.ndarray[Any, Any]:
-    """Fused q, k, v rows interleaved head by head (GPT-NeoX: head 0's q, k and v, then head 1's,
-    ...) as llama.cpp's graph reads them: all q heads, then all k, then all v."""
+def regroup_qkv(rows: Any, n_head: int, n_head_kv: int | None = None) -> np.ndarray[Any, Any]:
+    """Fused q, k, v rows stored group by group, each K/V head after the q heads that share it
+    (GPT-NeoX, ``n_head_kv`` = ``n_head``: head 0's q, k and v, then head 1's...; Falcon: n_head /
+    n_head_kv q heads, one k, one v per group) as llama.cpp's graph reads them: all q heads, then
+    all k, then all v."""
     rows = np.asarray(rows)
-    _, head = _tiled(rows.shape, n_head)
-    grouped = rows.reshape(n_head, 3, head, *rows.shape[1:]).swapaxes(0, 1)
-    return np.ascontiguousarray(grouped.reshape(rows.shape))
+    n_kv, head = _groups(rows.shape, n_head, n_head_kv)
+    grouped = rows.reshape(n_kv, n_head // n_kv + 2, head, *rows.shape[1:])
+    rest = rows.shape[1:]
+    parts = [grouped[:, :-2].reshape(n_head * head, *rest), grouped[:, -2].reshape(n_kv * head, *rest),
+             grouped[:, -1].reshape(n_kv * head, *rest)]
+    return np.ascontiguousarray(np.concatenate(parts))
 
 
-def _regroup_shape(shape: tuple[int, ...], n_head: Any) -> tuple[int, ...]:
-    _tiled(shape, n_head)  # (the rows must be q, k and v of n_head heads each)
+def _groups(shape: tuple[int, ...], n_head: Any, n_head_kv: Any) -> tuple[int, int]:
+    """(K/V heads, head size) of fused q, k, v rows of ``shape`` with ``n_head`` q heads."""
+    n_kv = n_head if n_head_kv is None else n_head_kv
+    if not all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in (n_head, n_kv)) \
+            or n_head % n_kv or not shape or shape[0] % (n_head + 2 * n_kv):
+        raise ValueError(f"{shape[0] if shape else 0} rows are not q, k and v of {n_head!r} heads and {n_kv!r} "
+                         "K/V heads")
+    return n_kv, shape[0] // (n_head + 2 * n_kv)
+
+
+def _regroup_shape(shape: tuple[int, ...], n_head: Any, n_head_kv: Any = None) -> tuple[int, ...]:
+    _groups(shape, n_head, n_head_kv)  # (the rows must be q, k and v of those heads)
     return shape
 
 
@@ -270,7 +285,7 @@ TRANSFORMS: dict[str, Transform] = {
     "squeeze": Transform(squeeze, _squeeze_shape, doc="drop the dimensions of size 1, as torch's squeeze()",
                          identity=lambda dtype: True, rowwise=True),
     "regroup_qkv": Transform(regroup_qkv, _regroup_shape,
-                             doc="fused q, k, v rows interleaved head by head (GPT-NeoX) as all q, all k, all v",
+                             doc="fused q, k, v rows stored group by group (GPT-NeoX, Falcon) as all q, all k, all v",
                              whole_rows=True),
     "detile_kv": Transform(detile_kv, _detile_shape, doc="keep one copy of a K and a V head its converter copied into "
                                                          "n_head heads, after checking they are copies",

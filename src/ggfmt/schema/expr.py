@@ -285,12 +285,54 @@ def _join(separator: Any, items: Any) -> str:
     return separator.join(items)
 
 
+def _split(text: Any, separator: Any) -> list[str]:
+    """``text`` cut at every ``separator``: never more items than the text has characters, plus one."""
+    if not isinstance(text, str) or not isinstance(separator, str) or not separator:
+        raise TypeError("split(text, separator) takes a string and a non-empty separator")
+    return text.split(separator)
+
+
+def _sqrt(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+        raise ValueError("sqrt takes a number of at least 0")
+    return math.sqrt(value)
+
+
+# what PEFT's rank_pattern and alpha_pattern keys may hold: a module's dotted name or its end
+_MODULE_KEY = re.compile(r"[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)*")
+
+
+def _pattern_value(patterns: Any, module: Any, default: Any) -> Any:
+    """The value of the first key of ``patterns`` (PEFT's ``rank_pattern``/``alpha_pattern``) that
+    is the module's dotted name or its end (``q_proj``, ``layers.0.self_attn.q_proj``), else
+    ``default``, as PEFT chooses it. A key written as a regular expression is not evaluated: an
+    error says so rather than a guess."""
+    if not isinstance(patterns, Mapping) or not isinstance(module, str):
+        raise TypeError("pattern_value(patterns, module, default) takes a mapping and a module name")
+    for key, value in patterns.items():
+        if not isinstance(key, str) or not _MODULE_KEY.fullmatch(key):
+            raise ValueError(f"the pattern key {str(key)[:80]!r} is not a module name (ggfmt does not evaluate "
+                             "regular expressions from a config)")
+        if module == key or module.endswith("." + key):
+            return value
+    return default
+
+
 def _model_tensor(name: Any, arch: Any) -> bool:
     """Whether ``name`` (``blk.3.attn_q.weight``; ``.weight`` or ``.bias`` may end it) is a tensor
     of the architecture ``arch`` by gguf-py's names."""
     if not isinstance(name, str) or not isinstance(arch, str):
         raise TypeError("model_tensor(name, arch) takes two strings")
     return ggml_types.is_model_tensor(name, arch)
+
+
+def _gguf_name(name: Any, arch: Any) -> str | None:
+    """The GGUF name of a Hugging Face module or tensor by gguf-py's map (its ``TensorNameMap``):
+    ``gguf_name('model.layers.3.self_attn.q_proj', 'qwen2')`` is ``'blk.3.attn_q'``; None when
+    gguf-py maps no such name for that architecture."""
+    if not isinstance(name, str) or not isinstance(arch, str):
+        raise TypeError("gguf_name(name, arch) takes a name and an architecture")
+    return ggml_types.gguf_name_of(name, arch)
 
 
 def _get(mapping: Any, key: Any, default: Any = None) -> Any:
@@ -416,6 +458,10 @@ FUNCTIONS: dict[str, Callable[..., Any]] = {
     "str": _str,
     "join": _join,
     "model_tensor": _model_tensor,
+    "gguf_name": _gguf_name,
+    "split": _split,
+    "sqrt": _sqrt,
+    "pattern_value": _pattern_value,
     "startswith": _startswith,
     "format": _format,
     "replace": _replace,

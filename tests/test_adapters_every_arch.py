@@ -1,0 +1,135 @@
+"""PEFT LoRA adapters of every architecture the fixtures hold, converted to the GGUF adapter llama.cpp
+applies: names, shapes, alpha and bytes as llama.cpp's own converter writes them, and llama.cpp
+applying the adapter to the folder's base.gguf (written by llama.cpp's converter) gives the logits
+of transformers on the PEFT-merged model. rsLoRA and rank/alpha patterns, which llama.cpp's converter
+gets wrong, are made here with peft on a fixture base and checked against transformers the same way."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import gguf
+import numpy as np
+import pytest
+
+import consumer
+from conftest import FIXTURES, Fmt
+
+ADAPTERS = FIXTURES / "adapters"
+ARCHS = sorted(p.name for p in ADAPTERS.iterdir() if (p / "peft" / "plain").is_dir())
+# the fixtures' bound: llama.cpp applying llama.cpp's own conversion reproduces transformers within it
+# (SiLU models ~2e-6; GELU models ~1e-3, from ggml's f16 GELU table: adapters/README.md)
+MERGED_LOGITS = 5e-3
+
+
+def ids(arch: str) -> list[int]:
+    return list(json.loads((ADAPTERS / arch / "ids.json").read_text())["ids"])
+
+
+def tensors(path: Path) -> dict[str, tuple[list[int], bytes]]:
+    return {t.name: ([int(n) for n in t.shape], bytes(t.data.tobytes())) for t in gguf.GGUFReader(path).tensors}
+
+
+def alpha(path: Path) -> float:
+    return float(gguf.GGUFReader(path).fields["adapter.lora.alpha"].contents())
+
+
+def convert(adapter: Path, base: Path, out: Path, fmt: Fmt) -> Any:
+    result = fmt("to-gguf", adapter, "--base", base, "-o", out)
+    assert result.code == 0, result.err
+    return result
+
+
+@pytest.mark.parametrize(("arch", "case"), [(a, "plain") for a in ARCHS] + [("qwen2", "plain_bin")])
+def test_an_adapter_is_the_one_llama_cpps_converter_writes(arch: str, case: str, tmp_path: Path, fmt: Fmt) -> None:
+    folder = ADAPTERS / arch
+    out = tmp_path / "adapter.gguf"
+    convert(folder / "peft" / case, folder / "base", out, fmt)
+    assert tensors(out) == tensors(folder / f"{case}.ref.gguf")
+    assert alpha(out) == alpha(folder / f"{case}.ref.gguf")
+    assert gguf.GGUFReader(out).fields["general.architecture"].contents() == \
+        gguf.GGUFReader(folder / "base.gguf").fields["general.architecture"].contents()
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_llama_cpp_applying_it_gives_the_merged_models_logits(arch: str, tmp_path: Path, fmt: Fmt) -> None:
+    folder = ADAPTERS / arch
+    out = tmp_path / "adapter.gguf"
+    convert(folder / "peft" / "plain", folder / "base", out, fmt)
+    got = consumer.logits(folder / "base.gguf", ids(arch), lora=out, f32_cache=True)
+    expected = np.load(folder / "plain.merged.hf.logits.npy")
+    assert got.shape == expected.shape
+    assert np.abs(got - expected).max() <= MERGED_LOGITS
+
+
+def peft_adapter(arch: str, tmp_path: Path, **lora: Any) -> tuple[Path, np.ndarray[Any, Any]]:
+    """An adapter made with peft on the fixture base of ``arch`` (random A and B), and the logits
+    transformers computes of the PEFT-merged model."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    base = ADAPTERS / arch / "base"
+    model = AutoModelForCausalLM.from_pretrained(base, torch_dtype=torch.float32, attn_implementation="eager")
+    config = LoraConfig(r=8, lora_alpha=16, target_modules="all-linear", lora_dropout=0.0, init_lora_weights=False,
+                        **lora)
+    peft_model = get_peft_model(model, config)
+    generator = torch.Generator().manual_seed(7)
+    with torch.no_grad():
+        for name, parameter in peft_model.named_parameters():
+            if "lora_" in name:
+                parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.1)
+    adapter = tmp_path / "adapter"
+    peft_model.save_pretrained(adapter)
+    merged = peft_model.merge_and_unload().eval()
+    with torch.no_grad():
+        logits = merged(torch.tensor([ids(arch)])).logits[0].float().numpy()
+    return adapter, logits
+
+
+@pytest.mark.parametrize(("arch", "lora", "said"), [
+    ("qwen2", {"use_rslora": True}, "use_rslora: adapter.lora.alpha is lora_alpha * sqrt(r)"),
+    # per-module ranks alone: llama.cpp divides by each one's rank as PEFT does, nothing to fold
+    ("qwen2", {"rank_pattern": {"q_proj": 4, "down_proj": 2}}, None),
+    ("qwen2", {"rank_pattern": {"q_proj": 4}, "use_rslora": True}, "the lora_b of 2 modules multiplied"),
+    ("qwen2", {"alpha_pattern": {"layers.0.self_attn.v_proj": 64}, "use_rslora": True},
+     "the lora_b of 1 modules multiplied"),
+    ("gemma2", {"rank_pattern": {"k_proj": 4}, "alpha_pattern": {"o_proj": 3}}, "the lora_b of 2 modules multiplied"),
+])
+def test_rslora_and_patterns_give_pefts_scale_in_llama_cpp(arch: str, lora: dict[str, Any], said: str | None,
+                                                           tmp_path: Path, fmt: Fmt) -> None:
+    adapter, expected = peft_adapter(arch, tmp_path, **lora)
+    out = tmp_path / "adapter.gguf"
+    result = convert(adapter, ADAPTERS / arch / "base", out, fmt)
+    assert said in result.err if said else "multiplied" not in result.err
+    got = consumer.logits(ADAPTERS / arch / "base.gguf", ids(arch), lora=out, f32_cache=True)
+    assert np.abs(got - expected).max() <= MERGED_LOGITS
+    # the check can fail: applied at alpha / r with nothing folded, the adapter means something else
+    unfolded = tmp_path / "unfolded"
+    shutil.copytree(adapter, unfolded)
+    config = json.loads((unfolded / "adapter_config.json").read_text())
+    plain = {**config, "use_rslora": False, "alpha_pattern": {}}
+    (unfolded / "adapter_config.json").write_text(json.dumps(plain))
+    wrong = tmp_path / "wrong.gguf"
+    if config.get("rank_pattern"):  # per-module ranks are read from the factors: only the alphas can be left out
+        plain["rank_pattern"] = config["rank_pattern"]
+        (unfolded / "adapter_config.json").write_text(json.dumps(plain))
+    convert(unfolded, ADAPTERS / arch / "base", wrong, fmt)
+    if lora.get("use_rslora") or lora.get("alpha_pattern"):
+        misread = consumer.logits(ADAPTERS / arch / "base.gguf", ids(arch), lora=wrong, f32_cache=True)
+        assert np.abs(misread - expected).max() > 10 * MERGED_LOGITS
+
+
+def test_a_class_the_table_does_not_name_is_one_line(tmp_path: Path, fmt: Fmt) -> None:
+    base = tmp_path / "base"
+    shutil.copytree(ADAPTERS / "qwen2" / "base", base, ignore=shutil.ignore_patterns("*.safetensors"))
+    config = json.loads((base / "config.json").read_text())
+    (base / "config.json").write_text(json.dumps({**config, "architectures": ["RwkvForCausalLM"]}))
+    result = fmt("to-gguf", ADAPTERS / "qwen2" / "peft" / "plain", "--base", base, "-o", tmp_path / "x.gguf")
+    assert result.code == 2 and len(result.err.strip().splitlines()) == 1, result.err
+    assert "config.json: field architectures" in result.err and "ggfmt converts adapters of the model classes" \
+        in result.err
+    assert not (tmp_path / "x.gguf").exists()
