@@ -43,22 +43,30 @@ def convert(adapter: Path, base: Path, out: Path, fmt: Fmt) -> Any:
     return result
 
 
-@pytest.mark.parametrize(("arch", "case"), [(a, "plain") for a in ARCHS] + [("qwen2", "plain_bin")])
-def test_an_adapter_is_the_one_llama_cpps_converter_writes(arch: str, case: str, tmp_path: Path, fmt: Fmt) -> None:
+# every adapter of the fixtures: PEFT's (safetensors, and the pickled .bin of qwen2) and mlx-lm's copies of
+# the same adapter, with the reference llama.cpp's converter wrote from the PEFT one
+CASES = [(a, "peft/plain", "plain") for a in ARCHS] + [("qwen2", "peft/plain_bin", "plain_bin")] + \
+    [(p.parent.parent.name, "mlx/plain", "plain") for p in sorted(ADAPTERS.glob("*/mlx/plain"))]
+
+
+@pytest.mark.parametrize(("arch", "adapter", "case"), CASES)
+def test_an_adapter_is_the_one_llama_cpps_converter_writes(arch: str, adapter: str, case: str, tmp_path: Path,
+                                                           fmt: Fmt) -> None:
     folder = ADAPTERS / arch
     out = tmp_path / "adapter.gguf"
-    convert(folder / "peft" / case, folder / "base", out, fmt)
+    convert(folder / adapter, folder / "base", out, fmt)
     assert tensors(out) == tensors(folder / f"{case}.ref.gguf")
     assert alpha(out) == alpha(folder / f"{case}.ref.gguf")
     assert gguf.GGUFReader(out).fields["general.architecture"].contents() == \
         gguf.GGUFReader(folder / "base.gguf").fields["general.architecture"].contents()
 
 
-@pytest.mark.parametrize("arch", ARCHS)
-def test_llama_cpp_applying_it_gives_the_merged_models_logits(arch: str, tmp_path: Path, fmt: Fmt) -> None:
+@pytest.mark.parametrize(("arch", "adapter", "case"), [c for c in CASES if c[1] != "peft/plain_bin"])
+def test_llama_cpp_applying_it_gives_the_merged_models_logits(arch: str, adapter: str, case: str, tmp_path: Path,
+                                                              fmt: Fmt) -> None:
     folder = ADAPTERS / arch
     out = tmp_path / "adapter.gguf"
-    convert(folder / "peft" / "plain", folder / "base", out, fmt)
+    convert(folder / adapter, folder / "base", out, fmt)
     got = consumer.logits(folder / "base.gguf", ids(arch), lora=out, f32_cache=True)
     expected = np.load(folder / "plain.merged.hf.logits.npy")
     assert got.shape == expected.shape
@@ -73,9 +81,9 @@ def peft_adapter(arch: str, tmp_path: Path, **lora: Any) -> tuple[Path, np.ndarr
     from transformers import AutoModelForCausalLM
 
     base = ADAPTERS / arch / "base"
-    model = AutoModelForCausalLM.from_pretrained(base, torch_dtype=torch.float32, attn_implementation="eager")
-    config = LoraConfig(r=8, lora_alpha=16, target_modules="all-linear", lora_dropout=0.0, init_lora_weights=False,
-                        **lora)
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32, attn_implementation="eager")
+    config = LoraConfig(**{"r": 8, "lora_alpha": 16, "target_modules": "all-linear", "lora_dropout": 0.0,
+                           "init_lora_weights": False, **lora})
     peft_model = get_peft_model(model, config)
     generator = torch.Generator().manual_seed(7)
     with torch.no_grad():
@@ -133,3 +141,50 @@ def test_a_class_the_table_does_not_name_is_one_line(tmp_path: Path, fmt: Fmt) -
     assert "config.json: field architectures" in result.err and "ggfmt converts adapters of the model classes" \
         in result.err
     assert not (tmp_path / "x.gguf").exists()
+
+
+def test_an_embedding_adapter_is_applied_as_peft_applies_it(tmp_path: Path, fmt: Fmt) -> None:
+    adapter, expected = peft_adapter("qwen2", tmp_path, target_modules=["embed_tokens", "q_proj", "down_proj"])
+    out = tmp_path / "adapter.gguf"
+    convert(adapter, ADAPTERS / "qwen2" / "base", out, fmt)
+    written = tensors(out)
+    assert written["token_embd.weight.lora_a"][0] == [8, 512] and written["token_embd.weight.lora_b"][0] == [8, 64]
+    got = consumer.logits(ADAPTERS / "qwen2" / "base.gguf", ids("qwen2"), lora=out, f32_cache=True)
+    assert np.abs(got - expected).max() <= MERGED_LOGITS
+
+
+def test_what_llama_cpp_cannot_apply_is_refused_in_one_line_saying_what_works(tmp_path: Path, fmt: Fmt) -> None:
+    # tied input and output embeddings (Gemma 2): llama.cpp would abort on load
+    adapter, _ = peft_adapter("gemma2", tmp_path / "tied", target_modules=["embed_tokens", "q_proj"])
+    result = fmt("to-gguf", adapter, "--base", ADAPTERS / "gemma2" / "base", "-o", tmp_path / "x.gguf")
+    # (the last line: transformers, run in this process above, may have written progress before it)
+    assert result.code == 2 and result.err.strip().splitlines()[-1].endswith(
+        "field base_model.model.model.embed_tokens.lora_embedding_A at byte 131976: adapts the input embeddings of "
+        "a model whose output "
+        "shares them (tie_word_embeddings), which llama.cpp cannot apply (it aborts on load): merge the adapter into "
+        "the model (PEFT's merge_and_unload) and convert that"), result.err
+    # DoRA: its magnitude vectors, named, when the config does not say it
+    dora, _ = peft_adapter("qwen2", tmp_path / "dora", use_dora=True)
+    config = json.loads((dora / "adapter_config.json").read_text())
+    (dora / "adapter_config.json").write_text(json.dumps({**config, "use_dora": False}))
+    result = fmt("to-gguf", dora, "--base", ADAPTERS / "qwen2" / "base", "-o", tmp_path / "x.gguf")
+    assert result.code == 2 and "lora_magnitude_vector" in result.err and "is a DoRA magnitude: llama.cpp applies " \
+        "plain LoRA only; merge the adapter into the model (PEFT's merge_and_unload) and convert that" in result.err
+    assert not (tmp_path / "x.gguf").exists()
+
+
+def test_dry_run_lists_what_would_be_written_and_every_refusal(tmp_path: Path, fmt: Fmt) -> None:
+    adapter, _ = peft_adapter("gemma2", tmp_path, target_modules=["embed_tokens", "q_proj"], use_dora=True)
+    config = json.loads((adapter / "adapter_config.json").read_text())
+    (adapter / "adapter_config.json").write_text(json.dumps({**config, "use_dora": False}))
+    out = tmp_path / "x.gguf"
+    result = fmt("to-gguf", adapter, "--base", ADAPTERS / "gemma2" / "base", "-o", out, "--dry-run")
+    assert result.code == 2
+    listed = result.out.split("would refuse ", 1)[1].splitlines()
+    assert listed[0] == "5 input tensors:"  # the embedding's two factors; the three magnitudes (q_proj's, its)
+    assert sum("is a DoRA magnitude" in line for line in listed) == 3
+    assert sum("tie_word_embeddings" in line for line in listed) == 2
+    assert "blk.0.attn_q.weight.lora_a" in result.out and "blk.1.attn_q.weight.lora_b" in result.out
+    assert result.err.strip().splitlines()[-1].endswith("5 input tensors would be refused (listed above); "
+                                                        "nothing written")
+    assert not out.exists()

@@ -138,7 +138,7 @@ def test_dry_run_lists_what_would_be_written_and_writes_nothing(tmp_path: Path, 
     assert result.code == 0, result.err
     lines = result.out.splitlines()
     assert lines[0].startswith(f"would write {adapter / 'ggml-adapter-model.gguf'}")
-    assert "28 tensors, 5 keys" in lines[0]
+    assert "28 tensors, 6 keys" in lines[0]
     keys = lines[lines.index("keys:") + 1:lines.index("tensors:") - 1]
     assert [line.split()[0] for line in keys][:2] == ["general.architecture", "general.type"]
     assert len({line.index(line.split()[1]) for line in keys}) == 1  # the type column lines up
@@ -175,11 +175,11 @@ def _tensors_changed(directory: Path, change: str) -> None:
     ('"rank": 8', None, "its rank differs from lora_parameters.rank 8"),
     ('"rank": 0', None, "field lora_parameters.rank: 0: expected a positive integer"),
     ({"use_dora": True}, None, "field use_dora: True: true is not supported"),
-    ("", "lora_a transposed", "its rank differs from lora_parameters.rank 4"),
+    ("", "lora_a transposed", "do not share a non-zero rank (32 and 4)"),
     ("", "lora_b without lora_a", "has no model.layers.0.self_attn.q_proj.lora_a to pair with"),
     ("", "no tensors", "the adapter holds no LoRA factors"),
     ("", "a layer the base does not have", "is in layer 99, but the base model has 2 layers"),
-    ("", "lora_b too wide", "output width 32 expected (n_head * head_dim)"),
+    ("", "lora_b too wide", "output width 32 expected of attn_q (the base config's)"),
 ])
 def test_an_adapter_llama_cpp_would_misapply_is_refused(config: str | dict[str, object], tensors: str | None,
                                                         words: str, tmp_path: Path, fmt: Fmt) -> None:

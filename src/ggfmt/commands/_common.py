@@ -173,12 +173,19 @@ def convert_to_file(args: argparse.Namespace, target: str) -> int:
         check_target(out, force=args.force, inputs=[source])  # before the work, not only after it
     conversion = convert(source, target, schema=getattr(args, "schema", None), params=parameters(args),
                          mapping=getattr(args, "mapping", None), base=getattr(args, "base", None),
-                         arch=getattr(args, "arch", None), options=options, outtype=args.outtype)
+                         arch=getattr(args, "arch", None), options=options, outtype=args.outtype,
+                         list_refused=args.dry_run)
     for warning in conversion.warnings:
         print(f"fmt: warning: {escape(warning)}", file=sys.stderr)
     plan = conversion.plan
     if args.dry_run:
         print(describe_plan(plan, out, conversion.description, target))
+        if plan.refused:  # what the conversion would refuse: each tensor's one line, then the refusal
+            print(f"\nwould refuse {len(plan.refused)} input tensors:")
+            for refusal in plan.refused:
+                print(f"  {escape(str(refusal))}")
+            raise UsageError(f"{source}: {len(plan.refused)} input tensors would be refused (listed above); "
+                             "nothing written")
         return EXIT_OK
     write = writer(target)
     bar = progress_bar(plan.payload_bytes, args.quiet)

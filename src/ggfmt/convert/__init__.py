@@ -88,10 +88,11 @@ def _file_table(source: Path, target: str) -> MappingTable | None:
 def convert(source: Path, target: str = "gguf", *, schema: str | None = None,
             params: Mapping[str, Any] | None = None, mapping: str | None = None, base: Path | None = None,
             arch: str | None = None, options: Mapping[str, Any] | None = None,
-            outtype: str | None = None) -> Conversion:
+            outtype: str | None = None, list_refused: bool = False) -> Conversion:
     """What ``source`` (a file or a declared directory) becomes in ``target``, planned, not written.
     ``options`` are the conversion options given on the command line (``text_only``), which the
-    table must declare."""
+    table must declare. ``list_refused``: the input tensors the table refuses are collected in
+    ``plan.refused`` (each a one-line error) rather than the first raised."""
     from ..schema.expr import input_room
     from .plan import check_plan, plan_gguf
 
@@ -103,7 +104,7 @@ def convert(source: Path, target: str = "gguf", *, schema: str | None = None,
     settings = _settings(table, given, outtype)
     _add_option_tensors(doc, table, settings)
     with input_room(doc.size):  # the table's expressions may build lists as long as the input allows
-        plan = plan_gguf(doc, table, _architecture(arch, table), settings)
+        plan = plan_gguf(doc, table, _architecture(arch, table), settings, [] if list_refused else None)
     what = doc.schema.title if doc.schema.title and doc.schema.id != doc.schema.title else doc.schema.id
     # (a Hugging Face directory's summary counts its layers instead of naming the table)
     description = f"{what} -> Hugging Face" if target == "hf" else f"{what} -> {_shown(target)} via {table.name}"

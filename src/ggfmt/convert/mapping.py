@@ -91,6 +91,7 @@ class Check:
     message: str
     field: str  # the input field the message is about (its offset is reported); may be empty
     where: str
+    id: str | None = None  # its name, by which a table built on this one replaces it
 
 
 @dataclass(frozen=True)
@@ -128,6 +129,7 @@ class MatchEntry:
     where: str
     require: list[Check] = field(default_factory=list)  # after the table's own `require`
     drop: bool = False  # the selected tensors are left out, as the table says
+    refuse: str | None = None  # the selected tensors cannot be converted: why, and what would work instead
 
 
 @dataclass(frozen=True)
@@ -301,13 +303,23 @@ def _load(path: Path, including: tuple[str, ...]) -> MappingTable:
     if unknown:
         raise SchemaError(source, f"unknown keys {sorted(unknown)} (allowed: {sorted(TOP_KEYS)})")
     chain = (*including, path.stem)
+    table = None  # the tables it is built on, one on the other
+    for name in _included_names(data.get("include"), source):
+        try:
+            found = _find(name)
+        except UsageError:  # a mistake of this table, not of the command line
+            raise SchemaError(f"{source}: include", f"no mapping table named {name!r}") from None
+        included = _load(found, chain)
+        table = included if table is None else _on_top_of(table, included)
+    # the names a `match:` entry's output name may use besides its captures: the tensor_values
+    tensor_names = frozenset(_mapping_of(data.get("tensor_values"), f"{source}: tensor_values")) \
+        | frozenset(name for name, _ in (table.tensor_values if table else []))
     own = MappingTable(
         name=path.stem,
         doc=" ".join(str(data.get("doc", "")).split()),
         architecture=_architecture(data.get("architecture"), source),
         metadata=_items(data.get("metadata") or [], "metadata", f"{source}: metadata", chain),
-        tensors=_items(data.get("tensors") or [], "tensors", f"{source}: tensors", chain,
-                       frozenset(_mapping_of(data.get("tensor_values"), f"{source}: tensor_values"))),
+        tensors=_items(data.get("tensors") or [], "tensors", f"{source}: tensors", chain, tensor_names),
         outtypes=_outtypes(data.get("outtypes"), source),
         unmatched=_unmatched(data.get("unmatched", "error"), source),
         values=_values(data.get("values"), source, "values"),
@@ -328,14 +340,6 @@ def _load(path: Path, including: tuple[str, ...]) -> MappingTable:
         json_files={str(name): _expr(text, f"{source}: json_files.{name}")
                     for name, text in _mapping_of(data.get("json_files"), f"{source}: json_files").items()},
     )
-    table = None
-    for name in _included_names(data.get("include"), source):
-        try:
-            found = _find(name)
-        except UsageError:  # a mistake of this table, not of the command line
-            raise SchemaError(f"{source}: include", f"no mapping table named {name!r}") from None
-        included = _load(found, chain)
-        table = included if table is None else _on_top_of(table, included)
     return own if table is None else _on_top_of(table, own)
 
 
@@ -357,8 +361,8 @@ INHERITED_SETTINGS = ("architecture", "outtypes", "unmatched", "arch_option", "o
 
 def _on_top_of(base: MappingTable, top: MappingTable) -> MappingTable:
     """``top`` built on ``base`` (``include:``): base's options, constants, values, checks, keys and
-    tensors, then top's; what top names again (a value, an option, a constant, a key it writes, a
-    `match:` pattern or `tensor:` it takes) replaces base's in base's place."""
+    tensors, then top's; what top names again (a value, an option, a constant, a check's `id`, a key
+    it writes, a `match:` pattern or `tensor:` it takes) replaces base's in base's place."""
     settings = {name: getattr(top if name in top.given else base, name) for name in INHERITED_SETTINGS}
     return MappingTable(
         name=top.name, doc=top.doc, metadata=_replaced(base.metadata, top.metadata, _entry_key),
@@ -366,10 +370,14 @@ def _on_top_of(base: MappingTable, top: MappingTable) -> MappingTable:
         values=_replaced(base.values, top.values, lambda v: v[0]),
         tensor_values=_replaced(base.tensor_values, top.tensor_values, lambda v: v[0]),
         tensor_tests=_replaced(base.tensor_tests, top.tensor_tests, lambda t: t.name),
-        require=[*base.require, *top.require], checks=[*base.checks, *top.checks],
-        warnings=[*base.warnings, *top.warnings], options={**base.options, **top.options},
+        require=_replaced(base.require, top.require, _check_id), checks=_replaced(base.checks, top.checks, _check_id),
+        warnings=_replaced(base.warnings, top.warnings, _check_id), options={**base.options, **top.options},
         constants={**base.constants, **top.constants}, json_files={**base.json_files, **top.json_files},
         given=base.given | top.given, **settings)
+
+
+def _check_id(check: Check) -> str | None:
+    return check.id  # (a check without an id is never replaced)
 
 
 def _entry_key(entry: Any) -> Any:
@@ -518,7 +526,7 @@ def _checks(specs: Any, where: str, allowed: frozenset[str], condition: str) -> 
         if condition not in spec or not isinstance(spec.get("message"), str):
             raise SchemaError(at, f"needs `{condition}` (an expression) and `message` (text)")
         out.append(Check(_expr(spec[condition], f"{at}, {condition}"), check_message(spec["message"], at),
-                         str(spec.get("field", "")), at))
+                         str(spec.get("field", "")), at, str(spec["id"]) if "id" in spec else None))
     return out
 
 
@@ -795,6 +803,11 @@ def _match_entry(spec: Mapping[str, Any], where: str, tensor_names: frozenset[st
         if set(spec) - {"match", "when", "drop", "doc"}:
             raise SchemaError(where, "a `drop: true` entry has only `match` and `when`")
         return MatchEntry(pattern, "", [], _opt_expr(spec, "when", where), where, drop=True)
+    if "refuse" in spec:
+        if set(spec) - {"match", "when", "refuse", "doc"} or not isinstance(spec["refuse"], str):
+            raise SchemaError(where, "a `refuse: MESSAGE` entry has only `match` and `when`, and a message")
+        return MatchEntry(pattern, "", [], _opt_expr(spec, "when", where), where,
+                          refuse=check_message(spec["refuse"], where))
     template = check_template(_output_name(spec, where), set(captures) | tensor_names, where)
     transforms = spec.get("transforms") or []
     if not isinstance(transforms, list):

@@ -73,6 +73,7 @@ class Plan:
     tensors: list[OutputTensor]
     warnings: list[str] = field(default_factory=list)  # input tensors a table leaves out on purpose
     files: dict[str, Any] = field(default_factory=dict)  # a directory output's JSON files (config.json)
+    refused: list[FormatError] = field(default_factory=list)  # input tensors refused (when asked to list them)
 
     @property
     def payload_bytes(self) -> int:
@@ -99,10 +100,12 @@ def check_plan(plan: Plan, source: str) -> None:
 
 
 def plan_gguf(doc: Document, table: MappingTable, arch: str | None = None,
-              settings: Scope | None = None) -> Plan:
+              settings: Scope | None = None, refused: list[FormatError] | None = None) -> Plan:
     """Resolve ``table`` against ``doc``: every key with its value, every tensor with its source.
     ``arch`` replaces the table's architecture where the table allows it (``arch_option``);
-    ``settings`` are the table's options as given or defaulted, and ``outtype``."""
+    ``settings`` are the table's options as given or defaulted, and ``outtype``. Given a list
+    ``refused``, an input tensor the table refuses is added to it rather than raised, so that all
+    of them can be listed (the plan then leaves them out)."""
     architecture = str(arch or (table.architecture if isinstance(table.architecture, str) else "") or "")
     # what every entry may use: the schema's parameters, the parsed fields (which shadow a
     # parameter of the same name), the input's tensors, the architecture, then the table's values
@@ -166,21 +169,16 @@ def plan_gguf(doc: Document, table: MappingTable, arch: str | None = None,
         for index, ref in enumerate(doc.tensors):  # in the input's order
             if ref.path in used:
                 continue
-            planned = _matched(ref, index, matchers, doc, table)
-            if isinstance(planned, _Dropped):
+            try:
+                planned = _planned_match(ref, index, matchers, doc, table, names, warnings)
+            except FormatError as refusal:
+                if refused is None:
+                    raise
+                refused.append(refusal)  # (--dry-run: every refusal is listed, then the conversion refused)
                 continue
-            if planned is None:
-                why = f"{ref.name or ref.path} is selected by no entry of {table.name}"
-                if table.unmatched == "warn":
-                    warnings.append(f"{why}; not converted")
-                    continue
-                raise FormatError(ref.path, ref.offset, f"{why}, so ggfmt does not know what it becomes",
-                                  str(_file(ref, doc)))
-            if planned[1].name in names:
-                raise FormatError(ref.path, ref.offset, f"becomes {planned[1].name}, which another tensor already "
-                                                        "became", str(_file(ref, doc)))
-            names.add(planned[1].name)
-            matched.append(planned)
+            if planned is not None:
+                names.add(planned[1].name)
+                matched.append(planned)
         if table.order is not None:
             try:
                 matched.sort(key=lambda m: m[0])
@@ -192,7 +190,26 @@ def plan_gguf(doc: Document, table: MappingTable, arch: str | None = None,
                  if evaluate_entry(w.expr, scopes, w.where)]
     files = {name: evaluate_entry(expr, scopes, f"{table.name}: json_files.{name}")
              for name, expr in table.json_files.items()}
-    return Plan(architecture, metadata, tensors, warnings, files)
+    return Plan(architecture, metadata, tensors, warnings, files, refused or [])
+
+
+def _planned_match(ref: TensorRef, index: int, matchers: list[tuple[MatchEntry, list[Scope]]], doc: Document,
+                   table: MappingTable, names: set[str], warnings: list[str]) -> tuple[Any, OutputTensor] | None:
+    """What the `match:` entries make of the input tensor ``ref``: its sort key and output tensor,
+    or None when it is left out (dropped, or unmatched in a table that only warns of it)."""
+    planned = _matched(ref, index, matchers, doc, table)
+    if isinstance(planned, _Dropped):
+        return None
+    if planned is None:
+        why = f"{ref.name or ref.path} is selected by no entry of {table.name}"
+        if table.unmatched == "warn":
+            warnings.append(f"{why}; not converted")
+            return None
+        raise FormatError(ref.path, ref.offset, f"{why}, so ggfmt does not know what it becomes", str(_file(ref, doc)))
+    if planned[1].name in names:
+        raise FormatError(ref.path, ref.offset, f"becomes {planned[1].name}, which another tensor already became",
+                          str(_file(ref, doc)))
+    return planned
 
 
 class _TensorTests(Mapping[str, Any]):
@@ -340,8 +357,8 @@ def _dropped(name: str, matchers: list[tuple[MatchEntry, list[Scope]]], table: M
         if found is None:
             continue
         captures = {k: int(v) if k == BLOCK_ID else v for k, v in found.groupdict().items()}
-        if entry.when is None or evaluate_entry(entry.when, [*entry_scopes, {"tensor": described}, captures],
-                                                entry.where):
+        scopes = table_scope(table, [*entry_scopes, {"tensor": described}, captures], "tensor_values")
+        if entry.when is None or evaluate_entry(entry.when, scopes, entry.where):
             return entry.drop
     return False
 
@@ -370,6 +387,9 @@ def _matched(ref: TensorRef, index: int, matchers: list[tuple[MatchEntry, list[S
             continue
         if entry.drop:
             return DROPPED
+        if entry.refuse is not None:  # (before the table's `require`: this is why the tensor cannot go)
+            raise FormatError(ref.path, ref.offset, fill_message(entry.refuse, scopes, entry.where),
+                              str(_file(ref, doc)))
         for check in [*table.require, *entry.require]:
             if not evaluate_entry(check.expr, scopes, check.where):
                 raise FormatError(ref.path, ref.offset, fill_message(check.message, scopes, check.where),
