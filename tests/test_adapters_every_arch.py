@@ -188,3 +188,20 @@ def test_dry_run_lists_what_would_be_written_and_every_refusal(tmp_path: Path, f
     assert result.err.strip().splitlines()[-1].endswith("5 input tensors would be refused (listed above); "
                                                         "nothing written")
     assert not out.exists()
+
+
+@pytest.mark.parametrize(("change", "field"), [
+    ({"modules_to_save": ["lm_head"]}, "modules_to_save"),
+    ({"bias": "lora_only"}, "bias"),
+    ({"use_dora": True}, "use_dora"),
+])
+def test_a_config_no_lora_adapter_can_hold_is_refused_saying_what_works(change: dict[str, Any], field: str,
+                                                                        tmp_path: Path, fmt: Fmt) -> None:
+    adapter = shutil.copytree(ADAPTERS / "qwen2" / "peft" / "plain", tmp_path / "adapter")
+    config = json.loads((adapter / "adapter_config.json").read_text())
+    (adapter / "adapter_config.json").write_text(json.dumps({**config, **change}))
+    result = fmt("to-gguf", adapter, "--base", ADAPTERS / "qwen2" / "base", "-o", tmp_path / "x.gguf")
+    assert result.code == 2 and len(result.err.strip().splitlines()) == 1, result.err
+    assert f"adapter_config.json: field {field}" in result.err
+    assert "merge the adapter into the model (PEFT's merge_and_unload) and convert that" in result.err
+    assert not (tmp_path / "x.gguf").exists()
