@@ -325,10 +325,10 @@ def main() -> int:
     parser.add_argument("--sizes", type=float, nargs="+", default=[100, 1000], help="checkpoint sizes in MB")
     parser.add_argument("--peft-mb", type=float, default=770, help="size of the PEFT adapter in MB")
     parser.add_argument("--dir", type=Path, help="where to put the checkpoints (default: a temporary directory)")
-    parser.add_argument("--only", choices=("gguf", "legacy"),
+    parser.add_argument("--only", choices=("gguf", "legacy", "models"),
                         help="only these rows (gguf: GGUF parse, dump, edit; legacy: 2023 model files to GGUF, "
                              "the real-vocabulary GPT-2 of the ggml examples, and header-heavy ones against a struct "
-                             "reader and llama.cpp's converter)")
+                             "reader and llama.cpp's converter; models: the PEFT adapter, CLIP and Gemma conversions)")
     args = parser.parse_args()
 
     compiled(Path(ggfmt.__file__).parent)
@@ -338,6 +338,9 @@ def main() -> int:
         if args.only == "gguf":
             rows.extend(gguf_rows(work, args.runs))
             args.sizes = []
+        if args.only == "models":
+            rows.extend(model_rows(work, args.runs, args.peft_mb))
+            return _print(rows, args.runs)
         if args.only == "legacy":
             rows.extend(legacy_rows(work, args.runs))
             rows.extend(family_rows(work, args.runs))

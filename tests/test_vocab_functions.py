@@ -94,6 +94,8 @@ def test_the_adapter_functions() -> None:
     assert value("gguf_name('gpt_neox.layers.2.attention.query_key_value.weight', 'gptneox')") == \
         "blk.2.attn_qkv.weight"
     assert value("gguf_name('model.layers.0.mlp.experts.3.up_proj', 'qwen2moe')") is None
+    # a block number as Python writes it: layers.01 is no layer (it would be taken for layers.1)
+    assert value("gguf_name('model.layers.01.self_attn.q_proj', 'llama')") is None
 
 
 @pytest.mark.parametrize(("n_head", "n_head_kv"), [(4, 4), (8, 2), (4, 1)])

@@ -151,7 +151,8 @@ def gguf_name_of(hf_name: str, arch: str) -> str | None:
     found = names.get_name(stem)
     if found is not None:
         return str(found) + suffix
-    for number in re.finditer(r"(?<=\.)[0-9]+(?=\.)", stem):  # the block number: one of the dotted numbers
+    # the block number: one of the dotted numbers, as Python writes it (layers.01 is not layers.1)
+    for number in re.finditer(r"(?<=\.)(?:0|[1-9][0-9]*)(?=\.)", stem):
         found = names.get_name(stem[:number.start()] + "0" + stem[number.end():])
         if found is not None and str(found).startswith("blk.0."):
             return f"blk.{int(number.group())}." + str(found)[len("blk.0."):] + suffix
