@@ -228,14 +228,20 @@ def test_k_and_v_heads_that_are_not_copies_are_kept_as_a_multi_head_model(tmp_pa
     assert np.abs(got - reference).max() <= FLOAT_NOISE
 
 
-def test_detile_kv_alone_refuses_heads_that_are_not_copies_in_one_line(tmp_path: Path, fmt: Fmt,
-                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
-    # a table that de-tiles without testing first: the transform itself refuses
+def starcoder_table_changed(old: str, new: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The shipped StarCoder table with ``old`` replaced by ``new``, found before it."""
     folder = tmp_path / "mappings"
     folder.mkdir()
     table = (Path(ggfmt.__file__).parent.parent.parent / "mappings" / "starcoder-gguf.yaml").read_text()
-    (folder / "starcoder-gguf.yaml").write_text(table.replace("when: kv_tiled", "when: 'True'"))
+    assert old in table
+    (folder / "starcoder-gguf.yaml").write_text(table.replace(old, new))
     monkeypatch.setenv("GGFMT_MAPPING_PATH", str(folder))
+
+
+def test_detile_kv_alone_refuses_heads_that_are_not_copies_in_one_line(tmp_path: Path, fmt: Fmt,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    # a table that de-tiles without testing first: the transform itself refuses
+    starcoder_table_changed("when: kv_tiled", "when: 'True'", tmp_path, monkeypatch)
     source = ggfmt.parse(FILES / "starcoder-f32.bin")
     tiled = next(t for t in source.tensors if t.name == "model/h1/attn/c_attn/w")
     data = bytearray((FILES / "starcoder-f32.bin").read_bytes())
@@ -305,11 +311,7 @@ def test_a_tokenizer_larger_than_the_model_is_refused(tmp_path: Path, fmt: Fmt) 
 
 def test_a_tensor_test_that_selects_nothing_is_one_line(tmp_path: Path, fmt: Fmt,
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
-    folder = tmp_path / "mappings"
-    folder.mkdir()
-    table = (Path(ggfmt.__file__).parent.parent.parent / "mappings" / "starcoder-gguf.yaml").read_text()
-    (folder / "starcoder-gguf.yaml").write_text(table.replace("/attn/c_attn/{part}", "/attn/c_attention/{part}"))
-    monkeypatch.setenv("GGFMT_MAPPING_PATH", str(folder))
+    starcoder_table_changed("/attn/c_attn/{part}", "/attn/c_attention/{part}", tmp_path, monkeypatch)
     result = fmt("to-gguf", FILES / "starcoder-f32.bin", "-o", tmp_path / "x.gguf")
     assert result.code == 2 and result.err.strip() == (
         "fmt: error: starcoder-gguf.yaml: tensor_tests.kv_tiled: 'model/h{bid}/attn/c_attention/{part}' selects "

@@ -180,6 +180,8 @@ def convert_to_file(args: argparse.Namespace, target: str) -> int:
     plan = conversion.plan
     if args.dry_run:
         print(describe_plan(plan, out, conversion.description, target))
+        for note in conversion.notes:
+            print(f"  note: {escape(note)}")
         if plan.refused:  # what the conversion would refuse: each tensor's one line, then the refusal
             print(f"\nwould refuse {len(plan.refused)} input tensors:")
             for refusal in plan.refused:

@@ -109,6 +109,7 @@ def convert(source: Path, target: str = "gguf", *, schema: str | None = None,
     # (a Hugging Face directory's summary counts its layers instead of naming the table)
     description = f"{what} -> Hugging Face" if target == "hf" else f"{what} -> {_shown(target)} via {table.name}"
     conversion = Conversion(plan, description, target, list(plan.warnings), hf_tokenizer=table.hf_tokenizer)
+    conversion.notes.extend(plan.notes)
     if any(ggml_types.is_legacy(t.ggml_type) for t in plan.tensors):  # 2023 blocks: in today's layouts
         from .legacy_blocks import relayout
 

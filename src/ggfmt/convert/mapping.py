@@ -205,6 +205,7 @@ class MappingTable:
     require: list[Check] = field(default_factory=list)  # what every selected input tensor must satisfy
     checks: list[Check] = field(default_factory=list)  # what the input as a whole must satisfy
     warnings: list[Check] = field(default_factory=list)  # `expr` is when the warning is given
+    notes: list[Check] = field(default_factory=list)  # what the summary tells, `expr` when it is told
     arch_option: bool = False  # --arch may name another architecture gguf-py knows
     # the sort key of the tensors `match:` entries make (default: the input's order); it sees
     # what `require` sees and `output`, the output name
@@ -328,6 +329,7 @@ def _load(path: Path, including: tuple[str, ...]) -> MappingTable:
         require=_checks(data.get("require"), f"{source}: require", CHECK_KEYS, "expr"),
         checks=_checks(data.get("checks"), f"{source}: checks", CHECK_KEYS, "expr"),
         warnings=_checks(data.get("warnings"), f"{source}: warnings", WARNING_KEYS, "when"),
+        notes=_checks(data.get("notes"), f"{source}: notes", WARNING_KEYS, "when"),
         arch_option=_flag(data.get("arch_option", False), f"{source}: arch_option"),
         order=_opt_expr(data, "order", source),
         rename_inputs=_renames(data.get("rename_inputs"), f"{source}: rename_inputs"),
@@ -371,7 +373,8 @@ def _on_top_of(base: MappingTable, top: MappingTable) -> MappingTable:
         tensor_values=_replaced(base.tensor_values, top.tensor_values, lambda v: v[0]),
         tensor_tests=_replaced(base.tensor_tests, top.tensor_tests, lambda t: t.name),
         require=_replaced(base.require, top.require, _check_id), checks=_replaced(base.checks, top.checks, _check_id),
-        warnings=_replaced(base.warnings, top.warnings, _check_id), options={**base.options, **top.options},
+        warnings=_replaced(base.warnings, top.warnings, _check_id), notes=_replaced(base.notes, top.notes, _check_id),
+        options={**base.options, **top.options},
         constants={**base.constants, **top.constants}, json_files={**base.json_files, **top.json_files},
         given=base.given | top.given, **settings)
 
@@ -1024,7 +1027,7 @@ def table_uses(table: MappingTable, name: str) -> bool:
 def _names(table: MappingTable) -> set[str]:
     exprs: list[Expression | None] = [e for _, e in [*table.values, *table.tensor_values]]
     exprs += [a for test in table.tensor_tests for a in test.call.args]
-    exprs += [c.expr for c in [*table.require, *table.checks, *table.warnings]]
+    exprs += [c.expr for c in [*table.require, *table.checks, *table.warnings, *table.notes]]
     exprs.append(table.order)
 
     def items(entries: list[Any]) -> None:

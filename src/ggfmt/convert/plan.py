@@ -74,6 +74,7 @@ class Plan:
     warnings: list[str] = field(default_factory=list)  # input tensors a table leaves out on purpose
     files: dict[str, Any] = field(default_factory=dict)  # a directory output's JSON files (config.json)
     refused: list[FormatError] = field(default_factory=list)  # input tensors refused (when asked to list them)
+    notes: list[str] = field(default_factory=list)  # what the summary tells (the table's `notes`)
 
     @property
     def payload_bytes(self) -> int:
@@ -190,7 +191,8 @@ def plan_gguf(doc: Document, table: MappingTable, arch: str | None = None,
                  if evaluate_entry(w.expr, scopes, w.where)]
     files = {name: evaluate_entry(expr, scopes, f"{table.name}: json_files.{name}")
              for name, expr in table.json_files.items()}
-    return Plan(architecture, metadata, tensors, warnings, files, refused or [])
+    notes = [fill_message(n.message, scopes, n.where) for n in table.notes if evaluate_entry(n.expr, scopes, n.where)]
+    return Plan(architecture, metadata, tensors, warnings, files, refused or [], notes)
 
 
 def _planned_match(ref: TensorRef, index: int, matchers: list[tuple[MatchEntry, list[Scope]]], doc: Document,
