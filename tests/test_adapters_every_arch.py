@@ -212,3 +212,15 @@ def test_a_config_no_lora_adapter_can_hold_is_refused_saying_what_works(change: 
     assert f"adapter_config.json: field {field}" in result.err
     assert "merge the adapter into the model (PEFT's merge_and_unload) and convert that" in result.err
     assert not (tmp_path / "x.gguf").exists()
+
+
+def test_a_key_that_is_no_lora_factor_is_refused_at_it(tmp_path: Path, fmt: Fmt) -> None:
+    from safetensors.numpy import load_file, save_file
+
+    adapter = shutil.copytree(ADAPTERS / "qwen2" / "peft" / "plain", tmp_path / "adapter")
+    weights = load_file(adapter / "adapter_model.safetensors")
+    key = "base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight"
+    save_file({**weights, key.replace("lora_A", "lora_C"): weights[key]}, adapter / "adapter_model.safetensors")
+    result = fmt("to-gguf", adapter, "--base", ADAPTERS / "qwen2" / "base", "-o", tmp_path / "x.gguf")
+    assert result.code == 2 and len(result.err.strip().splitlines()) == 1, result.err
+    assert "q_proj.lora_C.weight at byte " in result.err and "is neither a lora_A nor a lora_B factor" in result.err
