@@ -224,3 +224,24 @@ def test_a_key_that_is_no_lora_factor_is_refused_at_it(tmp_path: Path, fmt: Fmt)
     result = fmt("to-gguf", adapter, "--base", ADAPTERS / "qwen2" / "base", "-o", tmp_path / "x.gguf")
     assert result.code == 2 and len(result.err.strip().splitlines()) == 1, result.err
     assert "q_proj.lora_C.weight at byte " in result.err and "is neither a lora_A nor a lora_B factor" in result.err
+
+
+def test_a_module_gguf_py_does_not_name_is_refused_saying_what_works(tmp_path: Path, fmt: Fmt) -> None:
+    # a per-expert module, as older transformers' MoE models had them: llama.cpp stacks experts, no tensor is
+    # named for one expert alone
+    from safetensors.numpy import load_file, save_file
+
+    adapter = shutil.copytree(ADAPTERS / "qwen2" / "peft" / "plain", tmp_path / "adapter")
+    weights = load_file(adapter / "adapter_model.safetensors")
+    module = "model.layers.0.mlp.gate_proj"
+    renamed = {k.replace(module, "model.layers.0.mlp.experts.0.gate_proj"): v for k, v in weights.items()}
+    assert renamed.keys() != weights.keys()
+    save_file(renamed, adapter / "adapter_model.safetensors")
+    result = fmt("to-gguf", adapter, "--base", ADAPTERS / "qwen2" / "base", "-o", tmp_path / "x.gguf")
+    assert result.code == 2 and len(result.err.strip().splitlines()) == 1, result.err
+    assert "field base_model.model.model.layers.0.mlp.experts.0.gate_proj.lora_A.weight at byte " in result.err
+    assert result.err.strip().endswith(
+        "gguf-py names no qwen2 tensor model.layers.0.mlp.experts.0.gate_proj, so llama.cpp would not apply it: "
+        "leave the module out of target_modules, or merge the adapter into the model (PEFT's merge_and_unload) "
+        "and convert that"), result.err
+    assert not (tmp_path / "x.gguf").exists()
