@@ -135,7 +135,19 @@ def test_a_failed_valid_on_records_is_one_short_line(folders: tuple[Path, Path],
     sample = tmp_path / "s.bin"
     sample.write_bytes(b"TOY1" + (40).to_bytes(4, "little") + bytes(160))
     line = assert_clean_failure(fmt("parse", sample))
-    assert "expected len(_) > 100, got [{a=0, b=0}" in line and len(line) < 300
+    assert "field recs at byte 8: expected len(recs) > 100, got [{a=0, b=0}" in line and len(line) < 300
+
+
+def test_a_failed_rule_names_the_field_and_shows_the_values_it_reads(folders: tuple[Path, Path], fmt: Fmt,
+                                                                      tmp_path: Path) -> None:
+    # a rule over the field (`_`) and an earlier one: the user reads both names and the earlier's value
+    (folders[0] / "toy.yaml").write_text(GOOD.replace(
+        "{id: b, type: u16, doc: Another number.}",
+        "{id: b, type: u16, doc: Another number., valid: {expr: \"_ % a == 0 and _ > 0\"}}"))
+    sample = tmp_path / "s.bin"
+    sample.write_bytes(b"TOY1" + (1).to_bytes(4, "little") + (4).to_bytes(2, "little") + (6).to_bytes(2, "little"))
+    line = assert_clean_failure(fmt("parse", sample))
+    assert line.endswith("field recs[0].b at byte 10: expected b % a == 0 and b > 0 (a = 4), got 6"), line
 
 
 def test_a_bundle_is_checked_as_a_bundle(tmp_path: Path, fmt: Fmt) -> None:

@@ -16,7 +16,6 @@ import os
 import sys
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from functools import cache
 from pathlib import Path
 from stat import S_ISREG
 from typing import Any
@@ -296,14 +295,24 @@ def load_schema(name_or_path: str | os.PathLike[str]) -> Schema:
     return _load_named(text)
 
 
-@cache
 def _load_named(name: str) -> Schema:
     try:
-        return load_yaml_schema(_find_file(name))
+        path = _find_file(name)
+        stat = path.stat()
+        return _load_version(path, stat.st_mtime_ns, stat.st_size)
     except SchemaError as e:
         if e.source == name:
             raise UsageError(f"unknown schema {name!r}; known: {', '.join(sorted(available_schemas()))}") from None
         raise
+    except OSError as e:
+        raise SchemaError(name, f"cannot be read: {e.strerror}") from None
+
+
+@functools.lru_cache(maxsize=256)
+def _load_version(path: Path, mtime_ns: int, size: int) -> Schema:
+    """A schema file compiled once per version of it: a process that runs several commands (a
+    library user, a test) sees a schema file changed or a search path changed between them."""
+    return load_yaml_schema(path)
 
 
 def available_schemas() -> dict[str, Path]:

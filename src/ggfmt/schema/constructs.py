@@ -187,11 +187,32 @@ class Validation:
             raise ValidationFailed(path, offset, hi, value, f"expected at most {_show(hi)}, got {_show(value)}")
         if self.expr is not None and not ev(self.expr):
             raise ValidationFailed(path, offset, self.expr.source, value,
-                                   f"expected {self.expr.source}, got {_show(value)}")
+                                   f"expected {_rule_text(self.expr, context, path)}, got {_show(value)}")
         if self.unique is not None:
             _check_unique(_items(value, path, offset, "unique"), self.unique, path, offset)
         if self.disjoint is not None:
             _check_disjoint(_items(value, path, offset, "disjoint"), self.disjoint, path, offset)
+
+
+# `_` as a name of its own in an expression's text (not a part of `n_embd` or `x._`)
+_THE_VALUE = re.compile(r"(?<![\w.])_(?![\w])")
+
+
+def _rule_text(expr: Expression, context: Mapping[str, Any], path: str) -> str:
+    """A `valid: {expr: ...}` rule as a user reads it: `_` called by the field's name, and the
+    values of the other fields it reads beside it (`n_embd % n_head == 0 (n_embd = 4096)`)."""
+    field = re.sub(r"\[\d+\]$", "", path.rsplit(".", 1)[-1]) or "the value"
+    text = _THE_VALUE.sub(field, expr.source)
+    lookup = context_lookup(context)
+    shown = []
+    for name in sorted(expr.names - {"_", "_root", field}):
+        try:
+            known = lookup(name)
+        except ExpressionError:
+            continue
+        if isinstance(known, int | float | str | bytes | list) and known is not UNKNOWN:
+            shown.append(f"{name} = {_show(known, 40)}")
+    return f"{text} ({', '.join(shown)})" if shown else text
 
 
 def _items(value: Any, path: str, offset: int, clause: str) -> Sequence[Any]:
