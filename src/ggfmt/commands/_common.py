@@ -89,8 +89,8 @@ def output_options(parser: argparse.ArgumentParser, metavar: str, help_text: str
     parser.add_argument("-o", "--outfile", "--output", dest="output", metavar=metavar, help=help_text)
     parser.add_argument("--force", action="store_true", help=f"replace {metavar} if it exists (a regular file)")
     parser.add_argument("--dry-run", action="store_true",
-                        help="print what would be written (keys, tensor names, types, shapes, bytes) and write "
-                             "nothing")
+                        help="print what would be written (keys, tensor names, types, shapes, bytes) and every "
+                             "input tensor that would be refused, and write nothing (exit 2 if any would be)")
 
 
 def output_path(given: str | None, default: Path | Callable[[], Path]) -> Path:

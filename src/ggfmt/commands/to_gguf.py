@@ -16,8 +16,8 @@ DESCRIPTION = (wrap("Convert INPUT to GGUF. A ggcp file becomes a GGUF training 
                "A ggla adapter, a PEFT adapter directory or an mlx-lm adapter directory "
                "becomes a GGUF LoRA adapter "
                "that current llama.cpp loads and that means the same. A 2023 llama model "
-               "file (ggml, ggmf, ggjt), and a 2023 GPT-2, StarCoder, MPT, Replit or Falcon file of the ggml "
-               "examples or ggllm.cpp, becomes the GGUF model llama.cpp runs, and a GGUF "
+               "file (ggml, ggmf, ggjt), and a 2023 GPT-2, StarCoder, MPT, Replit, GPT-NeoX, Dolly or Falcon file "
+               "of the ggml examples or ggllm.cpp, becomes the GGUF model llama.cpp runs, and a GGUF "
                "of version 1 or 2 the same file in version 3. A CLIP model "
                "directory becomes the GGUF of llama.cpp's clip/llava code. Payloads are "
                "copied, or transformed one tensor at a time; never all held in memory. "
@@ -28,7 +28,7 @@ DESCRIPTION = (wrap("Convert INPUT to GGUF. A ggcp file becomes a GGUF training 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("file", type=Path, metavar="INPUT",
                         help="a ggcp, ggcl or ggla file, a 2023 model file (llama's ggml, ggmf, ggjt; the ggml "
-                             "examples' GPT-2, StarCoder, MPT, Replit, Falcon), a GGUF of version 1 or 2, a PEFT "
+                             "examples' GPT-2, StarCoder, MPT, Replit, GPT-NeoX, Dolly, Falcon), a GGUF of version 1 or 2, a PEFT "
                              "or mlx-lm adapter directory or a CLIP model directory")
     output_options(parser, "OUT.gguf", "output file, or a directory (ending in /) to write the default name into "
                                    "(default: INPUT with the suffix .gguf; for a PEFT directory "
