@@ -28,8 +28,8 @@ DESCRIPTION = (wrap("Convert INPUT to GGUF. A ggcp file becomes a GGUF training 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("file", type=Path, metavar="INPUT",
                         help="a ggcp, ggcl or ggla file, a 2023 model file (llama's ggml, ggmf, ggjt; the ggml "
-                             "examples' GPT-2, StarCoder, MPT, Replit, GPT-NeoX, Dolly, Falcon), a GGUF of version 1 or 2, a PEFT "
-                             "or mlx-lm adapter directory or a CLIP model directory")
+                             "examples' GPT-2, StarCoder, MPT, Replit, GPT-NeoX, Dolly, Falcon), a GGUF of version "
+                             "1 or 2, a PEFT or mlx-lm adapter directory or a CLIP model directory")
     output_options(parser, "OUT.gguf", "output file, or a directory (ending in /) to write the default name into "
                                    "(default: INPUT with the suffix .gguf; for a PEFT directory "
                                    "DIR/ggml-adapter-model.gguf; for a CLIP directory "
