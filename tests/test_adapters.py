@@ -66,9 +66,13 @@ def test_peft_to_gguf_equals_current_llama_cpp(which: str, tmp_path: Path, fmt: 
     out = tmp_path / "lora.gguf"
     result = fmt("to-gguf", PEFT / which, "--base", PEFT / "tiny-llama", "-o", out)
     assert result.code == 0, result.err
-    reference = PEFT / "lora.ref.gguf"
+    reference = PEFT / "lora.ref.gguf"  # (written from the safetensors copy, whose keys safetensors sorts)
     assert gguf_keys(out) == gguf_keys(reference)
-    assert gguf_tensors(out) == gguf_tensors(reference)
+    written, expected = gguf_tensors(out), gguf_tensors(reference)
+    if which == "adapter-bin":  # in the pickle's own order, as llama.cpp's converter keeps it
+        assert [t[0] for t in written] != [t[0] for t in expected]
+        written, expected = sorted(written), sorted(expected)
+    assert written == expected
 
 
 # What PEFT's save_pretrained writes beside an adapter whose base model has no name (as here).
