@@ -10,7 +10,10 @@ from __future__ import annotations
 import errno
 import os
 import random
+import sys
+import threading
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import pytest
@@ -159,3 +162,43 @@ def test_page_cache_copy_steps_down_when_the_kernel_refuses(refused: list[str], 
         sink.copy_from(src.fileno(), 0, 5)
     assert out.read_bytes() == b"head" + source_bytes[10:40_010] + source_bytes[:5]
     assert calls == refused  # each refused once, then not asked again
+
+
+class _Stop(BaseException):
+    """Stands for a stop signal's exception, which Python raises between any two instructions."""
+
+
+def test_a_stop_between_any_two_instructions_of_a_write_leaves_abort_able_to_finish(tmp_path: Path) -> None:
+    # A Ctrl-C raised while the writer's queues were half way through a put or get left their lock
+    # held: the cleanup's abort() then waited for it for ever. Raise at each instruction in turn.
+    data = bytes(DirectSink.BUFFER_BYTES + 100)
+    n = 0
+    while True:
+        n += 1
+        fd = os.open(tmp_path / "out", os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+        sink = DirectSink(fd)
+        seen = 0
+
+        def tracer(frame: FrameType, event: str, arg: object, stop_at: int = n) -> object:
+            nonlocal seen
+            frame.f_trace_opcodes = True
+            if event == "opcode":
+                seen += 1
+                if seen == stop_at:
+                    raise _Stop
+            return tracer
+
+        sys.settrace(tracer)
+        try:
+            sink.write(data)  # fills a buffer and hands it to the writer thread
+        except _Stop:
+            pass
+        finally:
+            sys.settrace(None)
+        aborting = threading.Thread(target=sink.abort, daemon=True)
+        aborting.start()
+        aborting.join(10)
+        assert not aborting.is_alive(), f"abort() waits for ever after a stop at instruction {n}"
+        if seen < n:  # the write ran to its end without reaching instruction n: every one was tried
+            break
+    assert n > 20

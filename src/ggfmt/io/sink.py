@@ -108,10 +108,13 @@ class DirectSink(Sink):
     def __init__(self, fd: int) -> None:
         self._fd = fd
         existing = os.fstat(fd).st_size
-        self._free: queue.Queue[mmap.mmap] = queue.Queue()
+        # SimpleQueue, not Queue: Queue's put and get take a lock in Python code, and a stop signal's
+        # exception raised between two of its instructions can leave that lock held, so that the
+        # cleanup's abort() waits for it for ever. SimpleQueue's put and get are one C call each.
+        self._free: queue.SimpleQueue[mmap.mmap] = queue.SimpleQueue()
         for _ in range(self.BUFFERS):
             self._free.put(mmap.mmap(-1, self.BUFFER_BYTES))
-        self._full: queue.Queue[tuple[mmap.mmap, int, int] | None] = queue.Queue()
+        self._full: queue.SimpleQueue[tuple[mmap.mmap, int, int] | None] = queue.SimpleQueue()
         self._error: BaseException | None = None
         self._buffer = self._free.get()
         self._start = existing - existing % self.BLOCK  # file offset of the current buffer
