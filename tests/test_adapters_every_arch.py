@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -218,34 +219,36 @@ def test_a_config_no_lora_adapter_can_hold_is_refused_saying_what_works(change: 
     assert not (tmp_path / "x.gguf").exists()
 
 
-def test_a_key_that_is_no_lora_factor_is_refused_at_it(tmp_path: Path, fmt: Fmt) -> None:
+def refusal_with_weights(tmp_path: Path, fmt: Fmt, change: Callable[[dict[str, Any]], dict[str, Any]]) -> str:
+    """qwen2's PEFT adapter with its weights changed by ``change``, converted: the one line it is refused in."""
     from safetensors.numpy import load_file, save_file
 
     adapter = shutil.copytree(ADAPTERS / "qwen2" / "peft" / "plain", tmp_path / "adapter")
-    weights = load_file(adapter / "adapter_model.safetensors")
-    key = "base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight"
-    save_file({**weights, key.replace("lora_A", "lora_C"): weights[key]}, adapter / "adapter_model.safetensors")
+    save_file(change(load_file(adapter / "adapter_model.safetensors")), adapter / "adapter_model.safetensors")
     result = fmt("to-gguf", adapter, "--base", ADAPTERS / "qwen2" / "base", "-o", tmp_path / "x.gguf")
     assert result.code == 2 and len(result.err.strip().splitlines()) == 1, result.err
-    assert "q_proj.lora_C.weight at byte " in result.err and "is neither a lora_A nor a lora_B factor" in result.err
+    assert not (tmp_path / "x.gguf").exists()
+    return str(result.err)
+
+
+def test_a_key_that_is_no_lora_factor_is_refused_at_it(tmp_path: Path, fmt: Fmt) -> None:
+    key = "base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight"
+    err = refusal_with_weights(tmp_path, fmt, lambda w: {**w, key.replace("lora_A", "lora_C"): w[key]})
+    assert "q_proj.lora_C.weight at byte " in err and "is neither a lora_A nor a lora_B factor" in err
 
 
 def test_a_module_gguf_py_does_not_name_is_refused_saying_what_works(tmp_path: Path, fmt: Fmt) -> None:
     # a per-expert module, as older transformers' MoE models had them: llama.cpp stacks experts, no tensor is
     # named for one expert alone
-    from safetensors.numpy import load_file, save_file
+    def per_expert(weights: dict[str, Any]) -> dict[str, Any]:
+        module = "model.layers.0.mlp.gate_proj"
+        renamed = {k.replace(module, "model.layers.0.mlp.experts.0.gate_proj"): v for k, v in weights.items()}
+        assert renamed.keys() != weights.keys()
+        return renamed
 
-    adapter = shutil.copytree(ADAPTERS / "qwen2" / "peft" / "plain", tmp_path / "adapter")
-    weights = load_file(adapter / "adapter_model.safetensors")
-    module = "model.layers.0.mlp.gate_proj"
-    renamed = {k.replace(module, "model.layers.0.mlp.experts.0.gate_proj"): v for k, v in weights.items()}
-    assert renamed.keys() != weights.keys()
-    save_file(renamed, adapter / "adapter_model.safetensors")
-    result = fmt("to-gguf", adapter, "--base", ADAPTERS / "qwen2" / "base", "-o", tmp_path / "x.gguf")
-    assert result.code == 2 and len(result.err.strip().splitlines()) == 1, result.err
-    assert "field base_model.model.model.layers.0.mlp.experts.0.gate_proj.lora_A.weight at byte " in result.err
-    assert result.err.strip().endswith(
+    err = refusal_with_weights(tmp_path, fmt, per_expert)
+    assert "field base_model.model.model.layers.0.mlp.experts.0.gate_proj.lora_A.weight at byte " in err
+    assert err.strip().endswith(
         "gguf-py names no qwen2 tensor model.layers.0.mlp.experts.0.gate_proj, so llama.cpp would not apply it: "
         "leave the module out of target_modules, or merge the adapter into the model (PEFT's merge_and_unload) "
-        "and convert that"), result.err
-    assert not (tmp_path / "x.gguf").exists()
+        "and convert that"), err

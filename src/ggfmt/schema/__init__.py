@@ -311,7 +311,8 @@ def _load_named(name: str) -> Schema:
 @functools.lru_cache(maxsize=256)
 def _load_version(path: Path, mtime_ns: int, size: int) -> Schema:
     """A schema file compiled once per version of it: a process that runs several commands (a
-    library user, a test) sees a schema file changed or a search path changed between them."""
+    library user, a test) sees the file a name finds, and its changes, as they are at each command
+    (the files it imports are those of its first compilation)."""
     return load_yaml_schema(path)
 
 

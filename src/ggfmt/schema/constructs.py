@@ -210,7 +210,7 @@ def _rule_text(expr: Expression, context: Mapping[str, Any], path: str) -> str:
             known = lookup(name)
         except ExpressionError:
             continue
-        if isinstance(known, int | float | str | bytes | list) and known is not UNKNOWN:
+        if isinstance(known, int | float | str | bytes | list):  # (not a record, nor a value not read)
             shown.append(f"{name} = {_show(known, 40)}")
     return f"{text} ({', '.join(shown)})" if shown else text
 
