@@ -163,6 +163,30 @@ def test_a_signal_at_start_up_is_one_line_and_its_status(sig: signal.Signals) ->
     assert (proc.returncode, out, err) == (128 + sig, "", f"fmt: {MESSAGES[sig]}; no output was written\n")
 
 
+# fmt parse SOURCE, with a Ctrl-C that arrives just as the stop handler for it is installed, while
+# the handlers of the other stop signals are not yet
+MID_INSTALL = """
+import os, signal, sys
+import ggfmt.cli as cli
+install = signal.signal
+def install_then_interrupt(number, handler):
+    previous = install(number, handler)
+    if handler is cli._stop and number == signal.SIGINT:
+        os.kill(os.getpid(), signal.SIGINT)
+    return previous
+signal.signal = install_then_interrupt
+sys.argv = ["fmt", "parse", sys.argv[1]]
+from ggfmt._entry import run
+run()
+"""
+
+
+def test_a_signal_while_the_handlers_are_installed_is_one_line_and_its_status() -> None:
+    with child([sys.executable, "-c", MID_INSTALL, str(SOURCE)]) as proc:
+        out, err = proc.communicate()
+    assert (proc.returncode, out, err) == (128 + signal.SIGINT, "", "fmt: interrupted; no output was written\n")
+
+
 def test_a_signal_while_the_output_module_is_half_imported_is_a_stop(monkeypatch: pytest.MonkeyPatch) -> None:
     import types
 

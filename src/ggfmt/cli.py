@@ -158,8 +158,13 @@ def _ignore_stop_signals() -> None:
         signal.signal(number, _ignored)
 
 
-def _install_signal_handlers() -> dict[int, Any]:
-    previous = {number: signal.getsignal(number) for number in STOP_SIGNALS}
+def _signal_handlers() -> dict[int, Any]:
+    """The handlers :func:`_install_signal_handlers` replaces, to be put back after the command."""
+    numbers = [*STOP_SIGNALS, *([signal.SIGXFSZ] if hasattr(signal, "SIGXFSZ") else [])]
+    return {number: signal.getsignal(number) for number in numbers}
+
+
+def _install_signal_handlers() -> None:
     for number in STOP_SIGNALS:
         # A signal ignored when fmt started (nohup, a shell's background job) stays ignored.
         if signal.getsignal(number) is not signal.SIG_IGN:
@@ -167,8 +172,7 @@ def _install_signal_handlers() -> dict[int, Any]:
     if hasattr(signal, "SIGXFSZ"):
         # Past a file-size limit (ulimit -f) a write then fails with EFBIG, which is reported,
         # instead of the signal killing fmt and leaving its partial output behind.
-        previous[signal.SIGXFSZ] = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-    return previous
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
 
 
 def _stopped_message(signum: int) -> str:
@@ -211,11 +215,13 @@ def main(argv: Sequence[str] | None = None, *, exiting: bool = False) -> int:
     if args.command is None:
         parser.print_help()
         return EXIT_BAD_INPUT
-    previous = _install_signal_handlers()
+    previous = _signal_handlers()
     previous_hook = sys.unraisablehook
-    sys.unraisablehook = _unraisable(previous_hook)
     _received.clear()
     try:
+        # (inside the try: a signal that arrives while the handlers are being installed is a stop too)
+        _install_signal_handlers()
+        sys.unraisablehook = _unraisable(previous_hook)
         status = int(args.run(args))
         _ignore_stop_signals()  # the work is done: a signal now would only spoil the exit status
         if _received:  # a signal whose Stopped Python swallowed: the work went on and finished
