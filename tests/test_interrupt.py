@@ -28,7 +28,11 @@ import os, time
 import ggfmt.io.tensors
 def stall(*args, **kwargs):
     os.write(1, b"stalled\\n")  # the temporary output exists: the test may signal now
-    time.sleep(3600)
+    # Short sleeps, not one long one: a signal that lands after Python last looked for signals but
+    # before the sleep began is only seen when the sleep ends (Python runs its handlers between
+    # instructions, and only a signal that arrives during the sleep cuts it short).
+    while True:
+        time.sleep(0.05)
 ggfmt.io.tensors.FileSlice.write_to = stall
 from ggfmt._entry import run
 run()
@@ -38,10 +42,19 @@ MESSAGES = {signal.SIGINT: "interrupted", signal.SIGTERM: "terminated", signal.S
             signal.SIGQUIT: "quit"}
 
 
+def _as_from_a_terminal() -> None:
+    """Stop signals as a program started from an interactive shell has them. A shell's background
+    job (which this test run may be) starts its programs with SIGINT and SIGQUIT ignored, and fmt
+    rightly leaves a signal ignored at its start ignored."""
+    for sig in MESSAGES:
+        signal.signal(sig, signal.SIG_DFL)
+
+
 @contextlib.contextmanager
 def child(args: list[str]) -> Iterator[subprocess.Popen[str]]:
     """A child process that is gone when the block ends, whatever happened in it."""
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=_as_from_a_terminal)
     watchdog = threading.Timer(WATCHDOG, proc.kill)
     watchdog.start()
     try:
@@ -80,6 +93,71 @@ def test_second_signal_during_cleanup_still_cleans_up(tmp_path: Path) -> None:
             proc.send_signal(sig)
         _, stderr = proc.communicate()
     assert proc.returncode == 128 + signal.SIGINT
+    assert stderr.strip() == "fmt: interrupted; no output was written"
+    assert list(tmp_path.iterdir()) == []
+
+
+# fmt to-gguf with its payload copy replaced: SIGINT is sent while the main thread holds it back,
+# so the kernel may give it to any other thread that takes it (the writer thread, which must not:
+# Python would only mark it as due there, and the main thread, sleeping, would never learn of it).
+# Whether it is still pending for the main thread is printed, then the main thread takes it.
+NOT_TAKEN_ELSEWHERE = """
+import os, signal, threading, time
+import ggfmt.io.sink as sink
+import ggfmt.io.tensors
+sink._open = lambda path: sink.DirectSink(os.open(path, os.O_RDWR))  # a writer thread on any file system
+def stall(*args, **kwargs):
+    writers = [t.name for t in threading.enumerate() if t.name == "ggfmt-writer"]
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    os.kill(os.getpid(), signal.SIGINT)
+    time.sleep(0.5)  # time enough for a thread that takes SIGINT to take it
+    os.write(1, f"{writers} {signal.SIGINT in signal.sigpending()}\\n".encode())
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    while True:
+        time.sleep(0.05)
+ggfmt.io.tensors.FileSlice.write_to = stall
+from ggfmt._entry import run
+run()
+"""
+
+
+def test_a_stop_signal_is_left_to_the_main_thread(tmp_path: Path) -> None:
+    out = tmp_path / "out.gguf"
+    with child([sys.executable, "-c", NOT_TAKEN_ELSEWHERE, "to-gguf", str(SOURCE), "-o", str(out)]) as proc:
+        stdout, stderr = proc.communicate()
+    assert stdout == "['ggfmt-writer'] True\n", stderr  # still pending: the writer thread did not take it
+    assert proc.returncode == 128 + signal.SIGINT
+    assert stderr.strip() == "fmt: interrupted; no output was written"
+    assert list(tmp_path.iterdir()) == []
+
+
+# fmt to-gguf, interrupted, with a SIGTERM that lands as the SIGINT's handler begins to set the
+# handlers aside, while the SIGTERM's own handler is still in place: it runs nested in the first.
+NESTED = """
+import os, signal, time
+import ggfmt.cli as cli
+import ggfmt.io.tensors
+ignore = cli._ignore_stop_signals
+def terminated_meanwhile():
+    cli._ignore_stop_signals = ignore
+    os.kill(os.getpid(), signal.SIGTERM)
+    ignore()
+def stall(*args, **kwargs):
+    cli._ignore_stop_signals = terminated_meanwhile
+    os.kill(os.getpid(), signal.SIGINT)
+    while True:
+        time.sleep(0.05)
+ggfmt.io.tensors.FileSlice.write_to = stall
+from ggfmt._entry import run
+run()
+"""
+
+
+def test_a_second_signal_within_the_first_ones_handler_does_not_change_the_answer(tmp_path: Path) -> None:
+    out = tmp_path / "out.gguf"
+    with child([sys.executable, "-c", NESTED, "to-gguf", str(SOURCE), "-o", str(out)]) as proc:
+        _, stderr = proc.communicate()
+    assert proc.returncode == 128 + signal.SIGINT, stderr
     assert stderr.strip() == "fmt: interrupted; no output was written"
     assert list(tmp_path.iterdir()) == []
 

@@ -22,6 +22,7 @@ from . import __version__
 from .commands._common import EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_OK, Formatter, Parser, debug_option
 from .errors import GgfmtError
 from .io.environment import OPTIONAL_PACKAGES, describe_os_error, environment_error
+from .io.signals import STOP_SIGNALS
 from .io.streams import StdoutFailed
 from .io.text import escape
 
@@ -104,9 +105,6 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     return parser
 
 
-# Closing the terminal (SIGHUP) or Ctrl-\\ (SIGQUIT) must clean up like Ctrl-C and SIGTERM.
-STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT")
-                     if hasattr(signal, name))
 STOP_WORDS = {"SIGINT": "interrupted", "SIGTERM": "terminated", "SIGHUP": "hung up", "SIGQUIT": "quit"}
 
 
@@ -118,7 +116,7 @@ class Stopped(BaseException):
         self.signum = signum
 
 
-_received: list[int] = []  # the stop signal taken, in case the Stopped raised for it was swallowed
+_received: list[int] = []  # the stop signals taken (the first is answered), in case its Stopped was swallowed
 
 
 def _stop(signum: int, frame: FrameType | None) -> None:
@@ -128,10 +126,12 @@ def _stop(signum: int, frame: FrameType | None) -> None:
     defer_stop = getattr(output, "defer_stop", None)
     if defer_stop is not None and defer_stop(signum):  # an output is taking its name: answered once it has it
         return
-    # Further signals are ignored from here on: a second Ctrl-C must not cut the cleanup short.
-    _ignore_stop_signals()
     _received.append(signum)
-    raise Stopped(signum)
+    # Further signals are ignored from here on: a second Ctrl-C must not cut the cleanup short. A
+    # second signal that lands before its handler is replaced runs this handler again, nested in
+    # this call: that call raises for the first signal too, the one the user gave first.
+    _ignore_stop_signals()
+    raise Stopped(_received[0])
 
 
 def _unraisable(hook: Callable[[Any], object]) -> Callable[[Any], object]:

@@ -94,9 +94,9 @@ def _edit_held(args: argparse.Namespace, edits: Any) -> int:
               f"{old_start:,} bytes becomes {len(header):,}); nothing was written")
         return EXIT_OK
     if args.in_place:
-        from ..io.output import _signals_blocked
+        from ..io.signals import stop_signals_blocked
 
-        with _signals_blocked():
+        with stop_signals_blocked():
             in_place.write_in_place(doc, header)
         target, how = args.file, "header rewritten in place"
     else:

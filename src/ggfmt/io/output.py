@@ -38,6 +38,7 @@ from pathlib import Path
 
 from ..errors import UsageError
 from .inputs import describe_kind, inputs_read
+from .signals import stop_signals_blocked
 from .text import escape
 
 PARTIAL = ".ggfmt-partial-"  # OUT.ggfmt-partial-XXXXXXXX: an output being written
@@ -155,21 +156,6 @@ def _partial_name(target: Path) -> Path:
     return target.parent / f"{_partial_prefix(target)}{secrets.token_hex(4)}"
 
 
-@contextlib.contextmanager
-def _signals_blocked() -> Iterator[None]:
-    """Stop signals wait while the output takes its name: it happens whole, or not at all."""
-    if not hasattr(signal, "pthread_sigmask"):
-        yield
-        return
-    names = ("SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT")
-    blocked = {getattr(signal, n) for n in names if hasattr(signal, n)}
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, blocked)
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
-
-
 # -- files -------------------------------------------------------------------------------------
 
 @contextlib.contextmanager
@@ -225,7 +211,7 @@ def _give_name(target: Path, parent: Path, check: Callable[[], None], name_it: C
 
     Held back twice: blocked for this thread, and deferred by the Python handler, which runs in
     this thread whichever thread the kernel delivered the signal to (a writer thread, say)."""
-    with _signals_blocked():
+    with stop_signals_blocked():  # the output takes its name whole, or not at all
         _naming[0] = True
         try:
             check()

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InputShrank
+from .signals import stop_signals_blocked
 
 Progress = Callable[[int], None]
 
@@ -125,7 +126,8 @@ class DirectSink(Sink):
             if got != self._fill:
                 raise OSError(f"the output's first {existing} bytes could not be read back")
         self._thread = threading.Thread(target=self._drain, name="ggfmt-writer", daemon=True)
-        self._thread.start()
+        with stop_signals_blocked():  # the writer never takes a stop signal: the main thread answers it at once
+            self._thread.start()
 
     def write(self, data: Any) -> None:
         view = memoryview(data).cast("B")
