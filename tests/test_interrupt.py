@@ -22,21 +22,23 @@ import pytest
 from conftest import SYNTH
 
 SOURCE = SYNTH / "ggcp-v1-adam-past3.bin"
-# fmt, with every payload copy stalled: the temporary output exists, the conversion never ends by itself
-STALLED = """
-import os, time
-import ggfmt.io.tensors
-def stall(*args, **kwargs):
-    os.write(1, b"stalled\\n")  # the temporary output exists: the test may signal now
-    # Short sleeps, not one long one: a signal that lands after Python last looked for signals but
-    # before the sleep began is only seen when the sleep ends (Python runs its handlers between
-    # instructions, and only a signal that arrives during the sleep cuts it short).
+# What a child script ends with: fmt's payload copy replaced by its ``stall``, then fmt's program.
+# A stall waits for ever in short sleeps, not one long one: a signal that lands after Python last
+# looked for signals but before a sleep began is only seen when that sleep ends (Python runs its
+# handlers between instructions, and only a signal that arrives during a sleep cuts it short).
+RUN_STALLED = """
     while True:
         time.sleep(0.05)
+import ggfmt.io.tensors
 ggfmt.io.tensors.FileSlice.write_to = stall
 from ggfmt._entry import run
 run()
 """
+# fmt, with every payload copy stalled: the temporary output exists, the conversion never ends by itself
+STALLED = """
+import os, time
+def stall(*args, **kwargs):
+    os.write(1, b"stalled\\n")  # the temporary output exists: the test may signal now""" + RUN_STALLED
 WATCHDOG = 300  # seconds after which a child that never got where it should is killed (a bug, not a race)
 MESSAGES = {signal.SIGINT: "interrupted", signal.SIGTERM: "terminated", signal.SIGHUP: "hung up",
             signal.SIGQUIT: "quit"}
@@ -75,15 +77,20 @@ def stalled(out: Path) -> Iterator[subprocess.Popen[str]]:
         yield proc
 
 
+def assert_stopped_cleanly(proc: subprocess.Popen[str], stderr: str, sig: signal.Signals, folder: Path) -> None:
+    """The child answered ``sig`` (its status, its one line) and left nothing in ``folder``."""
+    assert proc.returncode == 128 + sig, stderr
+    assert stderr.strip() == f"fmt: {MESSAGES[sig]}; no output was written"
+    assert list(folder.iterdir()) == []
+
+
 @pytest.mark.parametrize("sig", list(MESSAGES), ids=[s.name for s in MESSAGES])
 def test_stopped_conversion_leaves_nothing(sig: signal.Signals, tmp_path: Path) -> None:
     out = tmp_path / "out.gguf"
     with stalled(out) as proc:
         proc.send_signal(sig)
         _, stderr = proc.communicate()
-    assert proc.returncode == 128 + sig
-    assert stderr.strip() == f"fmt: {MESSAGES[sig]}; no output was written"
-    assert list(tmp_path.iterdir()) == []
+    assert_stopped_cleanly(proc, stderr, sig, tmp_path)
 
 
 def test_second_signal_during_cleanup_still_cleans_up(tmp_path: Path) -> None:
@@ -92,9 +99,7 @@ def test_second_signal_during_cleanup_still_cleans_up(tmp_path: Path) -> None:
         for sig in (signal.SIGINT, signal.SIGINT, signal.SIGTERM, signal.SIGINT):
             proc.send_signal(sig)
         _, stderr = proc.communicate()
-    assert proc.returncode == 128 + signal.SIGINT
-    assert stderr.strip() == "fmt: interrupted; no output was written"
-    assert list(tmp_path.iterdir()) == []
+    assert_stopped_cleanly(proc, stderr, signal.SIGINT, tmp_path)
 
 
 # fmt to-gguf with its payload copy replaced: SIGINT is sent while the main thread holds it back,
@@ -104,7 +109,6 @@ def test_second_signal_during_cleanup_still_cleans_up(tmp_path: Path) -> None:
 NOT_TAKEN_ELSEWHERE = """
 import os, signal, threading, time
 import ggfmt.io.sink as sink
-import ggfmt.io.tensors
 sink._open = lambda path: sink.DirectSink(os.open(path, os.O_RDWR))  # a writer thread on any file system
 def stall(*args, **kwargs):
     writers = [t.name for t in threading.enumerate() if t.name == "ggfmt-writer"]
@@ -112,13 +116,7 @@ def stall(*args, **kwargs):
     os.kill(os.getpid(), signal.SIGINT)
     time.sleep(0.5)  # time enough for a thread that takes SIGINT to take it
     os.write(1, f"{writers} {signal.SIGINT in signal.sigpending()}\\n".encode())
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
-    while True:
-        time.sleep(0.05)
-ggfmt.io.tensors.FileSlice.write_to = stall
-from ggfmt._entry import run
-run()
-"""
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})""" + RUN_STALLED
 
 
 def test_a_stop_signal_is_left_to_the_main_thread(tmp_path: Path) -> None:
@@ -126,9 +124,7 @@ def test_a_stop_signal_is_left_to_the_main_thread(tmp_path: Path) -> None:
     with child([sys.executable, "-c", NOT_TAKEN_ELSEWHERE, "to-gguf", str(SOURCE), "-o", str(out)]) as proc:
         stdout, stderr = proc.communicate()
     assert stdout == "['ggfmt-writer'] True\n", stderr  # still pending: the writer thread did not take it
-    assert proc.returncode == 128 + signal.SIGINT
-    assert stderr.strip() == "fmt: interrupted; no output was written"
-    assert list(tmp_path.iterdir()) == []
+    assert_stopped_cleanly(proc, stderr, signal.SIGINT, tmp_path)
 
 
 # fmt to-gguf, interrupted, with a SIGTERM that lands as the SIGINT's handler begins to set the
@@ -136,7 +132,6 @@ def test_a_stop_signal_is_left_to_the_main_thread(tmp_path: Path) -> None:
 NESTED = """
 import os, signal, time
 import ggfmt.cli as cli
-import ggfmt.io.tensors
 ignore = cli._ignore_stop_signals
 def terminated_meanwhile():
     cli._ignore_stop_signals = ignore
@@ -144,22 +139,14 @@ def terminated_meanwhile():
     ignore()
 def stall(*args, **kwargs):
     cli._ignore_stop_signals = terminated_meanwhile
-    os.kill(os.getpid(), signal.SIGINT)
-    while True:
-        time.sleep(0.05)
-ggfmt.io.tensors.FileSlice.write_to = stall
-from ggfmt._entry import run
-run()
-"""
+    os.kill(os.getpid(), signal.SIGINT)""" + RUN_STALLED
 
 
 def test_a_second_signal_within_the_first_ones_handler_does_not_change_the_answer(tmp_path: Path) -> None:
     out = tmp_path / "out.gguf"
     with child([sys.executable, "-c", NESTED, "to-gguf", str(SOURCE), "-o", str(out)]) as proc:
         _, stderr = proc.communicate()
-    assert proc.returncode == 128 + signal.SIGINT, stderr
-    assert stderr.strip() == "fmt: interrupted; no output was written"
-    assert list(tmp_path.iterdir()) == []
+    assert_stopped_cleanly(proc, stderr, signal.SIGINT, tmp_path)
 
 
 def test_partial_output_of_a_killed_run_is_removed_by_the_next(tmp_path: Path) -> None:
