@@ -177,7 +177,8 @@ def test_partial_output_of_a_running_conversion_is_left_alone(tmp_path: Path) ->
 
 # to-hf --force over an existing directory, with a SIGTERM sent while the new directory takes the
 # old one's place. The signal goes to the process from another thread while the main thread has
-# it blocked, so the kernel delivers it to that thread (as it may to a writer thread).
+# it blocked, so the kernel delivers it to that thread (as it may to any thread of a program that
+# calls ggfmt, ggfmt's own threads aside).
 SWAP_SIGNALLED = """
 import os, signal, threading
 import ggfmt.io.output

@@ -210,7 +210,8 @@ def _give_name(target: Path, parent: Path, check: Callable[[], None], name_it: C
     it is done and recorded (a signal then finds the output complete, see committed_outputs).
 
     Held back twice: blocked for this thread, and deferred by the Python handler, which runs in
-    this thread whichever thread the kernel delivered the signal to (a writer thread, say)."""
+    this thread whichever thread the kernel delivered the signal to (ggfmt's own threads block stop
+    signals, but a program that calls ggfmt may have threads that do not)."""
     with stop_signals_blocked():  # the output takes its name whole, or not at all
         _naming[0] = True
         try:
